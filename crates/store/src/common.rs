@@ -1,0 +1,249 @@
+//! Helpers shared by both backends: checked integer conversions, row decoding, batch
+//! validation and sqlx error mapping.
+
+use crate::{ApiTokenRow, CheckpointRow, LedgerRow, Result, StoreError};
+
+/// Largest number of ledger rows per multi-row `INSERT`. Six parameters per row keeps a
+/// statement far below SQLite's bound-parameter limit (32,766) and PostgreSQL's (65,535).
+pub(crate) const INSERT_CHUNK_ROWS: usize = 500;
+
+/// Raw ledger row as read from either backend:
+/// `(seq, leaf_hash, leaf, time_unix_ms, actor, action)`.
+pub(crate) type RawLedgerRow = (i64, Vec<u8>, Vec<u8>, i64, String, String);
+
+/// Raw checkpoint row: `(tree_size, root, note, created_unix_ms)`.
+pub(crate) type RawCheckpointRow = (i64, Vec<u8>, String, i64);
+
+/// Raw token row: `(id, name, role, token_hash, created_unix_ms, revoked_unix_ms)`.
+pub(crate) type RawTokenRow = (String, String, String, Vec<u8>, i64, Option<i64>);
+
+/// Converts a caller-supplied `u64` to the database's signed 64-bit integer, refusing values
+/// above `i64::MAX` instead of wrapping.
+pub(crate) fn to_i64(what: &str, value: u64) -> Result<i64> {
+    i64::try_from(value).map_err(|_| {
+        StoreError::Database(format!("{what} {value} is out of range (maximum {})", i64::MAX))
+    })
+}
+
+/// Converts a stored signed integer back to `u64`; a negative value means a corrupt row.
+pub(crate) fn from_i64(table: &'static str, column: &str, value: i64) -> Result<u64> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt {
+        table,
+        detail: format!("{column} is negative ({value})"),
+    })
+}
+
+/// Converts a stored hash column to `[u8; 32]`; any other length means a corrupt row.
+pub(crate) fn hash32(table: &'static str, column: &str, value: Vec<u8>) -> Result<[u8; 32]> {
+    let len = value.len();
+    <[u8; 32]>::try_from(value).map_err(|_| StoreError::Corrupt {
+        table,
+        detail: format!("{column} is {len} bytes, expected 32"),
+    })
+}
+
+/// Checks a batch before any database work: `rows[i].seq == expected_size + i`, and every
+/// sequence number leaves the resulting ledger size representable as `i64`.
+///
+/// Returns `expected_size` as `i64`. A misnumbered batch is a caller bug, not a race, so it is
+/// reported as [`StoreError::Database`] (not [`StoreError::Conflict`], which invites a retry).
+pub(crate) fn check_batch(expected_size: u64, rows: &[LedgerRow]) -> Result<i64> {
+    let expected = to_i64("expected ledger size", expected_size)?;
+    for (i, row) in rows.iter().enumerate() {
+        let want = u64::try_from(i).ok().and_then(|i| expected_size.checked_add(i));
+        if want != Some(row.seq) {
+            return Err(StoreError::Database(format!(
+                "ledger batch is not consecutive: row {i} has seq {}, expected {}",
+                row.seq,
+                want.map_or_else(|| "overflow".to_owned(), |w| w.to_string()),
+            )));
+        }
+        // seq + 1 (the new ledger size) must fit in i64 too.
+        let next = row.seq.checked_add(1).unwrap_or(u64::MAX);
+        to_i64("ledger size", next)?;
+    }
+    Ok(expected)
+}
+
+/// The conflict returned when the ledger does not hold `expected` rows.
+pub(crate) fn size_conflict(expected: u64, actual: u64) -> StoreError {
+    StoreError::Conflict(format!(
+        "ledger size is {actual}, expected {expected} (another writer appended first)"
+    ))
+}
+
+pub(crate) fn ledger_row(raw: RawLedgerRow) -> Result<LedgerRow> {
+    const TABLE: &str = "ledger_entries";
+    let (seq, leaf_hash, leaf, time_unix_ms, actor, action) = raw;
+    Ok(LedgerRow {
+        seq: from_i64(TABLE, "seq", seq)?,
+        leaf_hash: hash32(TABLE, "leaf_hash", leaf_hash)?,
+        leaf,
+        time_unix_ms,
+        actor,
+        action,
+    })
+}
+
+pub(crate) fn checkpoint_row(raw: RawCheckpointRow) -> Result<CheckpointRow> {
+    const TABLE: &str = "ledger_checkpoints";
+    let (tree_size, root, note, created_unix_ms) = raw;
+    Ok(CheckpointRow {
+        tree_size: from_i64(TABLE, "tree_size", tree_size)?,
+        root: hash32(TABLE, "root", root)?,
+        note,
+        created_unix_ms,
+    })
+}
+
+pub(crate) fn token_row(raw: RawTokenRow) -> Result<ApiTokenRow> {
+    let (id, name, role, token_hash, created_unix_ms, revoked_unix_ms) = raw;
+    Ok(ApiTokenRow {
+        id,
+        name,
+        role,
+        token_hash: hash32("api_tokens", "token_hash", token_hash)?,
+        created_unix_ms,
+        revoked_unix_ms,
+    })
+}
+
+/// Range `[from, from + limit)` as `(from, end)` in `i64`. `from` above `i64::MAX` is an
+/// error; an end past `i64::MAX` is clamped (no row can have `seq == i64::MAX`, see
+/// [`check_batch`]).
+pub(crate) fn seq_range(from: u64, limit: u32) -> Result<(i64, i64)> {
+    let start = to_i64("range start", from)?;
+    let end = start.saturating_add(i64::from(limit));
+    Ok((start, end))
+}
+
+/// Maps an sqlx error: unique violations become [`StoreError::Conflict`], everything else
+/// [`StoreError::Database`].
+pub(crate) fn db_err(err: sqlx::Error) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            // The database's own message names the constraint, never the values
+            // (PostgreSQL keeps those in `detail`, which is not displayed).
+            StoreError::Conflict(db.message().to_owned())
+        }
+        _ => StoreError::Database(err.to_string()),
+    }
+}
+
+/// Which `api_tokens` column a unique violation is about, if it is one.
+fn token_unique_column(err: &sqlx::Error) -> Option<&'static str> {
+    let sqlx::Error::Database(db) = err else {
+        return None;
+    };
+    if !db.is_unique_violation() {
+        return None;
+    }
+    // PostgreSQL reports the (explicitly named) constraint; SQLite only the message,
+    // `UNIQUE constraint failed: api_tokens.name`.
+    let column = match db.constraint() {
+        Some("api_tokens_pkey") => "id",
+        Some("api_tokens_name_key") => "name",
+        Some("api_tokens_token_hash_key") => "token_hash",
+        _ => {
+            let msg = db.message();
+            if msg.contains("api_tokens.token_hash") {
+                "token_hash"
+            } else if msg.contains("api_tokens.name") {
+                "name"
+            } else if msg.contains("api_tokens.id") {
+                "id"
+            } else {
+                "unknown"
+            }
+        }
+    };
+    Some(column)
+}
+
+/// Maps an error from inserting a token, naming the duplicated column (never its value).
+pub(crate) fn token_insert_err(err: sqlx::Error) -> StoreError {
+    match token_unique_column(&err) {
+        Some("id") => StoreError::Conflict("a token with this id already exists".to_owned()),
+        Some("name") => StoreError::Conflict("a token with this name already exists".to_owned()),
+        Some("token_hash") => {
+            StoreError::Conflict("a token with this secret hash already exists".to_owned())
+        }
+        Some(_) => StoreError::Conflict("token violates a uniqueness rule".to_owned()),
+        None => db_err(err),
+    }
+}
+
+/// Maps an error from inserting ledger rows: a duplicate `seq` means another writer got there
+/// first (possible only if the engine's locking differs from what we assume).
+pub(crate) fn ledger_insert_err(err: sqlx::Error) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(
+            "ledger sequence number already taken (another writer appended first)".to_owned(),
+        ),
+        _ => db_err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: u64) -> LedgerRow {
+        LedgerRow {
+            seq,
+            leaf_hash: [0; 32],
+            leaf: vec![],
+            time_unix_ms: 0,
+            actor: String::new(),
+            action: String::new(),
+        }
+    }
+
+    #[test]
+    fn conversions_are_checked() {
+        assert_eq!(to_i64("x", 5).unwrap(), 5);
+        assert!(to_i64("x", u64::MAX).is_err());
+        assert!(to_i64("x", i64::MAX as u64 + 1).is_err());
+        assert!(matches!(from_i64("t", "c", -1), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(hash32("t", "c", vec![0; 31]), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(hash32("t", "c", vec![0; 33]), Err(StoreError::Corrupt { .. })));
+        assert_eq!(hash32("t", "c", vec![7; 32]).unwrap(), [7; 32]);
+    }
+
+    #[test]
+    fn corrupt_rows_are_reported() {
+        let raw = (0, vec![0; 5], vec![], 0, String::new(), String::new());
+        let err = ledger_row(raw).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "corrupt row in `ledger_entries`: leaf_hash is 5 bytes, expected 32"
+        );
+        assert!(matches!(
+            checkpoint_row((-3, vec![0; 32], String::new(), 0)),
+            Err(StoreError::Corrupt { table: "ledger_checkpoints", .. })
+        ));
+        assert!(matches!(
+            token_row((String::new(), String::new(), String::new(), vec![], 0, None)),
+            Err(StoreError::Corrupt { table: "api_tokens", .. })
+        ));
+    }
+
+    #[test]
+    fn batches_are_validated() {
+        assert_eq!(check_batch(3, &[row(3), row(4)]).unwrap(), 3);
+        assert!(check_batch(3, &[row(3), row(5)]).is_err());
+        assert!(check_batch(3, &[row(4)]).is_err());
+        assert!(check_batch(u64::MAX, &[row(u64::MAX)]).is_err());
+        // seq i64::MAX would make the size i64::MAX + 1.
+        let max = i64::MAX as u64;
+        assert!(check_batch(max - 1, &[row(max - 1)]).is_ok());
+        assert!(check_batch(max, &[row(max)]).is_err());
+    }
+
+    #[test]
+    fn ranges_clamp_the_end() {
+        assert_eq!(seq_range(10, 5).unwrap(), (10, 15));
+        assert_eq!(seq_range(i64::MAX as u64, 5).unwrap(), (i64::MAX, i64::MAX));
+        assert!(seq_range(u64::MAX, 1).is_err());
+    }
+}

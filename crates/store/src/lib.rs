@@ -1,0 +1,263 @@
+//! Warden's persistent store: one storage interface ([`Store`]) with two implementations,
+//! embedded SQLite (the default, WAL mode) and PostgreSQL (for high availability).
+//!
+//! This is the only crate that speaks SQL. It knows rows, not meaning: the ledger crate decides
+//! what a leaf is, the server decides what a role allows. Versioned migrations for each backend
+//! live in `migrations/<backend>/` and are applied by [`open`].
+
+#![forbid(unsafe_code)]
+
+use std::{fmt, path::PathBuf, str::FromStr, sync::Arc};
+
+use async_trait::async_trait;
+
+mod postgres;
+mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database URL could not be understood.
+    #[error("invalid database url `{0}`: expected `sqlite://PATH` or `postgres://…`")]
+    InvalidUrl(String),
+    /// A write raced another writer or broke a uniqueness rule; nothing was written.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A row read back from the database does not have the shape this version expects.
+    #[error("corrupt row in `{table}`: {detail}")]
+    Corrupt {
+        /// Table the row came from.
+        table: &'static str,
+        /// What was wrong with it.
+        detail: String,
+    },
+    /// Applying migrations failed.
+    #[error("migration failed: {0}")]
+    Migration(String),
+    /// Any other database error (connection lost, disk full, …).
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+/// Result alias for store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which backend a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// Embedded SQLite.
+    Sqlite,
+    /// PostgreSQL (or a wire-compatible engine).
+    Postgres,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        })
+    }
+}
+
+/// A parsed database location.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// `sqlite://PATH` (or a bare filesystem path): an embedded database file.
+    Sqlite(PathBuf),
+    /// `postgres://…` or `postgresql://…`.
+    Postgres(String),
+}
+
+impl fmt::Debug for StoreUrl {
+    // Never print a PostgreSQL password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl fmt::Display for StoreUrl {
+    /// Shows the URL with any password replaced by `***`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreUrl::Sqlite(p) => write!(f, "sqlite://{}", p.display()),
+            StoreUrl::Postgres(u) => f.write_str(&redact_password(u)),
+        }
+    }
+}
+
+fn redact_password(url: &str) -> String {
+    // postgres://user:password@host/db -> postgres://user:***@host/db
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+impl FromStr for StoreUrl {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            return Ok(StoreUrl::Postgres(s.to_owned()));
+        }
+        if let Some(path) = s.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(StoreError::InvalidUrl(s.to_owned()));
+            }
+            return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
+        }
+        if s.is_empty() || s.contains("://") {
+            return Err(StoreError::InvalidUrl(redact_password(s)));
+        }
+        Ok(StoreUrl::Sqlite(PathBuf::from(s)))
+    }
+}
+
+/// One ledger leaf as stored. The store keeps the exact leaf bytes; the ledger crate gives
+/// them meaning. `actor` and `action` are copies kept for indexing only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerRow {
+    /// Position in the log, 0-based; equals the Merkle leaf index.
+    pub seq: u64,
+    /// RFC 6962 leaf hash of `leaf`.
+    pub leaf_hash: [u8; 32],
+    /// Exact canonical leaf bytes.
+    pub leaf: Vec<u8>,
+    /// Event time, milliseconds since the Unix epoch (UTC).
+    pub time_unix_ms: i64,
+    /// Who acted (copy of the event's actor).
+    pub actor: String,
+    /// What was done (copy of the event's action).
+    pub action: String,
+}
+
+/// A signed checkpoint as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointRow {
+    /// Tree size the checkpoint commits to.
+    pub tree_size: u64,
+    /// Root hash at that size.
+    pub root: [u8; 32],
+    /// The full signed note text.
+    pub note: String,
+    /// When it was signed, milliseconds since the Unix epoch.
+    pub created_unix_ms: i64,
+}
+
+/// An API token as stored: only the SHA-256 of the secret, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTokenRow {
+    /// Stable identifier (not secret), e.g. `tok_…`.
+    pub id: String,
+    /// Human name, unique.
+    pub name: String,
+    /// Role name (`admin`, `approver`, `auditor`); the server parses it.
+    pub role: String,
+    /// SHA-256 of the token secret.
+    pub token_hash: [u8; 32],
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_unix_ms: i64,
+    /// Revocation time, if revoked.
+    pub revoked_unix_ms: Option<i64>,
+}
+
+/// The storage interface. Every method is one transaction: it either happens whole or not at
+/// all. Implementations must be safe to share between tasks.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+
+    /// Cheap liveness check (`SELECT 1`).
+    async fn ping(&self) -> Result<()>;
+
+    /// Number of ledger rows (= next sequence number).
+    async fn ledger_size(&self) -> Result<u64>;
+
+    /// Appends `rows` in one durable transaction. `rows[i].seq` must be `expected_size + i`.
+    /// Fails with [`StoreError::Conflict`] (and writes nothing) if the ledger does not hold
+    /// exactly `expected_size` rows when the transaction starts, e.g. because another writer
+    /// appended first. Returns only once the transaction is committed (durable).
+    async fn ledger_append(&self, expected_size: u64, rows: &[LedgerRow]) -> Result<()>;
+
+    /// Rows with `seq` in `[from, from + limit)`, ascending.
+    async fn ledger_entries(&self, from: u64, limit: u32) -> Result<Vec<LedgerRow>>;
+
+    /// Leaf hashes with `seq` in `[from, from + limit)`, ascending (for rebuilding the tree).
+    async fn ledger_leaf_hashes(&self, from: u64, limit: u32) -> Result<Vec<[u8; 32]>>;
+
+    /// Stores a signed checkpoint. Fails with [`StoreError::Conflict`] if one with the same
+    /// tree size but a different root already exists.
+    async fn checkpoint_insert(&self, row: &CheckpointRow) -> Result<()>;
+
+    /// The checkpoint with the largest tree size, if any.
+    async fn checkpoint_latest(&self) -> Result<Option<CheckpointRow>>;
+
+    /// Stores a new API token. Fails with [`StoreError::Conflict`] if the name or id is taken.
+    async fn token_insert(&self, row: &ApiTokenRow) -> Result<()>;
+
+    /// Looks a token up by the SHA-256 of its secret (revoked ones included).
+    async fn token_by_hash(&self, token_hash: &[u8; 32]) -> Result<Option<ApiTokenRow>>;
+
+    /// All tokens, oldest first.
+    async fn token_list(&self) -> Result<Vec<ApiTokenRow>>;
+
+    /// Marks a token revoked. Returns `false` if no unrevoked token has that id.
+    async fn token_revoke(&self, id: &str, at_unix_ms: i64) -> Result<bool>;
+
+    /// Reads an install-wide setting.
+    async fn meta_get(&self, key: &str) -> Result<Option<String>>;
+
+    /// Writes an install-wide setting unless it exists. Returns whether it was written.
+    async fn meta_set_if_absent(&self, key: &str, value: &str) -> Result<bool>;
+}
+
+/// Opens (creating if needed) the store at `url` and applies pending migrations.
+pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>> {
+    match url {
+        StoreUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path).await?)),
+        StoreUrl::Postgres(u) => Ok(Arc::new(PostgresStore::connect(u).await?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let cases: &[(&str, Option<StoreUrl>)] = &[
+            ("sqlite:///tmp/a.db", Some(StoreUrl::Sqlite("/tmp/a.db".into()))),
+            ("./data/w.db", Some(StoreUrl::Sqlite("./data/w.db".into()))),
+            ("postgres://u@h/db", Some(StoreUrl::Postgres("postgres://u@h/db".into()))),
+            ("postgresql://h/db", Some(StoreUrl::Postgres("postgresql://h/db".into()))),
+            ("mysql://h/db", None),
+            ("sqlite://", None),
+            ("", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(input.parse::<StoreUrl>().ok(), *want, "{input}");
+        }
+    }
+
+    #[test]
+    fn display_redacts_password() {
+        let url: StoreUrl = "postgres://alice:s3cret@db:5432/w".parse().unwrap_or_else(|_| {
+            StoreUrl::Sqlite("unreachable".into())
+        });
+        assert_eq!(url.to_string(), "postgres://alice:***@db:5432/w");
+        assert!(!format!("{url:?}").contains("s3cret"));
+    }
+}
