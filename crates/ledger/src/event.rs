@@ -1,0 +1,367 @@
+//! Audit events and their canonical leaf encoding.
+//!
+//! A leaf is the RFC 8785 (JCS) canonical JSON of one event: an object with the keys
+//! `action`, `actor`, `class_uid`, `fields`, `outcome`, `seq`, `time` and `v`, sorted, no
+//! whitespace, integers only (no floats). Anyone can re-derive the bytes from the decoded
+//! event with any JCS library, and [`Event::from_leaf`] refuses bytes that are not canonical.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::LedgerError;
+
+/// Version of the leaf encoding written into every leaf as `v`.
+pub const LEAF_VERSION: u32 = 1;
+
+const MAX_ACTOR: usize = 512;
+const MAX_ACTION: usize = 128;
+const MAX_FIELDS_BYTES: usize = 64 * 1024;
+
+/// OCSF event classes Warden records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OcsfClass {
+    /// 3002 Authentication: logins, SVID and token issuance.
+    Authentication,
+    /// 3003 Authorize Session: authorization decisions.
+    AuthorizeSession,
+    /// 3005 User Access Management: grants, holds, role changes.
+    UserAccessManagement,
+    /// 6003 API Activity: calls to Warden's own API.
+    ApiActivity,
+}
+
+impl OcsfClass {
+    /// The OCSF `class_uid`.
+    pub fn uid(self) -> u32 {
+        match self {
+            OcsfClass::Authentication => 3002,
+            OcsfClass::AuthorizeSession => 3003,
+            OcsfClass::UserAccessManagement => 3005,
+            OcsfClass::ApiActivity => 6003,
+        }
+    }
+}
+
+/// How the audited operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Outcome {
+    /// It happened.
+    Success,
+    /// It was attempted and failed (bad input, fault).
+    Failure,
+    /// It was refused by an authorization rule.
+    Denied,
+}
+
+/// A field value supplied by the caller of [`crate::Ledger::append`].
+#[derive(Debug, Clone)]
+pub enum FieldValue {
+    /// Recorded as is. Floats are not allowed (the encoding is canonical JSON).
+    Plain(Value),
+    /// Secret-bearing: recorded only as `hmac-sha256:<base64>` under the install's HMAC key,
+    /// so equal secrets can be correlated without ever being disclosed.
+    Secret(Vec<u8>),
+}
+
+/// An event to append: everything but the sequence number and time, which the log assigns.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub(crate) actor: String,
+    pub(crate) action: String,
+    pub(crate) outcome: Outcome,
+    pub(crate) class: OcsfClass,
+    pub(crate) fields: Vec<(String, FieldValue)>,
+}
+
+impl NewEvent {
+    /// Starts an event: who did what, how it ended, and its OCSF class.
+    pub fn new(
+        actor: impl Into<String>,
+        action: impl Into<String>,
+        outcome: Outcome,
+        class: OcsfClass,
+    ) -> Self {
+        Self {
+            actor: actor.into(),
+            action: action.into(),
+            outcome,
+            class,
+            fields: Vec::new(),
+        }
+    }
+
+    /// Adds a plain field.
+    pub fn field(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.fields
+            .push((name.into(), FieldValue::Plain(value.into())));
+        self
+    }
+
+    /// Adds a secret-bearing field, stored only as an HMAC.
+    pub fn secret(mut self, name: impl Into<String>, value: impl AsRef<[u8]>) -> Self {
+        self.fields
+            .push((name.into(), FieldValue::Secret(value.as_ref().to_vec())));
+        self
+    }
+
+    /// The actor.
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
+    /// The action.
+    pub fn action(&self) -> &str {
+        &self.action
+    }
+}
+
+/// A recorded event, as decoded from its leaf.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    /// Encoding version ([`LEAF_VERSION`]).
+    pub v: u32,
+    /// Index in the log.
+    pub seq: u64,
+    /// RFC 3339 UTC time with milliseconds, e.g. `2026-11-29T23:00:14.123Z`.
+    pub time: String,
+    /// Who acted: `token:<name>`, a SPIFFE ID, `system`, …
+    pub actor: String,
+    /// What was done, dotted: `api.request`, `ledger.checkpoint`, …
+    pub action: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// OCSF class id.
+    pub class_uid: u32,
+    /// Event-specific fields; secret-bearing ones appear as `hmac-sha256:<base64>`.
+    pub fields: BTreeMap<String, Value>,
+}
+
+impl Event {
+    /// The canonical leaf bytes (RFC 8785 JCS).
+    pub fn to_leaf(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        // INVARIANT: a struct of strings, integers and `Value`s always converts to a `Value`.
+        if let Ok(value) = serde_json::to_value(self) {
+            write_canonical(&value, &mut out);
+        }
+        out
+    }
+
+    /// Decodes a leaf, refusing anything that is not the canonical encoding of an event.
+    pub fn from_leaf(bytes: &[u8]) -> Result<Self, LedgerError> {
+        let event: Event = serde_json::from_slice(bytes)
+            .map_err(|e| LedgerError::BadLeaf(format!("not an event: {e}")))?;
+        if event.v != LEAF_VERSION {
+            return Err(LedgerError::BadLeaf(format!(
+                "unsupported leaf version {}",
+                event.v
+            )));
+        }
+        check_value(&Value::Object(
+            event.fields.clone().into_iter().collect(),
+        ))?;
+        if event.to_leaf() != bytes {
+            return Err(LedgerError::BadLeaf("leaf is not in canonical form".into()));
+        }
+        Ok(event)
+    }
+}
+
+/// RFC 8785 serialization of an integer-only JSON value: object keys sorted by code point
+/// (all Warden keys are ASCII, where UTF-16 and UTF-8 order agree), no whitespace, strings
+/// escaped as ECMAScript `JSON.stringify` does. Sorting is done here, explicitly, so the
+/// encoding does not depend on how `serde_json::Map` happens to be ordered in this build.
+pub(crate) fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            out.push(b'{');
+            for (i, (key, val)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_string(key, out);
+                out.push(b':');
+                write_canonical(val, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        Value::String(s) => write_string(s, out),
+        // Null, booleans and integers have one spelling; serde_json writes exactly it.
+        // INVARIANT: writing to a Vec cannot fail.
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
+    }
+}
+
+fn write_string(s: &str, out: &mut Vec<u8>) {
+    // serde_json escapes `"`, `\`, \b \f \n \r \t and other controls as lowercase \u00xx,
+    // exactly the JCS rules.
+    // INVARIANT: writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Refuses values that have no canonical integer-only encoding.
+pub(crate) fn check_value(value: &Value) -> Result<(), LedgerError> {
+    match value {
+        Value::Number(n) if !(n.is_i64() || n.is_u64()) => Err(LedgerError::InvalidEvent(
+            "floating-point numbers are not allowed in audit fields".into(),
+        )),
+        Value::Array(items) => items.iter().try_for_each(check_value),
+        Value::Object(map) => map.values().try_for_each(check_value),
+        _ => Ok(()),
+    }
+}
+
+/// Checks the shape of a new event before it is encoded.
+pub(crate) fn validate(event: &NewEvent) -> Result<(), LedgerError> {
+    if event.actor.is_empty() || event.actor.len() > MAX_ACTOR {
+        return Err(LedgerError::InvalidEvent(format!(
+            "actor must be 1..={MAX_ACTOR} bytes"
+        )));
+    }
+    if event.action.is_empty()
+        || event.action.len() > MAX_ACTION
+        || !event
+            .action
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+    {
+        return Err(LedgerError::InvalidEvent(format!(
+            "action `{}` must be 1..={MAX_ACTION} characters of [a-z0-9._-]",
+            event.action
+        )));
+    }
+    let mut total = 0usize;
+    for (name, value) in &event.fields {
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._".contains(&b))
+        {
+            return Err(LedgerError::InvalidEvent(format!(
+                "field name `{name}` must be 1..=64 characters of [a-z0-9._]"
+            )));
+        }
+        if let FieldValue::Plain(v) = value {
+            check_value(v)?;
+            total += v.to_string().len();
+        }
+    }
+    if total > MAX_FIELDS_BYTES {
+        return Err(LedgerError::InvalidEvent(format!(
+            "fields exceed {MAX_FIELDS_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Formats milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn format_time(unix_ms: i64) -> String {
+    let secs = unix_ms.div_euclid(1000);
+    let ms = unix_ms.rem_euclid(1000);
+    match time::OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => "1970-01-01T00:00:00.000Z".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Event {
+        let mut fields = BTreeMap::new();
+        fields.insert("path".to_owned(), Value::from("/v1/x\n\"q\""));
+        fields.insert("count".to_owned(), Value::from(3));
+        fields.insert("nested".to_owned(), serde_json::json!({"z": 1, "a": [true, null]}));
+        Event {
+            v: 1,
+            seq: 7,
+            time: format_time(1_764_457_214_123),
+            actor: "token:ops".into(),
+            action: "api.request".into(),
+            outcome: Outcome::Success,
+            class_uid: 6003,
+            fields,
+        }
+    }
+
+    #[test]
+    fn leaf_is_jcs_canonical() {
+        let leaf = sample().to_leaf();
+        let text = std::str::from_utf8(&leaf).unwrap();
+        assert_eq!(
+            text,
+            r#"{"action":"api.request","actor":"token:ops","class_uid":6003,"fields":{"count":3,"nested":{"a":[true,null],"z":1},"path":"/v1/x\n\"q\""},"outcome":"success","seq":7,"time":"2025-11-29T23:00:14.123Z","v":1}"#
+        );
+        assert_eq!(Event::from_leaf(&leaf).unwrap(), sample());
+    }
+
+    #[test]
+    fn non_canonical_leaves_are_refused() {
+        let leaf = String::from_utf8(sample().to_leaf()).unwrap();
+        let cases = [
+            leaf.replacen('{', "{ ", 1),                                 // whitespace
+            leaf.replace(r#""v":1"#, r#""v":1.0"#),                     // float
+            leaf.replace(r#""v":1"#, r#""v":2"#),                       // version
+            leaf.replace(r#""seq":7"#, r#""seq":7,"extra":1"#),          // unknown key
+            leaf.replace(r#""count":3"#, r#""count":3.5"#),             // float field
+            leaf.replace(r#""outcome":"success""#, r#""outcome":"ok""#), // bad outcome
+            format!("{leaf}\n"),                                         // trailing byte
+        ];
+        for case in cases {
+            assert!(Event::from_leaf(case.as_bytes()).is_err(), "accepted {case}");
+        }
+    }
+
+    #[test]
+    fn validation_rules() {
+        let ok = NewEvent::new("a", "x.y", Outcome::Success, OcsfClass::ApiActivity);
+        assert!(validate(&ok).is_ok());
+        let bad = [
+            NewEvent::new("", "x", Outcome::Success, OcsfClass::ApiActivity),
+            NewEvent::new("a", "X", Outcome::Success, OcsfClass::ApiActivity),
+            NewEvent::new("a", "x", Outcome::Success, OcsfClass::ApiActivity).field("Bad", 1),
+            NewEvent::new("a", "x", Outcome::Success, OcsfClass::ApiActivity).field("f", 1.5),
+            NewEvent::new("a", "x", Outcome::Success, OcsfClass::ApiActivity)
+                .field("f", "x".repeat(70_000)),
+        ];
+        for event in bad {
+            assert!(validate(&event).is_err(), "{event:?}");
+        }
+    }
+
+    #[test]
+    fn time_format() {
+        assert_eq!(format_time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_time(1_764_457_214_005), "2025-11-29T23:00:14.005Z");
+    }
+}

@@ -1,0 +1,541 @@
+//! The live ledger: group-committed appends over the store, the in-memory Merkle tree,
+//! checkpoint signing and proofs.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use hmac::{Hmac, Mac};
+use merkle::{Hash, MemoryTree, leaf_hash, verify_consistency};
+use serde_json::Value;
+use sha2::Sha256;
+use store::{CheckpointRow, LedgerRow, Store, StoreError};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use zeroize::Zeroizing;
+
+use crate::{
+    LedgerError,
+    event::{Event, FieldValue, LEAF_VERSION, NewEvent, format_time, validate},
+    note::{Checkpoint, NoteSigner},
+};
+
+/// Tuning for the ledger.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    /// Most entries committed in one transaction.
+    pub max_batch: usize,
+    /// Capacity of the append queue; appenders wait when it is full (back-pressure).
+    pub queue: usize,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 1024,
+            queue: 8192,
+        }
+    }
+}
+
+/// Proof that an append is durable: where it landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    /// Index of the entry.
+    pub seq: u64,
+    /// Its leaf hash.
+    pub leaf_hash: Hash,
+}
+
+/// A signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCheckpoint {
+    /// Tree size.
+    pub size: u64,
+    /// Root at that size.
+    pub root: Hash,
+    /// The signed note text.
+    pub note: String,
+}
+
+/// One entry read back from the log.
+#[derive(Debug, Clone)]
+pub struct StoredEntry {
+    /// Index.
+    pub index: u64,
+    /// Exact leaf bytes.
+    pub leaf: Vec<u8>,
+    /// RFC 6962 leaf hash.
+    pub leaf_hash: Hash,
+    /// Decoded event.
+    pub event: Event,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LedgerStats {
+    /// Entries in the log.
+    pub size: u64,
+    /// Entries appended by this process.
+    pub appended: u64,
+    /// Transactions committed by this process.
+    pub batches: u64,
+    /// Appends refused because the store failed.
+    pub failures: u64,
+    /// Size of the latest signed checkpoint.
+    pub checkpoint_size: u64,
+}
+
+/// An event with its fields resolved (secrets HMAC'd), waiting for a sequence number.
+struct Pending {
+    actor: String,
+    action: String,
+    outcome: crate::Outcome,
+    class_uid: u32,
+    fields: BTreeMap<String, Value>,
+    reply: oneshot::Sender<Result<Receipt, LedgerError>>,
+}
+
+struct Shared {
+    store: Arc<dyn Store>,
+    // INVARIANT: the tree holds exactly the leaves the store has committed, in order, up to
+    // tree.size(); the writer task is the only one that pushes to it.
+    tree: RwLock<MemoryTree>,
+    signer: NoteSigner,
+    hmac_key: Zeroizing<[u8; 32]>,
+    latest: Mutex<Option<SignedCheckpoint>>,
+    latest_size: AtomicU64,
+    appended: AtomicU64,
+    batches: AtomicU64,
+    failures: AtomicU64,
+}
+
+/// The live ledger. Cheap to clone; all clones share one writer.
+#[derive(Clone)]
+pub struct Ledger {
+    tx: mpsc::Sender<Pending>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("origin", &self.shared.signer.name())
+            .field("size", &self.size())
+            .finish()
+    }
+}
+
+fn read_tree(lock: &RwLock<MemoryTree>) -> std::sync::RwLockReadGuard<'_, MemoryTree> {
+    // A poisoned lock only means a reader panicked; the tree itself is still consistent
+    // because only the writer mutates it, with no fallible step midway.
+    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write_tree(lock: &RwLock<MemoryTree>) -> std::sync::RwLockWriteGuard<'_, MemoryTree> {
+    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+impl Ledger {
+    /// Opens the ledger over `store`: rebuilds the tree from the stored leaf hashes, checks
+    /// it against the latest signed checkpoint (refusing to start if they disagree or the
+    /// checkpoint was signed by another key), and starts the group-commit writer.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        signer: NoteSigner,
+        hmac_key: Zeroizing<[u8; 32]>,
+        config: LedgerConfig,
+    ) -> Result<Self, LedgerError> {
+        let mut tree = MemoryTree::new();
+        load_leaves(&*store, &mut tree).await?;
+        let latest = match store.checkpoint_latest().await? {
+            None => None,
+            Some(row) => Some(check_stored_checkpoint(&signer, &tree, row)?),
+        };
+        let latest_size = latest.as_ref().map_or(0, |c| c.size);
+        let shared = Arc::new(Shared {
+            store,
+            tree: RwLock::new(tree),
+            signer,
+            hmac_key,
+            latest: Mutex::new(latest),
+            latest_size: AtomicU64::new(latest_size),
+            appended: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        });
+        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        tokio::spawn(writer(Arc::clone(&shared), rx, config.max_batch.max(1)));
+        Ok(Self { tx, shared })
+    }
+
+    /// Appends an event and returns once it is durable in the store. An error means the event
+    /// was not recorded: the caller must not perform (or acknowledge) the audited operation.
+    pub async fn append(&self, event: NewEvent) -> Result<Receipt, LedgerError> {
+        validate(&event)?;
+        let mut fields = BTreeMap::new();
+        for (name, value) in event.fields {
+            let value = match value {
+                FieldValue::Plain(v) => v,
+                FieldValue::Secret(bytes) => Value::from(self.hmac(&bytes)?),
+            };
+            if fields.insert(name.clone(), value).is_some() {
+                return Err(LedgerError::InvalidEvent(format!(
+                    "field `{name}` given twice"
+                )));
+            }
+        }
+        let (reply, rx) = oneshot::channel();
+        let pending = Pending {
+            actor: event.actor,
+            action: event.action,
+            outcome: event.outcome,
+            class_uid: event.class.uid(),
+            fields,
+            reply,
+        };
+        self.tx
+            .send(pending)
+            .await
+            .map_err(|_| LedgerError::Closed)?;
+        rx.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    /// `hmac-sha256:<base64>` of a secret under this install's key.
+    pub fn hmac(&self, secret: &[u8]) -> Result<String, LedgerError> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.shared.hmac_key[..])
+            .map_err(|_| LedgerError::BadKey("invalid audit hmac key".into()))?;
+        mac.update(secret);
+        Ok(format!(
+            "hmac-sha256:{}",
+            STANDARD.encode(mac.finalize().into_bytes())
+        ))
+    }
+
+    /// Entries durably in the log and in the tree.
+    pub fn size(&self) -> u64 {
+        read_tree(&self.shared.tree).size()
+    }
+
+    /// The log's origin (also the checkpoint key name).
+    pub fn origin(&self) -> &str {
+        self.shared.signer.name()
+    }
+
+    /// The verifier key in `vkey` form.
+    pub fn vkey(&self) -> String {
+        self.shared.signer.vkey()
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> LedgerStats {
+        LedgerStats {
+            size: self.size(),
+            appended: self.shared.appended.load(Ordering::Relaxed),
+            batches: self.shared.batches.load(Ordering::Relaxed),
+            failures: self.shared.failures.load(Ordering::Relaxed),
+            checkpoint_size: self.shared.latest_size.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Root hash at `size`.
+    pub fn root_at(&self, size: u64) -> Result<Hash, LedgerError> {
+        Ok(read_tree(&self.shared.tree).root_at(size)?)
+    }
+
+    /// Inclusion proof of `index` in the tree of `size` leaves.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, LedgerError> {
+        Ok(read_tree(&self.shared.tree).inclusion_proof(index, size)?)
+    }
+
+    /// Consistency proof from `size1` to `size2`.
+    pub fn consistency_proof(&self, size1: u64, size2: u64) -> Result<Vec<Hash>, LedgerError> {
+        Ok(read_tree(&self.shared.tree).consistency_proof(size1, size2)?)
+    }
+
+    /// Entries `[from, from + limit)` that are in the tree, with their decoded events.
+    pub async fn entries(&self, from: u64, limit: u32) -> Result<Vec<StoredEntry>, LedgerError> {
+        let size = self.size();
+        if from >= size {
+            return Ok(Vec::new());
+        }
+        let limit = limit.min(u32::try_from(size - from).unwrap_or(u32::MAX));
+        let rows = self.shared.store.ledger_entries(from, limit).await?;
+        rows.into_iter()
+            .map(|row| {
+                let event = Event::from_leaf(&row.leaf).map_err(|e| {
+                    LedgerError::Integrity(format!("entry {}: {e}", row.seq))
+                })?;
+                Ok(StoredEntry {
+                    index: row.seq,
+                    leaf_hash: Hash(row.leaf_hash),
+                    leaf: row.leaf,
+                    event,
+                })
+            })
+            .collect()
+    }
+
+    /// The latest signed checkpoint, if any was signed yet.
+    pub async fn latest_checkpoint(&self) -> Option<SignedCheckpoint> {
+        self.shared.latest.lock().await.clone()
+    }
+
+    /// Signs a checkpoint for the current tree, unless the latest one already covers it.
+    /// Never signs a checkpoint inconsistent with the previous one: the tree's root at the
+    /// previous size must equal the previously signed root, checked with a consistency
+    /// proof, or nothing is signed.
+    pub async fn checkpoint(&self) -> Result<SignedCheckpoint, LedgerError> {
+        let shared = &self.shared;
+        let mut latest = shared.latest.lock().await;
+        let (size, root, proof) = {
+            let tree = read_tree(&shared.tree);
+            let size = tree.size();
+            let proof = match &*latest {
+                Some(prev) if prev.size > 0 && prev.size <= size => {
+                    Some(tree.consistency_proof(prev.size, size)?)
+                }
+                _ => None,
+            };
+            (size, tree.root_at(size)?, proof)
+        };
+        if let Some(prev) = &*latest {
+            if prev.size > size {
+                return Err(LedgerError::Integrity(format!(
+                    "tree size {size} is below the signed size {}",
+                    prev.size
+                )));
+            }
+            if let Some(proof) = proof {
+                verify_consistency(prev.size, size, &prev.root.0, &root.0, &proof).map_err(
+                    |e| {
+                        LedgerError::Integrity(format!(
+                            "tree at {size} is not consistent with the checkpoint at {}: {e}",
+                            prev.size
+                        ))
+                    },
+                )?;
+            }
+            if prev.size == size {
+                return Ok(prev.clone());
+            }
+        }
+        let checkpoint = Checkpoint {
+            origin: shared.signer.name().to_owned(),
+            size,
+            root,
+        };
+        let note = shared.signer.sign(&checkpoint.to_text())?;
+        shared
+            .store
+            .checkpoint_insert(&CheckpointRow {
+                tree_size: size,
+                root: root.0,
+                note: note.clone(),
+                created_unix_ms: now_ms(),
+            })
+            .await?;
+        let signed = SignedCheckpoint { size, root, note };
+        shared.latest_size.store(size, Ordering::Relaxed);
+        *latest = Some(signed.clone());
+        Ok(signed)
+    }
+
+    /// Signs a checkpoint every `interval` while the log grows, until `shutdown` turns true.
+    /// Failures are logged and retried at the next tick.
+    pub fn spawn_checkpointer(
+        &self,
+        interval: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let ledger = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    _ = shutdown.changed() => {}
+                }
+                let stop = *shutdown.borrow();
+                if ledger.size() > ledger.shared.latest_size.load(Ordering::Relaxed)
+                    || ledger.shared.latest_size.load(Ordering::Relaxed) == 0
+                {
+                    if let Err(e) = ledger.checkpoint().await {
+                        tracing::error!(error = %e, "scheduled checkpoint failed");
+                    }
+                }
+                if stop {
+                    return;
+                }
+            }
+        })
+    }
+}
+
+async fn load_leaves(store: &dyn Store, tree: &mut MemoryTree) -> Result<(), LedgerError> {
+    const PAGE: u32 = 100_000;
+    loop {
+        let from = tree.size();
+        let page = store.ledger_leaf_hashes(from, PAGE).await?;
+        let n = page.len();
+        for h in page {
+            tree.push(Hash(h));
+        }
+        if n < PAGE as usize {
+            return Ok(());
+        }
+    }
+}
+
+fn check_stored_checkpoint(
+    signer: &NoteSigner,
+    tree: &MemoryTree,
+    row: CheckpointRow,
+) -> Result<SignedCheckpoint, LedgerError> {
+    let text = signer.verifier().verify(&row.note).map_err(|_| {
+        LedgerError::Integrity(format!(
+            "the latest checkpoint (size {}) is not signed by this install's ledger key `{}`: \
+             wrong data directory or key file?",
+            row.tree_size,
+            signer.name()
+        ))
+    })?;
+    let cp = Checkpoint::parse(text)?;
+    if cp.size != row.tree_size || cp.root.0 != row.root {
+        return Err(LedgerError::Integrity(
+            "checkpoint row does not match its signed note".into(),
+        ));
+    }
+    let root = tree.root_at(cp.size).map_err(|_| {
+        LedgerError::Integrity(format!(
+            "the store holds {} entries but a checkpoint was signed at size {}: entries are missing",
+            tree.size(),
+            cp.size
+        ))
+    })?;
+    if root != cp.root {
+        return Err(LedgerError::Integrity(format!(
+            "the stored entries do not match the checkpoint signed at size {}: the log was altered",
+            cp.size
+        )));
+    }
+    Ok(SignedCheckpoint {
+        size: cp.size,
+        root: cp.root,
+        note: row.note,
+    })
+}
+
+async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
+    while rx.recv_many(&mut batch, max_batch).await > 0 {
+        let result = commit(&shared, &batch).await;
+        match result {
+            Ok(receipts) => {
+                shared
+                    .appended
+                    .fetch_add(receipts.len() as u64, Ordering::Relaxed);
+                shared.batches.fetch_add(1, Ordering::Relaxed);
+                for (p, r) in batch.drain(..).zip(receipts) {
+                    let _ = p.reply.send(Ok(r));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, entries = batch.len(), "ledger append failed; refusing the batch");
+                shared
+                    .failures
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                for p in batch.drain(..) {
+                    let _ = p.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Writes one batch in one transaction, retrying after catching up if another writer (a
+/// replica sharing the database) appended first.
+async fn commit(shared: &Shared, batch: &[Pending]) -> Result<Vec<Receipt>, LedgerError> {
+    for _attempt in 0..3 {
+        let base = read_tree(&shared.tree).size();
+        let time_ms = now_ms();
+        let time = format_time(time_ms);
+        let mut rows = Vec::with_capacity(batch.len());
+        for (i, p) in batch.iter().enumerate() {
+            let event = Event {
+                v: LEAF_VERSION,
+                seq: base + i as u64,
+                time: time.clone(),
+                actor: p.actor.clone(),
+                action: p.action.clone(),
+                outcome: p.outcome,
+                class_uid: p.class_uid,
+                fields: p.fields.clone(),
+            };
+            let leaf = event.to_leaf();
+            rows.push(LedgerRow {
+                seq: event.seq,
+                leaf_hash: leaf_hash(&leaf).0,
+                leaf,
+                time_unix_ms: time_ms,
+                actor: event.actor,
+                action: event.action,
+            });
+        }
+        match shared.store.ledger_append(base, &rows).await {
+            Ok(()) => {
+                let mut tree = write_tree(&shared.tree);
+                return Ok(rows
+                    .iter()
+                    .map(|r| {
+                        tree.push(Hash(r.leaf_hash));
+                        Receipt {
+                            seq: r.seq,
+                            leaf_hash: Hash(r.leaf_hash),
+                        }
+                    })
+                    .collect());
+            }
+            Err(StoreError::Conflict(_)) => {
+                // Someone else appended: load their leaves (checking each hash against its
+                // bytes) and try again on top of them.
+                catch_up(shared).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(LedgerError::Store(
+        "could not append after repeated conflicts with another writer".into(),
+    ))
+}
+
+async fn catch_up(shared: &Shared) -> Result<(), LedgerError> {
+    loop {
+        let from = read_tree(&shared.tree).size();
+        let rows = shared.store.ledger_entries(from, 10_000).await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tree = write_tree(&shared.tree);
+        for row in rows {
+            if row.seq != tree.size() || leaf_hash(&row.leaf).0 != row.leaf_hash {
+                return Err(LedgerError::Integrity(format!(
+                    "stored entry {} does not match its leaf hash",
+                    row.seq
+                )));
+            }
+            tree.push(Hash(row.leaf_hash));
+        }
+    }
+}
