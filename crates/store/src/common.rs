@@ -21,7 +21,10 @@ pub(crate) type RawTokenRow = (String, String, String, Vec<u8>, i64, Option<i64>
 /// above `i64::MAX` instead of wrapping.
 pub(crate) fn to_i64(what: &str, value: u64) -> Result<i64> {
     i64::try_from(value).map_err(|_| {
-        StoreError::Database(format!("{what} {value} is out of range (maximum {})", i64::MAX))
+        StoreError::Database(format!(
+            "{what} {value} is out of range (maximum {})",
+            i64::MAX
+        ))
     })
 }
 
@@ -50,7 +53,9 @@ pub(crate) fn hash32(table: &'static str, column: &str, value: Vec<u8>) -> Resul
 pub(crate) fn check_batch(expected_size: u64, rows: &[LedgerRow]) -> Result<i64> {
     let expected = to_i64("expected ledger size", expected_size)?;
     for (i, row) in rows.iter().enumerate() {
-        let want = u64::try_from(i).ok().and_then(|i| expected_size.checked_add(i));
+        let want = u64::try_from(i)
+            .ok()
+            .and_then(|i| expected_size.checked_add(i));
         if want != Some(row.seq) {
             return Err(StoreError::Database(format!(
                 "ledger batch is not consecutive: row {i} has seq {}, expected {}",
@@ -59,7 +64,7 @@ pub(crate) fn check_batch(expected_size: u64, rows: &[LedgerRow]) -> Result<i64>
             )));
         }
         // seq + 1 (the new ledger size) must fit in i64 too.
-        let next = row.seq.checked_add(1).unwrap_or(u64::MAX);
+        let next = row.seq.saturating_add(1);
         to_i64("ledger size", next)?;
     }
     Ok(expected)
@@ -204,9 +209,18 @@ mod tests {
         assert_eq!(to_i64("x", 5).unwrap(), 5);
         assert!(to_i64("x", u64::MAX).is_err());
         assert!(to_i64("x", i64::MAX as u64 + 1).is_err());
-        assert!(matches!(from_i64("t", "c", -1), Err(StoreError::Corrupt { .. })));
-        assert!(matches!(hash32("t", "c", vec![0; 31]), Err(StoreError::Corrupt { .. })));
-        assert!(matches!(hash32("t", "c", vec![0; 33]), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            from_i64("t", "c", -1),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            hash32("t", "c", vec![0; 31]),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            hash32("t", "c", vec![0; 33]),
+            Err(StoreError::Corrupt { .. })
+        ));
         assert_eq!(hash32("t", "c", vec![7; 32]).unwrap(), [7; 32]);
     }
 
@@ -220,11 +234,17 @@ mod tests {
         );
         assert!(matches!(
             checkpoint_row((-3, vec![0; 32], String::new(), 0)),
-            Err(StoreError::Corrupt { table: "ledger_checkpoints", .. })
+            Err(StoreError::Corrupt {
+                table: "ledger_checkpoints",
+                ..
+            })
         ));
         assert!(matches!(
             token_row((String::new(), String::new(), String::new(), vec![], 0, None)),
-            Err(StoreError::Corrupt { table: "api_tokens", .. })
+            Err(StoreError::Corrupt {
+                table: "api_tokens",
+                ..
+            })
         ));
     }
 

@@ -11,6 +11,7 @@ use std::{fmt, path::PathBuf, str::FromStr, sync::Arc};
 
 use async_trait::async_trait;
 
+mod common;
 mod postgres;
 mod sqlite;
 
@@ -239,10 +240,19 @@ mod tests {
     #[test]
     fn parses_urls() {
         let cases: &[(&str, Option<StoreUrl>)] = &[
-            ("sqlite:///tmp/a.db", Some(StoreUrl::Sqlite("/tmp/a.db".into()))),
+            (
+                "sqlite:///tmp/a.db",
+                Some(StoreUrl::Sqlite("/tmp/a.db".into())),
+            ),
             ("./data/w.db", Some(StoreUrl::Sqlite("./data/w.db".into()))),
-            ("postgres://u@h/db", Some(StoreUrl::Postgres("postgres://u@h/db".into()))),
-            ("postgresql://h/db", Some(StoreUrl::Postgres("postgresql://h/db".into()))),
+            (
+                "postgres://u@h/db",
+                Some(StoreUrl::Postgres("postgres://u@h/db".into())),
+            ),
+            (
+                "postgresql://h/db",
+                Some(StoreUrl::Postgres("postgresql://h/db".into())),
+            ),
             ("mysql://h/db", None),
             ("sqlite://", None),
             ("", None),
@@ -254,9 +264,9 @@ mod tests {
 
     #[test]
     fn display_redacts_password() {
-        let url: StoreUrl = "postgres://alice:s3cret@db:5432/w".parse().unwrap_or_else(|_| {
-            StoreUrl::Sqlite("unreachable".into())
-        });
+        let url: StoreUrl = "postgres://alice:s3cret@db:5432/w"
+            .parse()
+            .unwrap_or_else(|_| StoreUrl::Sqlite("unreachable".into()));
         assert_eq!(url.to_string(), "postgres://alice:***@db:5432/w");
         assert!(!format!("{url:?}").contains("s3cret"));
     }

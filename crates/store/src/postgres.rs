@@ -1,0 +1,449 @@
+//! PostgreSQL backend (also meant for wire-compatible engines such as CockroachDB and
+//! YugabyteDB).
+
+use std::{str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use sqlx::{
+    Connection, PgPool, Postgres, QueryBuilder,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgConnection, PgPoolOptions},
+};
+
+use crate::{
+    ApiTokenRow, Backend, CheckpointRow, LedgerRow, Result, Store, StoreError,
+    common::{
+        self, INSERT_CHUNK_ROWS, RawCheckpointRow, RawLedgerRow, RawTokenRow, db_err, to_i64,
+    },
+};
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Connections in the pool.
+const MAX_CONNECTIONS: u32 = 10;
+
+/// How long to wait for a pooled connection before giving up.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Transaction-scoped advisory lock that serializes ledger appends ("WARDEN\0\x01").
+const LEDGER_APPEND_LOCK: i64 = 0x5741_5244_454E_0001;
+
+/// Longest schema name PostgreSQL accepts (NAMEDATALEN - 1).
+const MAX_SCHEMA_LEN: usize = 63;
+
+/// A store in a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://…`), using the server's default `search_path`, and
+    /// applies pending migrations.
+    pub async fn connect(url: &str) -> Result<PostgresStore> {
+        Self::connect_inner(url, None).await
+    }
+
+    /// Like [`PostgresStore::connect`], but keeps every table in `schema`: the schema is
+    /// created if missing and every pooled connection gets `search_path = schema`.
+    ///
+    /// `schema` must match `[a-z_][a-z0-9_]*` and be at most 63 bytes long. Useful for running
+    /// several independent stores (e.g. tests) in one database.
+    pub async fn connect_with_schema(url: &str, schema: &str) -> Result<PostgresStore> {
+        validate_schema(schema)?;
+        Self::connect_inner(url, Some(schema)).await
+    }
+
+    async fn connect_inner(url: &str, schema: Option<&str>) -> Result<PostgresStore> {
+        let options = parse_url(url)?;
+        // One direct connection first: it fails fast with the real cause (the pool would
+        // retry a refused connection until its acquire timeout and report only that).
+        let mut conn = PgConnection::connect_with(&options)
+            .await
+            .map_err(|err| connect_err(url, &err))?;
+        if let Some(schema) = schema {
+            // The name is validated by the caller, so quoting it verbatim is safe.
+            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+                .execute(&mut conn)
+                .await
+                .map_err(|err| StoreError::Database(redact(url, &db_err(err).to_string())))?;
+        }
+        // Best effort: a failed goodbye to the server changes nothing.
+        let _ = conn.close().await;
+
+        let options = match schema {
+            Some(schema) => options.options([("search_path", schema)]),
+            None => options,
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|err| connect_err(url, &err))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|err| StoreError::Migration(redact(url, &err.to_string())))?;
+        tracing::debug!("postgres store connected");
+        Ok(PostgresStore { pool })
+    }
+
+    /// Closes every pooled connection, waiting for them to be returned. Dropping the store
+    /// also closes them, in the background.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn parse_url(url: &str) -> Result<PgConnectOptions> {
+    PgConnectOptions::from_str(url).map_err(|err| {
+        StoreError::Database(format!(
+            "invalid postgres url {}: {}",
+            crate::redact_password(url),
+            redact(url, &err.to_string())
+        ))
+    })
+}
+
+fn connect_err(url: &str, err: &sqlx::Error) -> StoreError {
+    StoreError::Database(format!(
+        "cannot connect to {}: {}",
+        crate::redact_password(url),
+        redact(url, &err.to_string())
+    ))
+}
+
+fn validate_schema(schema: &str) -> Result<()> {
+    let mut chars = schema.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if first_ok && rest_ok && schema.len() <= MAX_SCHEMA_LEN {
+        Ok(())
+    } else {
+        Err(StoreError::Database(format!(
+            "invalid schema name `{schema}`: expected [a-z_][a-z0-9_]* of at most \
+             {MAX_SCHEMA_LEN} characters"
+        )))
+    }
+}
+
+/// The password in a `postgres://user:password@host/…` url, raw as written.
+fn url_password(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let userinfo = authority.rsplit_once('@')?.0;
+    let password = userinfo.split_once(':')?.1;
+    (!password.is_empty()).then_some(password)
+}
+
+/// Percent-decodes `s` (lossy; only used to find the password in messages).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = match bytes.get(i..i + 3) {
+            Some([b'%', hi, lo]) => std::str::from_utf8(&[*hi, *lo])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok()),
+            _ => None,
+        };
+        match decoded {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.extend(bytes.get(i).copied());
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Removes the url's password (raw or percent-decoded) from an error message.
+fn redact(url: &str, message: &str) -> String {
+    let Some(password) = url_password(url) else {
+        return message.to_owned();
+    };
+    let mut out = message.replace(url, &crate::redact_password(url));
+    for secret in [password.to_owned(), percent_decode(password)] {
+        if !secret.is_empty() {
+            out = out.replace(&secret, "***");
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn ledger_size(&self) -> Result<u64> {
+        let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger_entries")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+        common::from_i64("ledger_entries", "seq", size)
+    }
+
+    async fn ledger_append(&self, expected_size: u64, rows: &[LedgerRow]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let expected = common::check_batch(expected_size, rows)?;
+
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // Serialize appenders. The size query must be a separate statement so that, under
+        // READ COMMITTED, its snapshot is taken after the lock is held.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(LEDGER_APPEND_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger_entries")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if size != expected {
+            tx.rollback().await.map_err(db_err)?;
+            let actual = common::from_i64("ledger_entries", "seq", size)?;
+            return Err(common::size_conflict(expected_size, actual));
+        }
+        for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
+            let mut qb = QueryBuilder::<Postgres>::new(
+                "INSERT INTO ledger_entries (seq, leaf_hash, leaf, time_unix_ms, actor, action) ",
+            );
+            let mut seqs = Vec::with_capacity(chunk.len());
+            for row in chunk {
+                seqs.push(to_i64("seq", row.seq)?);
+            }
+            qb.push_values(chunk.iter().zip(seqs), |mut b, (row, seq)| {
+                b.push_bind(seq)
+                    .push_bind(&row.leaf_hash[..])
+                    .push_bind(&row.leaf[..])
+                    .push_bind(row.time_unix_ms)
+                    .push_bind(row.actor.as_str())
+                    .push_bind(row.action.as_str());
+            });
+            qb.build()
+                .execute(&mut *tx)
+                .await
+                .map_err(common::ledger_insert_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn ledger_entries(&self, from: u64, limit: u32) -> Result<Vec<LedgerRow>> {
+        let (start, end) = common::seq_range(from, limit)?;
+        let raws: Vec<RawLedgerRow> = sqlx::query_as(
+            "SELECT seq, leaf_hash, leaf, time_unix_ms, actor, action FROM ledger_entries \
+             WHERE seq >= $1 AND seq < $2 ORDER BY seq",
+        )
+        .bind(start)
+        .bind(end)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        raws.into_iter().map(common::ledger_row).collect()
+    }
+
+    async fn ledger_leaf_hashes(&self, from: u64, limit: u32) -> Result<Vec<[u8; 32]>> {
+        let (start, end) = common::seq_range(from, limit)?;
+        let raws: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT leaf_hash FROM ledger_entries WHERE seq >= $1 AND seq < $2 ORDER BY seq",
+        )
+        .bind(start)
+        .bind(end)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        raws.into_iter()
+            .map(|h| common::hash32("ledger_entries", "leaf_hash", h))
+            .collect()
+    }
+
+    async fn checkpoint_insert(&self, row: &CheckpointRow) -> Result<()> {
+        let tree_size = to_i64("tree size", row.tree_size)?;
+        let inserted = sqlx::query(
+            "INSERT INTO ledger_checkpoints (tree_size, root, note, created_unix_ms) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (tree_size) DO NOTHING",
+        )
+        .bind(tree_size)
+        .bind(&row.root[..])
+        .bind(row.note.as_str())
+        .bind(row.created_unix_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(());
+        }
+        // Checkpoints are never updated or deleted, so this read is consistent with the insert.
+        let existing: Vec<u8> =
+            sqlx::query_scalar("SELECT root FROM ledger_checkpoints WHERE tree_size = $1")
+                .bind(tree_size)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err)?;
+        let existing = common::hash32("ledger_checkpoints", "root", existing)?;
+        if existing == row.root {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!(
+                "a checkpoint for tree size {} with a different root already exists",
+                row.tree_size
+            )))
+        }
+    }
+
+    async fn checkpoint_latest(&self) -> Result<Option<CheckpointRow>> {
+        let raw: Option<RawCheckpointRow> = sqlx::query_as(
+            "SELECT tree_size, root, note, created_unix_ms FROM ledger_checkpoints \
+             ORDER BY tree_size DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        raw.map(common::checkpoint_row).transpose()
+    }
+
+    async fn token_insert(&self, row: &ApiTokenRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, name, role, token_hash, created_unix_ms, revoked_unix_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(row.id.as_str())
+        .bind(row.name.as_str())
+        .bind(row.role.as_str())
+        .bind(&row.token_hash[..])
+        .bind(row.created_unix_ms)
+        .bind(row.revoked_unix_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(common::token_insert_err)?;
+        Ok(())
+    }
+
+    async fn token_by_hash(&self, token_hash: &[u8; 32]) -> Result<Option<ApiTokenRow>> {
+        let raw: Option<RawTokenRow> = sqlx::query_as(
+            "SELECT id, name, role, token_hash, created_unix_ms, revoked_unix_ms \
+             FROM api_tokens WHERE token_hash = $1",
+        )
+        .bind(&token_hash[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        raw.map(common::token_row).transpose()
+    }
+
+    async fn token_list(&self) -> Result<Vec<ApiTokenRow>> {
+        let raws: Vec<RawTokenRow> = sqlx::query_as(
+            "SELECT id, name, role, token_hash, created_unix_ms, revoked_unix_ms \
+             FROM api_tokens ORDER BY created_unix_ms, id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        raws.into_iter().map(common::token_row).collect()
+    }
+
+    async fn token_revoke(&self, id: &str, at_unix_ms: i64) -> Result<bool> {
+        let changed = sqlx::query(
+            "UPDATE api_tokens SET revoked_unix_ms = $1 WHERE id = $2 AND revoked_unix_ms IS NULL",
+        )
+        .bind(at_unix_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+        Ok(changed > 0)
+    }
+
+    async fn meta_get(&self, key: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)
+    }
+
+    async fn meta_set_if_absent(&self, key: &str, value: &str) -> Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_validated() {
+        for ok in ["a", "_", "warden", "t_0123abcd", &"x".repeat(63)] {
+            assert!(validate_schema(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "0abc",
+            "Abc",
+            "a-b",
+            "a b",
+            "a\"b",
+            "ä",
+            &"x".repeat(64),
+        ] {
+            assert!(validate_schema(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_redacted_from_messages() {
+        let url = "postgres://alice:p%40ss@db:5432/w";
+        assert_eq!(url_password(url), Some("p%40ss"));
+        let msg = redact(
+            url,
+            "failed for postgres://alice:p%40ss@db:5432/w: bad p@ss",
+        );
+        assert!(!msg.contains("p%40ss") && !msg.contains("p@ss"), "{msg}");
+        assert_eq!(url_password("postgres://alice@db/w"), None);
+        assert_eq!(url_password("postgres://db/w?user=a"), None);
+        assert_eq!(redact("postgres://db/w", "hello"), "hello");
+    }
+
+    #[tokio::test]
+    async fn bad_url_error_has_no_password() {
+        let err = PostgresStore::connect("postgres://alice:hunter2@db:notaport/w")
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(!err.is_empty());
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}

@@ -1,0 +1,343 @@
+//! Embedded SQLite backend (WAL mode, `synchronous = FULL`).
+
+use std::{path::Path, time::Duration};
+
+use async_trait::async_trait;
+use sqlx::{
+    QueryBuilder, Sqlite, SqlitePool,
+    migrate::Migrator,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+use crate::{
+    ApiTokenRow, Backend, CheckpointRow, LedgerRow, Result, Store, StoreError,
+    common::{
+        self, INSERT_CHUNK_ROWS, RawCheckpointRow, RawLedgerRow, RawTokenRow, db_err, to_i64,
+    },
+};
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Connections in the pool. SQLite serializes writers itself; the extra connections let
+/// readers proceed concurrently (WAL readers never block the writer).
+const MAX_CONNECTIONS: u32 = 4;
+
+/// How long a statement waits for another connection's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A store in one SQLite database file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens the database file at `path`, creating the file (not its directory) if missing,
+    /// and applies pending migrations.
+    ///
+    /// The connection runs in WAL mode with `synchronous = FULL`, so a committed transaction
+    /// survives a crash or power loss; foreign keys are on and writers wait up to 5 s for the
+    /// write lock.
+    pub async fn open(path: &Path) -> Result<SqliteStore> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            match tokio::fs::metadata(dir).await {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => {
+                    return Err(StoreError::Database(format!(
+                        "cannot open sqlite database {}: {} is not a directory",
+                        path.display(),
+                        dir.display()
+                    )));
+                }
+                Err(err) => {
+                    return Err(StoreError::Database(format!(
+                        "cannot open sqlite database {}: directory {} is not accessible: {err}",
+                        path.display(),
+                        dir.display()
+                    )));
+                }
+            }
+        }
+
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await
+            .map_err(|err| {
+                StoreError::Database(format!(
+                    "cannot open sqlite database {}: {err}",
+                    path.display()
+                ))
+            })?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|err| StoreError::Migration(err.to_string()))?;
+        tracing::debug!(path = %path.display(), "sqlite store opened");
+        Ok(SqliteStore { pool })
+    }
+
+    /// Closes every pooled connection, waiting for them to be returned. Dropping the store
+    /// also closes them, in the background.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn ledger_size(&self) -> Result<u64> {
+        let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger_entries")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+        common::from_i64("ledger_entries", "seq", size)
+    }
+
+    async fn ledger_append(&self, expected_size: u64, rows: &[LedgerRow]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let expected = common::check_batch(expected_size, rows)?;
+
+        // Take the write lock up front so the size check and the inserts are one atomic step.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger_entries")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if size != expected {
+            tx.rollback().await.map_err(db_err)?;
+            let actual = common::from_i64("ledger_entries", "seq", size)?;
+            return Err(common::size_conflict(expected_size, actual));
+        }
+        for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO ledger_entries (seq, leaf_hash, leaf, time_unix_ms, actor, action) ",
+            );
+            // Validated by check_batch; re-checked here without casts.
+            let mut seqs = Vec::with_capacity(chunk.len());
+            for row in chunk {
+                seqs.push(to_i64("seq", row.seq)?);
+            }
+            qb.push_values(chunk.iter().zip(seqs), |mut b, (row, seq)| {
+                b.push_bind(seq)
+                    .push_bind(&row.leaf_hash[..])
+                    .push_bind(&row.leaf[..])
+                    .push_bind(row.time_unix_ms)
+                    .push_bind(row.actor.as_str())
+                    .push_bind(row.action.as_str());
+            });
+            qb.build()
+                .execute(&mut *tx)
+                .await
+                .map_err(common::ledger_insert_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn ledger_entries(&self, from: u64, limit: u32) -> Result<Vec<LedgerRow>> {
+        let (start, end) = common::seq_range(from, limit)?;
+        let raws: Vec<RawLedgerRow> = sqlx::query_as(
+            "SELECT seq, leaf_hash, leaf, time_unix_ms, actor, action FROM ledger_entries \
+             WHERE seq >= ?1 AND seq < ?2 ORDER BY seq",
+        )
+        .bind(start)
+        .bind(end)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        raws.into_iter().map(common::ledger_row).collect()
+    }
+
+    async fn ledger_leaf_hashes(&self, from: u64, limit: u32) -> Result<Vec<[u8; 32]>> {
+        let (start, end) = common::seq_range(from, limit)?;
+        let raws: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT leaf_hash FROM ledger_entries WHERE seq >= ?1 AND seq < ?2 ORDER BY seq",
+        )
+        .bind(start)
+        .bind(end)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        raws.into_iter()
+            .map(|h| common::hash32("ledger_entries", "leaf_hash", h))
+            .collect()
+    }
+
+    async fn checkpoint_insert(&self, row: &CheckpointRow) -> Result<()> {
+        let tree_size = to_i64("tree size", row.tree_size)?;
+        let inserted = sqlx::query(
+            "INSERT INTO ledger_checkpoints (tree_size, root, note, created_unix_ms) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (tree_size) DO NOTHING",
+        )
+        .bind(tree_size)
+        .bind(&row.root[..])
+        .bind(row.note.as_str())
+        .bind(row.created_unix_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(());
+        }
+        // Checkpoints are never updated or deleted, so this read is consistent with the insert.
+        let existing: Vec<u8> =
+            sqlx::query_scalar("SELECT root FROM ledger_checkpoints WHERE tree_size = ?1")
+                .bind(tree_size)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err)?;
+        let existing = common::hash32("ledger_checkpoints", "root", existing)?;
+        if existing == row.root {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!(
+                "a checkpoint for tree size {} with a different root already exists",
+                row.tree_size
+            )))
+        }
+    }
+
+    async fn checkpoint_latest(&self) -> Result<Option<CheckpointRow>> {
+        let raw: Option<RawCheckpointRow> = sqlx::query_as(
+            "SELECT tree_size, root, note, created_unix_ms FROM ledger_checkpoints \
+             ORDER BY tree_size DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        raw.map(common::checkpoint_row).transpose()
+    }
+
+    async fn token_insert(&self, row: &ApiTokenRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, name, role, token_hash, created_unix_ms, revoked_unix_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(row.id.as_str())
+        .bind(row.name.as_str())
+        .bind(row.role.as_str())
+        .bind(&row.token_hash[..])
+        .bind(row.created_unix_ms)
+        .bind(row.revoked_unix_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(common::token_insert_err)?;
+        Ok(())
+    }
+
+    async fn token_by_hash(&self, token_hash: &[u8; 32]) -> Result<Option<ApiTokenRow>> {
+        let raw: Option<RawTokenRow> = sqlx::query_as(
+            "SELECT id, name, role, token_hash, created_unix_ms, revoked_unix_ms \
+             FROM api_tokens WHERE token_hash = ?1",
+        )
+        .bind(&token_hash[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        raw.map(common::token_row).transpose()
+    }
+
+    async fn token_list(&self) -> Result<Vec<ApiTokenRow>> {
+        let raws: Vec<RawTokenRow> = sqlx::query_as(
+            "SELECT id, name, role, token_hash, created_unix_ms, revoked_unix_ms \
+             FROM api_tokens ORDER BY created_unix_ms, id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        raws.into_iter().map(common::token_row).collect()
+    }
+
+    async fn token_revoke(&self, id: &str, at_unix_ms: i64) -> Result<bool> {
+        let changed = sqlx::query(
+            "UPDATE api_tokens SET revoked_unix_ms = ?1 WHERE id = ?2 AND revoked_unix_ms IS NULL",
+        )
+        .bind(at_unix_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+        Ok(changed > 0)
+    }
+
+    async fn meta_get(&self, key: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = ?1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)
+    }
+
+    async fn meta_set_if_absent(&self, key: &str, value: &str) -> Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_use_durable_pragmas() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("p.db")).await.unwrap();
+        let mut conn = store.pool.acquire().await.unwrap();
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(journal, "wal");
+        assert_eq!(synchronous, 2, "synchronous = FULL");
+        assert_eq!(foreign_keys, 1);
+        assert_eq!(busy, 5_000);
+    }
+}

@@ -1,0 +1,616 @@
+//! One behavioural test suite, run against both backends.
+//!
+//! SQLite runs in a temporary directory. PostgreSQL runs only when `WARDEN_TEST_DATABASE_URL`
+//! is set, each test in a fresh schema (dropped again when the test passes).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::{path::PathBuf, sync::Arc};
+
+use store::{
+    ApiTokenRow, Backend, CheckpointRow, LedgerRow, PostgresStore, SqliteStore, Store, StoreError,
+    StoreUrl,
+};
+use tokio::sync::Barrier;
+
+const PG_ENV: &str = "WARDEN_TEST_DATABASE_URL";
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------------
+
+enum Location {
+    Sqlite {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+    },
+    Postgres {
+        url: String,
+        schema: String,
+    },
+}
+
+/// A store under test plus enough to reopen it.
+struct Ctx {
+    store: Arc<dyn Store>,
+    location: Location,
+}
+
+impl Ctx {
+    async fn sqlite() -> Ctx {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("warden.db");
+        let store = store::open(&StoreUrl::Sqlite(path.clone())).await.unwrap();
+        Ctx {
+            store,
+            location: Location::Sqlite { _dir: dir, path },
+        }
+    }
+
+    /// `None` (after printing the skip line) when PostgreSQL is not configured.
+    async fn postgres() -> Option<Ctx> {
+        let Ok(url) = std::env::var(PG_ENV) else {
+            eprintln!("skipped: {PG_ENV} is not set (PostgreSQL suite not run)");
+            return None;
+        };
+        let schema = format!("warden_test_{}", uuid::Uuid::new_v4().simple());
+        let store = PostgresStore::connect_with_schema(&url, &schema)
+            .await
+            .unwrap();
+        Some(Ctx {
+            store: Arc::new(store),
+            location: Location::Postgres { url, schema },
+        })
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
+    }
+
+    /// Drops the store and opens the same database again (re-running migrations).
+    async fn reopen(&mut self) {
+        let fresh: Arc<dyn Store> = match &self.location {
+            Location::Sqlite { path, .. } => Arc::new(SqliteStore::open(path).await.unwrap()),
+            Location::Postgres { url, schema } => Arc::new(
+                PostgresStore::connect_with_schema(url, schema)
+                    .await
+                    .unwrap(),
+            ),
+        };
+        self.store = fresh;
+    }
+
+    async fn cleanup(self) {
+        let Ctx { store, location } = self;
+        drop(store);
+        if let Location::Postgres { url, schema } = location {
+            use sqlx::Connection as _;
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+        }
+    }
+}
+
+/// Generates `sqlite::<name>` and `postgres::<name>` for every test function. Functions in
+/// `store` take `Arc<dyn Store>`; functions in `ctx` take `&mut Ctx` (they need to reopen).
+macro_rules! suite {
+    (store: [$($s:ident),* $(,)?], ctx: [$($c:ident),* $(,)?] $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $s() {
+                    let ctx = super::Ctx::sqlite().await;
+                    super::$s(ctx.store()).await;
+                    ctx.cleanup().await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $c() {
+                    let mut ctx = super::Ctx::sqlite().await;
+                    super::$c(&mut ctx).await;
+                    ctx.cleanup().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $s() {
+                    let Some(ctx) = super::Ctx::postgres().await else { return };
+                    super::$s(ctx.store()).await;
+                    ctx.cleanup().await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $c() {
+                    let Some(mut ctx) = super::Ctx::postgres().await else { return };
+                    super::$c(&mut ctx).await;
+                    ctx.cleanup().await;
+                }
+            )*
+        }
+    };
+}
+
+suite! {
+    store: [
+        backend_and_ping,
+        empty_store,
+        append_round_trip,
+        append_empty_is_noop,
+        append_wrong_expected_size_conflicts,
+        append_misnumbered_batch_is_rejected,
+        concurrent_appenders_one_wins,
+        large_batch,
+        u64_range_errors,
+        checkpoint_idempotent_conflict_latest,
+        tokens,
+        token_duplicates_conflict,
+        meta_set_if_absent,
+    ],
+    ctx: [durable_reopen],
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------------
+
+fn hash(seed: u64) -> [u8; 32] {
+    let mut h = [0u8; 32];
+    for (i, b) in h.iter_mut().enumerate() {
+        *b = (seed.wrapping_mul(31).wrapping_add(i as u64) % 251) as u8;
+    }
+    h[..8].copy_from_slice(&seed.to_be_bytes());
+    h
+}
+
+fn row(seq: u64) -> LedgerRow {
+    LedgerRow {
+        seq,
+        leaf_hash: hash(seq),
+        leaf: format!("leaf-{seq}-\u{1F512}").into_bytes(),
+        time_unix_ms: 1_700_000_000_000 + (seq % 1_000_000) as i64,
+        actor: format!("user{}", seq % 3),
+        action: if seq % 2 == 0 {
+            "secret.read"
+        } else {
+            "secret.write"
+        }
+        .to_owned(),
+    }
+}
+
+fn rows(from: u64, n: u64) -> Vec<LedgerRow> {
+    (from..from + n).map(row).collect()
+}
+
+fn token(n: u8) -> ApiTokenRow {
+    ApiTokenRow {
+        id: format!("tok_{n}"),
+        name: format!("token {n}"),
+        role: "auditor".to_owned(),
+        token_hash: [n; 32],
+        created_unix_ms: 1_000 + i64::from(n),
+        revoked_unix_ms: None,
+    }
+}
+
+fn checkpoint(tree_size: u64, root: u8, note: &str) -> CheckpointRow {
+    CheckpointRow {
+        tree_size,
+        root: [root; 32],
+        note: note.to_owned(),
+        created_unix_ms: 42,
+    }
+}
+
+fn is_conflict<T: std::fmt::Debug>(r: &Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::Conflict(_)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Behaviours
+// ---------------------------------------------------------------------------------------------
+
+async fn backend_and_ping(store: Arc<dyn Store>) {
+    assert!(matches!(
+        store.backend(),
+        Backend::Sqlite | Backend::Postgres
+    ));
+    store.ping().await.unwrap();
+}
+
+async fn empty_store(store: Arc<dyn Store>) {
+    assert_eq!(store.ledger_size().await.unwrap(), 0);
+    assert!(store.ledger_entries(0, 100).await.unwrap().is_empty());
+    assert!(store.ledger_leaf_hashes(0, 100).await.unwrap().is_empty());
+    assert!(store.checkpoint_latest().await.unwrap().is_none());
+    assert!(store.token_list().await.unwrap().is_empty());
+    assert!(store.token_by_hash(&[0; 32]).await.unwrap().is_none());
+    assert!(store.meta_get("k").await.unwrap().is_none());
+}
+
+async fn append_round_trip(store: Arc<dyn Store>) {
+    let first = rows(0, 10);
+    store.ledger_append(0, &first).await.unwrap();
+    assert_eq!(store.ledger_size().await.unwrap(), 10);
+    let second = rows(10, 5);
+    store.ledger_append(10, &second).await.unwrap();
+    assert_eq!(store.ledger_size().await.unwrap(), 15);
+
+    let all = store.ledger_entries(0, 1000).await.unwrap();
+    assert_eq!(all, rows(0, 15));
+
+    // Sub-ranges are [from, from + limit), ascending.
+    assert_eq!(store.ledger_entries(3, 4).await.unwrap(), rows(3, 4));
+    assert_eq!(store.ledger_entries(12, 100).await.unwrap(), rows(12, 3));
+    assert!(store.ledger_entries(15, 10).await.unwrap().is_empty());
+    assert!(store.ledger_entries(0, 0).await.unwrap().is_empty());
+
+    let hashes = store.ledger_leaf_hashes(5, 7).await.unwrap();
+    assert_eq!(hashes, (5..12).map(hash).collect::<Vec<_>>());
+}
+
+async fn append_empty_is_noop(store: Arc<dyn Store>) {
+    store.ledger_append(0, &[]).await.unwrap();
+    // Even with a "wrong" expected size: nothing to write, nothing to check.
+    store.ledger_append(7, &[]).await.unwrap();
+    assert_eq!(store.ledger_size().await.unwrap(), 0);
+}
+
+async fn append_wrong_expected_size_conflicts(store: Arc<dyn Store>) {
+    store.ledger_append(0, &rows(0, 3)).await.unwrap();
+
+    // Stale writer: believes the ledger is still empty.
+    let r = store.ledger_append(0, &rows(0, 2)).await;
+    assert!(is_conflict(&r), "{r:?}");
+    // Writer from the future: thinks there are more rows than there are.
+    let r = store.ledger_append(5, &rows(5, 2)).await;
+    assert!(is_conflict(&r), "{r:?}");
+
+    // Nothing was written by the failed attempts.
+    assert_eq!(store.ledger_size().await.unwrap(), 3);
+    assert_eq!(store.ledger_entries(0, 100).await.unwrap(), rows(0, 3));
+    // And the store still accepts the right append.
+    store.ledger_append(3, &rows(3, 1)).await.unwrap();
+    assert_eq!(store.ledger_size().await.unwrap(), 4);
+}
+
+/// Documented choice: a batch whose `seq`s are not `expected_size + i` is a caller bug and is
+/// rejected with `StoreError::Database` (not `Conflict`), writing nothing.
+async fn append_misnumbered_batch_is_rejected(store: Arc<dyn Store>) {
+    let mut batch = rows(0, 3);
+    batch[2].seq = 7;
+    let r = store.ledger_append(0, &batch).await;
+    assert!(matches!(r, Err(StoreError::Database(_))), "{r:?}");
+
+    let r = store.ledger_append(0, &rows(1, 2)).await;
+    assert!(matches!(r, Err(StoreError::Database(_))), "{r:?}");
+
+    assert_eq!(store.ledger_size().await.unwrap(), 0);
+}
+
+async fn concurrent_appenders_one_wins(store: Arc<dyn Store>) {
+    const WRITERS: usize = 4;
+    const ROUNDS: u64 = 10;
+    const BATCH: u64 = 20;
+    for round in 0..ROUNDS {
+        let expected = round * BATCH;
+        let barrier = Arc::new(Barrier::new(WRITERS));
+        let mut tasks = Vec::new();
+        for w in 0..WRITERS {
+            let store = Arc::clone(&store);
+            let barrier = Arc::clone(&barrier);
+            tasks.push(tokio::spawn(async move {
+                let mut batch = rows(expected, BATCH);
+                // Each writer's rows differ, so we can tell whose batch landed.
+                for r in &mut batch {
+                    r.actor = format!("writer{w}");
+                }
+                barrier.wait().await;
+                (w, store.ledger_append(expected, &batch).await)
+            }));
+        }
+        let mut winners = Vec::new();
+        for t in tasks {
+            let (w, r) = t.await.unwrap();
+            match r {
+                Ok(()) => winners.push(w),
+                Err(StoreError::Conflict(_)) => {}
+                Err(e) => panic!("writer {w} failed with a non-conflict error: {e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
+        let got = store.ledger_entries(expected, BATCH as u32).await.unwrap();
+        let actor = format!("writer{}", winners[0]);
+        assert!(
+            got.iter().all(|r| r.actor == actor),
+            "round {round}: mixed batches"
+        );
+    }
+    // Gapless: seq 0..n with no holes or duplicates.
+    let n = ROUNDS * BATCH;
+    assert_eq!(store.ledger_size().await.unwrap(), n);
+    let seqs: Vec<u64> = store
+        .ledger_entries(0, 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(seqs, (0..n).collect::<Vec<_>>());
+}
+
+async fn large_batch(store: Arc<dyn Store>) {
+    // Spans several INSERT chunks, including a partial last one.
+    let batch = rows(0, 5_001);
+    store.ledger_append(0, &batch).await.unwrap();
+    assert_eq!(store.ledger_size().await.unwrap(), 5_001);
+    assert_eq!(store.ledger_entries(0, 6_000).await.unwrap(), batch);
+    let hashes = store.ledger_leaf_hashes(4_990, 100).await.unwrap();
+    assert_eq!(hashes, (4_990..5_001).map(hash).collect::<Vec<_>>());
+}
+
+async fn u64_range_errors(store: Arc<dyn Store>) {
+    let big = u64::MAX;
+    let over = i64::MAX as u64 + 1;
+
+    assert!(store.ledger_entries(big, 10).await.is_err());
+    assert!(store.ledger_entries(over, 1).await.is_err());
+    assert!(store.ledger_leaf_hashes(big, 10).await.is_err());
+    // The largest representable start is fine (and empty); the end clamps rather than wraps.
+    assert!(
+        store
+            .ledger_entries(i64::MAX as u64, u32::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let r = store.ledger_append(over, &rows(over, 1)).await;
+    assert!(r.is_err(), "{r:?}");
+    let r = store.ledger_append(big, &[row(big)]).await;
+    assert!(r.is_err(), "{r:?}");
+    // seq = i64::MAX would make the ledger size overflow i64.
+    let max = i64::MAX as u64;
+    let r = store.ledger_append(max, &[row(max)]).await;
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(store.ledger_size().await.unwrap(), 0);
+
+    assert!(
+        store
+            .checkpoint_insert(&checkpoint(big, 1, "n"))
+            .await
+            .is_err()
+    );
+    assert!(
+        store
+            .checkpoint_insert(&checkpoint(over, 1, "n"))
+            .await
+            .is_err()
+    );
+    assert!(store.checkpoint_latest().await.unwrap().is_none());
+    // The largest representable tree size round-trips.
+    store
+        .checkpoint_insert(&checkpoint(max, 1, "n"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.checkpoint_latest().await.unwrap().unwrap().tree_size,
+        max
+    );
+}
+
+async fn checkpoint_idempotent_conflict_latest(store: Arc<dyn Store>) {
+    let a = checkpoint(10, 0xAA, "note a");
+    store.checkpoint_insert(&a).await.unwrap();
+    assert_eq!(store.checkpoint_latest().await.unwrap(), Some(a.clone()));
+
+    // Same size, same root: succeeds and keeps the original note.
+    let again = checkpoint(10, 0xAA, "a different note");
+    store.checkpoint_insert(&again).await.unwrap();
+    assert_eq!(store.checkpoint_latest().await.unwrap(), Some(a.clone()));
+
+    // Same size, different root: conflict.
+    let r = store.checkpoint_insert(&checkpoint(10, 0xBB, "evil")).await;
+    assert!(is_conflict(&r), "{r:?}");
+    assert_eq!(store.checkpoint_latest().await.unwrap(), Some(a.clone()));
+
+    // Latest is the largest tree size, not the last inserted.
+    let big = checkpoint(100, 0xCC, "note big");
+    store.checkpoint_insert(&big).await.unwrap();
+    store
+        .checkpoint_insert(&checkpoint(50, 0xDD, "note mid"))
+        .await
+        .unwrap();
+    assert_eq!(store.checkpoint_latest().await.unwrap(), Some(big));
+}
+
+async fn tokens(store: Arc<dyn Store>) {
+    let t1 = token(1);
+    let t2 = token(2);
+    // Insert out of order: listing is oldest first.
+    store.token_insert(&t2).await.unwrap();
+    store.token_insert(&t1).await.unwrap();
+    assert_eq!(
+        store.token_list().await.unwrap(),
+        vec![t1.clone(), t2.clone()]
+    );
+
+    assert_eq!(
+        store.token_by_hash(&t1.token_hash).await.unwrap(),
+        Some(t1.clone())
+    );
+    assert_eq!(store.token_by_hash(&[9; 32]).await.unwrap(), None);
+
+    // Revoke once: changes the row; twice: no-op; unknown id: no-op.
+    assert!(store.token_revoke(&t1.id, 5_000).await.unwrap());
+    assert!(!store.token_revoke(&t1.id, 6_000).await.unwrap());
+    assert!(!store.token_revoke("tok_missing", 6_000).await.unwrap());
+
+    // Revoked tokens are still found by hash, with the first revocation time.
+    let got = store.token_by_hash(&t1.token_hash).await.unwrap().unwrap();
+    assert_eq!(got.revoked_unix_ms, Some(5_000));
+    let listed = store.token_list().await.unwrap();
+    assert_eq!(listed[0].revoked_unix_ms, Some(5_000));
+    assert_eq!(listed[1], t2);
+}
+
+async fn token_duplicates_conflict(store: Arc<dyn Store>) {
+    let t = token(1);
+    store.token_insert(&t).await.unwrap();
+
+    let cases = [
+        (
+            "name",
+            ApiTokenRow {
+                id: "tok_other".into(),
+                token_hash: [2; 32],
+                ..t.clone()
+            },
+        ),
+        (
+            "id",
+            ApiTokenRow {
+                name: "other".into(),
+                token_hash: [3; 32],
+                ..t.clone()
+            },
+        ),
+        (
+            "hash",
+            ApiTokenRow {
+                id: "tok_x".into(),
+                name: "x".into(),
+                ..t.clone()
+            },
+        ),
+    ];
+    for (what, dup) in cases {
+        let r = store.token_insert(&dup).await;
+        match r {
+            Err(StoreError::Conflict(msg)) => {
+                assert!(
+                    msg.contains(what),
+                    "{what}: message `{msg}` should name the column"
+                );
+                // No secret material in messages (the hash is [1; 32]).
+                assert!(!msg.contains("0101"), "{msg}");
+                assert!(!msg.contains("\\x01"), "{msg}");
+            }
+            other => panic!("{what}: expected conflict, got {other:?}"),
+        }
+    }
+    assert_eq!(store.token_list().await.unwrap(), vec![t]);
+}
+
+async fn meta_set_if_absent(store: Arc<dyn Store>) {
+    assert!(store.meta_set_if_absent("install_id", "abc").await.unwrap());
+    assert!(!store.meta_set_if_absent("install_id", "xyz").await.unwrap());
+    assert_eq!(
+        store.meta_get("install_id").await.unwrap().as_deref(),
+        Some("abc")
+    );
+    assert!(store.meta_set_if_absent("other", "").await.unwrap());
+    assert_eq!(store.meta_get("other").await.unwrap().as_deref(), Some(""));
+    assert_eq!(store.meta_get("missing").await.unwrap(), None);
+}
+
+async fn durable_reopen(ctx: &mut Ctx) {
+    let store = ctx.store();
+    store.ledger_append(0, &rows(0, 100)).await.unwrap();
+    store
+        .checkpoint_insert(&checkpoint(100, 7, "cp"))
+        .await
+        .unwrap();
+    store.token_insert(&token(4)).await.unwrap();
+    assert!(store.meta_set_if_absent("k", "v").await.unwrap());
+    drop(store);
+
+    // Reopen twice: migrations must be re-applied idempotently.
+    ctx.reopen().await;
+    ctx.reopen().await;
+    let store = ctx.store();
+    assert_eq!(store.ledger_size().await.unwrap(), 100);
+    assert_eq!(store.ledger_entries(0, 1000).await.unwrap(), rows(0, 100));
+    assert_eq!(
+        store.checkpoint_latest().await.unwrap(),
+        Some(checkpoint(100, 7, "cp"))
+    );
+    assert_eq!(store.token_list().await.unwrap(), vec![token(4)]);
+    assert_eq!(store.meta_get("k").await.unwrap().as_deref(), Some("v"));
+    // And it keeps working after reopening.
+    store.ledger_append(100, &rows(100, 1)).await.unwrap();
+    assert_eq!(store.ledger_size().await.unwrap(), 101);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opening errors (backend specific)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn sqlite_open_missing_parent_dir_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("does").join("not").join("exist.db");
+    let r = store::open(&StoreUrl::Sqlite(path.clone())).await;
+    match r {
+        Err(StoreError::Database(msg)) => assert!(msg.contains("does"), "{msg}"),
+        Err(e) => panic!("expected a database error, got {e}"),
+        Ok(_) => panic!("opened a database in a missing directory"),
+    }
+    assert!(!path.exists());
+}
+
+#[tokio::test]
+async fn sqlite_open_creates_the_file_and_sets_durable_pragmas() {
+    use sqlx::Connection as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fresh.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert!(path.exists());
+    store.close().await;
+
+    // WAL is persistent in the file header.
+    let url = format!("sqlite://{}", path.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn postgres_bad_schema_name_is_rejected() {
+    // Validation happens before any connection attempt, so no server is needed.
+    for bad in ["", "Bad", "a-b", "x\"; DROP TABLE t; --", &"s".repeat(64)] {
+        let r = PostgresStore::connect_with_schema("postgres://u@127.0.0.1:1/db", bad).await;
+        assert!(matches!(r, Err(StoreError::Database(_))), "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn postgres_connect_error_hides_password() {
+    // Port 1 on localhost refuses connections: fails fast, no server needed.
+    let url: StoreUrl = "postgres://alice:hunter2-secret@127.0.0.1:1/db"
+        .parse()
+        .unwrap();
+    let err = match store::open(&url).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("connected to port 1"),
+    };
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(err.contains("127.0.0.1"), "{err}");
+}
