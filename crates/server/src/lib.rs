@@ -1,1 +1,260 @@
-//! placeholder
+//! Warden's HTTP API: axum routes, authentication and per-call auditing, JSON errors with
+//! stable codes, request limits, health, metrics and the OpenAPI document.
+//!
+//! This is the only crate that knows HTTP. It owns no state of its own beyond counters: the
+//! store holds data, the ledger records what happened.
+
+#![forbid(unsafe_code)]
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, Request},
+    http::{HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+};
+use ledger::Ledger;
+use store::Store;
+use tower_http::{catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+mod audit_api;
+pub mod auth;
+pub mod error;
+mod ops;
+mod tokens;
+
+pub use auth::{Caller, NewToken, Role, generate_token, hash_token};
+pub use error::{ApiError, ErrorBody};
+
+/// Settings the server needs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest accepted request body, bytes.
+    pub body_limit: usize,
+    /// Longest a request may take before it is answered 408.
+    pub request_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            body_limit: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Shared state of all handlers.
+pub struct AppState {
+    store: Arc<dyn Store>,
+    ledger: Ledger,
+    metrics: ops::Metrics,
+}
+
+impl AppState {
+    /// Builds the state from an open store and ledger.
+    pub fn new(store: Arc<dyn Store>, ledger: Ledger) -> Self {
+        Self {
+            store,
+            ledger,
+            metrics: ops::Metrics::new(),
+        }
+    }
+}
+
+/// Request id: the caller's `x-request-id` when sane, else a fresh UUID.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestId(pub(crate) String);
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Warden API",
+        description = "Zero-trust identity governance for AI agents. Errors are `{\"code\", \"message\"}` with a stable `code`."
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+/// The route table in two groups: public routes, and routes that need a token (and are
+/// audited). Both the server and [`openapi`] are built from it, so they cannot drift apart.
+fn route_table() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>) {
+    let public = OpenApiRouter::new()
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(audit_api::checkpoint))
+        .routes(routes!(audit_api::key))
+        .routes(routes!(audit_api::inclusion))
+        .routes(routes!(audit_api::consistency));
+    let authenticated = OpenApiRouter::new()
+        .routes(routes!(audit_api::entries))
+        .routes(routes!(audit_api::publish_checkpoint))
+        .routes(routes!(tokens::create, tokens::list))
+        .routes(routes!(tokens::revoke))
+        .routes(routes!(tokens::whoami));
+    (public, authenticated)
+}
+
+fn api_routes(state: &Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
+    let (public, authenticated) = route_table();
+    // route_layer: the middleware runs only for requests that matched one of these routes,
+    // so GET /v1/audit/checkpoint stays public while POST on the same path is authenticated.
+    let authenticated = authenticated.route_layer(middleware::from_fn_with_state(
+        Arc::clone(state),
+        auth::authenticate_and_audit,
+    ));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(public)
+        .merge(authenticated)
+}
+
+/// The OpenAPI document, generated from the same route table the server uses.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (public, authenticated) = route_table();
+    let mut doc = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(public)
+        .merge(authenticated)
+        .into_openapi();
+    add_openapi_path(&mut doc);
+    doc
+}
+
+/// The whole application router with its middleware stack.
+pub fn router(state: Arc<AppState>, config: &ServerConfig) -> Router {
+    let (api, mut doc) = api_routes(&state).split_for_parts();
+    add_openapi_path(&mut doc);
+    let doc_json = Arc::new(doc.to_pretty_json().unwrap_or_default());
+    api.route(
+        "/v1/openapi.json",
+        axum::routing::get(move || {
+            let doc = Arc::clone(&doc_json);
+            async move {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    doc.as_str().to_owned(),
+                )
+            }
+        }),
+    )
+    .fallback(not_found)
+    .method_not_allowed_fallback(method_not_allowed)
+    .layer(middleware::from_fn_with_state(Arc::clone(&state), ops::track))
+    .layer(CatchPanicLayer::new())
+    .layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        config.request_timeout,
+    ))
+    .layer(DefaultBodyLimit::max(config.body_limit))
+    .layer(RequestBodyLimitLayer::new(config.body_limit))
+    .layer(middleware::from_fn(json_errors))
+    .layer(middleware::from_fn(request_id))
+    .with_state(state)
+}
+
+/// Documents `/v1/openapi.json` itself.
+fn add_openapi_path(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{HttpMethod, PathItem, ResponseBuilder, path::OperationBuilder};
+    let op = OperationBuilder::new()
+        .summary(Some("This OpenAPI document"))
+        .response("200", ResponseBuilder::new().description("OpenAPI 3.1 JSON"))
+        .build();
+    doc.paths
+        .paths
+        .insert("/v1/openapi.json".into(), PathItem::new(HttpMethod::Get, op));
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
+
+/// Gives error responses produced outside our handlers (limits, timeouts, panics) the
+/// standard JSON shape.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if status.as_u16() < 400 || is_json {
+        return resp;
+    }
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "request body is too large".to_owned(),
+        StatusCode::REQUEST_TIMEOUT => "request took too long".to_owned(),
+        s => s.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    let mut out = ApiError::new(status, error::code_for(status), message).into_response();
+    for name in [header::WWW_AUTHENTICATE, header::ALLOW] {
+        if let Some(v) = resp.headers().get(&name) {
+            out.headers_mut().insert(name, v.clone());
+        }
+    }
+    out
+}
+
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then drains in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

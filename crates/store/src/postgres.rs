@@ -89,6 +89,22 @@ impl PostgresStore {
         Ok(PostgresStore { pool })
     }
 
+    /// Drops `schema` and everything in it (for benchmarks and tests that made their own).
+    pub async fn drop_schema(url: &str, schema: &str) -> Result<()> {
+        validate_schema(schema)?;
+        let options = parse_url(url)?;
+        let mut conn = PgConnection::connect_with(&options)
+            .await
+            .map_err(|err| connect_err(url, &err))?;
+        // The name is validated above, so quoting it verbatim is safe.
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .execute(&mut conn)
+            .await
+            .map_err(|err| StoreError::Database(redact(url, &db_err(err).to_string())))?;
+        let _ = conn.close().await;
+        Ok(())
+    }
+
     /// Closes every pooled connection, waiting for them to be returned. Dropping the store
     /// also closes them, in the background.
     pub async fn close(&self) {

@@ -1,1 +1,113 @@
-fn main() {}
+//! The `warden` binary: `init`, `serve`, the admin and audit commands, and `bench`.
+
+#![forbid(unsafe_code)]
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod client;
+mod config;
+mod init;
+mod keys;
+mod serve;
+
+/// Warden: zero-trust identity governance for AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "warden", version, about, propagate_version = true)]
+struct Cli {
+    /// Data directory (config, keys, embedded database)
+    #[arg(long, env = "WARDEN_DATA_DIR", default_value = "./warden-data", global = true)]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the data directory, keys, store and the bootstrap admin token (idempotent)
+    Init(init::InitArgs),
+    /// Run the API server
+    Serve(config::Overrides),
+    /// Read, prove, export and verify the audit ledger
+    Audit {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        cmd: client::AuditCmd,
+    },
+    /// Manage API tokens (admin, approver, auditor)
+    ApiToken {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        cmd: client::TokenCmd,
+    },
+    /// Measure the ledger's performance on this machine
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Init(args) => init::run(&cli.data_dir, args).await?,
+        Command::Serve(overrides) => {
+            let file = config::FileConfig::load(&cli.data_dir)?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} is not initialised: run `warden init` first",
+                    cli.data_dir.display()
+                )
+            })?;
+            let settings = config::Settings::resolve(&cli.data_dir, file, &overrides)?;
+            serve::run(settings).await?;
+        }
+        Command::Audit {
+            cmd:
+                client::AuditCmd::Verify {
+                    file,
+                    key,
+                    key_file,
+                    quiet,
+                },
+            ..
+        } => {
+            if !client::verify_offline(&file, key, key_file, quiet)? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Audit { client, cmd } => {
+            client::audit(&client::Client::new(&client)?, cmd).await?;
+        }
+        Command::ApiToken { client, cmd } => {
+            client::tokens(&client::Client::new(&client)?, cmd).await?;
+        }
+        Command::Bench(cmd) => bench::run(cmd).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

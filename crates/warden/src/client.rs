@@ -1,0 +1,489 @@
+//! Commands that talk to a running server: `warden audit …` and `warden api-token …`.
+
+use std::{
+    io::{BufWriter, Write},
+    path::PathBuf,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use indicatif::{ProgressBar, ProgressStyle};
+use ledger::{Checkpoint, NoteVerifier, export};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Where the server is and how to authenticate.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ClientArgs {
+    /// Server base URL
+    #[arg(long, env = "WARDEN_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
+    server: String,
+    /// API token (prefer --token-file or WARDEN_TOKEN: flags show up in `ps`)
+    #[arg(long, env = "WARDEN_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// File holding the API token
+    #[arg(long, env = "WARDEN_TOKEN_FILE", global = true)]
+    token_file: Option<PathBuf>,
+}
+
+pub(crate) struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    code: String,
+    message: String,
+}
+
+impl Client {
+    pub(crate) fn new(args: &ClientArgs) -> Result<Self> {
+        let token = match (&args.token, &args.token_file) {
+            (Some(t), _) => Some(t.trim().to_owned()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading token file {}", path.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()?,
+            base: args.server.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach warden at {}", self.base))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(e) => bail!("{} ({}): {}", e.code, status.as_u16(), e.message),
+            Err(_) => bail!("server answered {status}: {text}"),
+        }
+    }
+
+    pub(crate) async fn get_json(&self, path: &str) -> Result<Value> {
+        Ok(self
+            .send(self.request(reqwest::Method::GET, path))
+            .await?
+            .json()
+            .await?)
+    }
+
+    pub(crate) async fn get_text(&self, path: &str) -> Result<String> {
+        Ok(self
+            .send(self.request(reqwest::Method::GET, path))
+            .await?
+            .text()
+            .await?)
+    }
+
+    pub(crate) async fn post_json(&self, path: &str, body: &Value) -> Result<Value> {
+        Ok(self
+            .send(self.request(reqwest::Method::POST, path).json(body))
+            .await?
+            .json()
+            .await?)
+    }
+
+    async fn delete(&self, path: &str) -> Result<()> {
+        self.send(self.request(reqwest::Method::DELETE, path))
+            .await?;
+        Ok(())
+    }
+}
+
+/// `warden audit …`
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum AuditCmd {
+    /// Show the latest entries (needs an auditor or admin token)
+    Tail {
+        /// How many entries
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: u64,
+        /// Keep printing new entries as they arrive
+        #[arg(short, long)]
+        follow: bool,
+        /// Print each entry as one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch and check an inclusion proof (--index) or a consistency proof (--from)
+    Proof {
+        /// Entry index: inclusion proof
+        #[arg(long, conflicts_with = "from")]
+        index: Option<u64>,
+        /// Tree size for the inclusion proof (default: the latest checkpoint's)
+        #[arg(long, requires = "index")]
+        size: Option<u64>,
+        /// Older tree size: consistency proof
+        #[arg(long)]
+        from: Option<u64>,
+        /// Newer tree size (default: the latest checkpoint's)
+        #[arg(long, requires = "from")]
+        to: Option<u64>,
+    },
+    /// Print the latest signed checkpoint; --publish signs one now (admin)
+    Checkpoint {
+        /// Sign a checkpoint covering every entry now
+        #[arg(long)]
+        publish: bool,
+    },
+    /// Write a portable export (entries + signed checkpoint) for offline verification
+    Export {
+        /// Output file
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Sign a fresh checkpoint first so the export covers every entry (admin)
+        #[arg(long)]
+        publish: bool,
+    },
+    /// Verify an export offline, from scratch, against a trusted key
+    Verify {
+        /// The export file
+        file: PathBuf,
+        /// The ledger's verifier key (vkey form), obtained out of band
+        #[arg(long, required_unless_present = "key_file")]
+        key: Option<String>,
+        /// File holding the verifier key
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// No progress bar
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+fn print_entry(e: &Value, json: bool) {
+    if json {
+        println!("{e}");
+        return;
+    }
+    let ev = &e["event"];
+    println!(
+        "{:>8}  {}  {:<8} {:<24} {:<28} {}",
+        e["index"],
+        ev["time"].as_str().unwrap_or("?"),
+        ev["outcome"].as_str().unwrap_or("?"),
+        ev["action"].as_str().unwrap_or("?"),
+        ev["actor"].as_str().unwrap_or("?"),
+        ev["fields"]
+    );
+}
+
+fn decode_hash(v: &Value) -> Result<merkle::Hash> {
+    let s = v.as_str().context("expected a base64 hash")?;
+    Ok(merkle::Hash::from_slice(&STANDARD.decode(s)?)?)
+}
+
+async fn trusted_checkpoint(client: &Client) -> Result<(Checkpoint, String)> {
+    let vkey = client.get_text("/v1/audit/key").await?;
+    let note = client.get_text("/v1/audit/checkpoint").await?;
+    let verifier = NoteVerifier::from_vkey(&vkey)?;
+    let cp = Checkpoint::parse(verifier.verify(&note)?)?;
+    Ok((cp, vkey.trim().to_owned()))
+}
+
+pub(crate) async fn audit(client: &Client, cmd: AuditCmd) -> Result<()> {
+    match cmd {
+        AuditCmd::Tail {
+            lines,
+            follow,
+            json,
+        } => {
+            let page = client.get_json("/v1/audit/entries?limit=1").await?;
+            let size = page["tree_size"].as_u64().unwrap_or(0);
+            let mut next = size.saturating_sub(lines);
+            loop {
+                let page = client
+                    .get_json(&format!("/v1/audit/entries?from={next}&limit=1000"))
+                    .await?;
+                let entries = page["entries"].as_array().cloned().unwrap_or_default();
+                for e in &entries {
+                    print_entry(e, json);
+                    next = e["index"].as_u64().map_or(next, |i| i + 1);
+                }
+                if !follow {
+                    return Ok(());
+                }
+                if entries.is_empty() {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        AuditCmd::Proof {
+            index,
+            size,
+            from,
+            to,
+        } => {
+            let (cp, vkey) = trusted_checkpoint(client).await?;
+            if let Some(index) = index {
+                let size = size.unwrap_or(cp.size);
+                let p = client
+                    .get_json(&format!("/v1/audit/proof/inclusion?index={index}&size={size}"))
+                    .await?;
+                println!("{}", serde_json::to_string_pretty(&p)?);
+                let proof: Vec<merkle::Hash> = p["proof"]
+                    .as_array()
+                    .context("no proof")?
+                    .iter()
+                    .map(decode_hash)
+                    .collect::<Result<_>>()?;
+                let (leaf, root) = (decode_hash(&p["leafHash"])?, decode_hash(&p["root"])?);
+                merkle::verify_inclusion(index, size, &leaf, &proof, &root)
+                    .context("the server's inclusion proof does not verify")?;
+                if size == cp.size {
+                    if root != cp.root {
+                        bail!("the proof's root differs from the signed checkpoint's root");
+                    }
+                    eprintln!("verified: entry {index} is in the signed checkpoint at size {size} ({vkey})");
+                } else {
+                    eprintln!("verified against the root at size {size} (no signed checkpoint at that size)");
+                }
+            } else if let Some(from) = from {
+                let to = to.unwrap_or(cp.size);
+                let p = client
+                    .get_json(&format!("/v1/audit/proof/consistency?from={from}&to={to}"))
+                    .await?;
+                println!("{}", serde_json::to_string_pretty(&p)?);
+                let proof: Vec<merkle::Hash> = p["proof"]
+                    .as_array()
+                    .context("no proof")?
+                    .iter()
+                    .map(decode_hash)
+                    .collect::<Result<_>>()?;
+                let (r1, r2) = (decode_hash(&p["root1"])?, decode_hash(&p["root2"])?);
+                merkle::verify_consistency(from, to, &r1.0, &r2.0, &proof)
+                    .context("the server's consistency proof does not verify")?;
+                if to == cp.size && r2 != cp.root {
+                    bail!("the proof's new root differs from the signed checkpoint's root");
+                }
+                eprintln!("verified: the log at size {to} extends the log at size {from}");
+            } else {
+                bail!("give --index (inclusion proof) or --from (consistency proof)");
+            }
+            Ok(())
+        }
+        AuditCmd::Checkpoint { publish } => {
+            if publish {
+                let cp = client
+                    .post_json("/v1/audit/checkpoint", &Value::Null)
+                    .await?;
+                print!("{}", cp["note"].as_str().unwrap_or_default());
+            } else {
+                print!("{}", client.get_text("/v1/audit/checkpoint").await?);
+            }
+            Ok(())
+        }
+        AuditCmd::Export { output, publish } => export_log(client, &output, publish).await,
+        AuditCmd::Verify { .. } => unreachable_offline(),
+    }
+}
+
+fn unreachable_offline() -> Result<()> {
+    bail!("`audit verify` runs offline and is dispatched before connecting")
+}
+
+async fn export_log(client: &Client, output: &PathBuf, publish: bool) -> Result<()> {
+    if publish {
+        client
+            .post_json("/v1/audit/checkpoint", &Value::Null)
+            .await?;
+    }
+    let (cp, vkey) = trusted_checkpoint(client).await?;
+    let note = client.get_text("/v1/audit/checkpoint").await?;
+    let again = Checkpoint::parse(NoteVerifier::from_vkey(&vkey)?.verify(&note)?)?;
+    if again != cp {
+        bail!("the checkpoint changed while exporting; try again");
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(output)
+        .with_context(|| format!("creating {} (it must not exist)", output.display()))?;
+    let mut out = BufWriter::new(file);
+    export::write_header(
+        &mut out,
+        &export::Header {
+            format: export::FORMAT.into(),
+            origin: cp.origin.clone(),
+            tree_size: cp.size,
+            checkpoint: note,
+            vkey,
+        },
+    )?;
+    let bar = progress(cp.size, "exporting");
+    let mut next = 0u64;
+    while next < cp.size {
+        let limit = (cp.size - next).min(1000);
+        let page = client
+            .get_json(&format!("/v1/audit/entries?from={next}&limit={limit}"))
+            .await?;
+        let entries = page["entries"].as_array().context("malformed page")?;
+        if entries.is_empty() {
+            bail!("server returned no entries at {next} though the checkpoint covers {}", cp.size);
+        }
+        for e in entries {
+            let index = e["index"].as_u64().context("entry without index")?;
+            if index != next {
+                bail!("server returned entry {index} where {next} was expected");
+            }
+            let leaf = STANDARD.decode(e["leaf"].as_str().context("entry without leaf")?)?;
+            let hash = decode_hash(&e["leaf_hash"])?;
+            export::write_entry(&mut out, index, &hash, &leaf)?;
+            next += 1;
+        }
+        bar.set_position(next);
+    }
+    out.flush()?;
+    out.into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
+    bar.finish_and_clear();
+    eprintln!(
+        "exported {} entries of {} to {}",
+        cp.size,
+        cp.origin,
+        output.display()
+    );
+    Ok(())
+}
+
+fn progress(total: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} {{bar:40}} {{pos}}/{{len}} entries ({{per_sec}}, eta {{eta}})"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    // Hidden when stderr is not a terminal (CI, pipes); indicatif handles that itself.
+    bar
+}
+
+/// `warden audit verify`: offline, no server, no trust in the file's own claims.
+pub(crate) fn verify_offline(
+    file: &PathBuf,
+    key: Option<String>,
+    key_file: Option<PathBuf>,
+    quiet: bool,
+) -> Result<bool> {
+    let vkey = match (key, key_file) {
+        (Some(k), _) => k,
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .with_context(|| format!("reading key file {}", path.display()))?,
+        (None, None) => bail!("give --key or --key-file"),
+    };
+    let verifier = NoteVerifier::from_vkey(&vkey)?;
+    let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let reader = std::io::BufReader::with_capacity(1 << 20, f);
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        progress(0, "verifying")
+    };
+    let result = export::verify(reader, &verifier, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    match result {
+        Ok(v) => {
+            println!(
+                "OK: {} entries of {} verified; root {} is signed by {}",
+                v.tree_size,
+                v.origin,
+                STANDARD.encode(v.root.as_bytes()),
+                verifier.name()
+            );
+            Ok(true)
+        }
+        Err(e) => {
+            println!("FAILED: {e}");
+            Ok(false)
+        }
+    }
+}
+
+/// `warden api-token …`
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum TokenCmd {
+    /// Create an API token (admin); prints the secret once
+    Create {
+        /// Unique name
+        #[arg(long)]
+        name: String,
+        /// admin, approver or auditor
+        #[arg(long)]
+        role: String,
+    },
+    /// List API tokens (admin)
+    List,
+    /// Revoke an API token by id (admin)
+    Revoke {
+        /// Token id (tok_…)
+        id: String,
+    },
+    /// Show the calling token
+    Whoami,
+}
+
+pub(crate) async fn tokens(client: &Client, cmd: TokenCmd) -> Result<()> {
+    match cmd {
+        TokenCmd::Create { name, role } => {
+            let v = client
+                .post_json(
+                    "/v1/tokens",
+                    &serde_json::json!({ "name": name, "role": role }),
+                )
+                .await?;
+            println!("id:    {}", v["id"].as_str().unwrap_or_default());
+            println!("role:  {}", v["role"].as_str().unwrap_or_default());
+            println!("token: {}", v["token"].as_str().unwrap_or_default());
+            eprintln!("(shown once; Warden keeps only its hash)");
+        }
+        TokenCmd::List => {
+            let v = client.get_json("/v1/tokens").await?;
+            for t in v.as_array().into_iter().flatten() {
+                println!(
+                    "{}  {:<9} {:<24} {}",
+                    t["id"].as_str().unwrap_or_default(),
+                    t["role"].as_str().unwrap_or_default(),
+                    t["name"].as_str().unwrap_or_default(),
+                    if t["revoked_unix_ms"].is_null() { "active" } else { "revoked" }
+                );
+            }
+        }
+        TokenCmd::Revoke { id } => {
+            client.delete(&format!("/v1/tokens/{id}")).await?;
+            println!("revoked {id}");
+        }
+        TokenCmd::Whoami => {
+            println!("{}", client.get_json("/v1/whoami").await?);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! Settings: `warden.toml` in the data directory, overridden by environment variables,
+//! overridden by flags. Every setting is listed in `docs/configuration.md`.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// File name of the configuration inside the data directory.
+pub(crate) const CONFIG_FILE: &str = "warden.toml";
+/// Ledger signing key (C2SP private key form), 0600.
+pub(crate) const LEDGER_KEY_FILE: &str = "ledger.key";
+/// Audit HMAC key (base64, 32 bytes), 0600.
+pub(crate) const HMAC_KEY_FILE: &str = "audit-hmac.key";
+/// Default embedded database file.
+pub(crate) const DB_FILE: &str = "warden.db";
+
+/// The contents of `warden.toml`. Unknown keys are an error, so a typo never silently
+/// falls back to a default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    pub(crate) trust_domain: Option<String>,
+    pub(crate) listen: Option<String>,
+    pub(crate) database_url: Option<String>,
+    pub(crate) log: Option<String>,
+    pub(crate) log_format: Option<String>,
+    pub(crate) checkpoint_interval_secs: Option<u64>,
+    pub(crate) request_timeout_secs: Option<u64>,
+    pub(crate) body_limit_bytes: Option<usize>,
+    pub(crate) ledger_max_batch: Option<usize>,
+}
+
+impl FileConfig {
+    pub(crate) fn load(data_dir: &Path) -> Result<Option<Self>> {
+        let path = data_dir.join(CONFIG_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let cfg = toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
+        Ok(Some(cfg))
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Settings after precedence is applied (flags > environment > file > defaults).
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) trust_domain: String,
+    pub(crate) listen: SocketAddr,
+    pub(crate) database_url: store::StoreUrl,
+    pub(crate) log: String,
+    pub(crate) log_format: LogFormat,
+    pub(crate) checkpoint_interval: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) body_limit: usize,
+    pub(crate) ledger_max_batch: usize,
+}
+
+/// Values given as flags or environment variables (clap merges those two).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct Overrides {
+    /// Address to listen on [env: WARDEN_LISTEN] [default: 127.0.0.1:8080]
+    #[arg(long, env = "WARDEN_LISTEN", hide_env = true)]
+    pub(crate) listen: Option<String>,
+    /// Database URL: sqlite://PATH or postgres://… [env: WARDEN_DATABASE_URL]
+    /// [default: sqlite://DATA_DIR/warden.db]
+    #[arg(long, env = "WARDEN_DATABASE_URL", hide_env = true)]
+    pub(crate) database_url: Option<String>,
+    /// Log filter, e.g. `info` or `warden=debug` [env: WARDEN_LOG] [default: info]
+    #[arg(long, env = "WARDEN_LOG", hide_env = true)]
+    pub(crate) log: Option<String>,
+    /// Log format: text or json [env: WARDEN_LOG_FORMAT] [default: text]
+    #[arg(long, env = "WARDEN_LOG_FORMAT", hide_env = true)]
+    pub(crate) log_format: Option<String>,
+    /// Seconds between scheduled checkpoints [env: WARDEN_CHECKPOINT_INTERVAL] [default: 10]
+    #[arg(long, env = "WARDEN_CHECKPOINT_INTERVAL", hide_env = true)]
+    pub(crate) checkpoint_interval: Option<u64>,
+    /// Request time limit, seconds [env: WARDEN_REQUEST_TIMEOUT] [default: 30]
+    #[arg(long, env = "WARDEN_REQUEST_TIMEOUT", hide_env = true)]
+    pub(crate) request_timeout: Option<u64>,
+    /// Request body limit, bytes [env: WARDEN_BODY_LIMIT] [default: 1048576]
+    #[arg(long, env = "WARDEN_BODY_LIMIT", hide_env = true)]
+    pub(crate) body_limit: Option<usize>,
+    /// Most ledger entries per group commit [env: WARDEN_LEDGER_MAX_BATCH] [default: 1024]
+    #[arg(long, env = "WARDEN_LEDGER_MAX_BATCH", hide_env = true)]
+    pub(crate) ledger_max_batch: Option<usize>,
+}
+
+impl Settings {
+    /// Applies precedence. `file` is the data directory's `warden.toml`.
+    pub(crate) fn resolve(data_dir: &Path, file: FileConfig, o: &Overrides) -> Result<Self> {
+        let trust_domain = file
+            .trust_domain
+            .clone()
+            .context("warden.toml has no trust_domain: re-run `warden init`")?;
+        let listen_s = o
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen = listen_s
+            .parse()
+            .with_context(|| format!("listen address `{listen_s}` is not HOST:PORT"))?;
+        let db = o
+            .database_url
+            .clone()
+            .or(file.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join(DB_FILE).display()));
+        let database_url = db.parse().map_err(|e: store::StoreError| anyhow::anyhow!("{e}"))?;
+        let log_format = match o
+            .log_format
+            .clone()
+            .or(file.log_format)
+            .as_deref()
+            .unwrap_or("text")
+        {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => bail!("log format `{other}` must be `text` or `json`"),
+        };
+        let positive = |name: &str, v: u64| -> Result<u64> {
+            if v == 0 {
+                bail!("{name} must be at least 1");
+            }
+            Ok(v)
+        };
+        Ok(Self {
+            data_dir: data_dir.to_owned(),
+            trust_domain,
+            listen,
+            database_url,
+            log: o.log.clone().or(file.log).unwrap_or_else(|| "info".into()),
+            log_format,
+            checkpoint_interval: Duration::from_secs(positive(
+                "checkpoint interval",
+                o.checkpoint_interval
+                    .or(file.checkpoint_interval_secs)
+                    .unwrap_or(10),
+            )?),
+            request_timeout: Duration::from_secs(positive(
+                "request timeout",
+                o.request_timeout.or(file.request_timeout_secs).unwrap_or(30),
+            )?),
+            body_limit: positive(
+                "body limit",
+                o.body_limit.or(file.body_limit_bytes).unwrap_or(1 << 20) as u64,
+            )? as usize,
+            ledger_max_batch: positive(
+                "ledger max batch",
+                o.ledger_max_batch.or(file.ledger_max_batch).unwrap_or(1024) as u64,
+            )? as usize,
+        })
+    }
+}
+
+/// A trust domain name as SPIFFE allows: lowercase letters, digits, `.`, `-`, `_`.
+pub(crate) fn check_trust_domain(td: &str) -> Result<()> {
+    if td.is_empty() || td.len() > 255 {
+        bail!("trust domain must be 1-255 characters");
+    }
+    if !td
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+    {
+        bail!("trust domain `{td}` may contain only lowercase letters, digits, `.`, `-` and `_`");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> FileConfig {
+        FileConfig {
+            trust_domain: Some("example.org".into()),
+            listen: Some("127.0.0.1:9000".into()),
+            log: Some("debug".into()),
+            ..FileConfig::default()
+        }
+    }
+
+    #[test]
+    fn flags_override_file_override_defaults() {
+        let dir = Path::new("/data");
+        let s = Settings::resolve(dir, file(), &Overrides::default()).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(s.log, "debug");
+        assert_eq!(s.checkpoint_interval, Duration::from_secs(10));
+        assert_eq!(s.database_url.to_string(), "sqlite:///data/warden.db");
+        let o = Overrides {
+            listen: Some("0.0.0.0:1".into()),
+            database_url: Some("postgres://h/db".into()),
+            ..Overrides::default()
+        };
+        let s = Settings::resolve(dir, file(), &o).unwrap();
+        assert_eq!(s.listen.to_string(), "0.0.0.0:1");
+        assert_eq!(s.database_url.to_string(), "postgres://h/db");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let dir = Path::new("/data");
+        for o in [
+            Overrides { listen: Some("nope".into()), ..Overrides::default() },
+            Overrides { log_format: Some("xml".into()), ..Overrides::default() },
+            Overrides { checkpoint_interval: Some(0), ..Overrides::default() },
+            Overrides { database_url: Some("mysql://x".into()), ..Overrides::default() },
+        ] {
+            assert!(Settings::resolve(dir, file(), &o).is_err(), "{o:?}");
+        }
+        assert!(toml::from_str::<FileConfig>("listenn = \"x\"").is_err());
+    }
+
+    #[test]
+    fn trust_domains() {
+        assert!(check_trust_domain("example.org").is_ok());
+        for bad in ["", "Example.org", "a b", "x/y", "a:1"] {
+            assert!(check_trust_domain(bad).is_err(), "{bad}");
+        }
+    }
+}

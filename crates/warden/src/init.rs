@@ -1,0 +1,162 @@
+//! `warden init`: data directory, trust domain, keys, store, bootstrap admin token.
+
+use std::{os::unix::fs::DirBuilderExt, path::Path};
+
+use anyhow::{Context, Result, bail};
+use ledger::{Ledger, LedgerConfig, NewEvent, OcsfClass, Outcome};
+
+use crate::{
+    config::{self, CONFIG_FILE, FileConfig, HMAC_KEY_FILE, LEDGER_KEY_FILE},
+    keys,
+};
+
+/// Arguments of `warden init`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct InitArgs {
+    /// Trust domain of this install (SPIFFE IDs will be spiffe://TRUST_DOMAIN/…)
+    /// [default: example.org]
+    #[arg(long)]
+    trust_domain: Option<String>,
+    /// Write the bootstrap admin token to this new file (mode 0600) instead of printing it
+    #[arg(long)]
+    admin_token_file: Option<std::path::PathBuf>,
+    /// Database URL to initialise (sqlite://PATH or postgres://…); recorded in warden.toml
+    #[arg(long, env = "WARDEN_DATABASE_URL", hide_env = true)]
+    database_url: Option<String>,
+}
+
+/// The ledger origin (and checkpoint key name) for a trust domain.
+pub(crate) fn origin(trust_domain: &str) -> String {
+    format!("{trust_domain}/warden/ledger")
+}
+
+pub(crate) async fn run(data_dir: &Path, mut args: InitArgs) -> Result<()> {
+    if let Some(existing) = FileConfig::load(data_dir)? {
+        let td = existing.trust_domain.unwrap_or_default();
+        if let Some(asked) = args.trust_domain.as_ref().filter(|a| **a != td) {
+            bail!(
+                "{} is already initialised for trust domain `{td}`, not `{asked}`; nothing changed",
+                data_dir.display()
+            );
+        }
+        println!(
+            "{} is already initialised (trust domain `{td}`); nothing changed",
+            data_dir.display()
+        );
+        return Ok(());
+    }
+    let trust_domain = args.trust_domain.get_or_insert_with(|| "example.org".into());
+    config::check_trust_domain(trust_domain)?;
+    for leftover in [LEDGER_KEY_FILE, HMAC_KEY_FILE] {
+        if data_dir.join(leftover).exists() {
+            bail!(
+                "{} holds {leftover} but no {CONFIG_FILE}: an earlier init stopped half-way. \
+                 Move the directory aside and run `warden init` again",
+                data_dir.display()
+            );
+        }
+    }
+    if let Some(path) = &args.admin_token_file {
+        if path.exists() {
+            bail!("{} already exists; refusing to overwrite it", path.display());
+        }
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+
+    let db = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join(config::DB_FILE).display()));
+    let url: store::StoreUrl = db.parse().map_err(|e: store::StoreError| anyhow::anyhow!("{e}"))?;
+    // Reach the store before creating any key, so a wrong URL leaves nothing behind.
+    let store = store::open(&url).await?;
+    if let Some(td) = store.meta_get("trust_domain").await? {
+        bail!(
+            "the database at {url} already belongs to an install (trust domain `{td}`); \
+             replicas share the first install's data directory keys instead of running init"
+        );
+    }
+    let signer = keys::create(data_dir, &origin(trust_domain))?;
+    let trust_domain = trust_domain.clone();
+    let result = finish(data_dir, &args, &trust_domain, &url, store, signer).await;
+    if result.is_err() {
+        // Leave no half-made install: without warden.toml these keys would block a retry.
+        let _ = std::fs::remove_file(data_dir.join(LEDGER_KEY_FILE));
+        let _ = std::fs::remove_file(data_dir.join(HMAC_KEY_FILE));
+    }
+    result
+}
+
+async fn finish(
+    data_dir: &Path,
+    args: &InitArgs,
+    trust_domain: &str,
+    url: &store::StoreUrl,
+    store: std::sync::Arc<dyn store::Store>,
+    signer: ledger::NoteSigner,
+) -> Result<()> {
+    let vkey = signer.vkey();
+    let (signer, hmac) = keys::load(data_dir)?;
+    if !store
+        .meta_set_if_absent("trust_domain", trust_domain)
+        .await?
+    {
+        bail!("another init claimed the database at {url} at the same time");
+    }
+    store.meta_set_if_absent("ledger_vkey", &vkey).await?;
+
+    let token = server::generate_token();
+    store
+        .token_insert(&store::ApiTokenRow {
+            id: token.id.clone(),
+            name: "bootstrap".into(),
+            role: "admin".into(),
+            token_hash: token.hash,
+            created_unix_ms: crate::now_ms(),
+            revoked_unix_ms: None,
+        })
+        .await?;
+
+    let ledger = Ledger::open(store, signer, hmac, LedgerConfig::default()).await?;
+    ledger
+        .append(
+            NewEvent::new(
+                "system:init",
+                "install.init",
+                Outcome::Success,
+                OcsfClass::UserAccessManagement,
+            )
+            .field("trust_domain", trust_domain.to_owned())
+            .field("ledger_key", vkey.clone())
+            .field("bootstrap_token_id", token.id.clone()),
+        )
+        .await?;
+    ledger.checkpoint().await?;
+
+    // Written last: its presence marks a complete init.
+    let file = FileConfig {
+        trust_domain: Some(trust_domain.to_owned()),
+        database_url: args.database_url.clone(),
+        ..FileConfig::default()
+    };
+    keys::write_secret_file(&data_dir.join(CONFIG_FILE), toml::to_string(&file)?.as_bytes())?;
+
+    println!("initialised {} for trust domain `{}`", data_dir.display(), trust_domain);
+    println!("store:          {url}");
+    println!("ledger key:     {vkey}");
+    match &args.admin_token_file {
+        Some(path) => {
+            keys::write_secret_file(path, format!("{}\n", token.secret).as_bytes())?;
+            println!("admin token:    written to {} (mode 0600)", path.display());
+        }
+        None => {
+            println!("admin token:    {}", token.secret);
+            println!("                (shown once; Warden keeps only its hash)");
+        }
+    }
+    Ok(())
+}

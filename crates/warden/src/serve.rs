@@ -1,0 +1,130 @@
+//! `warden serve`.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use ledger::{Ledger, LedgerConfig, NewEvent, OcsfClass, Outcome};
+use tokio::sync::watch;
+
+use crate::{
+    config::{LogFormat, Settings},
+    keys,
+};
+
+pub(crate) fn init_tracing(settings: &Settings) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)
+        .with_context(|| format!("invalid log filter `{}`", settings.log))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match settings.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot install logger: {e}"))
+}
+
+async fn shutdown_signal(tx: watch::Sender<bool>) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        _ = term => tracing::info!("SIGTERM received, shutting down"),
+    }
+    let _ = tx.send(true);
+}
+
+pub(crate) async fn run(settings: Settings) -> Result<()> {
+    init_tracing(&settings)?;
+    let (signer, hmac) = keys::load(&settings.data_dir)?;
+    let store = store::open(&settings.database_url)
+        .await
+        .with_context(|| format!("opening store {}", settings.database_url))?;
+    match store.meta_get("trust_domain").await? {
+        Some(td) if td == settings.trust_domain => {}
+        Some(td) => bail!(
+            "the store belongs to trust domain `{td}` but this data directory is for `{}`",
+            settings.trust_domain
+        ),
+        None => bail!(
+            "the store at {} was never initialised: run `warden init --database-url …` first",
+            settings.database_url
+        ),
+    }
+    let ledger = Ledger::open(
+        Arc::clone(&store),
+        signer,
+        hmac,
+        LedgerConfig {
+            max_batch: settings.ledger_max_batch,
+            ..LedgerConfig::default()
+        },
+    )
+    .await
+    .context("opening the audit ledger")?;
+
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("binding {}", settings.listen))?;
+    let local = listener.local_addr()?;
+    ledger
+        .append(
+            NewEvent::new(
+                "system:server",
+                "server.start",
+                Outcome::Success,
+                OcsfClass::ApiActivity,
+            )
+            .field("version", env!("CARGO_PKG_VERSION"))
+            .field("listen", local.to_string())
+            .field("store", store.backend().to_string()),
+        )
+        .await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let checkpointer = ledger.spawn_checkpointer(settings.checkpoint_interval, stop_rx.clone());
+    let state = Arc::new(server::AppState::new(Arc::clone(&store), ledger.clone()));
+    let router = server::router(
+        state,
+        &server::ServerConfig {
+            body_limit: settings.body_limit,
+            request_timeout: settings.request_timeout,
+        },
+    );
+    tracing::info!(
+        listen = %local,
+        store = %settings.database_url,
+        trust_domain = %settings.trust_domain,
+        ledger_size = ledger.size(),
+        "warden serving"
+    );
+    eprintln!("warden listening on http://{local}");
+    tokio::spawn(shutdown_signal(stop_tx.clone()));
+    let mut stop_wait = stop_rx.clone();
+    server::serve(listener, router, async move {
+        let _ = stop_wait.wait_for(|s| *s).await;
+    })
+    .await
+    .context("serving")?;
+    // Also stops the checkpointer if serving ended for another reason.
+    let _ = stop_tx.send(true);
+    let _ = checkpointer.await;
+    ledger
+        .append(NewEvent::new(
+            "system:server",
+            "server.stop",
+            Outcome::Success,
+            OcsfClass::ApiActivity,
+        ))
+        .await?;
+    let cp = ledger.checkpoint().await?;
+    tracing::info!(tree_size = cp.size, "final checkpoint signed; stopped");
+    Ok(())
+}
