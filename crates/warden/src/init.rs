@@ -25,6 +25,35 @@ pub(crate) struct InitArgs {
     database_url: Option<String>,
 }
 
+/// A data directory that does not exist yet, or is empty.
+pub(crate) fn is_fresh(data_dir: &Path) -> bool {
+    match std::fs::read_dir(data_dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
+}
+
+/// `warden serve` on a fresh data directory: `init` with defaults, the bootstrap admin token
+/// written to `DATA_DIR/admin.token` (0600).
+pub(crate) async fn first_start(data_dir: &Path, database_url: Option<String>) -> Result<()> {
+    let token_file = data_dir.join("admin.token");
+    eprintln!("first start: initialising {}", data_dir.display());
+    run(
+        data_dir,
+        InitArgs {
+            trust_domain: None,
+            admin_token_file: Some(token_file.clone()),
+            database_url,
+        },
+    )
+    .await?;
+    eprintln!(
+        "the bootstrap admin token is in {} (mode 0600): store it elsewhere and delete the file",
+        token_file.display()
+    );
+    Ok(())
+}
+
 /// The ledger origin (and checkpoint key name) for a trust domain.
 pub(crate) fn origin(trust_domain: &str) -> String {
     format!("{trust_domain}/warden/ledger")
@@ -57,6 +86,7 @@ pub(crate) async fn run(data_dir: &Path, mut args: InitArgs) -> Result<()> {
         }
     }
     if let Some(path) = &args.admin_token_file {
+        // (checked before anything is created; the file is created with create_new below)
         if path.exists() {
             bail!("{} already exists; refusing to overwrite it", path.display());
         }

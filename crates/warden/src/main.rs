@@ -60,12 +60,20 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Init(args) => init::run(&cli.data_dir, args).await?,
         Command::Serve(overrides) => {
-            let file = config::FileConfig::load(&cli.data_dir)?.ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{} is not initialised: run `warden init` first",
+            let file = match config::FileConfig::load(&cli.data_dir)? {
+                Some(file) => file,
+                None if init::is_fresh(&cli.data_dir) => {
+                    // First start on a fresh machine: initialise with defaults, keeping the
+                    // bootstrap token in a 0600 file in the (0700) data directory.
+                    init::first_start(&cli.data_dir, overrides.database_url.clone()).await?;
+                    config::FileConfig::load(&cli.data_dir)?
+                        .ok_or_else(|| anyhow::anyhow!("initialisation left no warden.toml"))?
+                }
+                None => anyhow::bail!(
+                    "{} is not an initialised data directory: run `warden init` first",
                     cli.data_dir.display()
-                )
-            })?;
+                ),
+            };
             let settings = config::Settings::resolve(&cli.data_dir, file, &overrides)?;
             serve::run(settings).await?;
         }

@@ -16,6 +16,7 @@ pub(crate) fn init_tracing(settings: &Settings) -> Result<()> {
         .with_context(|| format!("invalid log filter `{}`", settings.log))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let result = match settings.log_format {
         LogFormat::Text => builder.try_init(),
