@@ -241,6 +241,13 @@ pub(crate) async fn audit(client: &Client, cmd: AuditCmd) -> Result<()> {
         } => {
             let (cp, vkey) = trusted_checkpoint(client).await?;
             if let Some(index) = index {
+                if size.is_none() && index >= cp.size {
+                    bail!(
+                        "entry {index} is not covered by the latest signed checkpoint (size {}) yet: \
+                         run `warden audit checkpoint --publish`, or pass --size",
+                        cp.size
+                    );
+                }
                 let size = size.unwrap_or(cp.size);
                 let p = client
                     .get_json(&format!("/v1/audit/proof/inclusion?index={index}&size={size}"))
