@@ -27,7 +27,9 @@ fn b64(bytes: &[u8]) -> String {
 
 fn proof_error(e: LedgerError) -> ApiError {
     match e {
-        LedgerError::Proof(p) => ApiError::new(StatusCode::BAD_REQUEST, "out_of_range", p.to_string()),
+        LedgerError::Proof(p) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "out_of_range", p.to_string())
+        }
         other => ApiError::internal(other),
     }
 }
@@ -106,13 +108,20 @@ pub(crate) async fn entries(
 /// The latest signed checkpoint as a C2SP signed note (text).
 #[utoipa::path(get, path = "/v1/audit/checkpoint", tag = "audit",
     responses((status = 200, body = String, content_type = "text/plain"), (status = 404, body = ErrorBody)))]
-pub(crate) async fn checkpoint(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
-    let cp = state
-        .ledger
-        .latest_checkpoint()
-        .await
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no_checkpoint", "no checkpoint has been signed yet"))?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], cp.note))
+pub(crate) async fn checkpoint(
+    State(state): State<Arc<AppState>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let cp = state.ledger.latest_checkpoint().await.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_checkpoint",
+            "no checkpoint has been signed yet",
+        )
+    })?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        cp.note,
+    ))
 }
 
 /// A checkpoint, as returned when one is published on demand.
@@ -134,7 +143,11 @@ pub(crate) async fn publish_checkpoint(
     Extension(caller): Extension<Caller>,
 ) -> Result<ApiJson<CheckpointOut>, ApiError> {
     caller.require(Role::Admin)?;
-    let cp = state.ledger.checkpoint().await.map_err(ApiError::internal)?;
+    let cp = state
+        .ledger
+        .checkpoint()
+        .await
+        .map_err(ApiError::internal)?;
     Ok(ApiJson(CheckpointOut {
         tree_size: cp.size,
         root: b64(cp.root.as_bytes()),
@@ -192,7 +205,10 @@ pub(crate) async fn inclusion(
     ApiQuery(q): ApiQuery<InclusionQuery>,
 ) -> Result<ApiJson<InclusionOut>, ApiError> {
     let size = default_size(&state, q.size).await?;
-    let proof = state.ledger.inclusion_proof(q.index, size).map_err(proof_error)?;
+    let proof = state
+        .ledger
+        .inclusion_proof(q.index, size)
+        .map_err(proof_error)?;
     let root = state.ledger.root_at(size).map_err(proof_error)?;
     let leaf = state
         .ledger
@@ -238,7 +254,10 @@ pub(crate) async fn consistency(
     ApiQuery(q): ApiQuery<ConsistencyQuery>,
 ) -> Result<ApiJson<ConsistencyOut>, ApiError> {
     let to = default_size(&state, q.to).await?;
-    let proof = state.ledger.consistency_proof(q.from, to).map_err(proof_error)?;
+    let proof = state
+        .ledger
+        .consistency_proof(q.from, to)
+        .map_err(proof_error)?;
     let root1 = state.ledger.root_at(q.from).map_err(proof_error)?;
     let root2 = state.ledger.root_at(to).map_err(proof_error)?;
     Ok(ApiJson(ConsistencyOut {

@@ -139,7 +139,9 @@ fn bearer(req: &Request) -> Result<Option<&str>, &'static str> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return Ok(None);
     };
-    let value = value.to_str().map_err(|_| "authorization header is not ASCII")?;
+    let value = value
+        .to_str()
+        .map_err(|_| "authorization header is not ASCII")?;
     let (scheme, token) = value
         .split_once(' ')
         .ok_or("authorization header must be `Bearer <token>`")?;

@@ -17,7 +17,9 @@ use axum::{
 };
 use ledger::Ledger;
 use store::Store;
-use tower_http::{catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
+use tower_http::{
+    catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer,
+};
 use utoipa::{
     Modify, OpenApi,
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
@@ -166,7 +168,10 @@ pub fn router(state: Arc<AppState>, config: &ServerConfig) -> Router {
     )
     .fallback(not_found)
     .method_not_allowed_fallback(method_not_allowed)
-    .layer(middleware::from_fn_with_state(Arc::clone(&state), ops::track))
+    .layer(middleware::from_fn_with_state(
+        Arc::clone(&state),
+        ops::track,
+    ))
     .layer(CatchPanicLayer::new())
     .layer(TimeoutLayer::with_status_code(
         StatusCode::REQUEST_TIMEOUT,
@@ -184,11 +189,15 @@ fn add_openapi_path(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{HttpMethod, PathItem, ResponseBuilder, path::OperationBuilder};
     let op = OperationBuilder::new()
         .summary(Some("This OpenAPI document"))
-        .response("200", ResponseBuilder::new().description("OpenAPI 3.1 JSON"))
+        .response(
+            "200",
+            ResponseBuilder::new().description("OpenAPI 3.1 JSON"),
+        )
         .build();
-    doc.paths
-        .paths
-        .insert("/v1/openapi.json".into(), PathItem::new(HttpMethod::Get, op));
+    doc.paths.paths.insert(
+        "/v1/openapi.json".into(),
+        PathItem::new(HttpMethod::Get, op),
+    );
 }
 
 async fn not_found() -> ApiError {
@@ -234,11 +243,7 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 128
-                && v.bytes().all(|b| b.is_ascii_graphic())
-        })
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut resp = next.run(req).await;

@@ -38,12 +38,9 @@ pub(crate) struct Metrics {
 }
 
 fn latency_histogram() -> Histogram {
-    Histogram::new(
-        [
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-        ]
-        .into_iter(),
-    )
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ])
 }
 
 impl Metrics {
@@ -64,7 +61,11 @@ impl Metrics {
             "HTTP request latency",
             latency.clone(),
         );
-        registry.register("ledger_entries", "Entries in the audit ledger", ledger_size.clone());
+        registry.register(
+            "ledger_entries",
+            "Entries in the audit ledger",
+            ledger_size.clone(),
+        );
         registry.register(
             "ledger_appended_entries",
             "Entries appended by this process",
@@ -103,7 +104,11 @@ fn to_i64(v: u64) -> i64 {
 }
 
 /// Counts and times every request by matched route (never the raw path: bounded labels).
-pub(crate) async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub(crate) async fn track(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let start = Instant::now();
     let method = req.method().as_str().to_owned();
     let route = req
@@ -157,7 +162,11 @@ pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, A
     (
         status,
         ApiJson(Ready {
-            status: if status == StatusCode::OK { "ready" } else { "unavailable" },
+            status: if status == StatusCode::OK {
+                "ready"
+            } else {
+                "unavailable"
+            },
             store,
             backend: state.store.backend().to_string(),
             ledger_size: state.ledger.size(),

@@ -68,7 +68,10 @@ pub(crate) async fn create(
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_name",
-            format!("token name `{}` must be 1-64 characters of [a-z0-9._-]", req.name),
+            format!(
+                "token name `{}` must be 1-64 characters of [a-z0-9._-]",
+                req.name
+            ),
         ));
     }
     let new = generate_token();
@@ -147,7 +150,11 @@ pub(crate) async fn revoke(
         .filter(active)
         .find(|r| r.id == id)
         .ok_or_else(|| ApiError::not_found(format!("no active token `{id}`")))?;
-    let admins = rows.iter().filter(active).filter(|r| r.role == "admin").count();
+    let admins = rows
+        .iter()
+        .filter(active)
+        .filter(|r| r.role == "admin")
+        .count();
     if target.role == "admin" && admins <= 1 {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
