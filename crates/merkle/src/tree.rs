@@ -245,7 +245,11 @@ mod tests {
             assert_eq!(builder.root(), h(ROOTS[i + 1]), "builder size {}", i + 1);
         }
         for (size, root) in ROOTS.iter().enumerate() {
-            assert_eq!(tree.root_at(size as u64).unwrap(), h(root), "root_at({size})");
+            assert_eq!(
+                tree.root_at(size as u64).unwrap(),
+                h(root),
+                "root_at({size})"
+            );
         }
         assert!(tree.root_at(9).is_err());
     }
@@ -330,7 +334,9 @@ mod tests {
             (
                 4,
                 8,
-                vec![h("6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4")],
+                vec![h(
+                    "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+                )],
             ),
         ];
         for (m, n, want) in cases {

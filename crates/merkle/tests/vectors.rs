@@ -6,7 +6,12 @@
 //! fails, as `.ci/run` wants) or `../shared/testdata/merkle` beside the project root (skipped
 //! with a message when absent, so a fresh clone's `cargo test` still passes).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
 
 use std::path::{Path, PathBuf};
 
@@ -99,40 +104,48 @@ fn run_consistency(case: &ConsistencyCase) -> Result<(), ProofError> {
     verify_consistency(case.size1, case.size2, &root1, &root2, &proof)
 }
 
-#[test]
-fn inclusion_vectors() {
+/// Runs every JSON case under `kind/`, comparing the verifier's verdict with `wantErr`.
+fn run_corpus<C: serde::de::DeserializeOwned>(
+    kind: &str,
+    min_files: usize,
+    want_err: fn(&C) -> bool,
+    run: fn(&C) -> Result<(), ProofError>,
+) {
     let Some(dir) = vectors_dir() else { return };
     let mut files = Vec::new();
-    json_files(&dir.join("inclusion"), &mut files);
-    assert!(files.len() >= 80, "expected the full corpus, found {}", files.len());
+    json_files(&dir.join(kind), &mut files);
+    assert!(
+        files.len() >= min_files,
+        "expected the full {kind} corpus, found {}",
+        files.len()
+    );
     let mut failures = Vec::new();
     for file in &files {
-        let case: InclusionCase =
-            serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
-        let result = run_inclusion(&case);
-        if result.is_err() != case.want_err {
-            failures.push(format!("{}: wantErr={} got {result:?}", file.display(), case.want_err));
+        let case: C = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+        let result = run(&case);
+        if result.is_err() != want_err(&case) {
+            failures.push(format!(
+                "{}: wantErr={} got {result:?}",
+                file.display(),
+                want_err(&case)
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
-    eprintln!("{} inclusion vectors passed", files.len());
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    eprintln!("{} {kind} vectors passed", files.len());
+}
+
+#[test]
+fn inclusion_vectors() {
+    run_corpus::<InclusionCase>("inclusion", 80, |c| c.want_err, run_inclusion);
 }
 
 #[test]
 fn consistency_vectors() {
-    let Some(dir) = vectors_dir() else { return };
-    let mut files = Vec::new();
-    json_files(&dir.join("consistency"), &mut files);
-    assert!(files.len() >= 90, "expected the full corpus, found {}", files.len());
-    let mut failures = Vec::new();
-    for file in &files {
-        let case: ConsistencyCase =
-            serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
-        let result = run_consistency(&case);
-        if result.is_err() != case.want_err {
-            failures.push(format!("{}: wantErr={} got {result:?}", file.display(), case.want_err));
-        }
-    }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
-    eprintln!("{} consistency vectors passed", files.len());
+    run_corpus::<ConsistencyCase>("consistency", 90, |c| c.want_err, run_consistency);
 }

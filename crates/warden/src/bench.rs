@@ -131,7 +131,10 @@ async fn append(
             .unwrap_or_default()
     };
     let n = latencies.len() as f64;
-    println!("ledger-append on {backend}: {writers} writers, {} entries", latencies.len());
+    println!(
+        "ledger-append on {backend}: {writers} writers, {} entries",
+        latencies.len()
+    );
     println!(
         "  throughput   {:.0} entries/s ({:.2} s)",
         n / elapsed.as_secs_f64(),

@@ -17,7 +17,12 @@ use serde_json::Value;
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ClientArgs {
     /// Server base URL
-    #[arg(long, env = "WARDEN_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "WARDEN_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     server: String,
     /// API token (prefer --token-file or WARDEN_TOKEN: flags show up in `ps`)
     #[arg(long, env = "WARDEN_TOKEN", hide_env_values = true, global = true)]
@@ -198,6 +203,14 @@ fn decode_hash(v: &Value) -> Result<merkle::Hash> {
     Ok(merkle::Hash::from_slice(&STANDARD.decode(s)?)?)
 }
 
+fn decode_proof(v: &Value) -> Result<Vec<merkle::Hash>> {
+    v.as_array()
+        .context("response has no proof")?
+        .iter()
+        .map(decode_hash)
+        .collect()
+}
+
 async fn trusted_checkpoint(client: &Client) -> Result<(Checkpoint, String)> {
     let vkey = client.get_text("/v1/audit/key").await?;
     let note = client.get_text("/v1/audit/checkpoint").await?;
@@ -250,15 +263,12 @@ pub(crate) async fn audit(client: &Client, cmd: AuditCmd) -> Result<()> {
                 }
                 let size = size.unwrap_or(cp.size);
                 let p = client
-                    .get_json(&format!("/v1/audit/proof/inclusion?index={index}&size={size}"))
+                    .get_json(&format!(
+                        "/v1/audit/proof/inclusion?index={index}&size={size}"
+                    ))
                     .await?;
                 println!("{}", serde_json::to_string_pretty(&p)?);
-                let proof: Vec<merkle::Hash> = p["proof"]
-                    .as_array()
-                    .context("no proof")?
-                    .iter()
-                    .map(decode_hash)
-                    .collect::<Result<_>>()?;
+                let proof = decode_proof(&p["proof"])?;
                 let (leaf, root) = (decode_hash(&p["leafHash"])?, decode_hash(&p["root"])?);
                 merkle::verify_inclusion(index, size, &leaf, &proof, &root)
                     .context("the server's inclusion proof does not verify")?;
@@ -266,9 +276,13 @@ pub(crate) async fn audit(client: &Client, cmd: AuditCmd) -> Result<()> {
                     if root != cp.root {
                         bail!("the proof's root differs from the signed checkpoint's root");
                     }
-                    eprintln!("verified: entry {index} is in the signed checkpoint at size {size} ({vkey})");
+                    eprintln!(
+                        "verified: entry {index} is in the signed checkpoint at size {size} ({vkey})"
+                    );
                 } else {
-                    eprintln!("verified against the root at size {size} (no signed checkpoint at that size)");
+                    eprintln!(
+                        "verified against the root at size {size} (no signed checkpoint at that size)"
+                    );
                 }
             } else if let Some(from) = from {
                 let to = to.unwrap_or(cp.size);
@@ -276,12 +290,7 @@ pub(crate) async fn audit(client: &Client, cmd: AuditCmd) -> Result<()> {
                     .get_json(&format!("/v1/audit/proof/consistency?from={from}&to={to}"))
                     .await?;
                 println!("{}", serde_json::to_string_pretty(&p)?);
-                let proof: Vec<merkle::Hash> = p["proof"]
-                    .as_array()
-                    .context("no proof")?
-                    .iter()
-                    .map(decode_hash)
-                    .collect::<Result<_>>()?;
+                let proof = decode_proof(&p["proof"])?;
                 let (r1, r2) = (decode_hash(&p["root1"])?, decode_hash(&p["root2"])?);
                 merkle::verify_consistency(from, to, &r1.0, &r2.0, &proof)
                     .context("the server's consistency proof does not verify")?;
@@ -351,7 +360,10 @@ async fn export_log(client: &Client, output: &PathBuf, publish: bool) -> Result<
             .await?;
         let entries = page["entries"].as_array().context("malformed page")?;
         if entries.is_empty() {
-            bail!("server returned no entries at {next} though the checkpoint covers {}", cp.size);
+            bail!(
+                "server returned no entries at {next} though the checkpoint covers {}",
+                cp.size
+            );
         }
         for e in entries {
             let index = e["index"].as_u64().context("entry without index")?;
@@ -366,9 +378,7 @@ async fn export_log(client: &Client, output: &PathBuf, publish: bool) -> Result<
         bar.set_position(next);
     }
     out.flush()?;
-    out.into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()?;
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     bar.finish_and_clear();
     eprintln!(
         "exported {} entries of {} to {}",
@@ -480,7 +490,11 @@ pub(crate) async fn tokens(client: &Client, cmd: TokenCmd) -> Result<()> {
                     t["id"].as_str().unwrap_or_default(),
                     t["role"].as_str().unwrap_or_default(),
                     t["name"].as_str().unwrap_or_default(),
-                    if t["revoked_unix_ms"].is_null() { "active" } else { "revoked" }
+                    if t["revoked_unix_ms"].is_null() {
+                        "active"
+                    } else {
+                        "revoked"
+                    }
                 );
             }
         }

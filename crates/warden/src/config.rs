@@ -120,7 +120,9 @@ impl Settings {
             .clone()
             .or(file.database_url)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join(DB_FILE).display()));
-        let database_url = db.parse().map_err(|e: store::StoreError| anyhow::anyhow!("{e}"))?;
+        let database_url = db
+            .parse()
+            .map_err(|e: store::StoreError| anyhow::anyhow!("{e}"))?;
         let log_format = match o
             .log_format
             .clone()
@@ -153,7 +155,9 @@ impl Settings {
             )?),
             request_timeout: Duration::from_secs(positive(
                 "request timeout",
-                o.request_timeout.or(file.request_timeout_secs).unwrap_or(30),
+                o.request_timeout
+                    .or(file.request_timeout_secs)
+                    .unwrap_or(30),
             )?),
             body_limit: positive(
                 "body limit",
@@ -216,10 +220,22 @@ mod tests {
     fn bad_values_are_refused() {
         let dir = Path::new("/data");
         for o in [
-            Overrides { listen: Some("nope".into()), ..Overrides::default() },
-            Overrides { log_format: Some("xml".into()), ..Overrides::default() },
-            Overrides { checkpoint_interval: Some(0), ..Overrides::default() },
-            Overrides { database_url: Some("mysql://x".into()), ..Overrides::default() },
+            Overrides {
+                listen: Some("nope".into()),
+                ..Overrides::default()
+            },
+            Overrides {
+                log_format: Some("xml".into()),
+                ..Overrides::default()
+            },
+            Overrides {
+                checkpoint_interval: Some(0),
+                ..Overrides::default()
+            },
+            Overrides {
+                database_url: Some("mysql://x".into()),
+                ..Overrides::default()
+            },
         ] {
             assert!(Settings::resolve(dir, file(), &o).is_err(), "{o:?}");
         }

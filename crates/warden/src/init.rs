@@ -74,7 +74,9 @@ pub(crate) async fn run(data_dir: &Path, mut args: InitArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let trust_domain = args.trust_domain.get_or_insert_with(|| "example.org".into());
+    let trust_domain = args
+        .trust_domain
+        .get_or_insert_with(|| "example.org".into());
     config::check_trust_domain(trust_domain)?;
     for leftover in [LEDGER_KEY_FILE, HMAC_KEY_FILE] {
         if data_dir.join(leftover).exists() {
@@ -88,7 +90,10 @@ pub(crate) async fn run(data_dir: &Path, mut args: InitArgs) -> Result<()> {
     if let Some(path) = &args.admin_token_file {
         // (checked before anything is created; the file is created with create_new below)
         if path.exists() {
-            bail!("{} already exists; refusing to overwrite it", path.display());
+            bail!(
+                "{} already exists; refusing to overwrite it",
+                path.display()
+            );
         }
     }
     std::fs::DirBuilder::new()
@@ -101,7 +106,9 @@ pub(crate) async fn run(data_dir: &Path, mut args: InitArgs) -> Result<()> {
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.join(config::DB_FILE).display()));
-    let url: store::StoreUrl = db.parse().map_err(|e: store::StoreError| anyhow::anyhow!("{e}"))?;
+    let url: store::StoreUrl = db
+        .parse()
+        .map_err(|e: store::StoreError| anyhow::anyhow!("{e}"))?;
     // Reach the store before creating any key, so a wrong URL leaves nothing behind.
     let store = store::open(&url).await?;
     if let Some(td) = store.meta_get("trust_domain").await? {
@@ -173,9 +180,16 @@ async fn finish(
         database_url: args.database_url.clone(),
         ..FileConfig::default()
     };
-    keys::write_secret_file(&data_dir.join(CONFIG_FILE), toml::to_string(&file)?.as_bytes())?;
+    keys::write_secret_file(
+        &data_dir.join(CONFIG_FILE),
+        toml::to_string(&file)?.as_bytes(),
+    )?;
 
-    println!("initialised {} for trust domain `{}`", data_dir.display(), trust_domain);
+    println!(
+        "initialised {} for trust domain `{}`",
+        data_dir.display(),
+        trust_domain
+    );
     println!("store:          {url}");
     println!("ledger key:     {vkey}");
     match &args.admin_token_file {

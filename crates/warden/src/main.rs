@@ -19,7 +19,12 @@ mod serve;
 #[command(name = "warden", version, about, propagate_version = true)]
 struct Cli {
     /// Data directory (config, keys, embedded database)
-    #[arg(long, env = "WARDEN_DATA_DIR", default_value = "./warden-data", global = true)]
+    #[arg(
+        long,
+        env = "WARDEN_DATA_DIR",
+        default_value = "./warden-data",
+        global = true
+    )]
     data_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -104,7 +109,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
