@@ -163,9 +163,7 @@ impl Event {
                 event.v
             )));
         }
-        check_value(&Value::Object(
-            event.fields.clone().into_iter().collect(),
-        ))?;
+        check_value(&Value::Object(event.fields.clone().into_iter().collect()))?;
         if event.to_leaf() != bytes {
             return Err(LedgerError::BadLeaf("leaf is not in canonical form".into()));
         }
@@ -301,7 +299,10 @@ mod tests {
         let mut fields = BTreeMap::new();
         fields.insert("path".to_owned(), Value::from("/v1/x\n\"q\""));
         fields.insert("count".to_owned(), Value::from(3));
-        fields.insert("nested".to_owned(), serde_json::json!({"z": 1, "a": [true, null]}));
+        fields.insert(
+            "nested".to_owned(),
+            serde_json::json!({"z": 1, "a": [true, null]}),
+        );
         Event {
             v: 1,
             seq: 7,
@@ -330,15 +331,18 @@ mod tests {
         let leaf = String::from_utf8(sample().to_leaf()).unwrap();
         let cases = [
             leaf.replacen('{', "{ ", 1),                                 // whitespace
-            leaf.replace(r#""v":1"#, r#""v":1.0"#),                     // float
-            leaf.replace(r#""v":1"#, r#""v":2"#),                       // version
+            leaf.replace(r#""v":1"#, r#""v":1.0"#),                      // float
+            leaf.replace(r#""v":1"#, r#""v":2"#),                        // version
             leaf.replace(r#""seq":7"#, r#""seq":7,"extra":1"#),          // unknown key
-            leaf.replace(r#""count":3"#, r#""count":3.5"#),             // float field
+            leaf.replace(r#""count":3"#, r#""count":3.5"#),              // float field
             leaf.replace(r#""outcome":"success""#, r#""outcome":"ok""#), // bad outcome
             format!("{leaf}\n"),                                         // trailing byte
         ];
         for case in cases {
-            assert!(Event::from_leaf(case.as_bytes()).is_err(), "accepted {case}");
+            assert!(
+                Event::from_leaf(case.as_bytes()).is_err(),
+                "accepted {case}"
+            );
         }
     }
 

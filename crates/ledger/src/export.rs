@@ -331,7 +331,10 @@ mod tests {
     fn wrong_key_is_refused() {
         let (bytes, _) = export(3);
         let other = NoteSigner::generate("test.example/ledger").unwrap();
-        assert!(matches!(run(&bytes, &other), Err(VerifyError::Checkpoint(_))));
+        assert!(matches!(
+            run(&bytes, &other),
+            Err(VerifyError::Checkpoint(_))
+        ));
     }
 
     /// Flipping any single byte anywhere in the file makes verification fail; when the byte
@@ -342,7 +345,10 @@ mod tests {
         let (bytes, signer) = export(9);
         let header_len = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
         let line_of = |pos: usize| -> u64 {
-            bytes[header_len..pos].iter().filter(|&&b| b == b'\n').count() as u64
+            bytes[header_len..pos]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count() as u64
         };
         for pos in 0..bytes.len() {
             for flip in [0x01u8, 0x20, 0x80] {
@@ -373,7 +379,10 @@ mod tests {
         let dropped_last = format!("{}\n", lines[..lines.len() - 1].join("\n"));
         assert!(matches!(
             run(dropped_last.as_bytes(), &signer),
-            Err(VerifyError::Count { expected: 5, got: 4 })
+            Err(VerifyError::Count {
+                expected: 5,
+                got: 4
+            })
         ));
         lines.swap(2, 3);
         let swapped = format!("{}\n", lines.join("\n"));
@@ -382,6 +391,9 @@ mod tests {
             Err(VerifyError::Entry { index: 1, .. })
         ));
         let extra = format!("{text}{}\n", text.lines().last().unwrap());
-        assert!(matches!(run(extra.as_bytes(), &signer), Err(VerifyError::Count { .. })));
+        assert!(matches!(
+            run(extra.as_bytes(), &signer),
+            Err(VerifyError::Count { .. })
+        ));
     }
 }

@@ -134,11 +134,13 @@ impl std::fmt::Debug for Ledger {
 fn read_tree(lock: &RwLock<MemoryTree>) -> std::sync::RwLockReadGuard<'_, MemoryTree> {
     // A poisoned lock only means a reader panicked; the tree itself is still consistent
     // because only the writer mutates it, with no fallible step midway.
-    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn write_tree(lock: &RwLock<MemoryTree>) -> std::sync::RwLockWriteGuard<'_, MemoryTree> {
-    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn now_ms() -> i64 {
@@ -222,6 +224,11 @@ impl Ledger {
         ))
     }
 
+    /// Whether the group-commit writer is running (appends can succeed).
+    pub fn is_open(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     /// Entries durably in the log and in the tree.
     pub fn size(&self) -> u64 {
         read_tree(&self.shared.tree).size()
@@ -273,9 +280,8 @@ impl Ledger {
         let rows = self.shared.store.ledger_entries(from, limit).await?;
         rows.into_iter()
             .map(|row| {
-                let event = Event::from_leaf(&row.leaf).map_err(|e| {
-                    LedgerError::Integrity(format!("entry {}: {e}", row.seq))
-                })?;
+                let event = Event::from_leaf(&row.leaf)
+                    .map_err(|e| LedgerError::Integrity(format!("entry {}: {e}", row.seq)))?;
                 Ok(StoredEntry {
                     index: row.seq,
                     leaf_hash: Hash(row.leaf_hash),

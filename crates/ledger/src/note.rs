@@ -212,7 +212,9 @@ impl NoteVerifier {
             if name != self.name {
                 continue;
             }
-            let raw = STANDARD.decode(b64).map_err(|_| bad("bad signature base64"))?;
+            let raw = STANDARD
+                .decode(b64)
+                .map_err(|_| bad("bad signature base64"))?;
             if raw.len() != 68 || raw[..4] != self.id.to_be_bytes() {
                 continue;
             }
@@ -253,7 +255,10 @@ impl Checkpoint {
     pub fn parse(text: &str) -> Result<Self, LedgerError> {
         let bad = |why: &str| LedgerError::BadNote(format!("invalid checkpoint: {why}"));
         let mut lines = text.split('\n');
-        let origin = lines.next().filter(|o| !o.is_empty()).ok_or_else(|| bad("no origin"))?;
+        let origin = lines
+            .next()
+            .filter(|o| !o.is_empty())
+            .ok_or_else(|| bad("no origin"))?;
         let size = lines
             .next()
             .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
@@ -286,7 +291,10 @@ mod tests {
         let v = NoteVerifier::from_vkey(VKEY).unwrap();
         assert_eq!(v.verify(NOTE).unwrap(), "This is an example message.\n");
         let tampered = NOTE.replace("example message", "exemple message");
-        assert!(matches!(v.verify(&tampered), Err(LedgerError::BadSignature)));
+        assert!(matches!(
+            v.verify(&tampered),
+            Err(LedgerError::BadSignature)
+        ));
         let other_sig_only = NOTE.replace("example.com/foo Uw2", "example.com/bar Uw2");
         assert!(v.verify(&other_sig_only).is_err());
     }
@@ -324,7 +332,14 @@ mod tests {
 
     #[test]
     fn checkpoint_parse_rejects_garbage() {
-        for bad in ["", "o\n", "o\n01\nAAAA\n", "o\n-1\n", "o\n5\nnotbase64\n", "o\n5\nAAAA\n"] {
+        for bad in [
+            "",
+            "o\n",
+            "o\n01\nAAAA\n",
+            "o\n-1\n",
+            "o\n5\nnotbase64\n",
+            "o\n5\nAAAA\n",
+        ] {
             assert!(Checkpoint::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -151,12 +151,16 @@ pub(crate) struct Ready {
     ledger_size: u64,
 }
 
-/// Readiness: the store answers. 503 when it does not.
+/// Readiness: the store answers and the ledger accepts appends. 503 when not.
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses((status = 200, body = Ready), (status = 503, body = Ready)))]
 pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, ApiJson<Ready>) {
     let (status, store) = match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ok".to_owned()),
+        Ok(()) if state.ledger.is_open() => (StatusCode::OK, "ok".to_owned()),
+        Ok(()) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ledger writer stopped".to_owned(),
+        ),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
     (
