@@ -151,6 +151,27 @@ fn bearer(req: &Request) -> Result<Option<&str>, &'static str> {
     Ok(Some(token.trim()))
 }
 
+/// Longest path recorded verbatim; longer ones are cut and carry their SHA-256, so a huge URL
+/// can neither bloat the ledger nor push an event past its size limit (which would turn a
+/// refused login into an unrecorded one).
+const MAX_RECORDED_PATH: usize = 512;
+
+fn recorded_path(path: &str) -> serde_json::Value {
+    if path.len() <= MAX_RECORDED_PATH {
+        return path.into();
+    }
+    let mut cut = MAX_RECORDED_PATH;
+    while !path.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let digest = Sha256::digest(path.as_bytes());
+    serde_json::json!({
+        "prefix": &path[..cut],
+        "len": path.len(),
+        "sha256": digest.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    })
+}
+
 fn outcome_for(status: StatusCode) -> Outcome {
     match status.as_u16() {
         401 | 403 => Outcome::Denied,
@@ -167,7 +188,7 @@ pub(crate) async fn authenticate_and_audit(
     next: Next,
 ) -> Response {
     let method = req.method().as_str().to_owned();
-    let path = req.uri().path().to_owned();
+    let path = recorded_path(req.uri().path());
     let request_id = req
         .extensions()
         .get::<RequestId>()

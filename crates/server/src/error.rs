@@ -3,7 +3,8 @@
 
 use axum::{
     Json,
-    extract::{FromRequest, FromRequestParts, Request, rejection::JsonRejection},
+    body::Bytes,
+    extract::{FromRequest, FromRequestParts, Request},
     http::{StatusCode, request::Parts},
     response::{IntoResponse, Response},
 };
@@ -119,8 +120,9 @@ pub(crate) fn code_for(status: StatusCode) -> &'static str {
     }
 }
 
-/// JSON body extractor: unknown fields (when the type denies them), malformed JSON, a wrong
-/// content type and oversized bodies all become [`ApiError`]s with distinct codes.
+/// JSON body extractor: the body must be a JSON object (`application/json`); unknown fields
+/// (when the type denies them), malformed JSON, a wrong content type and oversized bodies all
+/// become [`ApiError`]s with distinct codes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
@@ -132,29 +134,64 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        let is_json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json"
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected `content-type: application/json`",
+            ));
         }
+        let body = Bytes::from_request(req, state).await.map_err(|r| {
+            let status = r.status();
+            let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "payload_too_large"
+            } else {
+                "bad_request"
+            };
+            ApiError::new(status, code, r.body_text())
+        })?;
+        // serde would also accept an array for a struct; the API takes objects only.
+        match body.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => {}
+            Some(b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "request body must be a JSON object",
+                ));
+            }
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    "request body is not JSON",
+                ));
+            }
+        }
+        serde_json::from_slice(&body).map(ApiJson).map_err(|e| {
+            use serde_json::error::Category;
+            let code = match e.classify() {
+                Category::Data => "invalid_request",
+                _ => "invalid_json",
+            };
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                code,
+                format!("invalid request body: {e}"),
+            )
+        })
     }
-}
-
-fn json_rejection(r: JsonRejection) -> ApiError {
-    let status = r.status();
-    let code = match &r {
-        JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
-        JsonRejection::JsonDataError(_) => "invalid_request",
-        JsonRejection::JsonSyntaxError(_) => "invalid_json",
-        _ if status == StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        _ => "bad_request",
-    };
-    // JsonDataError is a 422 in axum; unknown or mistyped fields are a plain bad request.
-    let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
-        StatusCode::BAD_REQUEST
-    } else {
-        status
-    };
-    ApiError::new(status, code, r.body_text())
 }
 
 impl<T> IntoResponse for ApiJson<T>

@@ -97,7 +97,7 @@ pub(crate) async fn create(
     .field("role", req.role.as_str());
     if let Err(e) = state.ledger.append(event).await {
         // Not recorded, so it must not exist: take it back before refusing.
-        let _ = state.store.token_revoke(&new.id, now_ms()).await;
+        let _ = state.store.token_revoke(&new.id, now_ms(), "admin").await;
         return Err(ApiError::audit_unavailable(&e));
     }
     Ok((
@@ -156,30 +156,53 @@ pub(crate) async fn revoke(
         .filter(|r| r.role == "admin")
         .count();
     if target.role == "admin" && admins <= 1 {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "last_admin",
-            "refusing to revoke the last active admin token; create another admin token first",
-        ));
+        return Err(last_admin());
     }
-    let event = NewEvent::new(
-        caller.actor(),
-        "token.revoke",
-        Outcome::Success,
-        OcsfClass::UserAccessManagement,
-    )
-    .field("token_id", id.clone())
-    .field("name", target.name.clone());
+    let event = |outcome, detail: &'static str| {
+        NewEvent::new(
+            caller.actor(),
+            "token.revoke",
+            outcome,
+            OcsfClass::UserAccessManagement,
+        )
+        .field("token_id", id.clone())
+        .field("name", target.name.clone())
+        .field("detail", detail)
+    };
     // Record first, then revoke: a revocation that could not be recorded does not happen.
     state
         .ledger
-        .append(event)
+        .append(event(Outcome::Success, "requested"))
         .await
         .map_err(|e| ApiError::audit_unavailable(&e))?;
-    if !state.store.token_revoke(&id, now_ms()).await? {
-        return Err(ApiError::not_found(format!("no active token `{id}`")));
+    // The store re-checks "not the last admin" atomically: two admins revoking each other at
+    // the same moment cannot both succeed.
+    match state.store.token_revoke(&id, now_ms(), "admin").await? {
+        store::TokenRevoke::Revoked => Ok(StatusCode::NO_CONTENT),
+        outcome => {
+            let (detail, err) = match outcome {
+                store::TokenRevoke::LastOfRole => ("refused: last active admin", last_admin()),
+                _ => (
+                    "refused: not found",
+                    ApiError::not_found(format!("no active token `{id}`")),
+                ),
+            };
+            state
+                .ledger
+                .append(event(Outcome::Failure, detail))
+                .await
+                .map_err(|e| ApiError::audit_unavailable(&e))?;
+            Err(err)
+        }
     }
-    Ok(StatusCode::NO_CONTENT)
+}
+
+fn last_admin() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "last_admin",
+        "refusing to revoke the last active admin token; create another admin token first",
+    )
 }
 
 /// Who am I?

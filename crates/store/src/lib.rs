@@ -174,6 +174,18 @@ pub struct ApiTokenRow {
     pub revoked_unix_ms: Option<i64>,
 }
 
+/// What [`Store::token_revoke`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenRevoke {
+    /// The token is now revoked.
+    Revoked,
+    /// No unrevoked token has that id.
+    NotFound,
+    /// Refused: it is the last unrevoked token of the protected role.
+    LastOfRole,
+}
+
 /// The storage interface. Every method is one transaction: it either happens whole or not at
 /// all. Implementations must be safe to share between tasks.
 #[async_trait]
@@ -215,8 +227,15 @@ pub trait Store: Send + Sync + 'static {
     /// All tokens, oldest first.
     async fn token_list(&self) -> Result<Vec<ApiTokenRow>>;
 
-    /// Marks a token revoked. Returns `false` if no unrevoked token has that id.
-    async fn token_revoke(&self, id: &str, at_unix_ms: i64) -> Result<bool>;
+    /// Marks a token revoked, unless that would leave no unrevoked token with role
+    /// `keep_last_of_role` (so operators cannot lock themselves out, even with concurrent
+    /// revocations: the check and the update are one serialized transaction).
+    async fn token_revoke(
+        &self,
+        id: &str,
+        at_unix_ms: i64,
+        keep_last_of_role: &str,
+    ) -> Result<TokenRevoke>;
 
     /// Reads an install-wide setting.
     async fn meta_get(&self, key: &str) -> Result<Option<String>>;

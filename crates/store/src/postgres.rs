@@ -11,7 +11,7 @@ use sqlx::{
 };
 
 use crate::{
-    ApiTokenRow, Backend, CheckpointRow, LedgerRow, Result, Store, StoreError,
+    ApiTokenRow, Backend, CheckpointRow, LedgerRow, Result, Store, StoreError, TokenRevoke,
     common::{
         self, INSERT_CHUNK_ROWS, RawCheckpointRow, RawLedgerRow, RawTokenRow, db_err, to_i64,
     },
@@ -27,6 +27,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Transaction-scoped advisory lock that serializes ledger appends ("WARDEN\0\x01").
 const LEDGER_APPEND_LOCK: i64 = 0x5741_5244_454E_0001;
+
+/// Advisory lock key serializing token revocations (the last-admin check).
+const TOKENS_LOCK_KEY: i64 = 0x5741_5244_454E_0002;
 
 /// Longest schema name PostgreSQL accepts (NAMEDATALEN - 1).
 const MAX_SCHEMA_LEN: usize = 63;
@@ -380,17 +383,54 @@ impl Store for PostgresStore {
         raws.into_iter().map(common::token_row).collect()
     }
 
-    async fn token_revoke(&self, id: &str, at_unix_ms: i64) -> Result<bool> {
-        let changed = sqlx::query(
+    async fn token_revoke(
+        &self,
+        id: &str,
+        at_unix_ms: i64,
+        keep_last_of_role: &str,
+    ) -> Result<TokenRevoke> {
+        // One serialized transaction: the last-of-role check and the update cannot interleave
+        // with another revocation.
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(TOKENS_LOCK_KEY)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let role: Option<String> = sqlx::query_scalar(
+            "SELECT role FROM api_tokens WHERE id = $1 AND revoked_unix_ms IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let Some(role) = role else {
+            tx.rollback().await.map_err(db_err)?;
+            return Ok(TokenRevoke::NotFound);
+        };
+        if role == keep_last_of_role {
+            let active: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM api_tokens WHERE role = $1 AND revoked_unix_ms IS NULL",
+            )
+            .bind(&role)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            if active <= 1 {
+                tx.rollback().await.map_err(db_err)?;
+                return Ok(TokenRevoke::LastOfRole);
+            }
+        }
+        sqlx::query(
             "UPDATE api_tokens SET revoked_unix_ms = $1 WHERE id = $2 AND revoked_unix_ms IS NULL",
         )
         .bind(at_unix_ms)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
-        .map_err(db_err)?
-        .rows_affected();
-        Ok(changed > 0)
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(TokenRevoke::Revoked)
     }
 
     async fn meta_get(&self, key: &str) -> Result<Option<String>> {

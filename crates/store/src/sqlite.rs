@@ -10,7 +10,7 @@ use sqlx::{
 };
 
 use crate::{
-    ApiTokenRow, Backend, CheckpointRow, LedgerRow, Result, Store, StoreError,
+    ApiTokenRow, Backend, CheckpointRow, LedgerRow, Result, Store, StoreError, TokenRevoke,
     common::{
         self, INSERT_CHUNK_ROWS, RawCheckpointRow, RawLedgerRow, RawTokenRow, db_err, to_i64,
     },
@@ -275,17 +275,53 @@ impl Store for SqliteStore {
         raws.into_iter().map(common::token_row).collect()
     }
 
-    async fn token_revoke(&self, id: &str, at_unix_ms: i64) -> Result<bool> {
-        let changed = sqlx::query(
+    async fn token_revoke(
+        &self,
+        id: &str,
+        at_unix_ms: i64,
+        keep_last_of_role: &str,
+    ) -> Result<TokenRevoke> {
+        // One serialized transaction: the last-of-role check and the update cannot interleave
+        // with another revocation.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let role: Option<String> = sqlx::query_scalar(
+            "SELECT role FROM api_tokens WHERE id = ?1 AND revoked_unix_ms IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let Some(role) = role else {
+            tx.rollback().await.map_err(db_err)?;
+            return Ok(TokenRevoke::NotFound);
+        };
+        if role == keep_last_of_role {
+            let active: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM api_tokens WHERE role = ?1 AND revoked_unix_ms IS NULL",
+            )
+            .bind(&role)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            if active <= 1 {
+                tx.rollback().await.map_err(db_err)?;
+                return Ok(TokenRevoke::LastOfRole);
+            }
+        }
+        sqlx::query(
             "UPDATE api_tokens SET revoked_unix_ms = ?1 WHERE id = ?2 AND revoked_unix_ms IS NULL",
         )
         .bind(at_unix_ms)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
-        .map_err(db_err)?
-        .rows_affected();
-        Ok(changed > 0)
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(TokenRevoke::Revoked)
     }
 
     async fn meta_get(&self, key: &str) -> Result<Option<String>> {

@@ -14,7 +14,7 @@ use std::{path::PathBuf, sync::Arc};
 
 use store::{
     ApiTokenRow, Backend, CheckpointRow, LedgerRow, PostgresStore, SqliteStore, Store, StoreError,
-    StoreUrl,
+    StoreUrl, TokenRevoke,
 };
 use tokio::sync::Barrier;
 
@@ -157,6 +157,8 @@ suite! {
         checkpoint_idempotent_conflict_latest,
         tokens,
         token_duplicates_conflict,
+        token_revoke_keeps_the_last_of_a_role,
+        concurrent_revocations_keep_one_admin,
         meta_set_if_absent,
     ],
     ctx: [durable_reopen],
@@ -455,9 +457,21 @@ async fn tokens(store: Arc<dyn Store>) {
     assert_eq!(store.token_by_hash(&[9; 32]).await.unwrap(), None);
 
     // Revoke once: changes the row; twice: no-op; unknown id: no-op.
-    assert!(store.token_revoke(&t1.id, 5_000).await.unwrap());
-    assert!(!store.token_revoke(&t1.id, 6_000).await.unwrap());
-    assert!(!store.token_revoke("tok_missing", 6_000).await.unwrap());
+    assert_eq!(
+        store.token_revoke(&t1.id, 5_000, "admin").await.unwrap(),
+        TokenRevoke::Revoked
+    );
+    assert_eq!(
+        store.token_revoke(&t1.id, 6_000, "admin").await.unwrap(),
+        TokenRevoke::NotFound
+    );
+    assert_eq!(
+        store
+            .token_revoke("tok_missing", 6_000, "admin")
+            .await
+            .unwrap(),
+        TokenRevoke::NotFound
+    );
 
     // Revoked tokens are still found by hash, with the first revocation time.
     let got = store.token_by_hash(&t1.token_hash).await.unwrap().unwrap();
@@ -465,6 +479,70 @@ async fn tokens(store: Arc<dyn Store>) {
     let listed = store.token_list().await.unwrap();
     assert_eq!(listed[0].revoked_unix_ms, Some(5_000));
     assert_eq!(listed[1], t2);
+}
+
+fn admin(n: u8) -> ApiTokenRow {
+    ApiTokenRow {
+        role: "admin".to_owned(),
+        ..token(n)
+    }
+}
+
+async fn token_revoke_keeps_the_last_of_a_role(store: Arc<dyn Store>) {
+    for row in [admin(1), admin(2), token(3)] {
+        store.token_insert(&row).await.unwrap();
+    }
+    let revoke = |id: &'static str| {
+        let store = Arc::clone(&store);
+        async move { store.token_revoke(id, 9_000, "admin").await.unwrap() }
+    };
+    assert_eq!(revoke("tok_1").await, TokenRevoke::Revoked);
+    assert_eq!(revoke("tok_2").await, TokenRevoke::LastOfRole);
+    // Other roles are not protected.
+    assert_eq!(revoke("tok_3").await, TokenRevoke::Revoked);
+    let active: Vec<String> = store
+        .token_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.revoked_unix_ms.is_none())
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(active, vec!["tok_2".to_owned()]);
+}
+
+/// Admins revoking each other at the same moment never leave zero admins.
+async fn concurrent_revocations_keep_one_admin(store: Arc<dyn Store>) {
+    for n in 1..=6 {
+        store.token_insert(&admin(n)).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for n in 1..=6u8 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            store
+                .token_revoke(&format!("tok_{n}"), 9_000, "admin")
+                .await
+                .unwrap()
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap());
+    }
+    let revoked = outcomes
+        .iter()
+        .filter(|o| **o == TokenRevoke::Revoked)
+        .count();
+    assert_eq!(revoked, 5, "{outcomes:?}");
+    let active = store
+        .token_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.revoked_unix_ms.is_none())
+        .count();
+    assert_eq!(active, 1);
 }
 
 async fn token_duplicates_conflict(store: Arc<dyn Store>) {
