@@ -260,6 +260,11 @@ impl Ledger {
         Ok(read_tree(&self.shared.tree).root_at(size)?)
     }
 
+    /// Leaf hash of entry `index`, from memory.
+    pub fn leaf_hash(&self, index: u64) -> Option<Hash> {
+        read_tree(&self.shared.tree).leaf(index)
+    }
+
     /// Inclusion proof of `index` in the tree of `size` leaves.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, LedgerError> {
         Ok(read_tree(&self.shared.tree).inclusion_proof(index, size)?)

@@ -24,6 +24,12 @@ impl MemoryTree {
         self.levels.first().map_or(0, |l| l.len() as u64)
     }
 
+    /// The hash of leaf `index`, if the tree has it.
+    pub fn leaf(&self, index: u64) -> Option<Hash> {
+        let index = usize::try_from(index).ok()?;
+        self.levels.first()?.get(index).copied()
+    }
+
     /// Appends one leaf hash (already computed with [`crate::leaf_hash`]).
     pub fn push(&mut self, leaf: Hash) {
         let mut carry = leaf;

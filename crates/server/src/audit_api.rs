@@ -186,14 +186,15 @@ pub(crate) struct InclusionOut {
     proof: Vec<String>,
 }
 
-async fn default_size(state: &AppState, size: Option<u64>) -> Result<u64, ApiError> {
+/// `size` if given, else the latest signed checkpoint's size (what a verifier holds).
+async fn default_size(state: &AppState, size: Option<u64>) -> u64 {
     match size {
-        Some(s) => Ok(s),
-        None => Ok(state
+        Some(s) => s,
+        None => state
             .ledger
             .latest_checkpoint()
             .await
-            .map_or_else(|| state.ledger.size(), |c| c.size)),
+            .map_or_else(|| state.ledger.size(), |c| c.size),
     }
 }
 
@@ -204,23 +205,21 @@ pub(crate) async fn inclusion(
     State(state): State<Arc<AppState>>,
     ApiQuery(q): ApiQuery<InclusionQuery>,
 ) -> Result<ApiJson<InclusionOut>, ApiError> {
-    let size = default_size(&state, q.size).await?;
+    let size = default_size(&state, q.size).await;
     let proof = state
         .ledger
         .inclusion_proof(q.index, size)
         .map_err(proof_error)?;
     let root = state.ledger.root_at(size).map_err(proof_error)?;
-    let leaf = state
+    // INVARIANT: the proof succeeded, so index < size <= tree size and the leaf exists.
+    let leaf_hash = state
         .ledger
-        .entries(q.index, 1)
-        .await
-        .map_err(ApiError::internal)?
-        .pop()
+        .leaf_hash(q.index)
         .ok_or_else(|| ApiError::not_found(format!("no entry {}", q.index)))?;
     Ok(ApiJson(InclusionOut {
         leaf_idx: q.index,
         tree_size: size,
-        leaf_hash: b64(leaf.leaf_hash.as_bytes()),
+        leaf_hash: b64(leaf_hash.as_bytes()),
         root: b64(root.as_bytes()),
         proof: proof.iter().map(|h| b64(h.as_bytes())).collect(),
     }))
@@ -253,7 +252,7 @@ pub(crate) async fn consistency(
     State(state): State<Arc<AppState>>,
     ApiQuery(q): ApiQuery<ConsistencyQuery>,
 ) -> Result<ApiJson<ConsistencyOut>, ApiError> {
-    let to = default_size(&state, q.to).await?;
+    let to = default_size(&state, q.to).await;
     let proof = state
         .ledger
         .consistency_proof(q.from, to)
