@@ -55,7 +55,10 @@ fn vectors_dir() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!(
+        // Past the harness's output capture, so a plain `cargo test` shows it.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
             "skipped: Merkle vectors not found at {} (set WARDEN_MERKLE_VECTORS)",
             dir.display()
         );
