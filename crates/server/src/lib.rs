@@ -30,10 +30,13 @@ mod audit_api;
 pub mod auth;
 pub mod error;
 mod ops;
+mod tls;
 mod tokens;
 
 pub use auth::{Caller, NewToken, Role, generate_token, hash_token};
 pub use error::{ApiError, ErrorBody};
+pub use tls::TlsListener;
+pub use tokio_rustls::rustls;
 
 /// Settings the server needs.
 #[derive(Debug, Clone)]
@@ -253,12 +256,17 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     resp
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then drains in-flight requests.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// Serves `router` on `listener` (plain TCP or [`TlsListener`]) until `shutdown` completes,
+/// then drains in-flight requests.
+pub async fn serve<L>(
+    listener: L,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

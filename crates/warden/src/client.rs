@@ -30,6 +30,9 @@ pub(crate) struct ClientArgs {
     /// File holding the API token
     #[arg(long, env = "WARDEN_TOKEN_FILE", global = true)]
     token_file: Option<PathBuf>,
+    /// Extra CA certificate (PEM) to trust for an https:// server
+    #[arg(long, env = "WARDEN_CA_FILE", global = true)]
+    ca_file: Option<PathBuf>,
 }
 
 pub(crate) struct Client {
@@ -56,10 +59,20 @@ impl Client {
             ),
             (None, None) => None,
         };
+        let mut http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .use_rustls_tls();
+        if let Some(path) = &args.ca_file {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading CA file {}", path.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{} is not a PEM certificate bundle", path.display()))?
+            {
+                http = http.add_root_certificate(cert);
+            }
+        }
         Ok(Self {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()?,
+            http: http.build()?,
             base: args.server.trim_end_matches('/').to_owned(),
             token,
         })

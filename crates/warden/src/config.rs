@@ -33,6 +33,8 @@ pub(crate) struct FileConfig {
     pub(crate) request_timeout_secs: Option<u64>,
     pub(crate) body_limit_bytes: Option<usize>,
     pub(crate) ledger_max_batch: Option<usize>,
+    pub(crate) tls_cert: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -68,6 +70,8 @@ pub(crate) struct Settings {
     pub(crate) request_timeout: Duration,
     pub(crate) body_limit: usize,
     pub(crate) ledger_max_batch: usize,
+    /// Certificate chain and key (PEM) to serve HTTPS; plain HTTP when absent.
+    pub(crate) tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Values given as flags or environment variables (clap merges those two).
@@ -98,6 +102,12 @@ pub(crate) struct Overrides {
     /// Most ledger entries per group commit [env: WARDEN_LEDGER_MAX_BATCH] [default: 1024]
     #[arg(long, env = "WARDEN_LEDGER_MAX_BATCH", hide_env = true)]
     pub(crate) ledger_max_batch: Option<usize>,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key) [env: WARDEN_TLS_CERT]
+    #[arg(long, env = "WARDEN_TLS_CERT", hide_env = true)]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert, mode 0600 [env: WARDEN_TLS_KEY]
+    #[arg(long, env = "WARDEN_TLS_KEY", hide_env = true)]
+    pub(crate) tls_key: Option<PathBuf>,
 }
 
 impl Settings {
@@ -140,7 +150,16 @@ impl Settings {
             }
             Ok(v)
         };
+        let tls = match (
+            o.tls_cert.clone().or(file.tls_cert),
+            o.tls_key.clone().or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => bail!("TLS needs both a certificate (--tls-cert) and a key (--tls-key)"),
+        };
         Ok(Self {
+            tls,
             data_dir: data_dir.to_owned(),
             trust_domain,
             listen,

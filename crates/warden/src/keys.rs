@@ -5,6 +5,7 @@ use std::{
     io::Write,
     os::unix::fs::{OpenOptionsExt, PermissionsExt},
     path::Path,
+    sync::Arc,
 };
 
 use anyhow::{Context, Result, bail};
@@ -28,7 +29,7 @@ pub(crate) fn write_secret_file(path: &Path, contents: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn read_secret_file(path: &Path) -> Result<Zeroizing<String>> {
+pub(crate) fn read_secret_file(path: &Path) -> Result<Zeroizing<String>> {
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     if meta.permissions().mode() & 0o077 != 0 {
         bail!(
@@ -41,6 +42,32 @@ fn read_secret_file(path: &Path) -> Result<Zeroizing<String>> {
     Ok(Zeroizing::new(
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
     ))
+}
+
+/// Loads an HTTPS certificate chain and its key (the key file must be 0600).
+pub(crate) fn load_tls(cert: &Path, key: &Path) -> Result<server::rustls::ServerConfig> {
+    use server::rustls::{
+        self,
+        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("reading certificates from {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        bail!("{} holds no PEM certificate", cert.display());
+    }
+    let key_pem = read_secret_file(key)?;
+    let key_der = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| anyhow::anyhow!("reading the private key from {}: {e}", key.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(chain, key_der)
+    .with_context(|| format!("{} does not match {}", key.display(), cert.display()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// Creates the ledger signing key and the audit HMAC key.

@@ -71,6 +71,10 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
     .await
     .context("opening the audit ledger")?;
 
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(Arc::new(keys::load_tls(cert, key)?)),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
@@ -106,13 +110,29 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
         ledger_size = ledger.size(),
         "warden serving"
     );
-    eprintln!("warden listening on http://{local}");
+    if tls.is_none() && !local.ip().is_loopback() {
+        tracing::warn!(listen = %local, "serving plain HTTP on a non-loopback address: tokens cross the network in clear; set tls_cert and tls_key");
+    }
     tokio::spawn(shutdown_signal(stop_tx.clone()));
     let mut stop_wait = stop_rx.clone();
-    server::serve(listener, router, async move {
+    let shutdown = async move {
         let _ = stop_wait.wait_for(|s| *s).await;
-    })
-    .await
+    };
+    match tls {
+        Some(config) => {
+            eprintln!("warden listening on https://{local}");
+            server::serve(
+                server::TlsListener::new(listener, config)?,
+                router,
+                shutdown,
+            )
+            .await
+        }
+        None => {
+            eprintln!("warden listening on http://{local}");
+            server::serve(listener, router, shutdown).await
+        }
+    }
     .context("serving")?;
     // Also stops the checkpointer if serving ended for another reason.
     let _ = stop_tx.send(true);

@@ -190,7 +190,15 @@ impl Install {
             cmd.arg("--database-url").arg(url);
         }
         cmd.args(extra);
-        Server::start(cmd).await
+        Server::start(cmd, http_client()).await
+    }
+
+    /// Like [`Install::serve_with`], for an HTTPS server: `http` must trust its certificate.
+    pub(crate) async fn serve_tls(&self, extra: &[&str], http: reqwest::Client) -> Server {
+        let mut cmd = self.cmd();
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        cmd.args(extra);
+        Server::start(cmd, http).await
     }
 
     /// Every file directly in the data directory with its contents, for before/after checks.
@@ -250,7 +258,7 @@ pub(crate) async fn wait_until(deadline: Duration, mut cond: impl FnMut() -> boo
 }
 
 impl Server {
-    async fn start(mut cmd: Command) -> Self {
+    async fn start(mut cmd: Command, http: reqwest::Client) -> Self {
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn warden serve");
         let pid = child.id().expect("pid of a running child");
@@ -296,10 +304,9 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
         assert!(
-            url.starts_with("http://127.0.0.1:"),
+            url.starts_with("http://127.0.0.1:") || url.starts_with("https://127.0.0.1:"),
             "unexpected address {url}"
         );
-        let http = http_client();
         let server = Self {
             child,
             pid,
