@@ -108,43 +108,35 @@ async fn unsafe_or_incomplete_tls_settings_refuse_to_start() {
     let pki = pki(&install);
     let (cert, key) = (pki.cert.to_str().unwrap(), pki.key.to_str().unwrap());
 
-    let mut cmd = install.cmd();
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--tls-cert", cert]);
-    let out = run(cmd).await;
-    assert_ne!(out.code(), Some(0));
-    assert!(out.all().contains("--tls-key"), "{out:#?}");
+    refuses(&install, &["--tls-cert", cert], "--tls-key").await;
 
     std::fs::set_permissions(&pki.key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut cmd = install.cmd();
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        cert,
-        "--tls-key",
-        key,
-    ]);
-    let out = run(cmd).await;
-    assert_ne!(out.code(), Some(0));
-    assert!(out.all().contains("chmod 600"), "{out:#?}");
+    refuses(
+        &install,
+        &["--tls-cert", cert, "--tls-key", key],
+        "chmod 600",
+    )
+    .await;
 
     // A key that is not the certificate's.
     let other = rcgen::KeyPair::generate().unwrap();
     let other_path = install.path("other.key");
     std::fs::write(&other_path, other.serialize_pem()).unwrap();
     std::fs::set_permissions(&other_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let other_key = other_path.to_str().unwrap();
+    refuses(
+        &install,
+        &["--tls-cert", cert, "--tls-key", other_key],
+        "does not match",
+    )
+    .await;
+}
+
+/// `warden serve ARGS…` exits non-zero, saying `needle`.
+async fn refuses(install: &Install, args: &[&str], needle: &str) {
     let mut cmd = install.cmd();
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        cert,
-        "--tls-key",
-    ])
-    .arg(&other_path);
+    cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
     let out = run(cmd).await;
-    assert_ne!(out.code(), Some(0));
-    assert!(out.all().contains("does not match"), "{out:#?}");
+    assert_ne!(out.code(), Some(0), "started with {args:?}");
+    assert!(out.all().contains(needle), "{args:?}: {out:#?}");
 }
