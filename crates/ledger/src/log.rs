@@ -109,6 +109,9 @@ struct Shared {
     signer: NoteSigner,
     hmac_key: Zeroizing<[u8; 32]>,
     latest: Mutex<Option<SignedCheckpoint>>,
+    // Held while the store and the tree are brought in step (a commit, or a catch-up with
+    // what other replicas appended), so no leaf is pushed twice or skipped.
+    sync: Mutex<()>,
     latest_size: AtomicU64,
     appended: AtomicU64,
     batches: AtomicU64,
@@ -171,6 +174,7 @@ impl Ledger {
             signer,
             hmac_key,
             latest: Mutex::new(latest),
+            sync: Mutex::new(()),
             latest_size: AtomicU64::new(latest_size),
             appended: AtomicU64::new(0),
             batches: AtomicU64::new(0),
@@ -362,8 +366,17 @@ impl Ledger {
         Ok(signed)
     }
 
-    /// Signs a checkpoint every `interval` while the log grows, until `shutdown` turns true.
-    /// Failures are logged and retried at the next tick.
+    /// Loads entries other writers (replicas sharing the database) appended since this
+    /// process last looked, re-hashing each. Returns the new size.
+    pub async fn refresh(&self) -> Result<u64, LedgerError> {
+        let _step = self.shared.sync.lock().await;
+        catch_up(&self.shared).await?;
+        Ok(self.size())
+    }
+
+    /// Every `interval`, until `shutdown` turns true: catches up with entries other replicas
+    /// appended, then signs a checkpoint if the log grew. Failures are logged and retried at
+    /// the next tick.
     pub fn spawn_checkpointer(
         &self,
         interval: Duration,
@@ -379,6 +392,9 @@ impl Ledger {
                     _ = shutdown.changed() => {}
                 }
                 let stop = *shutdown.borrow();
+                if let Err(e) = ledger.refresh().await {
+                    tracing::error!(error = %e, "catching up with the shared store failed");
+                }
                 if ledger.size() > ledger.shared.latest_size.load(Ordering::Relaxed)
                     || ledger.shared.latest_size.load(Ordering::Relaxed) == 0
                 {
@@ -499,6 +515,7 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>, max_batch:
 /// Writes one batch in one transaction, retrying after catching up if another writer (a
 /// replica sharing the database) appended first.
 async fn commit(shared: &Shared, batch: &[Pending]) -> Result<Vec<Receipt>, LedgerError> {
+    let _step = shared.sync.lock().await;
     for _attempt in 0..3 {
         let base = read_tree(&shared.tree).size();
         let time_ms = now_ms();
@@ -552,6 +569,7 @@ async fn commit(shared: &Shared, batch: &[Pending]) -> Result<Vec<Receipt>, Ledg
     ))
 }
 
+/// Pushes the store's rows beyond the tree into the tree. Callers hold `shared.sync`.
 async fn catch_up(shared: &Shared) -> Result<(), LedgerError> {
     loop {
         let from = read_tree(&shared.tree).size();
