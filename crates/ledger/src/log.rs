@@ -387,11 +387,11 @@ impl Ledger {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tokio::select! {
-                    _ = ticker.tick() => {}
-                    _ = shutdown.changed() => {}
-                }
-                let stop = *shutdown.borrow();
+                // A dropped sender counts as "stop" (and must not spin this loop).
+                let stop = tokio::select! {
+                    _ = ticker.tick() => *shutdown.borrow(),
+                    changed = shutdown.changed() => changed.is_err() || *shutdown.borrow(),
+                };
                 if let Err(e) = ledger.refresh().await {
                     tracing::error!(error = %e, "catching up with the shared store failed");
                 }
