@@ -172,6 +172,47 @@ fn recorded_path(path: &str) -> serde_json::Value {
     })
 }
 
+/// How many failed authentications per second are recorded one by one.
+pub(crate) const AUTH_FAILURES_RECORDED_PER_SEC: u32 = 50;
+
+/// A per-second budget for recording failed authentications.
+#[derive(Debug, Default)]
+pub(crate) struct AuthFailureBudget {
+    state: std::sync::Mutex<BudgetState>,
+}
+
+#[derive(Debug, Default)]
+struct BudgetState {
+    window: Option<std::time::Instant>,
+    recorded: u32,
+    suppressed: u64,
+}
+
+impl AuthFailureBudget {
+    /// `Some(n)`: record this failure, noting `n` unrecorded ones before it; `None`: over
+    /// budget, count it instead.
+    pub(crate) fn admit(&self) -> Option<u64> {
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        if st
+            .window
+            .is_none_or(|w| now.duration_since(w) >= std::time::Duration::from_secs(1))
+        {
+            st.window = Some(now);
+            st.recorded = 0;
+        }
+        if st.recorded >= AUTH_FAILURES_RECORDED_PER_SEC {
+            st.suppressed += 1;
+            return None;
+        }
+        st.recorded += 1;
+        Some(std::mem::take(&mut st.suppressed))
+    }
+}
+
 fn outcome_for(status: StatusCode) -> Outcome {
     match status.as_u16() {
         401 | 403 => Outcome::Denied,
@@ -233,8 +274,20 @@ pub(crate) async fn authenticate_and_audit(
                 // Recorded only as an HMAC: repeated attempts correlate, the secret never shows.
                 event = event.secret("token", token);
             }
-            if let Err(e) = state.ledger.append(event).await {
-                return ApiError::audit_unavailable(&e).into_response();
+            // Unauthenticated callers must not be able to fill the ledger: past the budget,
+            // refusals are counted and the count rides on the next recorded one.
+            match state.auth_failures.admit() {
+                Some(suppressed) => {
+                    if suppressed > 0 {
+                        event = event.field("suppressed_before", suppressed);
+                    }
+                    if let Err(e) = state.ledger.append(event).await {
+                        return ApiError::audit_unavailable(&e).into_response();
+                    }
+                }
+                None => {
+                    state.metrics.auth_failures_suppressed.inc();
+                }
             }
             let mut resp = ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -286,6 +339,24 @@ mod tests {
         assert!(!Role::Approver.allows(Role::Auditor));
         assert_eq!("auditor".parse::<Role>(), Ok(Role::Auditor));
         assert!("root".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn failed_auth_budget_counts_what_it_does_not_record() {
+        let budget = AuthFailureBudget::default();
+        for _ in 0..AUTH_FAILURES_RECORDED_PER_SEC {
+            assert_eq!(budget.admit(), Some(0));
+        }
+        assert_eq!(budget.admit(), None);
+        assert_eq!(budget.admit(), None);
+        // A new window: the next recorded failure carries the two suppressed ones.
+        budget.state.lock().unwrap().window = Some(
+            std::time::Instant::now()
+                .checked_sub(std::time::Duration::from_secs(2))
+                .unwrap(),
+        );
+        assert_eq!(budget.admit(), Some(2));
+        assert_eq!(budget.admit(), Some(0));
     }
 
     #[test]

@@ -61,6 +61,7 @@ pub struct AppState {
     store: Arc<dyn Store>,
     ledger: Ledger,
     metrics: ops::Metrics,
+    auth_failures: auth::AuthFailureBudget,
 }
 
 impl AppState {
@@ -70,6 +71,7 @@ impl AppState {
             store,
             ledger,
             metrics: ops::Metrics::new(),
+            auth_failures: auth::AuthFailureBudget::default(),
         }
     }
 }

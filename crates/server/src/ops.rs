@@ -35,6 +35,7 @@ pub(crate) struct Metrics {
     ledger_batches: Gauge,
     ledger_failures: Gauge,
     checkpoint_size: Gauge,
+    pub(crate) auth_failures_suppressed: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -86,7 +87,14 @@ impl Metrics {
             "Tree size of the latest signed checkpoint",
             checkpoint_size.clone(),
         );
+        let auth_failures_suppressed = Counter::default();
+        registry.register(
+            "auth_failures_unrecorded",
+            "Failed authentications over the per-second ledger budget (counted, then noted on the next recorded one)",
+            auth_failures_suppressed.clone(),
+        );
         Self {
+            auth_failures_suppressed,
             registry,
             requests,
             latency,

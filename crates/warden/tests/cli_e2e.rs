@@ -1447,3 +1447,60 @@ async fn last_admin_survives_races_huge_paths_are_recorded_and_arrays_are_refuse
             .any(|t| t["name"] == "sneaky")
     );
 }
+
+/// An unauthenticated flood cannot fill the ledger: every request is refused 401, at most a
+/// per-second budget of refusals is recorded one by one, the rest are counted in /metrics and
+/// noted on the next recorded refusal.
+#[tokio::test]
+async fn failed_authentication_flood_is_refused_but_budgeted_in_the_ledger() {
+    let install = Install::new().await;
+    let server = install.serve().await;
+    let admin = install.admin_token();
+    let before = server.all_entries(&admin).await.len();
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let (http, url) = (server.http.clone(), server.at("/v1/whoami"));
+        tasks.push(tokio::spawn(async move {
+            let mut refused = 0;
+            for i in 0..40 {
+                let resp = http
+                    .get(&url)
+                    .bearer_auth(format!("wdn_flood-{worker}-{i}"))
+                    .send()
+                    .await
+                    .unwrap();
+                if resp.status() == StatusCode::UNAUTHORIZED {
+                    refused += 1;
+                }
+            }
+            refused
+        }));
+    }
+    let mut refused = 0;
+    for t in tasks {
+        refused += t.await.unwrap();
+    }
+    assert_eq!(refused, 320, "every flood request must be refused");
+    let entries = server.all_entries(&admin).await;
+    let recorded = entries[before..]
+        .iter()
+        .filter(|e| e["event"]["action"] == "api.authenticate")
+        .count();
+    assert!(
+        recorded >= 50,
+        "the first refusals are recorded: {recorded}"
+    );
+    assert!(
+        recorded < 320,
+        "the flood was recorded entry by entry: {recorded}"
+    );
+    let metrics = server.get_text("/metrics").await;
+    let unrecorded: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("warden_auth_failures_unrecorded_total "))
+        .unwrap_or_else(|| panic!("no counter in:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(unrecorded as usize + recorded, 320);
+}
