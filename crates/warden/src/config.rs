@@ -190,17 +190,9 @@ impl Settings {
     }
 }
 
-/// A trust domain name as SPIFFE allows: lowercase letters, digits, `.`, `-`, `_`.
+/// Checks a trust domain name exactly as the SPIFFE-ID specification allows.
 pub(crate) fn check_trust_domain(td: &str) -> Result<()> {
-    if td.is_empty() || td.len() > 255 {
-        bail!("trust domain must be 1-255 characters");
-    }
-    if !td
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-    {
-        bail!("trust domain `{td}` may contain only lowercase letters, digits, `.`, `-` and `_`");
-    }
+    identity::TrustDomain::parse(td).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
 }
 

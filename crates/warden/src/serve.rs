@@ -55,7 +55,8 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
             settings.trust_domain
         ),
         None => bail!(
-            "the store at {} was never initialised: run `warden init --database-url …` first",
+            "the store at {} was never initialised; each store belongs to one data directory: \
+             initialise a new one for it with `warden --data-dir NEW_DIR init --database-url …`",
             settings.database_url
         ),
     }
