@@ -7,5 +7,6 @@
 #![forbid(unsafe_code)]
 
 mod id;
+pub mod jwt;
 
 pub use id::{IdError, MAX_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, TrustDomain};
