@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod ca;
 mod id;
 pub mod jwt;
 
