@@ -9,5 +9,7 @@
 pub mod ca;
 mod id;
 pub mod jwt;
+mod selector;
 
 pub use id::{IdError, MAX_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, TrustDomain};
+pub use selector::{Selector, SelectorError};

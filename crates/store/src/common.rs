@@ -1,7 +1,7 @@
 //! Helpers shared by both backends: checked integer conversions, row decoding, batch
 //! validation and sqlx error mapping.
 
-use crate::{ApiTokenRow, CheckpointRow, LedgerRow, Result, StoreError};
+use crate::{ApiTokenRow, CheckpointRow, EntryRow, LedgerRow, Result, StoreError};
 
 /// Largest number of ledger rows per multi-row `INSERT`. Six parameters per row keeps a
 /// statement far below SQLite's bound-parameter limit (32,766) and PostgreSQL's (65,535).
@@ -175,6 +175,59 @@ pub(crate) fn token_insert_err(err: sqlx::Error) -> StoreError {
         }
         Some(_) => StoreError::Conflict("token violates a uniqueness rule".to_owned()),
         None => db_err(err),
+    }
+}
+
+/// Raw entry row, in [`ENTRY_COLUMNS`] order.
+pub(crate) type RawEntryRow = (
+    String,
+    String,
+    String,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+);
+
+/// The entry columns, in [`RawEntryRow`] order.
+pub(crate) const ENTRY_COLUMNS: &str = "id, spiffe_id, selectors, x509_ttl_secs, jwt_ttl_secs, \
+     agent_kind, owner, description, created_unix_ms";
+
+pub(crate) fn entry_row(raw: RawEntryRow) -> EntryRow {
+    let (
+        id,
+        spiffe_id,
+        selectors,
+        x509_ttl_secs,
+        jwt_ttl_secs,
+        agent_kind,
+        owner,
+        description,
+        created_unix_ms,
+    ) = raw;
+    EntryRow {
+        id,
+        spiffe_id,
+        selectors,
+        x509_ttl_secs,
+        jwt_ttl_secs,
+        agent_kind,
+        owner,
+        description,
+        created_unix_ms,
+    }
+}
+
+/// Maps an error from inserting an entry: a duplicate id or SPIFFE ID + selectors.
+pub(crate) fn entry_insert_err(err: sqlx::Error) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(
+            "an entry with this id, or with this SPIFFE ID and these selectors, already exists"
+                .to_owned(),
+        ),
+        _ => db_err(err),
     }
 }
 

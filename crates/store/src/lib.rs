@@ -174,6 +174,30 @@ pub struct ApiTokenRow {
     pub revoked_unix_ms: Option<i64>,
 }
 
+/// A registration entry as stored. The server parses the SPIFFE ID and selectors; the store
+/// keeps them as text, selectors in canonical form (sorted, joined with `\n`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRow {
+    /// Stable identifier, `ent_…`.
+    pub id: String,
+    /// The SPIFFE ID a matching workload gets.
+    pub spiffe_id: String,
+    /// Canonical selectors: sorted, `\n`-separated.
+    pub selectors: String,
+    /// X.509-SVID lifetime override, seconds.
+    pub x509_ttl_secs: Option<i64>,
+    /// JWT-SVID lifetime override, seconds.
+    pub jwt_ttl_secs: Option<i64>,
+    /// Kind of agent (free text, e.g. `coder`).
+    pub agent_kind: Option<String>,
+    /// Owning human or team.
+    pub owner: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_unix_ms: i64,
+}
+
 /// What [`Store::token_revoke`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -236,6 +260,19 @@ pub trait Store: Send + Sync + 'static {
         at_unix_ms: i64,
         keep_last_of_role: &str,
     ) -> Result<TokenRevoke>;
+
+    /// Stores a registration entry. Fails with [`StoreError::Conflict`] if the id is taken or
+    /// an entry with the same SPIFFE ID and selectors exists.
+    async fn entry_insert(&self, row: &EntryRow) -> Result<()>;
+
+    /// One entry by id.
+    async fn entry_get(&self, id: &str) -> Result<Option<EntryRow>>;
+
+    /// All entries, oldest first.
+    async fn entry_list(&self) -> Result<Vec<EntryRow>>;
+
+    /// Deletes an entry. Returns whether it existed.
+    async fn entry_delete(&self, id: &str) -> Result<bool>;
 
     /// Reads an install-wide setting.
     async fn meta_get(&self, key: &str) -> Result<Option<String>>;

@@ -10,9 +10,11 @@ use sqlx::{
 };
 
 use crate::{
-    ApiTokenRow, Backend, CheckpointRow, LedgerRow, Result, Store, StoreError, TokenRevoke,
+    ApiTokenRow, Backend, CheckpointRow, EntryRow, LedgerRow, Result, Store, StoreError,
+    TokenRevoke,
     common::{
-        self, INSERT_CHUNK_ROWS, RawCheckpointRow, RawLedgerRow, RawTokenRow, db_err, to_i64,
+        self, INSERT_CHUNK_ROWS, RawCheckpointRow, RawEntryRow, RawLedgerRow, RawTokenRow, db_err,
+        to_i64,
     },
 };
 
@@ -322,6 +324,58 @@ impl Store for SqliteStore {
         .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
         Ok(TokenRevoke::Revoked)
+    }
+
+    async fn entry_insert(&self, row: &EntryRow) -> Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO registration_entries ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            common::ENTRY_COLUMNS
+        ))
+        .bind(&row.id)
+        .bind(&row.spiffe_id)
+        .bind(&row.selectors)
+        .bind(row.x509_ttl_secs)
+        .bind(row.jwt_ttl_secs)
+        .bind(&row.agent_kind)
+        .bind(&row.owner)
+        .bind(&row.description)
+        .bind(row.created_unix_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(common::entry_insert_err)?;
+        Ok(())
+    }
+
+    async fn entry_get(&self, id: &str) -> Result<Option<EntryRow>> {
+        let raw: Option<RawEntryRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM registration_entries WHERE id = ?1",
+            common::ENTRY_COLUMNS
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(raw.map(common::entry_row))
+    }
+
+    async fn entry_list(&self) -> Result<Vec<EntryRow>> {
+        let raws: Vec<RawEntryRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM registration_entries ORDER BY created_unix_ms, id",
+            common::ENTRY_COLUMNS
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(raws.into_iter().map(common::entry_row).collect())
+    }
+
+    async fn entry_delete(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM registration_entries WHERE id = ?1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn meta_get(&self, key: &str) -> Result<Option<String>> {

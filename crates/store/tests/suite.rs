@@ -13,8 +13,8 @@
 use std::{path::PathBuf, sync::Arc};
 
 use store::{
-    ApiTokenRow, Backend, CheckpointRow, LedgerRow, PostgresStore, SqliteStore, Store, StoreError,
-    StoreUrl, TokenRevoke,
+    ApiTokenRow, Backend, CheckpointRow, EntryRow, LedgerRow, PostgresStore, SqliteStore, Store,
+    StoreError, StoreUrl, TokenRevoke,
 };
 use tokio::sync::Barrier;
 
@@ -168,6 +168,7 @@ suite! {
         token_duplicates_conflict,
         token_revoke_keeps_the_last_of_a_role,
         concurrent_revocations_keep_one_admin,
+        entries_round_trip_and_uniqueness,
         meta_set_if_absent,
     ],
     ctx: [durable_reopen],
@@ -552,6 +553,60 @@ async fn concurrent_revocations_keep_one_admin(store: Arc<dyn Store>) {
         .filter(|t| t.revoked_unix_ms.is_none())
         .count();
     assert_eq!(active, 1);
+}
+
+fn entry(n: u8, selectors: &str) -> EntryRow {
+    EntryRow {
+        id: format!("ent_{n}"),
+        spiffe_id: format!("spiffe://example.org/agent/{n}"),
+        selectors: selectors.to_owned(),
+        x509_ttl_secs: Some(3600),
+        jwt_ttl_secs: None,
+        agent_kind: Some("coder".into()),
+        owner: None,
+        description: Some("ünïcode ✓".into()),
+        created_unix_ms: 1_000 + i64::from(n),
+    }
+}
+
+async fn entries_round_trip_and_uniqueness(store: Arc<dyn Store>) {
+    assert!(store.entry_list().await.unwrap().is_empty());
+    let a = entry(1, "unix:uid:1000");
+    let b = entry(2, "unix:gid:5\nunix:uid:1000");
+    store.entry_insert(&b).await.unwrap();
+    store.entry_insert(&a).await.unwrap();
+    assert_eq!(
+        store.entry_list().await.unwrap(),
+        vec![a.clone(), b.clone()]
+    );
+    assert_eq!(store.entry_get("ent_2").await.unwrap(), Some(b.clone()));
+    assert_eq!(store.entry_get("ent_9").await.unwrap(), None);
+
+    // Same id, or same SPIFFE ID with the same selectors: conflict, nothing written.
+    let same_id = EntryRow {
+        spiffe_id: "spiffe://example.org/x".into(),
+        ..a.clone()
+    };
+    assert!(is_conflict(&store.entry_insert(&same_id).await));
+    let same_binding = EntryRow {
+        id: "ent_3".into(),
+        ..a.clone()
+    };
+    assert!(is_conflict(&store.entry_insert(&same_binding).await));
+    // Same SPIFFE ID with other selectors is a different entry.
+    let other = EntryRow {
+        id: "ent_4".into(),
+        selectors: "unix:uid:1001".into(),
+        created_unix_ms: 1_004,
+        ..a.clone()
+    };
+    store.entry_insert(&other).await.unwrap();
+    assert_eq!(store.entry_list().await.unwrap().len(), 3);
+
+    assert!(store.entry_delete("ent_1").await.unwrap());
+    assert!(!store.entry_delete("ent_1").await.unwrap());
+    assert_eq!(store.entry_get("ent_1").await.unwrap(), None);
+    assert_eq!(store.entry_list().await.unwrap(), vec![b, other]);
 }
 
 async fn token_duplicates_conflict(store: Arc<dyn Store>) {
