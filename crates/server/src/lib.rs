@@ -28,6 +28,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 mod audit_api;
 pub mod auth;
+mod entries;
 pub mod error;
 mod ops;
 mod tls;
@@ -58,6 +59,7 @@ impl Default for ServerConfig {
 
 /// Shared state of all handlers.
 pub struct AppState {
+    trust_domain: identity::TrustDomain,
     store: Arc<dyn Store>,
     ledger: Ledger,
     metrics: ops::Metrics,
@@ -65,14 +67,22 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the state from an open store and ledger.
-    pub fn new(store: Arc<dyn Store>, ledger: Ledger) -> Self {
+    /// Builds the state for `trust_domain` from an open store and ledger.
+    pub fn new(trust_domain: identity::TrustDomain, store: Arc<dyn Store>, ledger: Ledger) -> Self {
         Self {
+            trust_domain,
             store,
             ledger,
             metrics: ops::Metrics::new(),
             auth_failures: auth::AuthFailureBudget::default(),
         }
+    }
+}
+
+impl AppState {
+    /// This install's trust domain.
+    pub fn trust_domain(&self) -> &identity::TrustDomain {
+        &self.trust_domain
     }
 }
 
@@ -126,7 +136,9 @@ fn route_table() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>)
         .routes(routes!(audit_api::publish_checkpoint))
         .routes(routes!(tokens::create, tokens::list))
         .routes(routes!(tokens::revoke))
-        .routes(routes!(tokens::whoami));
+        .routes(routes!(tokens::whoami))
+        .routes(routes!(entries::create, entries::list))
+        .routes(routes!(entries::show, entries::delete));
     (public, authenticated)
 }
 
@@ -299,6 +311,10 @@ mod tests {
             ("/v1/tokens", "post"),
             ("/v1/tokens/{id}", "delete"),
             ("/v1/whoami", "get"),
+            ("/v1/entries", "get"),
+            ("/v1/entries", "post"),
+            ("/v1/entries/{id}", "get"),
+            ("/v1/entries/{id}", "delete"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path} missing");
         }

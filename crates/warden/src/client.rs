@@ -509,7 +509,9 @@ pub(crate) async fn tokens(client: &Client, cmd: TokenCmd) -> Result<()> {
             }
         }
         TokenCmd::Revoke { id } => {
-            client.delete(&format!("/v1/tokens/{id}")).await?;
+            client
+                .delete(&format!("/v1/tokens/{}", path_segment(&id)?))
+                .await?;
             println!("revoked {id}");
         }
         TokenCmd::Whoami => {
@@ -517,4 +519,161 @@ pub(crate) async fn tokens(client: &Client, cmd: TokenCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Parses `90s`, `5m`, `1h`, `2d` or plain seconds into seconds.
+pub(crate) fn parse_duration(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: i64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 90s, 5m, 1h or 2d"))?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{s}` is not a duration like 90s, 5m, 1h or 2d")),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("`{s}` is too long"))
+}
+
+/// `warden entry …`
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum EntryCmd {
+    /// Register a workload: the SPIFFE ID it gets when its kernel-attested selectors match
+    /// (admin)
+    Create {
+        /// SPIFFE ID, e.g. spiffe://example.org/agent/coder
+        #[arg(long)]
+        spiffe_id: String,
+        /// Selector TYPE:VALUE, repeatable: unix:uid:N, unix:gid:N, unix:user:NAME,
+        /// unix:path:/ABS/PATH, unix:sha256:HEX
+        #[arg(long = "selector", required = true)]
+        selectors: Vec<String>,
+        /// X.509-SVID lifetime (90s, 5m, 1h, 2d) [default: 1h]
+        #[arg(long, value_parser = parse_duration)]
+        x509_ttl: Option<i64>,
+        /// JWT-SVID lifetime [default: 5m]
+        #[arg(long, value_parser = parse_duration)]
+        jwt_ttl: Option<i64>,
+        /// Kind of agent, e.g. coder
+        #[arg(long)]
+        kind: Option<String>,
+        /// Owning human or team
+        #[arg(long)]
+        owner: Option<String>,
+        /// Description
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List registration entries
+    List,
+    /// Show one entry
+    Show {
+        /// Entry id (ent_…)
+        id: String,
+    },
+    /// Delete an entry (admin)
+    Delete {
+        /// Entry id (ent_…)
+        id: String,
+    },
+}
+
+pub(crate) async fn entries(client: &Client, cmd: EntryCmd) -> Result<()> {
+    match cmd {
+        EntryCmd::Create {
+            spiffe_id,
+            selectors,
+            x509_ttl,
+            jwt_ttl,
+            kind,
+            owner,
+            description,
+        } => {
+            let v = client
+                .post_json(
+                    "/v1/entries",
+                    &serde_json::json!({
+                        "spiffe_id": spiffe_id,
+                        "selectors": selectors,
+                        "x509_ttl_secs": x509_ttl,
+                        "jwt_ttl_secs": jwt_ttl,
+                        "agent_kind": kind,
+                        "owner": owner,
+                        "description": description,
+                    }),
+                )
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        EntryCmd::List => {
+            let v = client.get_json("/v1/entries").await?;
+            for e in v.as_array().into_iter().flatten() {
+                let selectors: Vec<&str> = e["selectors"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                println!(
+                    "{}  {:<40} {}",
+                    e["id"].as_str().unwrap_or_default(),
+                    e["spiffe_id"].as_str().unwrap_or_default(),
+                    selectors.join(",")
+                );
+            }
+        }
+        EntryCmd::Show { id } => {
+            let v = client
+                .get_json(&format!("/v1/entries/{}", path_segment(&id)?))
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        EntryCmd::Delete { id } => {
+            client
+                .delete(&format!("/v1/entries/{}", path_segment(&id)?))
+                .await?;
+            println!("deleted {id}");
+        }
+    }
+    Ok(())
+}
+
+/// An id to put in a URL path: refused if it could change the path.
+fn path_segment(id: &str) -> Result<&str> {
+    if id.is_empty()
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        bail!("`{id}` is not an id");
+    }
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        for (input, want) in [
+            ("90s", 90),
+            ("5m", 300),
+            ("1h", 3600),
+            ("2d", 172_800),
+            ("45", 45),
+        ] {
+            assert_eq!(parse_duration(input), Ok(want), "{input}");
+        }
+        for bad in ["", "5x", "m", "-5m", "1.5h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

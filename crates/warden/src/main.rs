@@ -50,6 +50,13 @@ enum Command {
         #[command(subcommand)]
         cmd: client::TokenCmd,
     },
+    /// Manage registration entries (which SPIFFE ID a workload gets)
+    Entry {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        cmd: client::EntryCmd,
+    },
     /// Measure the ledger's performance on this machine
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -101,6 +108,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::ApiToken { client, cmd } => {
             client::tokens(&client::Client::new(&client)?, cmd).await?;
+        }
+        Command::Entry { client, cmd } => {
+            client::entries(&client::Client::new(&client)?, cmd).await?;
         }
         Command::Bench(cmd) => bench::run(cmd).await?,
     }

@@ -96,7 +96,13 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let checkpointer = ledger.spawn_checkpointer(settings.checkpoint_interval, stop_rx.clone());
-    let state = Arc::new(server::AppState::new(Arc::clone(&store), ledger.clone()));
+    let trust_domain = identity::TrustDomain::parse(&settings.trust_domain)
+        .map_err(|e| anyhow::anyhow!("warden.toml: {e}"))?;
+    let state = Arc::new(server::AppState::new(
+        trust_domain,
+        Arc::clone(&store),
+        ledger.clone(),
+    ));
     let router = server::router(
         state,
         &server::ServerConfig {

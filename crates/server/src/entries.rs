@@ -1,0 +1,259 @@
+//! Registration entries: which SPIFFE ID a workload whose kernel-attested selectors match
+//! gets, and for how long its SVIDs live. Admin writes, auditor reads; every change audited.
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use axum::{
+    Extension,
+    extract::{Path, State},
+    http::StatusCode,
+};
+use identity::{Selector, SpiffeId};
+use ledger::{NewEvent, OcsfClass, Outcome};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{
+    AppState,
+    auth::{Caller, Role},
+    error::{ApiError, ApiJson, ErrorBody},
+    now_ms,
+};
+
+/// Most selectors on one entry.
+const MAX_SELECTORS: usize = 16;
+/// X.509-SVID lifetime bounds, seconds: down to a minute, up to 30 days.
+const X509_TTL: std::ops::RangeInclusive<i64> = 60..=30 * 24 * 3600;
+/// JWT-SVID lifetime bounds, seconds: a minute to a day.
+const JWT_TTL: std::ops::RangeInclusive<i64> = 60..=24 * 3600;
+
+/// Request to create an entry.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateEntry {
+    /// SPIFFE ID in this install's trust domain, with a path.
+    spiffe_id: String,
+    /// 1–16 selectors, e.g. `unix:uid:1000`, `unix:path:/usr/bin/python3`.
+    selectors: Vec<String>,
+    /// X.509-SVID lifetime, seconds (60–2,592,000; default 3,600).
+    x509_ttl_secs: Option<i64>,
+    /// JWT-SVID lifetime, seconds (60–86,400; default 300).
+    jwt_ttl_secs: Option<i64>,
+    /// Kind of agent, ≤ 64 characters.
+    agent_kind: Option<String>,
+    /// Owning human or team, ≤ 256 characters.
+    owner: Option<String>,
+    /// Description, ≤ 1,024 characters.
+    description: Option<String>,
+}
+
+/// A registration entry.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Entry {
+    id: String,
+    spiffe_id: String,
+    /// Canonical selectors, sorted.
+    selectors: Vec<String>,
+    x509_ttl_secs: Option<i64>,
+    jwt_ttl_secs: Option<i64>,
+    agent_kind: Option<String>,
+    owner: Option<String>,
+    description: Option<String>,
+    created_unix_ms: i64,
+}
+
+impl From<store::EntryRow> for Entry {
+    fn from(r: store::EntryRow) -> Self {
+        Self {
+            id: r.id,
+            spiffe_id: r.spiffe_id,
+            selectors: r
+                .selectors
+                .split('\n')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            x509_ttl_secs: r.x509_ttl_secs,
+            jwt_ttl_secs: r.jwt_ttl_secs,
+            agent_kind: r.agent_kind,
+            owner: r.owner,
+            description: r.description,
+            created_unix_ms: r.created_unix_ms,
+        }
+    }
+}
+
+fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, code, message)
+}
+
+/// Checks a request and turns it into a row (canonical selectors, fresh id).
+fn validate(state: &AppState, req: CreateEntry) -> Result<store::EntryRow, ApiError> {
+    let id =
+        SpiffeId::parse(&req.spiffe_id).map_err(|e| bad("invalid_spiffe_id", e.to_string()))?;
+    if !id.is_member_of(state.trust_domain()) {
+        return Err(bad(
+            "foreign_trust_domain",
+            format!(
+                "`{id}` is not in this install's trust domain `{}`",
+                state.trust_domain()
+            ),
+        ));
+    }
+    if id.path().is_empty() {
+        return Err(bad(
+            "invalid_spiffe_id",
+            format!("`{id}` is the trust domain itself; an entry needs a path"),
+        ));
+    }
+    if req.selectors.is_empty() || req.selectors.len() > MAX_SELECTORS {
+        return Err(bad(
+            "invalid_selector",
+            format!("an entry needs 1 to {MAX_SELECTORS} selectors"),
+        ));
+    }
+    let mut selectors = BTreeSet::new();
+    for s in &req.selectors {
+        let sel = Selector::parse(s).map_err(|e| bad("invalid_selector", e.to_string()))?;
+        if !selectors.insert(sel.to_string()) {
+            return Err(bad(
+                "invalid_selector",
+                format!("selector `{sel}` given twice"),
+            ));
+        }
+    }
+    for (name, value, range) in [
+        ("x509_ttl_secs", req.x509_ttl_secs, X509_TTL),
+        ("jwt_ttl_secs", req.jwt_ttl_secs, JWT_TTL),
+    ] {
+        if let Some(v) = value.filter(|v| !range.contains(v)) {
+            return Err(bad(
+                "invalid_ttl",
+                format!("{name} {v} is outside {}..={}", range.start(), range.end()),
+            ));
+        }
+    }
+    for (name, value, max) in [
+        ("agent_kind", &req.agent_kind, 64),
+        ("owner", &req.owner, 256),
+        ("description", &req.description, 1024),
+    ] {
+        if value.as_ref().is_some_and(|v| v.chars().count() > max) {
+            return Err(bad(
+                "invalid_request",
+                format!("{name} is longer than {max} characters"),
+            ));
+        }
+    }
+    let mut raw = [0u8; 8];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    Ok(store::EntryRow {
+        id: format!(
+            "ent_{}",
+            raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
+        spiffe_id: id.to_string(),
+        selectors: selectors.into_iter().collect::<Vec<_>>().join("\n"),
+        x509_ttl_secs: req.x509_ttl_secs,
+        jwt_ttl_secs: req.jwt_ttl_secs,
+        agent_kind: req.agent_kind,
+        owner: req.owner,
+        description: req.description,
+        created_unix_ms: now_ms(),
+    })
+}
+
+/// Creates a registration entry (role `admin`).
+#[utoipa::path(post, path = "/v1/entries", tag = "entries", security(("bearer" = [])), request_body = CreateEntry,
+    responses((status = 201, body = Entry), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn create(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(req): ApiJson<CreateEntry>,
+) -> Result<(StatusCode, ApiJson<Entry>), ApiError> {
+    caller.require(Role::Admin)?;
+    let row = validate(&state, req)?;
+    state.store.entry_insert(&row).await?;
+    let entry = Entry::from(row);
+    let event = NewEvent::new(
+        caller.actor(),
+        "entry.create",
+        Outcome::Success,
+        OcsfClass::UserAccessManagement,
+    )
+    .field("entry_id", entry.id.clone())
+    .field("spiffe_id", entry.spiffe_id.clone())
+    .field("selectors", entry.selectors.clone());
+    if let Err(e) = state.ledger.append(event).await {
+        // Not recorded, so it must not exist.
+        let _ = state.store.entry_delete(&entry.id).await;
+        return Err(ApiError::audit_unavailable(&e));
+    }
+    Ok((StatusCode::CREATED, ApiJson(entry)))
+}
+
+/// Lists registration entries (role `auditor` or `admin`).
+#[utoipa::path(get, path = "/v1/entries", tag = "entries", security(("bearer" = [])),
+    responses((status = 200, body = Vec<Entry>), (status = 403, body = ErrorBody)))]
+pub(crate) async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<ApiJson<Vec<Entry>>, ApiError> {
+    caller.require(Role::Auditor)?;
+    let rows = state.store.entry_list().await?;
+    Ok(ApiJson(rows.into_iter().map(Entry::from).collect()))
+}
+
+/// Shows one registration entry (role `auditor` or `admin`).
+#[utoipa::path(get, path = "/v1/entries/{id}", tag = "entries", security(("bearer" = [])),
+    params(("id" = String, Path, description = "entry id")),
+    responses((status = 200, body = Entry), (status = 404, body = ErrorBody)))]
+pub(crate) async fn show(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<ApiJson<Entry>, ApiError> {
+    caller.require(Role::Auditor)?;
+    let row = state
+        .store
+        .entry_get(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no entry `{id}`")))?;
+    Ok(ApiJson(Entry::from(row)))
+}
+
+/// Deletes a registration entry (role `admin`). Recorded first: a deletion that could not be
+/// recorded does not happen.
+#[utoipa::path(delete, path = "/v1/entries/{id}", tag = "entries", security(("bearer" = [])),
+    params(("id" = String, Path, description = "entry id")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub(crate) async fn delete(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Role::Admin)?;
+    let row = state
+        .store
+        .entry_get(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no entry `{id}`")))?;
+    let event = NewEvent::new(
+        caller.actor(),
+        "entry.delete",
+        Outcome::Success,
+        OcsfClass::UserAccessManagement,
+    )
+    .field("entry_id", row.id.clone())
+    .field("spiffe_id", row.spiffe_id.clone());
+    state
+        .ledger
+        .append(event)
+        .await
+        .map_err(|e| ApiError::audit_unavailable(&e))?;
+    if !state.store.entry_delete(&id).await? {
+        return Err(ApiError::not_found(format!("no entry `{id}`")));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
