@@ -12,4 +12,4 @@ pub mod jwt;
 mod selector;
 
 pub use id::{IdError, MAX_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, TrustDomain};
-pub use selector::{Selector, SelectorError};
+pub use selector::{Selector, SelectorError, matches};

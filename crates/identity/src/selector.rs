@@ -115,6 +115,13 @@ impl Selector {
     }
 }
 
+/// Whether an entry with `required` selectors applies to a workload the kernel described with
+/// `attested`: every required selector must be among the attested ones (SPIRE's "subset"
+/// match). An entry with no selectors never matches.
+pub fn matches(required: &[Selector], attested: &[Selector]) -> bool {
+    !required.is_empty() && required.iter().all(|r| attested.contains(r))
+}
+
 impl fmt::Display for Selector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -170,6 +177,27 @@ mod tests {
             let sel = Selector::parse(ok).unwrap();
             assert_eq!(sel.to_string(), ok);
         }
+    }
+
+    #[test]
+    fn subset_matching() {
+        let p = |s: &str| Selector::parse(s).unwrap();
+        let attested = [
+            p("unix:uid:1000"),
+            p("unix:gid:100"),
+            p("unix:path:/usr/bin/python3"),
+        ];
+        assert!(matches(&[p("unix:uid:1000")], &attested));
+        assert!(matches(
+            &[p("unix:uid:1000"), p("unix:path:/usr/bin/python3")],
+            &attested
+        ));
+        assert!(!matches(&[p("unix:uid:1000"), p("unix:uid:0")], &attested));
+        assert!(!matches(&[p("unix:user:root")], &attested));
+        assert!(
+            !matches(&[], &attested),
+            "an entry without selectors matches nothing"
+        );
     }
 
     #[test]
