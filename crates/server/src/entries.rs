@@ -223,8 +223,9 @@ pub(crate) async fn show(
     Ok(ApiJson(Entry::from(row)))
 }
 
-/// Deletes a registration entry (role `admin`). Recorded first: a deletion that could not be
-/// recorded does not happen.
+/// Deletes a registration entry (role `admin`). The store's delete decides who wins when
+/// several deletions race; only the winner is recorded, and if that record cannot be written
+/// the entry is put back (a deletion that could not be recorded does not happen).
 #[utoipa::path(delete, path = "/v1/entries/{id}", tag = "entries", security(("bearer" = [])),
     params(("id" = String, Path, description = "entry id")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
@@ -234,11 +235,11 @@ pub(crate) async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Admin)?;
-    let row = state
-        .store
-        .entry_get(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no entry `{id}`")))?;
+    let not_found = || ApiError::not_found(format!("no entry `{id}`"));
+    let row = state.store.entry_get(&id).await?.ok_or_else(not_found)?;
+    if !state.store.entry_delete(&id).await? {
+        return Err(not_found());
+    }
     let event = NewEvent::new(
         caller.actor(),
         "entry.delete",
@@ -247,13 +248,9 @@ pub(crate) async fn delete(
     )
     .field("entry_id", row.id.clone())
     .field("spiffe_id", row.spiffe_id.clone());
-    state
-        .ledger
-        .append(event)
-        .await
-        .map_err(|e| ApiError::audit_unavailable(&e))?;
-    if !state.store.entry_delete(&id).await? {
-        return Err(ApiError::not_found(format!("no entry `{id}`")));
+    if let Err(e) = state.ledger.append(event).await {
+        let _ = state.store.entry_insert(&row).await;
+        return Err(ApiError::audit_unavailable(&e));
     }
     Ok(StatusCode::NO_CONTENT)
 }
