@@ -88,7 +88,11 @@ pub struct X509Svid {
 pub struct Ca {
     trust_domain: TrustDomain,
     key: KeyPair,
+    // Issuer description for rcgen (re-derived when loaded from storage: same subject and key,
+    // so leaves chain to `cert_der`).
     cert: rcgen::Certificate,
+    // The CA certificate exactly as first issued: what bundles carry.
+    cert_der: Vec<u8>,
     not_after: OffsetDateTime,
 }
 
@@ -128,8 +132,64 @@ impl Ca {
         Ok(Self {
             trust_domain: trust_domain.clone(),
             key,
+            cert_der: cert.der().to_vec(),
             cert,
             not_after: now + validity,
+        })
+    }
+
+    /// Loads a CA from its stored certificate (DER) and private key (PKCS#8 DER), checking
+    /// that they belong together and to `trust_domain`.
+    pub fn from_parts(
+        trust_domain: &TrustDomain,
+        cert_der: &[u8],
+        key_pkcs8: &[u8],
+    ) -> Result<Self, CaError> {
+        let key = KeyPair::try_from(key_pkcs8).map_err(crypto)?;
+        let der = rustls_pki_types::CertificateDer::from(cert_der.to_vec());
+        let params = CertificateParams::from_ca_cert_der(&der).map_err(crypto)?;
+        let wants = SanType::URI(trust_domain.id().as_str().try_into().map_err(crypto)?);
+        if !params.subject_alt_names.contains(&wants) {
+            return Err(CaError::Crypto(format!(
+                "the stored CA certificate is not for trust domain `{trust_domain}`"
+            )));
+        }
+        let not_after = params.not_after;
+        let cert = params.self_signed(&key).map_err(crypto)?;
+        // The re-derived certificate must carry the stored one's public key.
+        let (_, stored) = x509_parser::parse_x509_certificate(cert_der).map_err(crypto)?;
+        if stored.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err(CaError::Crypto(
+                "the stored CA key does not match its certificate".into(),
+            ));
+        }
+        Ok(Self {
+            trust_domain: trust_domain.clone(),
+            key,
+            cert,
+            cert_der: cert_der.to_vec(),
+            not_after,
+        })
+    }
+
+    /// The CA as a SPIFFE bundle key (RFC 7517 JWK with `use` = `x509-svid` and the
+    /// certificate in `x5c`).
+    pub fn bundle_jwk(&self) -> serde_json::Value {
+        use base64::{
+            Engine,
+            engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+        };
+        // INVARIANT: P-256 public keys are 65 bytes, 0x04 || X || Y.
+        let raw = self.key.public_key_raw();
+        let x = raw.get(1..33).unwrap_or_default();
+        let y = raw.get(33..65).unwrap_or_default();
+        serde_json::json!({
+            "use": "x509-svid",
+            "kty": "EC",
+            "crv": "P-256",
+            "x": URL_SAFE_NO_PAD.encode(x),
+            "y": URL_SAFE_NO_PAD.encode(y),
+            "x5c": [STANDARD.encode(&self.cert_der)],
         })
     }
 
@@ -140,12 +200,20 @@ impl Ca {
 
     /// The CA certificate, DER (what bundles carry).
     pub fn cert_der(&self) -> &[u8] {
-        self.cert.der()
+        &self.cert_der
     }
 
     /// The CA certificate, PEM.
     pub fn cert_pem(&self) -> String {
-        self.cert.pem()
+        use base64::{Engine, engine::general_purpose::STANDARD};
+        let b64 = STANDARD.encode(&self.cert_der);
+        let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+        for chunk in b64.as_bytes().chunks(64) {
+            pem.push_str(&String::from_utf8_lossy(chunk));
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+        pem
     }
 
     /// The CA private key, PKCS#8 DER (secret: encrypt before storing).
@@ -322,6 +390,34 @@ mod tests {
             .issue_x509_svid(&id, Duration::days(30), ca.not_after() - Duration::days(1))
             .unwrap();
         assert_eq!(late.not_after, ca.not_after());
+    }
+
+    /// A CA stored and loaded again issues SVIDs that chain to the stored certificate.
+    #[test]
+    fn stored_ca_reloads_and_still_chains() {
+        let td = TrustDomain::parse("example.org").unwrap();
+        let first = ca();
+        let loaded = Ca::from_parts(&td, first.cert_der(), &first.key_pkcs8()).unwrap();
+        assert_eq!(loaded.cert_der(), first.cert_der());
+        assert_eq!(
+            loaded.not_after().unix_timestamp(),
+            first.not_after().unix_timestamp()
+        );
+        assert_eq!(loaded.bundle_jwk(), first.bundle_jwk());
+        let id = SpiffeId::parse("spiffe://example.org/a").unwrap();
+        let svid = loaded
+            .issue_x509_svid(&id, Duration::hours(1), now())
+            .unwrap();
+        let (_, leaf) = X509Certificate::from_der(&svid.cert_der).unwrap();
+        let (_, root) = X509Certificate::from_der(first.cert_der()).unwrap();
+        leaf.verify_signature(Some(root.public_key())).unwrap();
+        assert_eq!(leaf.issuer(), root.subject());
+        // Mismatched parts are refused.
+        let other = ca();
+        assert!(Ca::from_parts(&td, first.cert_der(), &other.key_pkcs8()).is_err());
+        let elsewhere = TrustDomain::parse("other.org").unwrap();
+        assert!(Ca::from_parts(&elsewhere, first.cert_der(), &first.key_pkcs8()).is_err());
+        assert!(Ca::from_parts(&td, b"not der", &first.key_pkcs8()).is_err());
     }
 
     #[test]

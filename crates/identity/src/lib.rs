@@ -9,6 +9,7 @@
 pub mod ca;
 mod id;
 pub mod jwt;
+pub mod seal;
 mod selector;
 
 pub use id::{IdError, MAX_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, TrustDomain};

@@ -1,7 +1,7 @@
 //! Helpers shared by both backends: checked integer conversions, row decoding, batch
 //! validation and sqlx error mapping.
 
-use crate::{ApiTokenRow, CheckpointRow, EntryRow, LedgerRow, Result, StoreError};
+use crate::{ApiTokenRow, CheckpointRow, EntryRow, LedgerRow, Result, SigningKeyRow, StoreError};
 
 /// Largest number of ledger rows per multi-row `INSERT`. Six parameters per row keeps a
 /// statement far below SQLite's bound-parameter limit (32,766) and PostgreSQL's (65,535).
@@ -228,6 +228,34 @@ pub(crate) fn entry_insert_err(err: sqlx::Error) -> StoreError {
                 .to_owned(),
         ),
         _ => db_err(err),
+    }
+}
+
+/// Raw signing key row, in [`SIGNING_KEY_COLUMNS`] order.
+pub(crate) type RawSigningKeyRow = (
+    String,
+    String,
+    String,
+    Option<Vec<u8>>,
+    Vec<u8>,
+    i64,
+    Option<i64>,
+);
+
+/// The signing key columns, in [`RawSigningKeyRow`] order.
+pub(crate) const SIGNING_KEY_COLUMNS: &str =
+    "id, kind, state, cert_der, key_sealed, created_unix_ms, not_after_unix_ms";
+
+pub(crate) fn signing_key_row(raw: RawSigningKeyRow) -> SigningKeyRow {
+    let (id, kind, state, cert_der, key_sealed, created_unix_ms, not_after_unix_ms) = raw;
+    SigningKeyRow {
+        id,
+        kind,
+        state,
+        cert_der,
+        key_sealed,
+        created_unix_ms,
+        not_after_unix_ms,
     }
 }
 

@@ -198,6 +198,26 @@ pub struct EntryRow {
     pub created_unix_ms: i64,
 }
 
+/// An identity signing key as stored: the private half only sealed (the store never sees it
+/// in clear).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeyRow {
+    /// Stable identifier.
+    pub id: String,
+    /// `x509-ca` or `jwt`.
+    pub kind: String,
+    /// `prepared`, `active` or `retired`.
+    pub state: String,
+    /// The CA certificate (DER), for `x509-ca` keys.
+    pub cert_der: Option<Vec<u8>>,
+    /// The private key, sealed by the caller.
+    pub key_sealed: Vec<u8>,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_unix_ms: i64,
+    /// End of validity, milliseconds since the Unix epoch.
+    pub not_after_unix_ms: Option<i64>,
+}
+
 /// What [`Store::token_revoke`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -273,6 +293,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes an entry. Returns whether it existed.
     async fn entry_delete(&self, id: &str) -> Result<bool>;
+
+    /// Stores a signing key. Fails with [`StoreError::Conflict`] if the id is taken.
+    async fn signing_key_insert(&self, row: &SigningKeyRow) -> Result<()>;
+
+    /// Signing keys of `kind`, oldest first.
+    async fn signing_keys(&self, kind: &str) -> Result<Vec<SigningKeyRow>>;
 
     /// Reads an install-wide setting.
     async fn meta_get(&self, key: &str) -> Result<Option<String>>;

@@ -11,8 +11,8 @@ use sqlx::{
 };
 
 use crate::{
-    ApiTokenRow, Backend, CheckpointRow, EntryRow, LedgerRow, Result, Store, StoreError,
-    TokenRevoke,
+    ApiTokenRow, Backend, CheckpointRow, EntryRow, LedgerRow, Result, SigningKeyRow, Store,
+    StoreError, TokenRevoke,
     common::{
         self, INSERT_CHUNK_ROWS, RawCheckpointRow, RawEntryRow, RawLedgerRow, RawTokenRow, db_err,
         to_i64,
@@ -485,6 +485,36 @@ impl Store for PostgresStore {
             .await
             .map_err(db_err)?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn signing_key_insert(&self, row: &SigningKeyRow) -> Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO signing_keys ({}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            common::SIGNING_KEY_COLUMNS
+        ))
+        .bind(&row.id)
+        .bind(&row.kind)
+        .bind(&row.state)
+        .bind(&row.cert_der)
+        .bind(&row.key_sealed)
+        .bind(row.created_unix_ms)
+        .bind(row.not_after_unix_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn signing_keys(&self, kind: &str) -> Result<Vec<SigningKeyRow>> {
+        let raws: Vec<common::RawSigningKeyRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM signing_keys WHERE kind = $1 ORDER BY created_unix_ms, id",
+            common::SIGNING_KEY_COLUMNS
+        ))
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(raws.into_iter().map(common::signing_key_row).collect())
     }
 
     async fn meta_get(&self, key: &str) -> Result<Option<String>> {

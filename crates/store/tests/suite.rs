@@ -13,8 +13,8 @@
 use std::{path::PathBuf, sync::Arc};
 
 use store::{
-    ApiTokenRow, Backend, CheckpointRow, EntryRow, LedgerRow, PostgresStore, SqliteStore, Store,
-    StoreError, StoreUrl, TokenRevoke,
+    ApiTokenRow, Backend, CheckpointRow, EntryRow, LedgerRow, PostgresStore, SigningKeyRow,
+    SqliteStore, Store, StoreError, StoreUrl, TokenRevoke,
 };
 use tokio::sync::Barrier;
 
@@ -169,6 +169,7 @@ suite! {
         token_revoke_keeps_the_last_of_a_role,
         concurrent_revocations_keep_one_admin,
         entries_round_trip_and_uniqueness,
+        signing_keys_round_trip,
         meta_set_if_absent,
     ],
     ctx: [durable_reopen],
@@ -607,6 +608,46 @@ async fn entries_round_trip_and_uniqueness(store: Arc<dyn Store>) {
     assert!(!store.entry_delete("ent_1").await.unwrap());
     assert_eq!(store.entry_get("ent_1").await.unwrap(), None);
     assert_eq!(store.entry_list().await.unwrap(), vec![b, other]);
+}
+
+async fn signing_keys_round_trip(store: Arc<dyn Store>) {
+    let ca = SigningKeyRow {
+        id: "key_1".into(),
+        kind: "x509-ca".into(),
+        state: "active".into(),
+        cert_der: Some(vec![0x30, 0x82, 0, 1]),
+        key_sealed: vec![9; 80],
+        created_unix_ms: 10,
+        not_after_unix_ms: Some(99),
+    };
+    let jwt = SigningKeyRow {
+        id: "key_2".into(),
+        kind: "jwt".into(),
+        cert_der: None,
+        not_after_unix_ms: None,
+        ..ca.clone()
+    };
+    store.signing_key_insert(&jwt).await.unwrap();
+    store.signing_key_insert(&ca).await.unwrap();
+    assert_eq!(
+        store.signing_keys("x509-ca").await.unwrap(),
+        vec![ca.clone()]
+    );
+    assert_eq!(store.signing_keys("jwt").await.unwrap(), vec![jwt]);
+    assert!(is_conflict(&store.signing_key_insert(&ca).await));
+    // The schema refuses unknown kinds and states.
+    let bad_kind = SigningKeyRow {
+        id: "key_3".into(),
+        kind: "rsa".into(),
+        ..ca.clone()
+    };
+    assert!(store.signing_key_insert(&bad_kind).await.is_err());
+    let bad_state = SigningKeyRow {
+        id: "key_4".into(),
+        state: "zombie".into(),
+        ..ca
+    };
+    assert!(store.signing_key_insert(&bad_state).await.is_err());
 }
 
 async fn token_duplicates_conflict(store: Arc<dyn Store>) {
