@@ -60,6 +60,8 @@ impl Default for ServerConfig {
 /// Shared state of all handlers.
 pub struct AppState {
     trust_domain: identity::TrustDomain,
+    ca: Arc<identity::ca::Ca>,
+    jwt: Arc<identity::jwt::JwtSigner>,
     store: Arc<dyn Store>,
     ledger: Ledger,
     metrics: ops::Metrics,
@@ -67,10 +69,19 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the state for `trust_domain` from an open store and ledger.
-    pub fn new(trust_domain: identity::TrustDomain, store: Arc<dyn Store>, ledger: Ledger) -> Self {
+    /// Builds the state for `trust_domain` from an open store and ledger and the active
+    /// identity keys.
+    pub fn new(
+        trust_domain: identity::TrustDomain,
+        store: Arc<dyn Store>,
+        ledger: Ledger,
+        ca: Arc<identity::ca::Ca>,
+        jwt: Arc<identity::jwt::JwtSigner>,
+    ) -> Self {
         Self {
             trust_domain,
+            ca,
+            jwt,
             store,
             ledger,
             metrics: ops::Metrics::new(),
@@ -84,6 +95,19 @@ impl AppState {
     pub fn trust_domain(&self) -> &identity::TrustDomain {
         &self.trust_domain
     }
+}
+
+/// The trust domain's SPIFFE bundle (SPIFFE Trust Domain and Bundle spec §4: a JWK set whose
+/// keys have `use` `x509-svid` (the CA certificate in `x5c`) or `jwt-svid`).
+#[utoipa::path(get, path = "/bundle", tag = "identity",
+    responses((status = 200, description = "SPIFFE bundle (JWK set)", content_type = "application/json")))]
+async fn bundle(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+) -> error::ApiJson<serde_json::Value> {
+    error::ApiJson(serde_json::json!({
+        "keys": [state.ca.bundle_jwk(), state.jwt.public_key().to_jwk()],
+        "spiffe_refresh_hint": 300,
+    }))
 }
 
 /// Request id: the caller's `x-request-id` when sane, else a fresh UUID.
@@ -130,7 +154,8 @@ fn route_table() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>)
         .routes(routes!(audit_api::checkpoint))
         .routes(routes!(audit_api::key))
         .routes(routes!(audit_api::inclusion))
-        .routes(routes!(audit_api::consistency));
+        .routes(routes!(audit_api::consistency))
+        .routes(routes!(bundle));
     let authenticated = OpenApiRouter::new()
         .routes(routes!(audit_api::entries))
         .routes(routes!(audit_api::publish_checkpoint))
@@ -315,6 +340,7 @@ mod tests {
             ("/v1/entries", "post"),
             ("/v1/entries/{id}", "get"),
             ("/v1/entries/{id}", "delete"),
+            ("/bundle", "get"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path} missing");
         }

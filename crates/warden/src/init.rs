@@ -1,6 +1,6 @@
 //! `warden init`: data directory, trust domain, keys, store, bootstrap admin token.
 
-use std::{os::unix::fs::DirBuilderExt, path::Path};
+use std::{os::unix::fs::DirBuilderExt, path::Path, sync::Arc};
 
 use anyhow::{Context, Result, bail};
 use ledger::{Ledger, LedgerConfig, NewEvent, OcsfClass, Outcome};
@@ -124,6 +124,7 @@ pub(crate) async fn run(data_dir: &Path, mut args: InitArgs) -> Result<()> {
         // Leave no half-made install: without warden.toml these keys would block a retry.
         let _ = std::fs::remove_file(data_dir.join(LEDGER_KEY_FILE));
         let _ = std::fs::remove_file(data_dir.join(HMAC_KEY_FILE));
+        let _ = std::fs::remove_file(data_dir.join(crate::identity_keys::KEK_FILE));
     }
     result
 }
@@ -133,7 +134,7 @@ async fn finish(
     args: &InitArgs,
     trust_domain: &str,
     url: &store::StoreUrl,
-    store: std::sync::Arc<dyn store::Store>,
+    store: Arc<dyn store::Store>,
     signer: ledger::NoteSigner,
 ) -> Result<()> {
     let vkey = signer.vkey();
@@ -158,6 +159,7 @@ async fn finish(
         })
         .await?;
 
+    let store_handle = Arc::clone(&store);
     let ledger = Ledger::open(store, signer, hmac, LedgerConfig::default()).await?;
     ledger
         .append(
@@ -172,6 +174,12 @@ async fn finish(
             .field("bootstrap_token_id", token.id.clone()),
         )
         .await?;
+    // The trust domain's CA and JWT-SVID key, sealed under the key-encryption key.
+    crate::identity_keys::create_kek_file(data_dir)?;
+    let kek = crate::identity_keys::load_kek(data_dir)?;
+    let td = identity::TrustDomain::parse(trust_domain).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store_for_keys = Arc::clone(&store_handle);
+    crate::identity_keys::ensure(&store_for_keys, &kek, &td, &ledger).await?;
     ledger.checkpoint().await?;
 
     // Written last: its presence marks a complete init.

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod client;
 mod config;
+mod identity_keys;
 mod init;
 mod keys;
 mod serve;

@@ -72,6 +72,16 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
     .await
     .context("opening the audit ledger")?;
 
+    // Identity keys: created by `init` (or here, for a data directory made before they
+    // existed), sealed under the key-encryption key.
+    let trust_domain = identity::TrustDomain::parse(&settings.trust_domain)
+        .map_err(|e| anyhow::anyhow!("warden.toml: {e}"))?;
+    if store.meta_get("identity.x509-ca.active").await?.is_none() {
+        crate::identity_keys::create_kek_file(&settings.data_dir)?;
+    }
+    let kek = crate::identity_keys::load_kek(&settings.data_dir)?;
+    let keys = crate::identity_keys::ensure(&store, &kek, &trust_domain, &ledger).await?;
+
     let tls = match &settings.tls {
         Some((cert, key)) => Some(Arc::new(keys::load_tls(cert, key)?)),
         None => None,
@@ -96,12 +106,12 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let checkpointer = ledger.spawn_checkpointer(settings.checkpoint_interval, stop_rx.clone());
-    let trust_domain = identity::TrustDomain::parse(&settings.trust_domain)
-        .map_err(|e| anyhow::anyhow!("warden.toml: {e}"))?;
     let state = Arc::new(server::AppState::new(
         trust_domain,
         Arc::clone(&store),
         ledger.clone(),
+        keys.ca,
+        keys.jwt,
     ));
     let router = server::router(
         state,
