@@ -46,6 +46,9 @@ pub enum CaError {
     /// The CA has expired (or expires before the SVID would start).
     #[error("the CA certificate expired at {0}")]
     CaExpired(OffsetDateTime),
+    /// The certificate signing request is malformed, not self-signed, or not P-256.
+    #[error("invalid certificate signing request: {0}")]
+    BadCsr(String),
     /// Key generation, encoding or signing failed.
     #[error("certificate error: {0}")]
     Crypto(String),
@@ -226,14 +229,13 @@ impl Ca {
         self.not_after
     }
 
-    /// Issues an X.509-SVID for `id` with a fresh P-256 key, valid for `ttl` from `now`
-    /// (capped at the CA's own expiry).
-    pub fn issue_x509_svid(
+    /// Checks an SVID request and builds its certificate parameters.
+    fn svid_params(
         &self,
         id: &SpiffeId,
         ttl: Duration,
         now: OffsetDateTime,
-    ) -> Result<X509Svid, CaError> {
+    ) -> Result<(CertificateParams, SerialNumber, OffsetDateTime), CaError> {
         if !id.is_member_of(&self.trust_domain) {
             return Err(CaError::ForeignId {
                 id: id.to_string(),
@@ -249,7 +251,6 @@ impl Ca {
         if now >= self.not_after {
             return Err(CaError::CaExpired(self.not_after));
         }
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(crypto)?;
         let serial = random_serial()?;
         let not_after = (now + ttl).min(self.not_after);
         let mut params = CertificateParams::default();
@@ -267,6 +268,19 @@ impl Ca {
         params.serial_number = Some(serial.clone());
         params.not_before = now - BACKDATE;
         params.not_after = not_after;
+        Ok((params, serial, not_after))
+    }
+
+    /// Issues an X.509-SVID for `id` with a fresh P-256 key, valid for `ttl` from `now`
+    /// (capped at the CA's own expiry).
+    pub fn issue_x509_svid(
+        &self,
+        id: &SpiffeId,
+        ttl: Duration,
+        now: OffsetDateTime,
+    ) -> Result<X509Svid, CaError> {
+        let (params, serial, not_after) = self.svid_params(id, ttl, now)?;
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(crypto)?;
         let cert = params
             .signed_by(&key, &self.cert, &self.key)
             .map_err(crypto)?;
@@ -277,6 +291,30 @@ impl Ca {
             serial: serial.to_bytes(),
             not_after,
         })
+    }
+
+    /// Issues an X.509-SVID for `id` over the public key of a PKCS#10 request (PEM), so the
+    /// private key never leaves the workload. The request's signature must verify (proof of
+    /// possession) and its key must be ECDSA P-256; everything else in it (names, extensions)
+    /// is ignored: the SVID's contents are Warden's decision. Returns the leaf DER, its serial
+    /// and its expiry.
+    pub fn issue_x509_svid_for_csr(
+        &self,
+        id: &SpiffeId,
+        csr_pem: &str,
+        ttl: Duration,
+        now: OffsetDateTime,
+    ) -> Result<(Vec<u8>, Vec<u8>, OffsetDateTime), CaError> {
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| CaError::BadCsr(e.to_string()))?;
+        if csr.public_key.algorithm() != &PKCS_ECDSA_P256_SHA256 {
+            return Err(CaError::BadCsr("the key must be ECDSA P-256".into()));
+        }
+        let (params, serial, not_after) = self.svid_params(id, ttl, now)?;
+        let cert = params
+            .signed_by(&csr.public_key, &self.cert, &self.key)
+            .map_err(crypto)?;
+        Ok((cert.der().to_vec(), serial.to_bytes(), not_after))
     }
 }
 
@@ -418,6 +456,46 @@ mod tests {
         let elsewhere = TrustDomain::parse("other.org").unwrap();
         assert!(Ca::from_parts(&elsewhere, first.cert_der(), &first.key_pkcs8()).is_err());
         assert!(Ca::from_parts(&td, b"not der", &first.key_pkcs8()).is_err());
+    }
+
+    /// A CSR's key is certified; its own names and extensions are not.
+    #[test]
+    fn csr_issuance_uses_only_the_key() {
+        let ca = ca();
+        let id = SpiffeId::parse("spiffe://example.org/agent/remote").unwrap();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        // The request asks for other names, including another workload's SPIFFE ID.
+        let mut req = CertificateParams::new(vec!["evil.example".to_owned()]).unwrap();
+        req.subject_alt_names.push(SanType::URI(
+            "spiffe://example.org/admin".try_into().unwrap(),
+        ));
+        let csr = req.serialize_request(&key).unwrap().pem().unwrap();
+        let (der, serial, _) = ca
+            .issue_x509_svid_for_csr(&id, &csr, Duration::hours(1), now())
+            .unwrap();
+        let (_, leaf) = X509Certificate::from_der(&der).unwrap();
+        assert_eq!(uri_sans(&leaf), vec![id.to_string()]);
+        assert!(!leaf.basic_constraints().unwrap().unwrap().value.ca);
+        assert_eq!(leaf.raw_serial(), serial.as_slice());
+        assert_eq!(
+            leaf.public_key().subject_public_key.data.as_ref(),
+            key.public_key_raw()
+        );
+        // Garbage and non-P-256 keys are refused.
+        assert!(matches!(
+            ca.issue_x509_svid_for_csr(&id, "not a csr", Duration::hours(1), now()),
+            Err(CaError::BadCsr(_))
+        ));
+        let p384 = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let csr384 = CertificateParams::default()
+            .serialize_request(&p384)
+            .unwrap()
+            .pem()
+            .unwrap();
+        assert!(matches!(
+            ca.issue_x509_svid_for_csr(&id, &csr384, Duration::hours(1), now()),
+            Err(CaError::BadCsr(_))
+        ));
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! Helpers shared by both backends: checked integer conversions, row decoding, batch
 //! validation and sqlx error mapping.
 
-use crate::{ApiTokenRow, CheckpointRow, EntryRow, LedgerRow, Result, SigningKeyRow, StoreError};
+use crate::{
+    ApiTokenRow, CheckpointRow, EntryRow, JoinConsume, JoinTokenRow, LedgerRow, Result,
+    SigningKeyRow, StoreError,
+};
 
 /// Largest number of ledger rows per multi-row `INSERT`. Six parameters per row keeps a
 /// statement far below SQLite's bound-parameter limit (32,766) and PostgreSQL's (65,535).
@@ -256,6 +259,33 @@ pub(crate) fn signing_key_row(raw: RawSigningKeyRow) -> SigningKeyRow {
         key_sealed,
         created_unix_ms,
         not_after_unix_ms,
+    }
+}
+
+/// Raw join token row: `(token_hash, spiffe_id, created, expires, used)`.
+pub(crate) type RawJoinTokenRow = (Vec<u8>, String, i64, i64, Option<i64>);
+
+pub(crate) fn join_token_row(raw: RawJoinTokenRow) -> Result<JoinTokenRow> {
+    let (hash, spiffe_id, created_unix_ms, expires_unix_ms, used_unix_ms) = raw;
+    Ok(JoinTokenRow {
+        token_hash: hash32("join_tokens", "token_hash", hash)?,
+        spiffe_id,
+        created_unix_ms,
+        expires_unix_ms,
+        used_unix_ms,
+    })
+}
+
+/// Decides a join-token use from the row read inside the consuming transaction.
+pub(crate) fn join_verdict(row: Option<JoinTokenRow>, now_unix_ms: i64) -> JoinConsume {
+    match row {
+        None => JoinConsume::NotFound,
+        Some(r) if r.used_unix_ms.is_some() => JoinConsume::AlreadyUsed(r),
+        Some(r) if now_unix_ms >= r.expires_unix_ms => JoinConsume::Expired(r),
+        Some(r) => JoinConsume::Consumed(JoinTokenRow {
+            used_unix_ms: Some(now_unix_ms),
+            ..r
+        }),
     }
 }
 

@@ -218,6 +218,35 @@ pub struct SigningKeyRow {
     pub not_after_unix_ms: Option<i64>,
 }
 
+/// A join token as stored: only the SHA-256 of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinTokenRow {
+    /// SHA-256 of the token secret.
+    pub token_hash: [u8; 32],
+    /// The SPIFFE ID the token may be exchanged for.
+    pub spiffe_id: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_unix_ms: i64,
+    /// Expiry, milliseconds since the Unix epoch.
+    pub expires_unix_ms: i64,
+    /// When it was used, if it was.
+    pub used_unix_ms: Option<i64>,
+}
+
+/// What [`Store::join_token_consume`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JoinConsume {
+    /// The token was valid and is now used.
+    Consumed(JoinTokenRow),
+    /// No such token.
+    NotFound,
+    /// The token was used before (the row shows when).
+    AlreadyUsed(JoinTokenRow),
+    /// The token expired unused.
+    Expired(JoinTokenRow),
+}
+
 /// What [`Store::token_revoke`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -299,6 +328,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Signing keys of `kind`, oldest first.
     async fn signing_keys(&self, kind: &str) -> Result<Vec<SigningKeyRow>>;
+
+    /// Stores a new join token. Fails with [`StoreError::Conflict`] on a duplicate hash.
+    async fn join_token_insert(&self, row: &JoinTokenRow) -> Result<()>;
+
+    /// Marks the token used if it exists, is unused and has not expired at `now_unix_ms` —
+    /// atomically, so two concurrent uses cannot both succeed.
+    async fn join_token_consume(
+        &self,
+        token_hash: &[u8; 32],
+        now_unix_ms: i64,
+    ) -> Result<JoinConsume>;
 
     /// Reads an install-wide setting.
     async fn meta_get(&self, key: &str) -> Result<Option<String>>;

@@ -10,8 +10,8 @@ use sqlx::{
 };
 
 use crate::{
-    ApiTokenRow, Backend, CheckpointRow, EntryRow, LedgerRow, Result, SigningKeyRow, Store,
-    StoreError, TokenRevoke,
+    ApiTokenRow, Backend, CheckpointRow, EntryRow, JoinConsume, JoinTokenRow, LedgerRow, Result,
+    SigningKeyRow, Store, StoreError, TokenRevoke,
     common::{
         self, INSERT_CHUNK_ROWS, RawCheckpointRow, RawEntryRow, RawLedgerRow, RawTokenRow, db_err,
         to_i64,
@@ -406,6 +406,55 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err)?;
         Ok(raws.into_iter().map(common::signing_key_row).collect())
+    }
+
+    async fn join_token_insert(&self, row: &JoinTokenRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO join_tokens (token_hash, spiffe_id, created_unix_ms, expires_unix_ms, \
+             used_unix_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(row.token_hash.as_slice())
+        .bind(&row.spiffe_id)
+        .bind(row.created_unix_ms)
+        .bind(row.expires_unix_ms)
+        .bind(row.used_unix_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn join_token_consume(
+        &self,
+        token_hash: &[u8; 32],
+        now_unix_ms: i64,
+    ) -> Result<JoinConsume> {
+        // Read and mark in one serialized transaction: one use wins.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let raw: Option<common::RawJoinTokenRow> = sqlx::query_as(
+            "SELECT token_hash, spiffe_id, created_unix_ms, expires_unix_ms, used_unix_ms \
+             FROM join_tokens WHERE token_hash = ?1",
+        )
+        .bind(token_hash.as_slice())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let verdict =
+            common::join_verdict(raw.map(common::join_token_row).transpose()?, now_unix_ms);
+        if let JoinConsume::Consumed(_) = verdict {
+            sqlx::query("UPDATE join_tokens SET used_unix_ms = ?1 WHERE token_hash = ?2")
+                .bind(now_unix_ms)
+                .bind(token_hash.as_slice())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(verdict)
     }
 
     async fn meta_get(&self, key: &str) -> Result<Option<String>> {

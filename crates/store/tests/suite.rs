@@ -13,8 +13,8 @@
 use std::{path::PathBuf, sync::Arc};
 
 use store::{
-    ApiTokenRow, Backend, CheckpointRow, EntryRow, LedgerRow, PostgresStore, SigningKeyRow,
-    SqliteStore, Store, StoreError, StoreUrl, TokenRevoke,
+    ApiTokenRow, Backend, CheckpointRow, EntryRow, JoinConsume, JoinTokenRow, LedgerRow,
+    PostgresStore, SigningKeyRow, SqliteStore, Store, StoreError, StoreUrl, TokenRevoke,
 };
 use tokio::sync::Barrier;
 
@@ -170,6 +170,7 @@ suite! {
         concurrent_revocations_keep_one_admin,
         entries_round_trip_and_uniqueness,
         signing_keys_round_trip,
+        join_tokens_are_one_time,
         meta_set_if_absent,
     ],
     ctx: [durable_reopen],
@@ -648,6 +649,61 @@ async fn signing_keys_round_trip(store: Arc<dyn Store>) {
         ..ca
     };
     assert!(store.signing_key_insert(&bad_state).await.is_err());
+}
+
+async fn join_tokens_are_one_time(store: Arc<dyn Store>) {
+    let row = JoinTokenRow {
+        token_hash: [5; 32],
+        spiffe_id: "spiffe://example.org/agent/remote".into(),
+        created_unix_ms: 1_000,
+        expires_unix_ms: 2_000,
+        used_unix_ms: None,
+    };
+    store.join_token_insert(&row).await.unwrap();
+    assert!(is_conflict(&store.join_token_insert(&row).await));
+    assert_eq!(
+        store.join_token_consume(&[6; 32], 1_500).await.unwrap(),
+        JoinConsume::NotFound
+    );
+    let JoinConsume::Consumed(used) = store.join_token_consume(&[5; 32], 1_500).await.unwrap()
+    else {
+        panic!("first use must succeed");
+    };
+    assert_eq!(used.used_unix_ms, Some(1_500));
+    assert!(matches!(
+        store.join_token_consume(&[5; 32], 1_600).await.unwrap(),
+        JoinConsume::AlreadyUsed(r) if r.used_unix_ms == Some(1_500)
+    ));
+    // Expired unused tokens are refused and stay unused.
+    let late = JoinTokenRow {
+        token_hash: [7; 32],
+        ..row.clone()
+    };
+    store.join_token_insert(&late).await.unwrap();
+    assert!(matches!(
+        store.join_token_consume(&[7; 32], 2_000).await.unwrap(),
+        JoinConsume::Expired(_)
+    ));
+    // Concurrent uses: exactly one wins.
+    let race = JoinTokenRow {
+        token_hash: [8; 32],
+        ..row
+    };
+    store.join_token_insert(&race).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            store.join_token_consume(&[8; 32], 1_500).await.unwrap()
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap(), JoinConsume::Consumed(_)) {
+            wins += 1;
+        }
+    }
+    assert_eq!(wins, 1);
 }
 
 async fn token_duplicates_conflict(store: Arc<dyn Store>) {
