@@ -72,6 +72,42 @@ fn uri_san(id: &SpiffeId) -> Result<SanType, CaError> {
     Ok(SanType::URI(id.as_str().try_into().map_err(crypto)?))
 }
 
+/// Checks that `csr_pem` is a self-signed PKCS#10 request for an ECDSA P-256 key, without
+/// issuing anything (so a caller can refuse bad input before spending a one-time credential).
+pub fn check_csr(csr_pem: &str) -> Result<(), CaError> {
+    let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+        .map_err(|e| CaError::BadCsr(e.to_string()))?;
+    if csr.public_key.algorithm() != &PKCS_ECDSA_P256_SHA256 {
+        return Err(CaError::BadCsr("the key must be ECDSA P-256".into()));
+    }
+    Ok(())
+}
+
+/// A fresh ECDSA P-256 key and a certificate signing request for it, both PEM: what a workload
+/// sends to obtain an X.509-SVID without its private key leaving the host.
+pub fn new_key_and_csr() -> Result<(Zeroizing<String>, String), CaError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(crypto)?;
+    let csr = CertificateParams::default()
+        .serialize_request(&key)
+        .map_err(crypto)?
+        .pem()
+        .map_err(crypto)?;
+    Ok((Zeroizing::new(key.serialize_pem()), csr))
+}
+
+/// PEM encoding of a DER certificate.
+pub fn cert_pem(der: &[u8]) -> String {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    let b64 = STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(chunk));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
 /// An issued X.509-SVID: the leaf certificate, its private key, and the chain above it.
 #[derive(Debug)]
 pub struct X509Svid {
@@ -208,15 +244,7 @@ impl Ca {
 
     /// The CA certificate, PEM.
     pub fn cert_pem(&self) -> String {
-        use base64::{Engine, engine::general_purpose::STANDARD};
-        let b64 = STANDARD.encode(&self.cert_der);
-        let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
-        for chunk in b64.as_bytes().chunks(64) {
-            pem.push_str(&String::from_utf8_lossy(chunk));
-            pem.push('\n');
-        }
-        pem.push_str("-----END CERTIFICATE-----\n");
-        pem
+        cert_pem(&self.cert_der)
     }
 
     /// The CA private key, PKCS#8 DER (secret: encrypt before storing).
@@ -305,11 +333,9 @@ impl Ca {
         ttl: Duration,
         now: OffsetDateTime,
     ) -> Result<(Vec<u8>, Vec<u8>, OffsetDateTime), CaError> {
+        check_csr(csr_pem)?;
         let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| CaError::BadCsr(e.to_string()))?;
-        if csr.public_key.algorithm() != &PKCS_ECDSA_P256_SHA256 {
-            return Err(CaError::BadCsr("the key must be ECDSA P-256".into()));
-        }
         let (params, serial, not_after) = self.svid_params(id, ttl, now)?;
         let cert = params
             .signed_by(&csr.public_key, &self.cert, &self.key)
@@ -537,15 +563,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (root_pem, leaf_pem) = (dir.path().join("root.pem"), dir.path().join("leaf.pem"));
         std::fs::write(&root_pem, ca.cert_pem()).unwrap();
-        let leaf = format!(
-            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &svid.cert_der)
-                .as_bytes()
-                .chunks(64)
-                .map(|c| std::str::from_utf8(c).unwrap())
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
+        let leaf = cert_pem(&svid.cert_der);
         std::fs::write(&leaf_pem, leaf).unwrap();
         let verify = std::process::Command::new("openssl")
             .args(["verify", "-purpose", "sslclient", "-CAfile"])

@@ -88,10 +88,9 @@ fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, code, message)
 }
 
-/// Checks a request and turns it into a row (canonical selectors, fresh id).
-fn validate(state: &AppState, req: CreateEntry) -> Result<store::EntryRow, ApiError> {
-    let id =
-        SpiffeId::parse(&req.spiffe_id).map_err(|e| bad("invalid_spiffe_id", e.to_string()))?;
+/// Parses a workload's SPIFFE ID: valid, in this trust domain, and not the trust domain itself.
+pub(crate) fn workload_id(state: &AppState, raw: &str) -> Result<SpiffeId, ApiError> {
+    let id = SpiffeId::parse(raw).map_err(|e| bad("invalid_spiffe_id", e.to_string()))?;
     if !id.is_member_of(state.trust_domain()) {
         return Err(bad(
             "foreign_trust_domain",
@@ -104,9 +103,15 @@ fn validate(state: &AppState, req: CreateEntry) -> Result<store::EntryRow, ApiEr
     if id.path().is_empty() {
         return Err(bad(
             "invalid_spiffe_id",
-            format!("`{id}` is the trust domain itself; an entry needs a path"),
+            format!("`{id}` is the trust domain itself; a workload needs a path"),
         ));
     }
+    Ok(id)
+}
+
+/// Checks a request and turns it into a row (canonical selectors, fresh id).
+fn validate(state: &AppState, req: CreateEntry) -> Result<store::EntryRow, ApiError> {
+    let id = workload_id(state, &req.spiffe_id)?;
     if req.selectors.is_empty() || req.selectors.len() > MAX_SELECTORS {
         return Err(bad(
             "invalid_selector",

@@ -30,6 +30,7 @@ mod audit_api;
 pub mod auth;
 mod entries;
 pub mod error;
+mod join;
 mod ops;
 mod tls;
 mod tokens;
@@ -155,7 +156,8 @@ fn route_table() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>)
         .routes(routes!(audit_api::key))
         .routes(routes!(audit_api::inclusion))
         .routes(routes!(audit_api::consistency))
-        .routes(routes!(bundle));
+        .routes(routes!(bundle))
+        .routes(routes!(join::join));
     let authenticated = OpenApiRouter::new()
         .routes(routes!(audit_api::entries))
         .routes(routes!(audit_api::publish_checkpoint))
@@ -163,7 +165,8 @@ fn route_table() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>)
         .routes(routes!(tokens::revoke))
         .routes(routes!(tokens::whoami))
         .routes(routes!(entries::create, entries::list))
-        .routes(routes!(entries::show, entries::delete));
+        .routes(routes!(entries::show, entries::delete))
+        .routes(routes!(join::create));
     (public, authenticated)
 }
 
@@ -341,6 +344,8 @@ mod tests {
             ("/v1/entries/{id}", "get"),
             ("/v1/entries/{id}", "delete"),
             ("/bundle", "get"),
+            ("/v1/join-tokens", "post"),
+            ("/v1/join", "post"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path} missing");
         }

@@ -677,3 +677,73 @@ mod tests {
         }
     }
 }
+
+/// `warden token …` (join tokens for agents on other hosts)
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum JoinTokenCmd {
+    /// Generate a one-time join token for a SPIFFE ID (admin); prints the secret once
+    Generate {
+        /// SPIFFE ID the token may be exchanged for
+        #[arg(long)]
+        spiffe_id: String,
+        /// Token lifetime (60s to 7d) [default: 10m]
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<i64>,
+    },
+}
+
+pub(crate) async fn join_tokens(client: &Client, cmd: JoinTokenCmd) -> Result<()> {
+    match cmd {
+        JoinTokenCmd::Generate { spiffe_id, ttl } => {
+            let v = client
+                .post_json(
+                    "/v1/join-tokens",
+                    &serde_json::json!({ "spiffe_id": spiffe_id, "ttl_secs": ttl }),
+                )
+                .await?;
+            println!("token:      {}", v["token"].as_str().unwrap_or_default());
+            println!(
+                "spiffe_id:  {}",
+                v["spiffe_id"].as_str().unwrap_or_default()
+            );
+            println!("expires_ms: {}", v["expires_unix_ms"]);
+            eprintln!("(one use; shown once)");
+        }
+    }
+    Ok(())
+}
+
+/// `warden join`: exchange a join token for this host's first X.509-SVID. The private key is
+/// made here and never sent.
+pub(crate) async fn join(client: &Client, join_token: &str, out: &std::path::Path) -> Result<()> {
+    let (key_pem, csr) =
+        identity::ca::new_key_and_csr().map_err(|e| anyhow::anyhow!("cannot make a key: {e}"))?;
+    let v = client
+        .post_json(
+            "/v1/join",
+            &serde_json::json!({ "token": join_token, "csr": csr }),
+        )
+        .await?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let field = |name: &str| -> Result<String> {
+        Ok(v[name]
+            .as_str()
+            .with_context(|| format!("server answer has no `{name}`"))?
+            .to_owned())
+    };
+    let (svid, bundle) = (field("svid_pem")?, field("bundle_pem")?);
+    let key_path = out.join("svid.key");
+    if key_path.exists() {
+        std::fs::remove_file(&key_path)?;
+    }
+    crate::keys::write_secret_file(&key_path, key_pem.as_bytes())?;
+    std::fs::write(out.join("svid.pem"), svid)?;
+    std::fs::write(out.join("bundle.pem"), bundle)?;
+    println!("spiffe_id:  {}", field("spiffe_id")?);
+    println!("expires_ms: {}", v["expires_unix_ms"]);
+    println!(
+        "wrote {}/svid.pem, svid.key (0600) and bundle.pem",
+        out.display()
+    );
+    Ok(())
+}

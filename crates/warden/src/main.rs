@@ -58,6 +58,24 @@ enum Command {
         #[command(subcommand)]
         cmd: client::EntryCmd,
     },
+    /// Join tokens for agents on other hosts
+    Token {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        cmd: client::JoinTokenCmd,
+    },
+    /// Exchange a join token for this host's X.509-SVID (the key is made here, never sent)
+    Join {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        /// The join token (wjt_…)
+        #[arg(long, env = "WARDEN_JOIN_TOKEN", hide_env_values = true)]
+        join_token: String,
+        /// Where to write svid.pem, svid.key and bundle.pem
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Measure the ledger's performance on this machine
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -112,6 +130,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Entry { client, cmd } => {
             client::entries(&client::Client::new(&client)?, cmd).await?;
+        }
+        Command::Token { client, cmd } => {
+            client::join_tokens(&client::Client::new(&client)?, cmd).await?;
+        }
+        Command::Join {
+            client,
+            join_token,
+            out,
+        } => {
+            client::join(&client::Client::new(&client)?, &join_token, &out).await?;
         }
         Command::Bench(cmd) => bench::run(cmd).await?,
     }
