@@ -15,60 +15,13 @@ mod common;
 use std::{os::unix::fs::PermissionsExt, time::Duration};
 
 use common::{
-    Install, Server, b64, check_leaves, export_and_verify, hash_of, run, unb64, verify_export,
-    warden,
+    Install, Server, b64, check_leaves, create_token, expect_error, export_and_verify, hash_of,
+    run, unb64, verify_export, warden,
 };
 use ledger::{Checkpoint, NoteVerifier};
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Asserts an error response: the status, JSON content type, and a body with the stable
-/// `code` and a non-empty `message`. Never a 500. Returns the body.
-async fn expect_error(what: &str, resp: reqwest::Response, status: u16, code: &str) -> Value {
-    let got = resp.status().as_u16();
-    let content_type = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let text = resp.text().await.expect("body");
-    assert_ne!(got, 500, "{what}: internal error: {text}");
-    assert_eq!(got, status, "{what}: body {text}");
-    assert!(
-        content_type.starts_with("application/json"),
-        "{what}: content-type `{content_type}`: {text}"
-    );
-    let body: Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"));
-    assert_eq!(body["code"], code, "{what}: {text}");
-    assert!(
-        body["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{what}: no message: {text}"
-    );
-    body
-}
-
-/// Creates a token through the API and returns `(id, secret)`.
-async fn create_token(server: &Server, admin: &str, name: &str, role: &str) -> (String, String) {
-    let resp = server
-        .http
-        .post(server.at("/v1/tokens"))
-        .bearer_auth(admin)
-        .json(&json!({ "name": name, "role": role }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    assert!(resp.headers().contains_key("warden-audit-seq"));
-    let v: Value = resp.json().await.unwrap();
-    assert_eq!(v["role"], role);
-    assert_eq!(v["name"], name);
-    let secret = v["token"].as_str().unwrap().to_owned();
-    assert!(secret.starts_with("wdn_") && secret.len() == 47, "{secret}");
-    (v["id"].as_str().unwrap().to_owned(), secret)
-}
 
 /// The entry whose `fields.request_id` is `id` (exactly one).
 fn entry_by_request_id<'a>(entries: &'a [Value], id: &str) -> &'a Value {

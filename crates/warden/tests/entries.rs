@@ -15,7 +15,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Install, Server, run, wait_until, warden};
+use common::{Install, Server, create_token_secret, expect_error, run, wait_until, warden};
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
 
@@ -47,48 +47,6 @@ fn now_ms() -> i64 {
 
 fn sha(c: char) -> String {
     format!("unix:sha256:{}", c.to_string().repeat(64))
-}
-
-/// Asserts an error response: the status, JSON content type, and a body with the stable
-/// `code` and a non-empty `message`. Never a 500. Returns the body.
-async fn expect_error(what: &str, resp: reqwest::Response, status: u16, code: &str) -> Value {
-    let got = resp.status().as_u16();
-    let content_type = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let text = resp.text().await.expect("body");
-    assert_ne!(got, 500, "{what}: internal error: {text}");
-    assert_eq!(got, status, "{what}: body {text}");
-    assert!(
-        content_type.starts_with("application/json"),
-        "{what}: content-type `{content_type}`: {text}"
-    );
-    let body: Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"));
-    assert_eq!(body["code"], code, "{what}: {text}");
-    assert!(
-        body["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{what}: no message: {text}"
-    );
-    body
-}
-
-/// Creates an API token and returns its secret.
-async fn create_token(server: &Server, admin: &str, name: &str, role: &str) -> String {
-    let resp = server
-        .http
-        .post(server.at("/v1/tokens"))
-        .bearer_auth(admin)
-        .json(&json!({ "name": name, "role": role }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    let v: Value = resp.json().await.unwrap();
-    v["token"].as_str().unwrap().to_owned()
 }
 
 /// `POST /v1/entries` with a JSON body and a request id.
@@ -718,8 +676,8 @@ async fn auditors_read_entries_but_cannot_change_them() {
     let install = Install::new().await;
     let server = install.serve().await;
     let admin = install.admin_token();
-    let auditor = create_token(&server, &admin, "entries-auditor", "auditor").await;
-    let approver = create_token(&server, &admin, "entries-approver", "approver").await;
+    let auditor = create_token_secret(&server, &admin, "entries-auditor", "auditor").await;
+    let approver = create_token_secret(&server, &admin, "entries-approver", "approver").await;
     let entry = create_entry(
         &server,
         &admin,
