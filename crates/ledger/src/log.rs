@@ -512,11 +512,16 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>, max_batch:
     }
 }
 
+/// Most tries to append one batch while other writers keep appending first. Each lost try
+/// means another writer made progress, so the log as a whole never stalls; past this many the
+/// batch is refused (fail closed) rather than retried forever.
+const MAX_APPEND_ATTEMPTS: u32 = 64;
+
 /// Writes one batch in one transaction, retrying after catching up if another writer (a
 /// replica sharing the database) appended first.
 async fn commit(shared: &Shared, batch: &[Pending]) -> Result<Vec<Receipt>, LedgerError> {
     let _step = shared.sync.lock().await;
-    for _attempt in 0..3 {
+    for attempt in 0..MAX_APPEND_ATTEMPTS {
         let base = read_tree(&shared.tree).size();
         let time_ms = now_ms();
         let time = format_time(time_ms);
@@ -558,8 +563,11 @@ async fn commit(shared: &Shared, batch: &[Pending]) -> Result<Vec<Receipt>, Ledg
             }
             Err(StoreError::Conflict(_)) => {
                 // Someone else appended: load their leaves (checking each hash against its
-                // bytes) and try again on top of them.
+                // bytes) and try again on top of them, after a short random pause so that
+                // writers hammering one database do not keep colliding in lockstep.
                 catch_up(shared).await?;
+                let pause = rand::random::<u64>() % (200 * (u64::from(attempt) + 1));
+                tokio::time::sleep(Duration::from_micros(pause)).await;
             }
             Err(e) => return Err(e.into()),
         }
