@@ -7,7 +7,7 @@
 
 use std::{path::Path, sync::Arc};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use base64::{Engine, engine::general_purpose::STANDARD};
 use identity::{TrustDomain, ca::Ca, jwt::JwtSigner, seal::Kek};
 use ledger::{Ledger, NewEvent, OcsfClass, Outcome};
@@ -55,6 +55,15 @@ pub(crate) fn load_kek(data_dir: &Path) -> Result<Kek> {
 pub(crate) struct IdentityKeys {
     pub(crate) ca: Arc<Ca>,
     pub(crate) jwt: Arc<JwtSigner>,
+}
+
+fn pointer(kind: &str) -> String {
+    format!("identity.{kind}.active")
+}
+
+/// Whether this install's store already has its identity keys.
+pub(crate) async fn exist(store: &Arc<dyn Store>) -> Result<bool> {
+    Ok(store.meta_get(&pointer("x509-ca")).await?.is_some())
 }
 
 fn aad(kind: &str, id: &str) -> Vec<u8> {
@@ -130,7 +139,7 @@ async fn ensure_row(
     generate: impl FnOnce() -> Result<Generated>,
     ledger: &Ledger,
 ) -> Result<(SigningKeyRow, Zeroizing<Vec<u8>>)> {
-    let pointer = format!("identity.{kind}.active");
+    let pointer = pointer(kind);
     if store.meta_get(&pointer).await?.is_none() {
         let (cert_der, key, not_after_unix_ms) = generate()?;
         let id = new_id();
@@ -179,8 +188,5 @@ async fn ensure_row(
             row.id
         )
     })?;
-    if row.kind != kind {
-        bail!("stored key `{}` is not a {kind} key", row.id);
-    }
     Ok((row, key))
 }

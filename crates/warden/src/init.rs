@@ -117,6 +117,8 @@ pub(crate) async fn run(data_dir: &Path, mut args: InitArgs) -> Result<()> {
              replicas share the first install's data directory keys instead of running init"
         );
     }
+    // An operator may provide kek.key ahead of time; only a file made here is undone.
+    let kek_provided = data_dir.join(crate::identity_keys::KEK_FILE).exists();
     let signer = keys::create(data_dir, &origin(trust_domain))?;
     let trust_domain = trust_domain.clone();
     let result = finish(data_dir, &args, &trust_domain, &url, store, signer).await;
@@ -124,7 +126,9 @@ pub(crate) async fn run(data_dir: &Path, mut args: InitArgs) -> Result<()> {
         // Leave no half-made install: without warden.toml these keys would block a retry.
         let _ = std::fs::remove_file(data_dir.join(LEDGER_KEY_FILE));
         let _ = std::fs::remove_file(data_dir.join(HMAC_KEY_FILE));
-        let _ = std::fs::remove_file(data_dir.join(crate::identity_keys::KEK_FILE));
+        if !kek_provided {
+            let _ = std::fs::remove_file(data_dir.join(crate::identity_keys::KEK_FILE));
+        }
     }
     result
 }
@@ -159,8 +163,7 @@ async fn finish(
         })
         .await?;
 
-    let store_handle = Arc::clone(&store);
-    let ledger = Ledger::open(store, signer, hmac, LedgerConfig::default()).await?;
+    let ledger = Ledger::open(Arc::clone(&store), signer, hmac, LedgerConfig::default()).await?;
     ledger
         .append(
             NewEvent::new(
@@ -178,8 +181,7 @@ async fn finish(
     crate::identity_keys::create_kek_file(data_dir)?;
     let kek = crate::identity_keys::load_kek(data_dir)?;
     let td = identity::TrustDomain::parse(trust_domain).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store_for_keys = Arc::clone(&store_handle);
-    crate::identity_keys::ensure(&store_for_keys, &kek, &td, &ledger).await?;
+    crate::identity_keys::ensure(&store, &kek, &td, &ledger).await?;
     ledger.checkpoint().await?;
 
     // Written last: its presence marks a complete init.

@@ -76,7 +76,7 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
     // existed), sealed under the key-encryption key.
     let trust_domain = identity::TrustDomain::parse(&settings.trust_domain)
         .map_err(|e| anyhow::anyhow!("warden.toml: {e}"))?;
-    if store.meta_get("identity.x509-ca.active").await?.is_none() {
+    if !crate::identity_keys::exist(&store).await? {
         crate::identity_keys::create_kek_file(&settings.data_dir)?;
     }
     let kek = crate::identity_keys::load_kek(&settings.data_dir)?;
