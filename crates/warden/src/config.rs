@@ -35,6 +35,7 @@ pub(crate) struct FileConfig {
     pub(crate) ledger_max_batch: Option<usize>,
     pub(crate) tls_cert: Option<PathBuf>,
     pub(crate) tls_key: Option<PathBuf>,
+    pub(crate) workload_socket: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -72,6 +73,8 @@ pub(crate) struct Settings {
     pub(crate) ledger_max_batch: usize,
     /// Certificate chain and key (PEM) to serve HTTPS; plain HTTP when absent.
     pub(crate) tls: Option<(PathBuf, PathBuf)>,
+    /// Unix socket of the SPIFFE Workload API.
+    pub(crate) workload_socket: PathBuf,
 }
 
 /// Values given as flags or environment variables (clap merges those two).
@@ -108,6 +111,10 @@ pub(crate) struct Overrides {
     /// PEM private key for --tls-cert, mode 0600 [env: WARDEN_TLS_KEY]
     #[arg(long, env = "WARDEN_TLS_KEY", hide_env = true)]
     pub(crate) tls_key: Option<PathBuf>,
+    /// Unix socket for the SPIFFE Workload API [env: WARDEN_WORKLOAD_SOCKET]
+    /// [default: DATA_DIR/workload.sock]
+    #[arg(long, env = "WARDEN_WORKLOAD_SOCKET", hide_env = true)]
+    pub(crate) workload_socket: Option<PathBuf>,
 }
 
 impl Settings {
@@ -158,8 +165,14 @@ impl Settings {
             (None, None) => None,
             _ => bail!("TLS needs both a certificate (--tls-cert) and a key (--tls-key)"),
         };
+        let workload_socket = o
+            .workload_socket
+            .clone()
+            .or(file.workload_socket)
+            .unwrap_or_else(|| data_dir.join("workload.sock"));
         Ok(Self {
             tls,
+            workload_socket,
             data_dir: data_dir.to_owned(),
             trust_domain,
             listen,

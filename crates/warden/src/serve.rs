@@ -42,6 +42,26 @@ async fn shutdown_signal(tx: watch::Sender<bool>) {
     let _ = tx.send(true);
 }
 
+/// Binds the Workload API socket: a stale socket file from a previous run is replaced (never
+/// another kind of file), and the socket is open to every local user — attestation, not file
+/// permissions, decides what a caller gets.
+fn bind_workload_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            bail!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding the workload api socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))?;
+    Ok(listener)
+}
+
 pub(crate) async fn run(settings: Settings) -> Result<()> {
     init_tracing(&settings)?;
     let (signer, hmac) = keys::load(&settings.data_dir)?;
@@ -106,6 +126,20 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let checkpointer = ledger.spawn_checkpointer(settings.checkpoint_interval, stop_rx.clone());
+    let workload = workload::api::WorkloadApi::new(
+        trust_domain.clone(),
+        Arc::clone(&store),
+        ledger.clone(),
+        Arc::clone(&keys.ca),
+        Arc::clone(&keys.jwt),
+        stop_rx.clone(),
+    );
+    let workload_listener = bind_workload_socket(&settings.workload_socket)?;
+    let workload_task = tokio::spawn(workload::api::serve(workload, workload_listener));
+    eprintln!(
+        "workload api on unix://{}",
+        settings.workload_socket.display()
+    );
     let state = Arc::new(server::AppState::new(
         trust_domain,
         Arc::clone(&store),
@@ -151,8 +185,14 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
         }
     }
     .context("serving")?;
-    // Also stops the checkpointer if serving ended for another reason.
+    // Also stops the checkpointer and the Workload API if serving ended for another reason.
     let _ = stop_tx.send(true);
+    match workload_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "workload api stopped with an error"),
+        Err(e) => tracing::error!(error = %e, "workload api task failed"),
+    }
+    let _ = std::fs::remove_file(&settings.workload_socket);
     let _ = checkpointer.await;
     ledger
         .append(NewEvent::new(

@@ -104,6 +104,12 @@ impl Attestor {
         self.attest_pid(pid, cred.uid(), cred.gid())
     }
 
+    /// Attests a process from credentials the kernel reported (SO_PEERCRED), as a gRPC
+    /// server receives them. Blocking, like [`Attestor::attest`].
+    pub fn attest_cred(&self, pid: i32, uid: u32, gid: u32) -> Result<Attestation, AttestError> {
+        self.attest_pid(pid, uid, gid)
+    }
+
     fn attest_pid(&self, pid: i32, uid: u32, gid: u32) -> Result<Attestation, AttestError> {
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
         let started = start_time(&proc_dir).ok_or(AttestError::ProcessChanged(pid))?;

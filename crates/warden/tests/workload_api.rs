@@ -1,0 +1,145 @@
+//! The SPIFFE Workload API against a client nobody here wrote: the Rust `spiffe` crate
+//! (rust-spiffe) connects to `warden serve`'s Unix socket as an ordinary workload would. The
+//! test process itself is the workload, attested from the kernel: its uid and executable.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_docs,
+    reason = "tests"
+)]
+
+mod common;
+
+use common::Install;
+use serde_json::{Value, json};
+use spiffe::{TrustDomain, WorkloadApiClient};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_spiffe_client_fetches_and_validates_svids() {
+    let install = Install::new().await;
+    let server = install.serve().await;
+    let admin = install.admin_token();
+    let socket = install.data_dir.join("workload.sock");
+    let endpoint = format!("unix:{}", socket.display());
+    let client = WorkloadApiClient::connect_to(&endpoint).await.unwrap();
+
+    // Not registered yet: the kernel says who we are, and no entry matches.
+    let err = client.fetch_x509_svid().await.unwrap_err();
+    // rust-spiffe maps the Workload API's "no identity issued" refusal to its own variant.
+    assert!(
+        matches!(
+            err,
+            spiffe::workload_api::WorkloadApiError::NoIdentityIssued
+        ),
+        "unregistered caller got: {err:?}"
+    );
+
+    // Register this very process: its uid and its executable.
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let exe = std::fs::canonicalize("/proc/self/exe").unwrap();
+    let resp = server
+        .http
+        .post(server.at("/v1/entries"))
+        .bearer_auth(&admin)
+        .json(&json!({
+            "spiffe_id": "spiffe://example.org/agent/coder",
+            "selectors": [format!("unix:uid:{uid}"), format!("unix:path:{}", exe.display())],
+            "x509_ttl_secs": 600,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        201,
+        "{}",
+        resp.text().await.unwrap()
+    );
+
+    // X.509-SVID: ours, signed by the CA the bundle endpoint publishes.
+    let svid = client.fetch_x509_svid().await.unwrap();
+    assert_eq!(
+        svid.spiffe_id().to_string(),
+        "spiffe://example.org/agent/coder"
+    );
+    let bundles = client.fetch_x509_bundles().await.unwrap();
+    let td = TrustDomain::new("example.org").unwrap();
+    let bundle = bundles.get(&td).expect("bundle for example.org");
+    let published: Value = server.get_public_json("/bundle").await;
+    let x5c = published["keys"][0]["x5c"][0].as_str().unwrap();
+    assert_eq!(common::b64(bundle.authorities()[0].as_bytes()), x5c);
+
+    // JWT-SVID for an audience, validated by the Workload API; the wrong audience is refused.
+    let jwt = client.fetch_jwt_svid(["warden-test"], None).await.unwrap();
+    assert_eq!(
+        jwt.spiffe_id().to_string(),
+        "spiffe://example.org/agent/coder"
+    );
+    assert_eq!(jwt.audience(), ["warden-test".to_owned()]);
+    let validated = client
+        .validate_jwt_token("warden-test", jwt.token())
+        .await
+        .unwrap();
+    assert_eq!(
+        validated.spiffe_id().to_string(),
+        "spiffe://example.org/agent/coder"
+    );
+    assert!(
+        client
+            .validate_jwt_token("someone-else", jwt.token())
+            .await
+            .is_err()
+    );
+    let jwt_bundles = client.fetch_jwt_bundles().await.unwrap();
+    let jwt_bundle = jwt_bundles.get(&td).expect("jwt bundle for example.org");
+    assert!(jwt_bundle.find_jwt_authority(jwt.key_id()).is_some());
+
+    // Every SVID handed out is in the ledger, with the process that got it.
+    let entries = server.all_entries(&admin).await;
+    let issued: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["event"]["action"] == "svid.issue")
+        .collect();
+    let kinds: Vec<&str> = issued
+        .iter()
+        .map(|e| e["event"]["fields"]["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"x509") && kinds.contains(&"jwt"),
+        "{kinds:?}"
+    );
+    for e in &issued {
+        assert_eq!(e["event"]["actor"], "spiffe://example.org/agent/coder");
+        assert_eq!(
+            e["event"]["fields"]["pid"].as_u64().unwrap(),
+            u64::from(std::process::id())
+        );
+    }
+
+    // Deleting the entry takes the identity away.
+    let id = server.get_json("/v1/entries", &admin).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let resp = server
+        .http
+        .delete(server.at(&format!("/v1/entries/{id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    assert!(client.fetch_jwt_svid(["warden-test"], None).await.is_err());
+    server.stop().await;
+    assert!(!socket.exists(), "the socket is removed on shutdown");
+}

@@ -1,0 +1,478 @@
+//! The SPIFFE Workload API over a Unix domain socket (SPIFFE_Workload_API.md).
+//!
+//! Every call must carry the `workload.spiffe.io: true` metadata. The caller is attested from
+//! the kernel (SO_PEERCRED on the socket, then `/proc`), its selectors are matched against the
+//! registration entries, and it gets SVIDs for every entry that matches — or
+//! `PermissionDenied` when none does. Every SVID handed out is recorded in the ledger first.
+//! X.509-SVIDs are pushed again at half their lifetime for as long as the stream is open.
+
+#![expect(
+    clippy::result_large_err,
+    reason = "gRPC handlers answer with tonic::Status, whose size tonic decides"
+)]
+
+use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
+
+use identity::{
+    Selector, SpiffeId, TrustDomain,
+    ca::Ca,
+    jwt::{JwtBundle, JwtSigner, JwtSvidClaims},
+    matches,
+};
+use ledger::{Ledger, NewEvent, OcsfClass, Outcome};
+use rand::RngCore;
+use store::{EntryRow, Store};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status, transport::server::UdsConnectInfo};
+
+use crate::Attestor;
+
+/// Generated Workload API types and service.
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "generated code"
+)]
+pub mod proto {
+    tonic::include_proto!("_");
+}
+
+use proto::{
+    JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse,
+    ValidateJwtsvidRequest, ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse,
+    X509svid, X509svidRequest, X509svidResponse, spiffe_workload_api_server::SpiffeWorkloadApi,
+};
+
+/// Default X.509-SVID lifetime when the entry sets none.
+const DEFAULT_X509_TTL: i64 = 3600;
+/// Default JWT-SVID lifetime when the entry sets none.
+const DEFAULT_JWT_TTL: i64 = 300;
+/// Clock skew tolerated when validating JWT-SVIDs, seconds.
+const JWT_SKEW: i64 = 30;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// What the Workload API needs from the rest of Warden.
+pub struct WorkloadApi {
+    trust_domain: TrustDomain,
+    store: Arc<dyn Store>,
+    ledger: Ledger,
+    ca: Arc<Ca>,
+    jwt: Arc<JwtSigner>,
+    attestor: Arc<Attestor>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for WorkloadApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WorkloadApi({})", self.trust_domain)
+    }
+}
+
+/// One identity the caller is entitled to.
+struct Granted {
+    id: SpiffeId,
+    entry: EntryRow,
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl WorkloadApi {
+    /// A Workload API for `trust_domain`; streams end when `shutdown` turns true.
+    pub fn new(
+        trust_domain: TrustDomain,
+        store: Arc<dyn Store>,
+        ledger: Ledger,
+        ca: Arc<Ca>,
+        jwt: Arc<JwtSigner>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            trust_domain,
+            store,
+            ledger,
+            ca,
+            jwt,
+            attestor: Arc::new(Attestor::new()),
+            shutdown,
+        }
+    }
+
+    fn td_id(&self) -> String {
+        self.trust_domain.id().to_string()
+    }
+
+    fn jwt_bundle(&self) -> JwtBundle {
+        JwtBundle::new(self.trust_domain.clone(), [self.jwt.public_key()])
+    }
+}
+
+/// Refuses calls without the security header every Workload API client sends.
+fn check_header<T>(req: &Request<T>) -> Result<(), Status> {
+    match req.metadata().get("workload.spiffe.io").map(|v| v.to_str()) {
+        Some(Ok("true")) => Ok(()),
+        _ => Err(Status::invalid_argument(
+            "security header missing from request",
+        )),
+    }
+}
+
+/// Attests the caller and returns the identities its selectors entitle it to.
+async fn entitled(api: &Inner, pid: i32, uid: u32, gid: u32) -> Result<Vec<Granted>, Status> {
+    let attestor = Arc::clone(&api.attestor);
+    let att = tokio::task::spawn_blocking(move || attestor.attest_cred(pid, uid, gid))
+        .await
+        .map_err(|_| Status::internal("attestation failed"))?
+        .map_err(|e| Status::permission_denied(format!("caller could not be attested: {e}")))?;
+    let selectors = att.selectors();
+    let entries = api
+        .store
+        .entry_list()
+        .await
+        .map_err(|_| Status::unavailable("the store is unavailable"))?;
+    let mut granted = Vec::new();
+    for entry in entries {
+        let required: Result<Vec<Selector>, _> =
+            entry.selectors.split('\n').map(Selector::parse).collect();
+        let Ok(required) = required else { continue };
+        if !matches(&required, &selectors) {
+            continue;
+        }
+        if let Ok(id) = SpiffeId::parse(&entry.spiffe_id) {
+            granted.push(Granted { id, entry });
+        }
+    }
+    if granted.is_empty() {
+        return Err(Status::permission_denied("no identity issued"));
+    }
+    Ok(granted)
+}
+
+/// The parts the request handlers and stream tasks share.
+#[derive(Clone)]
+struct Inner {
+    store: Arc<dyn Store>,
+    ledger: Ledger,
+    ca: Arc<Ca>,
+    attestor: Arc<Attestor>,
+}
+
+impl WorkloadApi {
+    fn inner(&self) -> Inner {
+        Inner {
+            store: Arc::clone(&self.store),
+            ledger: self.ledger.clone(),
+            ca: Arc::clone(&self.ca),
+            attestor: Arc::clone(&self.attestor),
+        }
+    }
+}
+
+fn peer<T>(req: &Request<T>) -> Result<(i32, u32, u32), Status> {
+    let cred = req
+        .extensions()
+        .get::<UdsConnectInfo>()
+        .and_then(|info| info.peer_cred)
+        .ok_or_else(|| Status::permission_denied("caller could not be attested"))?;
+    let pid = cred
+        .pid()
+        .ok_or_else(|| Status::permission_denied("caller could not be attested: no pid"))?;
+    Ok((pid, cred.uid(), cred.gid()))
+}
+
+async fn record(ledger: &Ledger, event: NewEvent) -> Result<(), Status> {
+    ledger.append(event).await.map(|_| ()).map_err(|e| {
+        tracing::error!(error = %e, "cannot record an SVID issuance; refusing it");
+        Status::unavailable("the audit ledger could not record this issuance")
+    })
+}
+
+/// Issues one X.509-SVID per entitled identity, each recorded before it is returned. Returns
+/// the response and the shortest lifetime in it.
+async fn x509_response(
+    api: &Inner,
+    granted: &[Granted],
+    pid: i32,
+) -> Result<(X509svidResponse, i64), Status> {
+    let mut svids = Vec::new();
+    let mut shortest = i64::MAX;
+    for g in granted {
+        let ttl = g.entry.x509_ttl_secs.unwrap_or(DEFAULT_X509_TTL);
+        let svid = api
+            .ca
+            .issue_x509_svid(
+                &g.id,
+                time::Duration::seconds(ttl),
+                time::OffsetDateTime::now_utc(),
+            )
+            .map_err(|e| Status::internal(format!("cannot issue: {e}")))?;
+        let lifetime = (svid.not_after - time::OffsetDateTime::now_utc()).whole_seconds();
+        shortest = shortest.min(lifetime.max(1));
+        record(
+            &api.ledger,
+            NewEvent::new(
+                g.id.to_string(),
+                "svid.issue",
+                Outcome::Success,
+                OcsfClass::Authentication,
+            )
+            .field("kind", "x509")
+            .field("entry_id", g.entry.id.clone())
+            .field(
+                "serial",
+                svid.serial
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>(),
+            )
+            .field("not_after", svid.not_after.unix_timestamp())
+            .field("pid", i64::from(pid)),
+        )
+        .await?;
+        svids.push(X509svid {
+            spiffe_id: g.id.to_string(),
+            x509_svid: svid.cert_der,
+            x509_svid_key: svid.key_pkcs8.to_vec(),
+            bundle: api.ca.cert_der().to_vec(),
+            hint: String::new(),
+        });
+    }
+    Ok((
+        X509svidResponse {
+            svids,
+            crl: Vec::new(),
+            federated_bundles: HashMap::new(),
+        },
+        shortest,
+    ))
+}
+
+/// A stream that yields `first` and then stays open until shutdown (bundles change only on
+/// rotation, which will push updates here).
+fn once_then_wait<T: Send + 'static>(
+    first: T,
+    mut shutdown: watch::Receiver<bool>,
+) -> BoxStream<T> {
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        if tx.send(Ok(first)).await.is_err() {
+            return;
+        }
+        tokio::select! {
+            _ = tx.closed() => {}
+            _ = shutdown.wait_for(|s| *s) => {}
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+#[tonic::async_trait]
+impl SpiffeWorkloadApi for WorkloadApi {
+    type FetchX509SVIDStream = BoxStream<X509svidResponse>;
+    type FetchX509BundlesStream = BoxStream<X509BundlesResponse>;
+    type FetchJWTBundlesStream = BoxStream<JwtBundlesResponse>;
+
+    async fn fetch_x509svid(
+        &self,
+        req: Request<X509svidRequest>,
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        check_header(&req)?;
+        let (pid, uid, gid) = peer(&req)?;
+        let api = self.inner();
+        // The first answer (or refusal) comes back on the call itself.
+        let granted = entitled(&api, pid, uid, gid).await?;
+        let (first, mut shortest) = x509_response(&api, &granted, pid).await?;
+        let (tx, rx) = mpsc::channel(1);
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            loop {
+                // Rotate at half the shortest lifetime, so a client never holds an expired
+                // SVID; re-attest and re-match each time (entries may have changed).
+                let wait = Duration::from_secs(u64::try_from(shortest / 2).unwrap_or(1).max(1));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = tx.closed() => return,
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+                let next = match entitled(&api, pid, uid, gid).await {
+                    Ok(granted) => x509_response(&api, &granted, pid).await,
+                    Err(status) => Err(status),
+                };
+                match next {
+                    Ok((resp, s)) => {
+                        shortest = s;
+                        if tx.send(Ok(resp)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn fetch_x509_bundles(
+        &self,
+        req: Request<X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        check_header(&req)?;
+        let resp = X509BundlesResponse {
+            crl: Vec::new(),
+            bundles: HashMap::from([(self.td_id(), self.ca.cert_der().to_vec())]),
+        };
+        Ok(Response::new(once_then_wait(resp, self.shutdown.clone())))
+    }
+
+    async fn fetch_jwtsvid(
+        &self,
+        req: Request<JwtsvidRequest>,
+    ) -> Result<Response<JwtsvidResponse>, Status> {
+        check_header(&req)?;
+        let (pid, uid, gid) = peer(&req)?;
+        let body = req.get_ref();
+        if body.audience.is_empty() || body.audience.iter().any(String::is_empty) {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        let api = self.inner();
+        let mut granted = entitled(&api, pid, uid, gid).await?;
+        if !body.spiffe_id.is_empty() {
+            granted.retain(|g| g.id.as_str() == body.spiffe_id);
+            if granted.is_empty() {
+                return Err(Status::permission_denied(format!(
+                    "no identity `{}` issued to this caller",
+                    body.spiffe_id
+                )));
+            }
+        }
+        let mut svids = Vec::new();
+        for g in &granted {
+            let iat = now();
+            let mut jti = [0u8; 16];
+            rand::rngs::OsRng.fill_bytes(&mut jti);
+            let jti: String = jti.iter().map(|b| format!("{b:02x}")).collect();
+            let claims = JwtSvidClaims {
+                sub: g.id.clone(),
+                aud: body.audience.clone(),
+                exp: iat + g.entry.jwt_ttl_secs.unwrap_or(DEFAULT_JWT_TTL),
+                iat,
+                jti: jti.clone(),
+                act: None,
+            };
+            let token = self
+                .jwt
+                .mint(&claims)
+                .map_err(|e| Status::internal(format!("cannot mint: {e}")))?;
+            record(
+                &self.ledger,
+                NewEvent::new(
+                    g.id.to_string(),
+                    "svid.issue",
+                    Outcome::Success,
+                    OcsfClass::Authentication,
+                )
+                .field("kind", "jwt")
+                .field("entry_id", g.entry.id.clone())
+                .field("jti", jti)
+                .field("aud", body.audience.clone())
+                .field("exp", claims.exp)
+                .field("pid", i64::from(pid)),
+            )
+            .await?;
+            svids.push(Jwtsvid {
+                spiffe_id: g.id.to_string(),
+                svid: token,
+                hint: String::new(),
+            });
+        }
+        Ok(Response::new(JwtsvidResponse { svids }))
+    }
+
+    async fn fetch_jwt_bundles(
+        &self,
+        req: Request<JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        check_header(&req)?;
+        let jwks = serde_json::json!({ "keys": [self.jwt.public_key().to_jwk()] });
+        let resp = JwtBundlesResponse {
+            bundles: HashMap::from([(self.td_id(), jwks.to_string().into_bytes())]),
+        };
+        Ok(Response::new(once_then_wait(resp, self.shutdown.clone())))
+    }
+
+    async fn validate_jwtsvid(
+        &self,
+        req: Request<ValidateJwtsvidRequest>,
+    ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
+        check_header(&req)?;
+        let body = req.get_ref();
+        if body.audience.is_empty() {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        if body.svid.is_empty() {
+            return Err(Status::invalid_argument("svid must be specified"));
+        }
+        let bundle = self.jwt_bundle();
+        let claims = identity::jwt::validate(&body.svid, &body.audience, now(), JWT_SKEW, |td| {
+            (td == &bundle.trust_domain).then_some(&bundle)
+        })
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let json = serde_json::to_value(&claims).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(ValidateJwtsvidResponse {
+            spiffe_id: claims.sub.to_string(),
+            claims: match to_prost(json).kind {
+                Some(prost_types::value::Kind::StructValue(s)) => Some(s),
+                _ => None,
+            },
+        }))
+    }
+}
+
+/// JSON to `google.protobuf.Value`.
+fn to_prost(v: serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s),
+        serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.into_iter().map(to_prost).collect(),
+        }),
+        serde_json::Value::Object(map) => Kind::StructValue(prost_types::Struct {
+            fields: map.into_iter().map(|(k, v)| (k, to_prost(v))).collect(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// Serves the Workload API on `listener` until `shutdown` turns true.
+pub async fn serve(
+    api: WorkloadApi,
+    listener: tokio::net::UnixListener,
+) -> Result<(), tonic::transport::Error> {
+    let mut shutdown = api.shutdown.clone();
+    tonic::transport::Server::builder()
+        .add_service(proto::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(api))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            async move {
+                let _ = shutdown.wait_for(|s| *s).await;
+            },
+        )
+        .await
+}
