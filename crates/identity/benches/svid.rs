@@ -26,6 +26,7 @@ fn jwt(c: &mut Criterion) {
         iat: now,
         jti: "0123456789abcdef".into(),
         act: None,
+        iss: None,
     };
     let token = signer.mint(&claims).unwrap();
     c.bench_function("jwt_svid_mint", |b| {

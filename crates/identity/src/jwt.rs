@@ -115,6 +115,10 @@ pub struct JwtSvidClaims {
     /// RFC 8693 actor claim: who acts on the subject's behalf (nested for chains).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Value>,
+    /// Issuer URL, for OIDC verifiers (cloud workload identity federation); JWT-SVID itself
+    /// does not need it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
 }
 
 mod audience {
@@ -261,6 +265,13 @@ impl JwtPublicKey {
     /// The key id.
     pub fn kid(&self) -> &str {
         &self.kid
+    }
+
+    /// As a JWK with `use` = `sig`, as OIDC discovery's `jwks_uri` serves it.
+    pub fn to_oidc_jwk(&self) -> Value {
+        let mut jwk = self.to_jwk();
+        jwk["use"] = Value::from("sig");
+        jwk
     }
 
     /// As a JWK (RFC 7517) with `use` = `jwt-svid`, as the SPIFFE bundle format wants.
@@ -456,6 +467,7 @@ mod tests {
             iat: NOW,
             jti: "j-1".into(),
             act: None,
+            iss: None,
         }
     }
 

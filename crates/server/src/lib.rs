@@ -61,6 +61,7 @@ impl Default for ServerConfig {
 /// Shared state of all handlers.
 pub struct AppState {
     trust_domain: identity::TrustDomain,
+    issuer: String,
     ca: Arc<identity::ca::Ca>,
     jwt: Arc<identity::jwt::JwtSigner>,
     store: Arc<dyn Store>,
@@ -81,6 +82,7 @@ impl AppState {
     ) -> Self {
         Self {
             trust_domain,
+            issuer: String::from("http://localhost"),
             ca,
             jwt,
             store,
@@ -92,6 +94,12 @@ impl AppState {
 }
 
 impl AppState {
+    /// Sets the OIDC issuer URL (what JWT-SVIDs carry in `iss`).
+    pub fn with_issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = issuer.into();
+        self
+    }
+
     /// This install's trust domain.
     pub fn trust_domain(&self) -> &identity::TrustDomain {
         &self.trust_domain
@@ -109,6 +117,32 @@ async fn bundle(
         "keys": [state.ca.bundle_jwk(), state.jwt.public_key().to_jwk()],
         "spiffe_refresh_hint": 300,
     }))
+}
+
+/// OpenID Connect discovery, so cloud IAM (AWS, Azure, GCP workload identity federation) and
+/// any OIDC library can verify agent JWT-SVIDs with nothing but this document and its keys.
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "identity",
+    responses((status = 200, description = "OIDC discovery document", content_type = "application/json")))]
+async fn openid_configuration(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+) -> error::ApiJson<serde_json::Value> {
+    error::ApiJson(serde_json::json!({
+        "issuer": state.issuer,
+        "jwks_uri": format!("{}/keys", state.issuer),
+        "id_token_signing_alg_values_supported": ["ES256"],
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
+        "claims_supported": ["sub", "aud", "exp", "iat", "iss", "jti", "act"],
+    }))
+}
+
+/// The JWT-SVID signing keys as an OIDC JWK set (`use` = `sig`).
+#[utoipa::path(get, path = "/keys", tag = "identity",
+    responses((status = 200, description = "JWK set", content_type = "application/json")))]
+async fn oidc_keys(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+) -> error::ApiJson<serde_json::Value> {
+    error::ApiJson(serde_json::json!({ "keys": [state.jwt.public_key().to_oidc_jwk()] }))
 }
 
 /// Request id: the caller's `x-request-id` when sane, else a fresh UUID.
@@ -157,6 +191,8 @@ fn route_table() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>)
         .routes(routes!(audit_api::inclusion))
         .routes(routes!(audit_api::consistency))
         .routes(routes!(bundle))
+        .routes(routes!(openid_configuration))
+        .routes(routes!(oidc_keys))
         .routes(routes!(join::join));
     let authenticated = OpenApiRouter::new()
         .routes(routes!(audit_api::entries))
@@ -344,6 +380,8 @@ mod tests {
             ("/v1/entries/{id}", "get"),
             ("/v1/entries/{id}", "delete"),
             ("/bundle", "get"),
+            ("/.well-known/openid-configuration", "get"),
+            ("/keys", "get"),
             ("/v1/join-tokens", "post"),
             ("/v1/join", "post"),
         ] {

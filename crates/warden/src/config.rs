@@ -36,6 +36,7 @@ pub(crate) struct FileConfig {
     pub(crate) tls_cert: Option<PathBuf>,
     pub(crate) tls_key: Option<PathBuf>,
     pub(crate) workload_socket: Option<PathBuf>,
+    pub(crate) public_url: Option<String>,
 }
 
 impl FileConfig {
@@ -75,6 +76,9 @@ pub(crate) struct Settings {
     pub(crate) tls: Option<(PathBuf, PathBuf)>,
     /// Unix socket of the SPIFFE Workload API.
     pub(crate) workload_socket: PathBuf,
+    /// The URL clients reach this server at (OIDC issuer); derived from the listen address
+    /// when absent.
+    pub(crate) public_url: Option<String>,
 }
 
 /// Values given as flags or environment variables (clap merges those two).
@@ -115,6 +119,10 @@ pub(crate) struct Overrides {
     /// [default: DATA_DIR/workload.sock]
     #[arg(long, env = "WARDEN_WORKLOAD_SOCKET", hide_env = true)]
     pub(crate) workload_socket: Option<PathBuf>,
+    /// URL clients reach this server at: the OIDC issuer of agent JWTs
+    /// [env: WARDEN_PUBLIC_URL] [default: http(s)://LISTEN]
+    #[arg(long, env = "WARDEN_PUBLIC_URL", hide_env = true)]
+    pub(crate) public_url: Option<String>,
 }
 
 impl Settings {
@@ -170,8 +178,17 @@ impl Settings {
             .clone()
             .or(file.workload_socket)
             .unwrap_or_else(|| data_dir.join("workload.sock"));
+        let public_url = o.public_url.clone().or(file.public_url);
+        if let Some(url) = &public_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) || url.ends_with('/') {
+                bail!(
+                    "public url `{url}` must be http(s)://HOST[:PORT][/PATH] without a trailing slash"
+                );
+            }
+        }
         Ok(Self {
             tls,
+            public_url,
             workload_socket,
             data_dir: data_dir.to_owned(),
             trust_domain,

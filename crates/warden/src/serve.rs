@@ -126,6 +126,10 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let checkpointer = ledger.spawn_checkpointer(settings.checkpoint_interval, stop_rx.clone());
+    let issuer = settings.public_url.clone().unwrap_or_else(|| {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{local}")
+    });
     let workload = workload::api::WorkloadApi::new(
         trust_domain.clone(),
         Arc::clone(&store),
@@ -133,20 +137,24 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
         Arc::clone(&keys.ca),
         Arc::clone(&keys.jwt),
         stop_rx.clone(),
-    );
+    )
+    .with_issuer(issuer.clone());
     let workload_listener = bind_workload_socket(&settings.workload_socket)?;
     let workload_task = tokio::spawn(workload::api::serve(workload, workload_listener));
     eprintln!(
         "workload api on unix://{}",
         settings.workload_socket.display()
     );
-    let state = Arc::new(server::AppState::new(
-        trust_domain,
-        Arc::clone(&store),
-        ledger.clone(),
-        keys.ca,
-        keys.jwt,
-    ));
+    let state = Arc::new(
+        server::AppState::new(
+            trust_domain,
+            Arc::clone(&store),
+            ledger.clone(),
+            keys.ca,
+            keys.jwt,
+        )
+        .with_issuer(issuer),
+    );
     let router = server::router(
         state,
         &server::ServerConfig {

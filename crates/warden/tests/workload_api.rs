@@ -100,6 +100,7 @@ async fn rust_spiffe_client_fetches_and_validates_svids() {
             .await
             .is_err()
     );
+    verify_with_pyjwt(&server.url, jwt.token(), "warden-test");
     let jwt_bundles = client.fetch_jwt_bundles().await.unwrap();
     let jwt_bundle = jwt_bundles.get(&td).expect("jwt bundle for example.org");
     assert!(jwt_bundle.find_jwt_authority(jwt.key_id()).is_some());
@@ -142,4 +143,62 @@ async fn rust_spiffe_client_fetches_and_validates_svids() {
     assert!(client.fetch_jwt_svid(["warden-test"], None).await.is_err());
     server.stop().await;
     assert!(!socket.exists(), "the socket is removed on shutdown");
+}
+
+/// An independent JWT library (PyJWT) verifies the JWT-SVID using only the OIDC discovery
+/// document and the JWK set it points to — what cloud workload identity federation does — and
+/// refuses it once tampered with.
+fn verify_with_pyjwt(base: &str, token: &str, audience: &str) {
+    const SCRIPT: &str = r#"
+import json, sys, urllib.request, jwt
+base, token, aud = sys.argv[1:4]
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+conf = json.load(opener.open(base + "/.well-known/openid-configuration"))
+keys = json.load(opener.open(conf["jwks_uri"]))
+kid = jwt.get_unverified_header(token)["kid"]
+jwk = next(k for k in keys["keys"] if k["kid"] == kid)
+key = jwt.PyJWK(jwk).key
+claims = jwt.decode(token, key, algorithms=["ES256"], audience=aud, issuer=conf["issuer"])
+print(json.dumps(claims))
+"#;
+    let run = |token: &str| {
+        std::process::Command::new("python3")
+            .args(["-c", SCRIPT, base, token, audience])
+            .env_remove("http_proxy")
+            .env_remove("HTTP_PROXY")
+            .output()
+    };
+    let ok = match run(token) {
+        Ok(out) => out,
+        Err(e) => {
+            assert!(
+                std::env::var_os("WARDEN_REQUIRE_PYJWT").is_none(),
+                "python3: {e}"
+            );
+            return;
+        }
+    };
+    let stderr = String::from_utf8_lossy(&ok.stderr);
+    if stderr.contains("No module named 'jwt'") {
+        assert!(
+            std::env::var_os("WARDEN_REQUIRE_PYJWT").is_none(),
+            "WARDEN_REQUIRE_PYJWT is set but PyJWT is not installed"
+        );
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "skipped: PyJWT is not installed");
+        return;
+    }
+    assert!(
+        ok.status.success(),
+        "PyJWT refused a valid JWT-SVID: {stderr}"
+    );
+    let claims: Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(claims["sub"], "spiffe://example.org/agent/coder");
+    assert_eq!(claims["iss"], base);
+    // One character of the signature changed: refused.
+    let mut bad = token.to_owned();
+    let last = bad.pop().unwrap();
+    bad.push(if last == 'A' { 'B' } else { 'A' });
+    let out = run(&bad).unwrap();
+    assert!(!out.status.success(), "PyJWT accepted a tampered token");
 }

@@ -66,6 +66,7 @@ pub struct WorkloadApi {
     ca: Arc<Ca>,
     jwt: Arc<JwtSigner>,
     attestor: Arc<Attestor>,
+    issuer: Option<String>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -96,6 +97,7 @@ impl WorkloadApi {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
+            issuer: None,
             trust_domain,
             store,
             ledger,
@@ -104,6 +106,13 @@ impl WorkloadApi {
             attestor: Arc::new(Attestor::new()),
             shutdown,
         }
+    }
+
+    /// Puts `iss` = `issuer` in JWT-SVIDs, for OIDC verifiers (the URL whose
+    /// `/.well-known/openid-configuration` publishes the key).
+    pub fn with_issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
     }
 
     fn td_id(&self) -> String {
@@ -372,6 +381,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 iat,
                 jti: jti.clone(),
                 act: None,
+                iss: self.issuer.clone(),
             };
             let token = self
                 .jwt
