@@ -9,7 +9,7 @@ use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use identity::{
     SpiffeId, TrustDomain,
     ca::Ca,
-    jwt::{JwtBundle, JwtSigner, JwtSvidClaims, validate},
+    jwt::{JwtBundle, JwtSigner, JwtSvidClaims, Validator, validate},
 };
 
 fn jwt(c: &mut Criterion) {
@@ -34,6 +34,14 @@ fn jwt(c: &mut Criterion) {
     });
     c.bench_function("jwt_svid_validate", |b| {
         b.iter(|| validate(black_box(&token), "warden", now, 30, |_| Some(&bundle)).unwrap())
+    });
+    let validator = Validator::new();
+    c.bench_function("jwt_svid_validate_cached", |b| {
+        b.iter(|| {
+            validator
+                .validate(black_box(&token), "warden", now, 30, |_| Some(&bundle))
+                .unwrap()
+        })
     });
     let ca = Ca::generate_root(
         &TrustDomain::parse("example.org").unwrap(),

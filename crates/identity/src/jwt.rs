@@ -351,15 +351,12 @@ impl JwtBundle {
     }
 }
 
-/// Validates a JWT-SVID for `audience` at time `now` (seconds), allowing `skew` seconds of
-/// clock difference, with keys from `bundle_for(trust domain of sub)`.
-pub fn validate<'b>(
+/// Checks everything that does not depend on the clock or the audience: the token's shape,
+/// algorithm, key, signature and claim types.
+fn verify<'b>(
     token: &str,
-    audience: &str,
-    now: i64,
-    skew: i64,
     bundle_for: impl Fn(&TrustDomain) -> Option<&'b JwtBundle>,
-) -> Result<JwtSvidClaims, JwtError> {
+) -> Result<Verified, JwtError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(JwtError::Malformed(format!(
             "longer than {MAX_TOKEN_LEN} bytes"
@@ -423,30 +420,129 @@ pub fn validate<'b>(
     if raw.get("exp").is_none() {
         return Err(JwtError::MissingExpiry);
     }
-    let claims: JwtSvidClaims = serde_json::from_value(raw.clone())
-        .map_err(|e| JwtError::Malformed(format!("claims: {e}")))?;
-    if now > claims.exp.saturating_add(skew) {
-        return Err(JwtError::Expired {
-            exp: claims.exp,
-            now,
-        });
-    }
-    if let Some(nbf) = raw
+    let nbf = raw
         .get("nbf")
         .map(|v| {
             v.as_i64()
                 .ok_or_else(|| JwtError::Malformed("nbf is not an integer".into()))
         })
-        .transpose()?
-    {
+        .transpose()?;
+    let claims: JwtSvidClaims =
+        serde_json::from_value(raw).map_err(|e| JwtError::Malformed(format!("claims: {e}")))?;
+    Ok(Verified {
+        claims,
+        nbf,
+        kid,
+        point: key.point.clone(),
+    })
+}
+
+/// A token whose signature checked out, before its time and audience are checked.
+#[derive(Debug, Clone)]
+struct Verified {
+    claims: JwtSvidClaims,
+    nbf: Option<i64>,
+    kid: String,
+    point: Vec<u8>,
+}
+
+/// Time and audience: checked on every validation, cached or not.
+fn check_claims(
+    v: &Verified,
+    audience: &str,
+    now: i64,
+    skew: i64,
+) -> Result<JwtSvidClaims, JwtError> {
+    if now > v.claims.exp.saturating_add(skew) {
+        return Err(JwtError::Expired {
+            exp: v.claims.exp,
+            now,
+        });
+    }
+    if let Some(nbf) = v.nbf {
         if now.saturating_add(skew) < nbf {
             return Err(JwtError::NotYetValid { nbf, now });
         }
     }
-    if !claims.aud.iter().any(|a| a == audience) {
+    if !v.claims.aud.iter().any(|a| a == audience) {
         return Err(JwtError::WrongAudience(audience.to_owned()));
     }
-    Ok(claims)
+    Ok(v.claims.clone())
+}
+
+/// Validates a JWT-SVID for `audience` at time `now` (seconds), allowing `skew` seconds of
+/// clock difference, with keys from `bundle_for(trust domain of sub)`.
+pub fn validate<'b>(
+    token: &str,
+    audience: &str,
+    now: i64,
+    skew: i64,
+    bundle_for: impl Fn(&TrustDomain) -> Option<&'b JwtBundle>,
+) -> Result<JwtSvidClaims, JwtError> {
+    check_claims(&verify(token, bundle_for)?, audience, now, skew)
+}
+
+/// Most verified signatures a [`Validator`] remembers.
+const MAX_CACHED: usize = 16_384;
+
+/// Validation with a cache of verified signatures: services validate the same token many
+/// times, and the ECDSA check dominates. A cached token is only trusted while the key that
+/// signed it is still in the bundle; expiry, not-before and audience are checked every time.
+#[derive(Debug, Default)]
+pub struct Validator {
+    cache: std::sync::Mutex<std::collections::HashMap<[u8; 32], Verified>>,
+}
+
+impl Validator {
+    /// An empty validator.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Same contract as [`validate`].
+    pub fn validate<'b>(
+        &self,
+        token: &str,
+        audience: &str,
+        now: i64,
+        skew: i64,
+        bundle_for: impl Fn(&TrustDomain) -> Option<&'b JwtBundle>,
+    ) -> Result<JwtSvidClaims, JwtError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(JwtError::Malformed(format!(
+                "longer than {MAX_TOKEN_LEN} bytes"
+            )));
+        }
+        let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
+            .as_ref()
+            .try_into()
+            .unwrap_or([0; 32]);
+        let cached = self.lock().get(&digest).cloned();
+        if let Some(v) = cached {
+            let td = v.claims.sub.trust_domain();
+            let still_trusted = bundle_for(&td)
+                .and_then(|b| b.key(&v.kid))
+                .is_some_and(|k| k.point == v.point);
+            if still_trusted {
+                return check_claims(&v, audience, now, skew);
+            }
+            self.lock().remove(&digest);
+        }
+        let v = verify(token, bundle_for)?;
+        let result = check_claims(&v, audience, now, skew);
+        let mut cache = self.lock();
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache.insert(digest, v);
+        result
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], Verified>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 #[cfg(test)]
@@ -673,6 +769,47 @@ mod tests {
         c.iat = NOW - 100;
         c.aud = vec!["a".into(), "warden".into()];
         assert!(check(&signer.mint(&c).unwrap(), &bundle).is_ok());
+    }
+
+    /// The cache changes speed, not answers: time and audience are checked on every call, and
+    /// a token is no longer trusted once its key leaves the bundle.
+    #[test]
+    fn cached_validation_keeps_every_check() {
+        let (signer, bundle) = setup();
+        let token = signer.mint(&claims()).unwrap();
+        let v = Validator::new();
+        let with = |b: &JwtBundle, now: i64, aud: &str| {
+            v.validate(&token, aud, now, 30, |t| {
+                (t == &b.trust_domain).then_some(b)
+            })
+        };
+        assert_eq!(with(&bundle, NOW, "warden").unwrap(), claims());
+        assert_eq!(with(&bundle, NOW, "warden").unwrap(), claims(), "cached");
+        assert!(matches!(
+            with(&bundle, NOW + 1_000, "warden"),
+            Err(JwtError::Expired { .. })
+        ));
+        assert!(matches!(
+            with(&bundle, NOW, "other"),
+            Err(JwtError::WrongAudience(_))
+        ));
+        let rotated = JwtBundle::new(td(), [JwtSigner::generate().unwrap().public_key()]);
+        assert!(matches!(
+            with(&rotated, NOW, "warden"),
+            Err(JwtError::UnknownKey { .. })
+        ));
+        // A different token (tampered claims) is verified afresh, and refused.
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        parts[1] = URL_SAFE_NO_PAD.encode(
+            serde_json::to_string(&claims())
+                .unwrap()
+                .replace("j-1", "j-2"),
+        );
+        let tampered = parts.join(".");
+        assert_eq!(
+            v.validate(&tampered, "warden", NOW, 30, |_| Some(&bundle)),
+            Err(JwtError::BadSignature)
+        );
     }
 
     #[test]

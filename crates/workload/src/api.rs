@@ -66,6 +66,7 @@ pub struct WorkloadApi {
     ca: Arc<Ca>,
     jwt: Arc<JwtSigner>,
     attestor: Arc<Attestor>,
+    validator: identity::jwt::Validator,
     issuer: Option<String>,
     shutdown: watch::Receiver<bool>,
 }
@@ -98,6 +99,7 @@ impl WorkloadApi {
     ) -> Self {
         Self {
             issuer: None,
+            validator: identity::jwt::Validator::new(),
             trust_domain,
             store,
             ledger,
@@ -437,10 +439,12 @@ impl SpiffeWorkloadApi for WorkloadApi {
             return Err(Status::invalid_argument("svid must be specified"));
         }
         let bundle = self.jwt_bundle();
-        let claims = identity::jwt::validate(&body.svid, &body.audience, now(), JWT_SKEW, |td| {
-            (td == &bundle.trust_domain).then_some(&bundle)
-        })
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let claims = self
+            .validator
+            .validate(&body.svid, &body.audience, now(), JWT_SKEW, |td| {
+                (td == &bundle.trust_domain).then_some(&bundle)
+            })
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let json = serde_json::to_value(&claims).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(ValidateJwtsvidResponse {
             spiffe_id: claims.sub.to_string(),
