@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ca;
+pub mod deny;
 mod id;
 pub mod jwt;
 pub mod seal;

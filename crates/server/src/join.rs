@@ -193,6 +193,18 @@ pub(crate) async fn join(
         }
     };
     let id = SpiffeId::parse(&row.spiffe_id).map_err(ApiError::internal)?;
+    if state.denylist.denies_id(&id) {
+        record(
+            &state,
+            event(Outcome::Denied, "identity denied").field("spiffe_id", id.to_string()),
+        )
+        .await?;
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "identity_denied",
+            "this identity is on the denylist",
+        ));
+    }
     let (der, serial, not_after) = state
         .ca
         .issue_x509_svid_for_csr(&id, &req.csr, SVID_TTL, time::OffsetDateTime::now_utc())

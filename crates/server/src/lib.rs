@@ -28,6 +28,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 mod audit_api;
 pub mod auth;
+mod deny;
 mod entries;
 pub mod error;
 mod join;
@@ -62,6 +63,7 @@ impl Default for ServerConfig {
 pub struct AppState {
     trust_domain: identity::TrustDomain,
     issuer: String,
+    denylist: Arc<identity::deny::Denylist>,
     ca: Arc<identity::ca::Ca>,
     jwt: Arc<identity::jwt::JwtSigner>,
     store: Arc<dyn Store>,
@@ -71,17 +73,19 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the state for `trust_domain` from an open store and ledger and the active
-    /// identity keys.
+    /// Builds the state for `trust_domain` from an open store and ledger, the active identity
+    /// keys and the process's denylist.
     pub fn new(
         trust_domain: identity::TrustDomain,
         store: Arc<dyn Store>,
         ledger: Ledger,
         ca: Arc<identity::ca::Ca>,
         jwt: Arc<identity::jwt::JwtSigner>,
+        denylist: Arc<identity::deny::Denylist>,
     ) -> Self {
         Self {
             trust_domain,
+            denylist,
             issuer: String::from("http://localhost"),
             ca,
             jwt,
@@ -202,7 +206,9 @@ fn route_table() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>)
         .routes(routes!(tokens::whoami))
         .routes(routes!(entries::create, entries::list))
         .routes(routes!(entries::show, entries::delete))
-        .routes(routes!(join::create));
+        .routes(routes!(join::create))
+        .routes(routes!(deny::add, deny::list))
+        .routes(routes!(deny::remove));
     (public, authenticated)
 }
 
@@ -384,6 +390,9 @@ mod tests {
             ("/keys", "get"),
             ("/v1/join-tokens", "post"),
             ("/v1/join", "post"),
+            ("/v1/denylist", "post"),
+            ("/v1/denylist", "get"),
+            ("/v1/denylist/{kind}/{value}", "delete"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path} missing");
         }

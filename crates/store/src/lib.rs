@@ -247,6 +247,19 @@ pub enum JoinConsume {
     Expired(JoinTokenRow),
 }
 
+/// A denylist entry: a SPIFFE ID, JWT id or certificate serial that no verification accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenyRow {
+    /// `spiffe_id`, `jti` or `serial`.
+    pub kind: String,
+    /// The denied value.
+    pub value: String,
+    /// Why (free text).
+    pub reason: String,
+    /// When, milliseconds since the Unix epoch.
+    pub created_unix_ms: i64,
+}
+
 /// What [`Store::token_revoke`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -339,6 +352,15 @@ pub trait Store: Send + Sync + 'static {
         token_hash: &[u8; 32],
         now_unix_ms: i64,
     ) -> Result<JoinConsume>;
+
+    /// Adds a denylist entry. Returns `false` (and changes nothing) if it was already there.
+    async fn deny_insert(&self, row: &DenyRow) -> Result<bool>;
+
+    /// Removes a denylist entry. Returns whether it existed.
+    async fn deny_delete(&self, kind: &str, value: &str) -> Result<bool>;
+
+    /// The whole denylist, oldest first.
+    async fn deny_list(&self) -> Result<Vec<DenyRow>>;
 
     /// Reads an install-wide setting.
     async fn meta_get(&self, key: &str) -> Result<Option<String>>;

@@ -10,8 +10,8 @@ use sqlx::{
 };
 
 use crate::{
-    ApiTokenRow, Backend, CheckpointRow, EntryRow, JoinConsume, JoinTokenRow, LedgerRow, Result,
-    SigningKeyRow, Store, StoreError, TokenRevoke,
+    ApiTokenRow, Backend, CheckpointRow, DenyRow, EntryRow, JoinConsume, JoinTokenRow, LedgerRow,
+    Result, SigningKeyRow, Store, StoreError, TokenRevoke,
     common::{
         self, INSERT_CHUNK_ROWS, RawCheckpointRow, RawEntryRow, RawLedgerRow, RawTokenRow, db_err,
         to_i64,
@@ -455,6 +455,50 @@ impl Store for SqliteStore {
         }
         tx.commit().await.map_err(db_err)?;
         Ok(verdict)
+    }
+
+    async fn deny_insert(&self, row: &DenyRow) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO denylist (kind, value, reason, created_unix_ms) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (kind, value) DO NOTHING",
+        )
+        .bind(&row.kind)
+        .bind(&row.value)
+        .bind(&row.reason)
+        .bind(row.created_unix_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn deny_delete(&self, kind: &str, value: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM denylist WHERE kind = ?1 AND value = ?2")
+            .bind(kind)
+            .bind(value)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn deny_list(&self) -> Result<Vec<DenyRow>> {
+        let raws: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT kind, value, reason, created_unix_ms FROM denylist \
+             ORDER BY created_unix_ms, kind, value",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(raws
+            .into_iter()
+            .map(|(kind, value, reason, created_unix_ms)| DenyRow {
+                kind,
+                value,
+                reason,
+                created_unix_ms,
+            })
+            .collect())
     }
 
     async fn meta_get(&self, key: &str) -> Result<Option<String>> {

@@ -13,7 +13,7 @@
 use std::{path::PathBuf, sync::Arc};
 
 use store::{
-    ApiTokenRow, Backend, CheckpointRow, EntryRow, JoinConsume, JoinTokenRow, LedgerRow,
+    ApiTokenRow, Backend, CheckpointRow, DenyRow, EntryRow, JoinConsume, JoinTokenRow, LedgerRow,
     PostgresStore, SigningKeyRow, SqliteStore, Store, StoreError, StoreUrl, TokenRevoke,
 };
 use tokio::sync::Barrier;
@@ -171,6 +171,7 @@ suite! {
         entries_round_trip_and_uniqueness,
         signing_keys_round_trip,
         join_tokens_are_one_time,
+        denylist_round_trip,
         meta_set_if_absent,
     ],
     ctx: [durable_reopen],
@@ -704,6 +705,42 @@ async fn join_tokens_are_one_time(store: Arc<dyn Store>) {
         }
     }
     assert_eq!(wins, 1);
+}
+
+async fn denylist_round_trip(store: Arc<dyn Store>) {
+    let row = DenyRow {
+        kind: "jti".into(),
+        value: "abc".into(),
+        reason: "leaked".into(),
+        created_unix_ms: 5,
+    };
+    assert!(store.deny_insert(&row).await.unwrap());
+    assert!(
+        !store.deny_insert(&row).await.unwrap(),
+        "second insert is a no-op"
+    );
+    let id = DenyRow {
+        kind: "spiffe_id".into(),
+        value: "spiffe://example.org/a".into(),
+        created_unix_ms: 6,
+        ..row.clone()
+    };
+    store.deny_insert(&id).await.unwrap();
+    assert_eq!(
+        store.deny_list().await.unwrap(),
+        vec![row.clone(), id.clone()]
+    );
+    let bad = DenyRow {
+        kind: "email".into(),
+        ..row.clone()
+    };
+    assert!(
+        store.deny_insert(&bad).await.is_err(),
+        "unknown kinds are refused"
+    );
+    assert!(store.deny_delete("jti", "abc").await.unwrap());
+    assert!(!store.deny_delete("jti", "abc").await.unwrap());
+    assert_eq!(store.deny_list().await.unwrap(), vec![id]);
 }
 
 async fn token_duplicates_conflict(store: Arc<dyn Store>) {

@@ -747,3 +747,100 @@ pub(crate) async fn join(client: &Client, join_token: &str, out: &std::path::Pat
     );
     Ok(())
 }
+
+/// What to deny: exactly one of these.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct DenyTarget {
+    /// A workload identity
+    #[arg(long)]
+    spiffe_id: Option<String>,
+    /// One JWT, by its jti
+    #[arg(long)]
+    jti: Option<String>,
+    /// One X.509 certificate, by its serial (lowercase hex)
+    #[arg(long)]
+    serial: Option<String>,
+}
+
+impl DenyTarget {
+    fn pair(&self) -> (&'static str, &str) {
+        match (&self.spiffe_id, &self.jti, &self.serial) {
+            (Some(v), _, _) => ("spiffe_id", v),
+            (_, Some(v), _) => ("jti", v),
+            (_, _, Some(v)) => ("serial", v),
+            // INVARIANT: clap's group makes exactly one present; an empty value fails server-side.
+            _ => ("serial", ""),
+        }
+    }
+}
+
+/// `warden deny …`
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum DenyCmd {
+    /// Deny an identity or credential everywhere, now (admin)
+    Add {
+        #[command(flatten)]
+        target: DenyTarget,
+        /// Why, for the record
+        #[arg(long)]
+        reason: String,
+    },
+    /// Show the denylist
+    List,
+    /// Lift a denial (admin)
+    Remove {
+        #[command(flatten)]
+        target: DenyTarget,
+    },
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+pub(crate) async fn deny(client: &Client, cmd: DenyCmd) -> Result<()> {
+    match cmd {
+        DenyCmd::Add { target, reason } => {
+            let (kind, value) = target.pair();
+            let v = client
+                .post_json(
+                    "/v1/denylist",
+                    &serde_json::json!({ "kind": kind, "value": value, "reason": reason }),
+                )
+                .await?;
+            println!(
+                "denied {} {}",
+                v["kind"].as_str().unwrap_or_default(),
+                v["value"].as_str().unwrap_or_default()
+            );
+        }
+        DenyCmd::List => {
+            let v = client.get_json("/v1/denylist").await?;
+            for e in v.as_array().into_iter().flatten() {
+                println!(
+                    "{:<9} {:<50} {}",
+                    e["kind"].as_str().unwrap_or_default(),
+                    e["value"].as_str().unwrap_or_default(),
+                    e["reason"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        DenyCmd::Remove { target } => {
+            let (kind, value) = target.pair();
+            client
+                .delete(&format!("/v1/denylist/{kind}/{}", percent_encode(value)))
+                .await?;
+            println!("removed {kind} {value}");
+        }
+    }
+    Ok(())
+}

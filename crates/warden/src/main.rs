@@ -76,6 +76,13 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Deny identities or credentials everywhere, before they expire
+    Deny {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        cmd: client::DenyCmd,
+    },
     /// Measure the ledger's performance on this machine
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -140,6 +147,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             out,
         } => {
             client::join(&client::Client::new(&client)?, &join_token, &out).await?;
+        }
+        Command::Deny { client, cmd } => {
+            client::deny(&client::Client::new(&client)?, cmd).await?;
         }
         Command::Bench(cmd) => bench::run(cmd).await?,
     }

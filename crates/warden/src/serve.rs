@@ -62,6 +62,24 @@ fn bind_workload_socket(path: &std::path::Path) -> Result<tokio::net::UnixListen
     Ok(listener)
 }
 
+/// Reads the denylist from the store into `denylist` (entries that no longer parse are
+/// skipped with a warning rather than dropping the whole list).
+async fn load_denylist(
+    store: &Arc<dyn store::Store>,
+    denylist: &identity::deny::Denylist,
+) -> Result<()> {
+    let rows = store.deny_list().await?;
+    let mut entries = Vec::with_capacity(rows.len());
+    for row in rows {
+        match identity::deny::DenyKind::parse(&row.kind, &row.value) {
+            Ok(entry) => entries.push(entry),
+            Err(why) => tracing::warn!(kind = %row.kind, %why, "unreadable denylist entry"),
+        }
+    }
+    denylist.replace(entries);
+    Ok(())
+}
+
 pub(crate) async fn run(settings: Settings) -> Result<()> {
     init_tracing(&settings)?;
     let (signer, hmac) = keys::load(&settings.data_dir)?;
@@ -126,6 +144,25 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let checkpointer = ledger.spawn_checkpointer(settings.checkpoint_interval, stop_rx.clone());
+    // The denylist: loaded now, re-read every second so other replicas' changes arrive.
+    let denylist = Arc::new(identity::deny::Denylist::new());
+    load_denylist(&store, &denylist).await?;
+    let refresher = {
+        let (store, denylist, mut stop) =
+            (Arc::clone(&store), Arc::clone(&denylist), stop_rx.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                if let Err(e) = load_denylist(&store, &denylist).await {
+                    tracing::error!(error = %e, "cannot refresh the denylist; keeping the last one");
+                }
+            }
+        })
+    };
     let issuer = settings.public_url.clone().unwrap_or_else(|| {
         let scheme = if tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{local}")
@@ -136,6 +173,7 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
         ledger.clone(),
         Arc::clone(&keys.ca),
         Arc::clone(&keys.jwt),
+        Arc::clone(&denylist),
         stop_rx.clone(),
     )
     .with_issuer(issuer.clone());
@@ -152,6 +190,7 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
             ledger.clone(),
             keys.ca,
             keys.jwt,
+            denylist,
         )
         .with_issuer(issuer),
     );
@@ -201,6 +240,7 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
         Err(e) => tracing::error!(error = %e, "workload api task failed"),
     }
     let _ = std::fs::remove_file(&settings.workload_socket);
+    let _ = refresher.await;
     let _ = checkpointer.await;
     ledger
         .append(NewEvent::new(

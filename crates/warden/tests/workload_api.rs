@@ -127,6 +127,92 @@ async fn rust_spiffe_client_fetches_and_validates_svids() {
         );
     }
 
+    // The denylist: a denied jti no longer validates; a denied identity is no longer issued;
+    // lifting the denial restores it. All through the CLI, all recorded.
+    let deny = |args: &[&str]| {
+        let mut all = vec!["deny"];
+        all.extend_from_slice(args);
+        install.client(&server, &all)
+    };
+    let claims_jti = {
+        let payload = jwt.token().split('.').nth(1).unwrap();
+        let raw =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+                .unwrap();
+        serde_json::from_slice::<Value>(&raw).unwrap()["jti"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    common::run(deny(&["add", "--jti", &claims_jti, "--reason", "leaked"]))
+        .await
+        .ok();
+    assert!(
+        client
+            .validate_jwt_token("warden-test", jwt.token())
+            .await
+            .is_err(),
+        "denied jti still validated"
+    );
+    common::run(deny(&[
+        "add",
+        "--spiffe-id",
+        "spiffe://example.org/agent/coder",
+        "--reason",
+        "hold",
+    ]))
+    .await
+    .ok();
+    let err = client.fetch_x509_svid().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            spiffe::workload_api::WorkloadApiError::NoIdentityIssued
+        ),
+        "{err:?}"
+    );
+    let listed = common::run(deny(&["list"])).await.ok();
+    assert!(
+        listed.stdout.contains("spiffe://example.org/agent/coder")
+            && listed.stdout.contains(&claims_jti)
+    );
+    common::run(deny(&[
+        "remove",
+        "--spiffe-id",
+        "spiffe://example.org/agent/coder",
+    ]))
+    .await
+    .ok();
+    assert!(
+        client.fetch_x509_svid().await.is_ok(),
+        "identity not restored"
+    );
+    let actions: Vec<Value> = server
+        .all_entries(&admin)
+        .await
+        .iter()
+        .map(|e| e["event"]["action"].clone())
+        .collect();
+    assert_eq!(actions.iter().filter(|a| *a == "denylist.add").count(), 2);
+    assert_eq!(
+        actions.iter().filter(|a| *a == "denylist.remove").count(),
+        1
+    );
+    // Bad input is refused with a code.
+    let resp = server
+        .http
+        .post(server.at("/v1/denylist"))
+        .bearer_auth(&admin)
+        .json(&json!({"kind": "email", "value": "x", "reason": "r"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["code"],
+        "invalid_deny_entry"
+    );
+
     // Deleting the entry takes the identity away.
     let id = server.get_json("/v1/entries", &admin).await[0]["id"]
         .as_str()

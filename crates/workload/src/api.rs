@@ -16,6 +16,7 @@ use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
 use identity::{
     Selector, SpiffeId, TrustDomain,
     ca::Ca,
+    deny::{DenyKind, Denylist},
     jwt::{JwtBundle, JwtSigner, JwtSvidClaims},
     matches,
 };
@@ -66,6 +67,7 @@ pub struct WorkloadApi {
     ca: Arc<Ca>,
     jwt: Arc<JwtSigner>,
     attestor: Arc<Attestor>,
+    denylist: Arc<Denylist>,
     validator: identity::jwt::Validator,
     issuer: Option<String>,
     shutdown: watch::Receiver<bool>,
@@ -88,16 +90,19 @@ fn now() -> i64 {
 }
 
 impl WorkloadApi {
-    /// A Workload API for `trust_domain`; streams end when `shutdown` turns true.
+    /// A Workload API for `trust_domain`, refusing whatever `denylist` names; streams end when
+    /// `shutdown` turns true.
     pub fn new(
         trust_domain: TrustDomain,
         store: Arc<dyn Store>,
         ledger: Ledger,
         ca: Arc<Ca>,
         jwt: Arc<JwtSigner>,
+        denylist: Arc<Denylist>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
+            denylist,
             issuer: None,
             validator: identity::jwt::Validator::new(),
             trust_domain,
@@ -158,7 +163,10 @@ async fn entitled(api: &Inner, pid: i32, uid: u32, gid: u32) -> Result<Vec<Grant
             continue;
         }
         if let Ok(id) = SpiffeId::parse(&entry.spiffe_id) {
-            granted.push(Granted { id, entry });
+            // A denied identity is not issued, whatever its entry says.
+            if !api.denylist.denies_id(&id) {
+                granted.push(Granted { id, entry });
+            }
         }
     }
     if granted.is_empty() {
@@ -170,6 +178,7 @@ async fn entitled(api: &Inner, pid: i32, uid: u32, gid: u32) -> Result<Vec<Grant
 /// The parts the request handlers and stream tasks share.
 #[derive(Clone)]
 struct Inner {
+    denylist: Arc<Denylist>,
     store: Arc<dyn Store>,
     ledger: Ledger,
     ca: Arc<Ca>,
@@ -179,6 +188,7 @@ struct Inner {
 impl WorkloadApi {
     fn inner(&self) -> Inner {
         Inner {
+            denylist: Arc::clone(&self.denylist),
             store: Arc::clone(&self.store),
             ledger: self.ledger.clone(),
             ca: Arc::clone(&self.ca),
@@ -445,6 +455,10 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 (td == &bundle.trust_domain).then_some(&bundle)
             })
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if self.denylist.denies_id(&claims.sub) || self.denylist.denies(DenyKind::Jti, &claims.jti)
+        {
+            return Err(Status::invalid_argument("token has been revoked"));
+        }
         let json = serde_json::to_value(&claims).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(ValidateJwtsvidResponse {
             spiffe_id: claims.sub.to_string(),

@@ -51,6 +51,7 @@ async fn header_and_audience_are_required() {
         ledger,
         Arc::new(ca),
         Arc::new(JwtSigner::generate().unwrap()),
+        Arc::new(identity::deny::Denylist::new()),
         stop_rx,
     );
     let sock = dir.path().join("api.sock");

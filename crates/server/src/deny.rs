@@ -1,0 +1,166 @@
+//! The denylist over HTTP (admin writes, auditor reads). Every change is recorded first, then
+//! applied to the store and to this process's in-memory list at once; other replicas pick it
+//! up within a second.
+
+use std::sync::Arc;
+
+use axum::{
+    Extension,
+    extract::{Path, State},
+    http::StatusCode,
+};
+use identity::deny::DenyKind;
+use ledger::{NewEvent, OcsfClass, Outcome};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{
+    AppState,
+    auth::{Caller, Role},
+    error::{ApiError, ApiJson, ErrorBody},
+    now_ms,
+};
+
+/// Request to deny something.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AddDeny {
+    /// `spiffe_id`, `jti` or `serial`.
+    kind: String,
+    /// The SPIFFE ID, JWT id, or certificate serial (lowercase hex).
+    value: String,
+    /// Why, for the record (≤ 512 characters).
+    reason: String,
+}
+
+/// A denylist entry.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DenyEntry {
+    kind: String,
+    value: String,
+    reason: String,
+    created_unix_ms: i64,
+}
+
+fn parse(kind: &str, value: &str) -> Result<(DenyKind, String), ApiError> {
+    DenyKind::parse(kind, value)
+        .map_err(|why| ApiError::new(StatusCode::BAD_REQUEST, "invalid_deny_entry", why))
+}
+
+/// Denies an identity or credential everywhere (role `admin`).
+#[utoipa::path(post, path = "/v1/denylist", tag = "identity", security(("bearer" = [])), request_body = AddDeny,
+    responses((status = 201, body = DenyEntry), (status = 200, body = DenyEntry), (status = 400, body = ErrorBody)))]
+pub(crate) async fn add(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(req): ApiJson<AddDeny>,
+) -> Result<(StatusCode, ApiJson<DenyEntry>), ApiError> {
+    caller.require(Role::Admin)?;
+    let (kind, value) = parse(&req.kind, &req.value)?;
+    if req.reason.trim().is_empty() || req.reason.chars().count() > 512 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_deny_entry",
+            "a reason of 1-512 characters is required",
+        ));
+    }
+    // Recorded before it takes effect; then in force here at once.
+    state
+        .ledger
+        .append(
+            NewEvent::new(
+                caller.actor(),
+                "denylist.add",
+                Outcome::Success,
+                OcsfClass::UserAccessManagement,
+            )
+            .field("kind", kind.as_str())
+            .field("value", value.clone())
+            .field("reason", req.reason.clone()),
+        )
+        .await
+        .map_err(|e| ApiError::audit_unavailable(&e))?;
+    let row = store::DenyRow {
+        kind: kind.as_str().to_owned(),
+        value: value.clone(),
+        reason: req.reason,
+        created_unix_ms: now_ms(),
+    };
+    let created = state.store.deny_insert(&row).await?;
+    state.denylist.insert(kind, value);
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        ApiJson(DenyEntry {
+            kind: row.kind,
+            value: row.value,
+            reason: row.reason,
+            created_unix_ms: row.created_unix_ms,
+        }),
+    ))
+}
+
+/// Lists the denylist (role `auditor` or `admin`).
+#[utoipa::path(get, path = "/v1/denylist", tag = "identity", security(("bearer" = [])),
+    responses((status = 200, body = Vec<DenyEntry>)))]
+pub(crate) async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<ApiJson<Vec<DenyEntry>>, ApiError> {
+    caller.require(Role::Auditor)?;
+    let rows = state.store.deny_list().await?;
+    Ok(ApiJson(
+        rows.into_iter()
+            .map(|r| DenyEntry {
+                kind: r.kind,
+                value: r.value,
+                reason: r.reason,
+                created_unix_ms: r.created_unix_ms,
+            })
+            .collect(),
+    ))
+}
+
+/// Lifts a denial (role `admin`).
+#[utoipa::path(delete, path = "/v1/denylist/{kind}/{value}", tag = "identity", security(("bearer" = [])),
+    params(("kind" = String, Path, description = "spiffe_id, jti or serial"), ("value" = String, Path, description = "the denied value, URL-encoded")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub(crate) async fn remove(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((kind, value)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Role::Admin)?;
+    let (kind, value) = parse(&kind, &value)?;
+    if !state.store.deny_delete(kind.as_str(), &value).await? {
+        return Err(ApiError::not_found("no such denylist entry"));
+    }
+    state.denylist.remove(kind, &value);
+    let event = NewEvent::new(
+        caller.actor(),
+        "denylist.remove",
+        Outcome::Success,
+        OcsfClass::UserAccessManagement,
+    )
+    .field("kind", kind.as_str())
+    .field("value", value.clone());
+    if let Err(e) = state.ledger.append(event).await {
+        // Not recorded, so it must not happen: deny again.
+        let _ = state
+            .store
+            .deny_insert(&store::DenyRow {
+                kind: kind.as_str().to_owned(),
+                value: value.clone(),
+                reason: "restored: removal could not be recorded".into(),
+                created_unix_ms: now_ms(),
+            })
+            .await;
+        state.denylist.insert(kind, value);
+        return Err(ApiError::audit_unavailable(&e));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
