@@ -66,8 +66,7 @@ pub(crate) async fn add(
     }
     // Recorded before it takes effect; then in force here at once.
     state
-        .ledger
-        .append(
+        .record(
             NewEvent::new(
                 caller.actor(),
                 "denylist.add",
@@ -78,8 +77,7 @@ pub(crate) async fn add(
             .field("value", value.clone())
             .field("reason", req.reason.clone()),
         )
-        .await
-        .map_err(|e| ApiError::audit_unavailable(&e))?;
+        .await?;
     let row = store::DenyRow {
         kind: kind.as_str().to_owned(),
         value: value.clone(),
@@ -148,7 +146,7 @@ pub(crate) async fn remove(
     )
     .field("kind", kind.as_str())
     .field("value", value.clone());
-    if let Err(e) = state.ledger.append(event).await {
+    if let Err(e) = state.record(event).await {
         // Not recorded, so it must not happen: deny again.
         let _ = state
             .store
@@ -160,7 +158,7 @@ pub(crate) async fn remove(
             })
             .await;
         state.denylist.insert(kind, value);
-        return Err(ApiError::audit_unavailable(&e));
+        return Err(e);
     }
     Ok(StatusCode::NO_CONTENT)
 }

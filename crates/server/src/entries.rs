@@ -190,10 +190,10 @@ pub(crate) async fn create(
     .field("entry_id", entry.id.clone())
     .field("spiffe_id", entry.spiffe_id.clone())
     .field("selectors", entry.selectors.clone());
-    if let Err(e) = state.ledger.append(event).await {
+    if let Err(e) = state.record(event).await {
         // Not recorded, so it must not exist.
         let _ = state.store.entry_delete(&entry.id).await;
-        return Err(ApiError::audit_unavailable(&e));
+        return Err(e);
     }
     Ok((StatusCode::CREATED, ApiJson(entry)))
 }
@@ -253,9 +253,9 @@ pub(crate) async fn delete(
     )
     .field("entry_id", row.id.clone())
     .field("spiffe_id", row.spiffe_id.clone());
-    if let Err(e) = state.ledger.append(event).await {
+    if let Err(e) = state.record(event).await {
         let _ = state.store.entry_insert(&row).await;
-        return Err(ApiError::audit_unavailable(&e));
+        return Err(e);
     }
     Ok(StatusCode::NO_CONTENT)
 }

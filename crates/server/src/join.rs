@@ -81,8 +81,7 @@ pub(crate) async fn create(
     };
     // Record first: a token whose creation is not in the ledger must not exist.
     state
-        .ledger
-        .append(
+        .record(
             NewEvent::new(
                 caller.actor(),
                 "join_token.create",
@@ -93,8 +92,7 @@ pub(crate) async fn create(
             .field("expires_unix_ms", row.expires_unix_ms)
             .secret("token", &secret),
         )
-        .await
-        .map_err(|e| ApiError::audit_unavailable(&e))?;
+        .await?;
     state.store.join_token_insert(&row).await?;
     Ok((
         StatusCode::CREATED,
@@ -166,39 +164,35 @@ pub(crate) async fn join(
     let row = match verdict {
         JoinConsume::Consumed(row) => row,
         JoinConsume::AlreadyUsed(row) => {
-            record(
-                &state,
-                event(Outcome::Denied, "reused").field("spiffe_id", row.spiffe_id),
-            )
-            .await?;
+            state
+                .record(event(Outcome::Denied, "reused").field("spiffe_id", row.spiffe_id))
+                .await?;
             return Err(refused(
                 "join_token_used",
                 "this join token was already used",
             ));
         }
         JoinConsume::Expired(row) => {
-            record(
-                &state,
-                event(Outcome::Denied, "expired").field("spiffe_id", row.spiffe_id),
-            )
-            .await?;
+            state
+                .record(event(Outcome::Denied, "expired").field("spiffe_id", row.spiffe_id))
+                .await?;
             return Err(refused("join_token_expired", "this join token has expired"));
         }
         _ => {
             // Unknown tokens are unauthenticated noise: budgeted like failed logins.
             if state.auth_failures.admit().is_some() {
-                record(&state, event(Outcome::Denied, "unknown token")).await?;
+                state
+                    .record(event(Outcome::Denied, "unknown token"))
+                    .await?;
             }
             return Err(refused("invalid_join_token", "unknown join token"));
         }
     };
     let id = SpiffeId::parse(&row.spiffe_id).map_err(ApiError::internal)?;
     if state.denylist.denies_id(&id) {
-        record(
-            &state,
-            event(Outcome::Denied, "identity denied").field("spiffe_id", id.to_string()),
-        )
-        .await?;
+        state
+            .record(event(Outcome::Denied, "identity denied").field("spiffe_id", id.to_string()))
+            .await?;
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "identity_denied",
@@ -212,33 +206,24 @@ pub(crate) async fn join(
     let serial_hex: String = serial.iter().map(|b| format!("{b:02x}")).collect();
     let expires_unix_ms = not_after.unix_timestamp().saturating_mul(1000);
     // Nothing is handed out before its issuance is durable in the ledger.
-    record(
-        &state,
-        NewEvent::new(
-            id.to_string(),
-            "join.exchange",
-            Outcome::Success,
-            OcsfClass::Authentication,
+    state
+        .record(
+            NewEvent::new(
+                id.to_string(),
+                "join.exchange",
+                Outcome::Success,
+                OcsfClass::Authentication,
+            )
+            .field("spiffe_id", id.to_string())
+            .field("serial", serial_hex)
+            .field("expires_unix_ms", expires_unix_ms)
+            .secret("token", &req.token),
         )
-        .field("spiffe_id", id.to_string())
-        .field("serial", serial_hex)
-        .field("expires_unix_ms", expires_unix_ms)
-        .secret("token", &req.token),
-    )
-    .await?;
+        .await?;
     Ok(ApiJson(Joined {
         spiffe_id: id.to_string(),
         svid_pem: identity::ca::cert_pem(&der),
         bundle_pem: state.ca.cert_pem(),
         expires_unix_ms,
     }))
-}
-
-async fn record(state: &AppState, event: NewEvent) -> Result<(), ApiError> {
-    state
-        .ledger
-        .append(event)
-        .await
-        .map(|_| ())
-        .map_err(|e| ApiError::audit_unavailable(&e))
 }

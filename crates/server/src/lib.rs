@@ -104,6 +104,16 @@ impl AppState {
         self
     }
 
+    /// Appends `event` to the ledger; if it cannot be recorded, the 503 `audit_unavailable`
+    /// error the operation must fail with.
+    pub(crate) async fn record(&self, event: ledger::NewEvent) -> Result<(), ApiError> {
+        self.ledger
+            .append(event)
+            .await
+            .map(|_| ())
+            .map_err(|e| ApiError::audit_unavailable(&e))
+    }
+
     /// This install's trust domain.
     pub fn trust_domain(&self) -> &identity::TrustDomain {
         &self.trust_domain

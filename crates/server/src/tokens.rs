@@ -95,10 +95,10 @@ pub(crate) async fn create(
     .field("token_id", new.id.clone())
     .field("name", req.name.clone())
     .field("role", req.role.as_str());
-    if let Err(e) = state.ledger.append(event).await {
+    if let Err(e) = state.record(event).await {
         // Not recorded, so it must not exist: take it back before refusing.
         let _ = state.store.token_revoke(&new.id, now_ms(), "admin").await;
-        return Err(ApiError::audit_unavailable(&e));
+        return Err(e);
     }
     Ok((
         StatusCode::CREATED,
@@ -170,11 +170,7 @@ pub(crate) async fn revoke(
         .field("detail", detail)
     };
     // Record first, then revoke: a revocation that could not be recorded does not happen.
-    state
-        .ledger
-        .append(event(Outcome::Success, "requested"))
-        .await
-        .map_err(|e| ApiError::audit_unavailable(&e))?;
+    state.record(event(Outcome::Success, "requested")).await?;
     // The store re-checks "not the last admin" atomically: two admins revoking each other at
     // the same moment cannot both succeed.
     match state.store.token_revoke(&id, now_ms(), "admin").await? {
@@ -187,11 +183,7 @@ pub(crate) async fn revoke(
                     ApiError::not_found(format!("no active token `{id}`")),
                 ),
             };
-            state
-                .ledger
-                .append(event(Outcome::Failure, detail))
-                .await
-                .map_err(|e| ApiError::audit_unavailable(&e))?;
+            state.record(event(Outcome::Failure, detail)).await?;
             Err(err)
         }
     }
