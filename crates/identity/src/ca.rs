@@ -97,14 +97,19 @@ pub fn new_key_and_csr() -> Result<(Zeroizing<String>, String), CaError> {
 
 /// PEM encoding of a DER certificate.
 pub fn cert_pem(der: &[u8]) -> String {
+    pem("CERTIFICATE", der)
+}
+
+/// PEM encoding (RFC 7468) of DER bytes under `label`, e.g. `PRIVATE KEY`.
+pub fn pem(label: &str, der: &[u8]) -> String {
     use base64::{Engine, engine::general_purpose::STANDARD};
     let b64 = STANDARD.encode(der);
-    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    let mut pem = format!("-----BEGIN {label}-----\n");
     for chunk in b64.as_bytes().chunks(64) {
         pem.push_str(&String::from_utf8_lossy(chunk));
         pem.push('\n');
     }
-    pem.push_str("-----END CERTIFICATE-----\n");
+    pem.push_str(&format!("-----END {label}-----\n"));
     pem
 }
 

@@ -844,3 +844,73 @@ pub(crate) async fn deny(client: &Client, cmd: DenyCmd) -> Result<()> {
     }
     Ok(())
 }
+
+/// `warden svid …`: fetch this process's identity from the local Workload API, for agents
+/// written as shell scripts. The caller is attested from the kernel: it gets what the
+/// registration entries give the user and executable running `warden`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum SvidCmd {
+    /// Write the X.509-SVID, its key (0600) and the bundle as PEM files
+    X509 {
+        /// Directory for svid.pem, svid.key and bundle.pem
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print a JWT-SVID for an audience
+    Jwt {
+        /// Audience (repeatable)
+        #[arg(long = "audience", required = true)]
+        audiences: Vec<String>,
+    },
+}
+
+/// The Workload API socket: `--socket`, else `SPIFFE_ENDPOINT_SOCKET`, else the data
+/// directory's default.
+pub(crate) fn workload_socket(flag: Option<PathBuf>, data_dir: &std::path::Path) -> PathBuf {
+    flag.or_else(|| {
+        std::env::var("SPIFFE_ENDPOINT_SOCKET").ok().map(|v| {
+            let path = v
+                .strip_prefix("unix://")
+                .or_else(|| v.strip_prefix("unix:"))
+                .unwrap_or(&v);
+            PathBuf::from(path)
+        })
+    })
+    .unwrap_or_else(|| data_dir.join("workload.sock"))
+}
+
+pub(crate) async fn svid(socket: PathBuf, cmd: SvidCmd) -> Result<()> {
+    use workload::api::client;
+    let mut api = client::connect(socket.clone())
+        .await
+        .with_context(|| format!("cannot reach the Workload API at {}", socket.display()))?;
+    let status = |s: workload::api::Status| anyhow::anyhow!("{}: {}", s.code(), s.message());
+    match cmd {
+        SvidCmd::X509 { out } => {
+            let svids = client::fetch_x509(&mut api).await.map_err(status)?;
+            let svid = svids.first().context("no X.509-SVID in the answer")?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let key_path = out.join("svid.key");
+            if key_path.exists() {
+                std::fs::remove_file(&key_path)?;
+            }
+            crate::keys::write_secret_file(
+                &key_path,
+                identity::ca::pem("PRIVATE KEY", &svid.x509_svid_key).as_bytes(),
+            )?;
+            std::fs::write(
+                out.join("svid.pem"),
+                identity::ca::cert_pem(&svid.x509_svid),
+            )?;
+            std::fs::write(out.join("bundle.pem"), identity::ca::cert_pem(&svid.bundle))?;
+            println!("{}", svid.spiffe_id);
+        }
+        SvidCmd::Jwt { audiences } => {
+            let (_, token) = client::fetch_jwt(&mut api, audiences)
+                .await
+                .map_err(status)?;
+            println!("{token}");
+        }
+    }
+    Ok(())
+}

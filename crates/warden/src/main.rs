@@ -76,6 +76,14 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Fetch this process's SVID from the local Workload API (for shell agents)
+    Svid {
+        /// Workload API socket [default: SPIFFE_ENDPOINT_SOCKET, else DATA_DIR/workload.sock]
+        #[arg(long, global = true)]
+        socket: Option<PathBuf>,
+        #[command(subcommand)]
+        cmd: client::SvidCmd,
+    },
     /// Deny identities or credentials everywhere, before they expire
     Deny {
         #[command(flatten)]
@@ -147,6 +155,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             out,
         } => {
             client::join(&client::Client::new(&client)?, &join_token, &out).await?;
+        }
+        Command::Svid { socket, cmd } => {
+            client::svid(client::workload_socket(socket, &cli.data_dir), cmd).await?;
         }
         Command::Deny { client, cmd } => {
             client::deny(&client::Client::new(&client)?, cmd).await?;

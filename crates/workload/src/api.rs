@@ -25,7 +25,10 @@ use rand::RngCore;
 use store::{EntryRow, Store};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
-use tonic::{Request, Response, Status, transport::server::UdsConnectInfo};
+use tonic::{Request, Response, transport::server::UdsConnectInfo};
+
+/// The gRPC status type the Workload API answers with.
+pub use tonic::Status;
 
 use crate::Attestor;
 
@@ -503,4 +506,76 @@ pub async fn serve(
             },
         )
         .await
+}
+
+/// A Workload API client over a Unix socket, sending the security header on every call —
+/// for `warden svid`, a shell-friendly way for an agent to fetch its identity.
+pub mod client {
+    use tonic::{Request, transport::Channel};
+
+    use super::proto::{
+        JwtsvidRequest, X509svid, X509svidRequest,
+        spiffe_workload_api_client::SpiffeWorkloadApiClient,
+    };
+
+    /// Connects to the Workload API at `socket`.
+    pub async fn connect(
+        socket: std::path::PathBuf,
+    ) -> Result<SpiffeWorkloadApiClient<Channel>, tonic::transport::Error> {
+        let channel = tonic::transport::Endpoint::from_static("http://localhost")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let socket = socket.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(socket).await?,
+                    ))
+                }
+            }))
+            .await?;
+        Ok(SpiffeWorkloadApiClient::new(channel))
+    }
+
+    fn with_header<T>(body: T) -> Request<T> {
+        let mut req = Request::new(body);
+        req.metadata_mut().insert(
+            "workload.spiffe.io",
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
+        req
+    }
+
+    /// The caller's X.509-SVIDs (the first message of the FetchX509SVID stream).
+    pub async fn fetch_x509(
+        client: &mut SpiffeWorkloadApiClient<Channel>,
+    ) -> Result<Vec<X509svid>, tonic::Status> {
+        let mut stream = client
+            .fetch_x509svid(with_header(X509svidRequest {}))
+            .await?
+            .into_inner();
+        match stream.message().await? {
+            Some(resp) => Ok(resp.svids),
+            None => Err(tonic::Status::unavailable(
+                "the stream ended without an SVID",
+            )),
+        }
+    }
+
+    /// A JWT-SVID for `audience` (the caller's first identity).
+    pub async fn fetch_jwt(
+        client: &mut SpiffeWorkloadApiClient<Channel>,
+        audience: Vec<String>,
+    ) -> Result<(String, String), tonic::Status> {
+        let resp = client
+            .fetch_jwtsvid(with_header(JwtsvidRequest {
+                audience,
+                spiffe_id: String::new(),
+            }))
+            .await?
+            .into_inner();
+        resp.svids
+            .into_iter()
+            .next()
+            .map(|s| (s.spiffe_id, s.svid))
+            .ok_or_else(|| tonic::Status::unavailable("no JWT-SVID in the answer"))
+    }
 }
