@@ -39,15 +39,7 @@ async fn shell_agent_fetches_its_svids() {
 
     // Register "this user running the warden binary".
     let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_warden")).unwrap();
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let uid = common::own_uid();
     let resp = server
         .http
         .post(server.at("/v1/entries"))

@@ -37,15 +37,7 @@ async fn rust_spiffe_client_fetches_and_validates_svids() {
     );
 
     // Register this very process: its uid and its executable.
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let uid = common::own_uid();
     let exe = std::fs::canonicalize("/proc/self/exe").unwrap();
     let resp = server
         .http

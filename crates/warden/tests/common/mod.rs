@@ -723,3 +723,16 @@ pub(crate) async fn create_token_secret(
 ) -> String {
     create_token(server, admin, name, role).await.1
 }
+
+/// This process's real uid, as the kernel reports it (what `unix:uid` attestation sees).
+pub(crate) fn own_uid() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
