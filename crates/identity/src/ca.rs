@@ -49,6 +49,9 @@ pub enum CaError {
     /// The certificate signing request is malformed, not self-signed, or not P-256.
     #[error("invalid certificate signing request: {0}")]
     BadCsr(String),
+    /// The upstream CA cannot be used (unreadable, inconsistent, expired).
+    #[error("upstream CA: {0}")]
+    Upstream(String),
     /// Key generation, encoding or signing failed.
     #[error("certificate error: {0}")]
     Crypto(String),
@@ -128,15 +131,123 @@ pub struct X509Svid {
     pub not_after: OffsetDateTime,
 }
 
-/// A trust domain CA: a signing certificate and its key.
+/// An operator-supplied upstream CA that signs Warden's intermediate: its certificate chain
+/// (the signing certificate first, up to and including a self-signed root) and its key.
+pub struct UpstreamCa {
+    key: KeyPair,
+    issuer: rcgen::Certificate,
+    chain: Vec<Vec<u8>>,
+    not_after: OffsetDateTime,
+}
+
+impl std::fmt::Debug for UpstreamCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "UpstreamCa({} certificates, until {})",
+            self.chain.len(),
+            self.not_after
+        )
+    }
+}
+
+fn is_self_signed(cert: &x509_parser::certificate::X509Certificate<'_>) -> bool {
+    cert.subject().as_raw() == cert.issuer().as_raw() && cert.verify_signature(None).is_ok()
+}
+
+fn parse_cert(der: &[u8]) -> Result<x509_parser::certificate::X509Certificate<'_>, CaError> {
+    x509_parser::parse_x509_certificate(der)
+        .map(|(_, c)| c)
+        .map_err(|e| CaError::Upstream(format!("a certificate does not parse: {e}")))
+}
+
+impl UpstreamCa {
+    /// Loads the upstream CA from PEM: `certs_pem` holds its certificate followed by the chain
+    /// up to a self-signed root (a self-signed upstream is a chain of one); `key_pem` is its
+    /// PKCS#8 private key (ECDSA P-256/P-384 or RSA).
+    pub fn from_pem(certs_pem: &str, key_pem: &str) -> Result<Self, CaError> {
+        let chain = crate::x509::certs_from_pem(certs_pem)
+            .map_err(|e| CaError::Upstream(format!("certificate file: {e}")))?;
+        let key = KeyPair::from_pem(key_pem).map_err(|e| {
+            CaError::Upstream(format!(
+                "key file: {e} (a PKCS#8 `PRIVATE KEY` PEM is needed; convert with \
+                 `openssl pkcs8 -topk8 -nocrypt`)"
+            ))
+        })?;
+        let first = chain
+            .first()
+            .ok_or_else(|| CaError::Upstream("no certificate".into()))?;
+        let signer = parse_cert(first)?;
+        if signer.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err(CaError::Upstream(
+                "the key does not belong to the first certificate".into(),
+            ));
+        }
+        match signer.basic_constraints() {
+            Ok(Some(bc)) if bc.value.ca => {}
+            _ => {
+                return Err(CaError::Upstream(
+                    "the first certificate is not a CA (basicConstraints cA=true)".into(),
+                ));
+            }
+        }
+        if let Ok(Some(ku)) = signer.key_usage() {
+            if !ku.value.key_cert_sign() {
+                return Err(CaError::Upstream(
+                    "the first certificate may not sign certificates (no keyCertSign)".into(),
+                ));
+            }
+        }
+        for pair in chain.windows(2) {
+            if let [lower, upper] = pair {
+                let (lower, upper) = (parse_cert(lower)?, parse_cert(upper)?);
+                if lower.issuer().as_raw() != upper.subject().as_raw()
+                    || lower.verify_signature(Some(upper.public_key())).is_err()
+                {
+                    return Err(CaError::Upstream(format!(
+                        "`{}` is not signed by the next certificate, `{}`: list the chain in order",
+                        lower.subject(),
+                        upper.subject()
+                    )));
+                }
+            }
+        }
+        let last = chain.last().map(|d| parse_cert(d)).transpose()?;
+        if !last.as_ref().is_some_and(is_self_signed) {
+            return Err(CaError::Upstream(
+                "the chain does not end in a self-signed root: append the root certificate".into(),
+            ));
+        }
+        let not_after = signer.validity().not_after.to_datetime();
+        let der = rustls_pki_types::CertificateDer::from(first.clone());
+        let issuer = CertificateParams::from_ca_cert_der(&der)
+            .map_err(|e| CaError::Upstream(e.to_string()))?
+            .self_signed(&key)
+            .map_err(|e| CaError::Upstream(e.to_string()))?;
+        Ok(Self {
+            key,
+            issuer,
+            chain,
+            not_after,
+        })
+    }
+}
+
+/// A trust domain CA: a signing certificate and its key — a self-signed root, or an
+/// intermediate signed by an [`UpstreamCa`].
 pub struct Ca {
     trust_domain: TrustDomain,
     key: KeyPair,
     // Issuer description for rcgen (re-derived when loaded from storage: same subject and key,
     // so leaves chain to `cert_der`).
     cert: rcgen::Certificate,
-    // The CA certificate exactly as first issued: what bundles carry.
+    // The signing certificate exactly as first issued.
     cert_der: Vec<u8>,
+    // Certificates above `cert_der` (upstream intermediates, then the upstream root); empty for
+    // a self-signed root.
+    upstream: Vec<Vec<u8>>,
+    // What bundles carry: the root at the top of the chain.
+    anchors: Vec<Vec<u8>>,
     not_after: OffsetDateTime,
 }
 
@@ -144,6 +255,32 @@ impl std::fmt::Debug for Ca {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Ca({}, until {})", self.trust_domain, self.not_after)
     }
+}
+
+fn ca_params(
+    trust_domain: &TrustDomain,
+    name: &str,
+    constraints: BasicConstraints,
+    now: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<CertificateParams, CaError> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Warden");
+    dn.push(DnType::CommonName, format!("{trust_domain} {name}"));
+    params.distinguished_name = dn;
+    params.subject_alt_names = vec![uri_san(&trust_domain.id())?];
+    params.is_ca = IsCa::Ca(constraints);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(random_serial()?);
+    params.not_before = now - BACKDATE;
+    params.not_after = not_after;
+    Ok(params)
 }
 
 impl Ca {
@@ -157,40 +294,91 @@ impl Ca {
             return Err(CaError::BadTtl);
         }
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(crypto)?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, "Warden");
-        dn.push(DnType::CommonName, format!("{trust_domain} root CA"));
-        params.distinguished_name = dn;
-        params.subject_alt_names = vec![uri_san(&trust_domain.id())?];
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        params.serial_number = Some(random_serial()?);
-        params.not_before = now - BACKDATE;
-        params.not_after = now + validity;
+        let mut params = ca_params(
+            trust_domain,
+            "root CA",
+            BasicConstraints::Unconstrained,
+            now,
+            now + validity,
+        )?;
+        // A self-signed certificate has no authority to point at.
+        params.use_authority_key_identifier_extension = false;
         let cert = params.self_signed(&key).map_err(crypto)?;
+        let cert_der = cert.der().to_vec();
         Ok(Self {
             trust_domain: trust_domain.clone(),
             key,
-            cert_der: cert.der().to_vec(),
+            anchors: vec![cert_der.clone()],
+            cert_der,
             cert,
+            upstream: Vec::new(),
             not_after: now + validity,
         })
     }
 
-    /// Loads a CA from its stored certificate (DER) and private key (PKCS#8 DER), checking
-    /// that they belong together and to `trust_domain`.
+    /// A new intermediate for `trust_domain` signed by `upstream`, valid from `now` for
+    /// `validity` or until the upstream certificate expires, whichever is sooner. It may sign
+    /// only leaves (path length 0).
+    pub fn generate_intermediate(
+        trust_domain: &TrustDomain,
+        upstream: &UpstreamCa,
+        validity: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Self, CaError> {
+        if validity <= Duration::ZERO {
+            return Err(CaError::BadTtl);
+        }
+        let not_after = (now + validity).min(upstream.not_after);
+        if not_after <= now {
+            return Err(CaError::Upstream(format!(
+                "the upstream CA certificate expired at {}",
+                upstream.not_after
+            )));
+        }
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(crypto)?;
+        let params = ca_params(
+            trust_domain,
+            "intermediate CA",
+            BasicConstraints::Constrained(0),
+            now,
+            not_after,
+        )?;
+        let cert = params
+            .signed_by(&key, &upstream.issuer, &upstream.key)
+            .map_err(crypto)?;
+        let mut stored = cert.der().to_vec();
+        for der in &upstream.chain {
+            stored.extend_from_slice(der);
+        }
+        let ca = Self::from_parts(trust_domain, &stored, &key.serialize_der())?;
+        // Prove the chain before anything is signed with it: a leaf must verify to the root.
+        let probe_id =
+            SpiffeId::parse(&format!("{}/warden/probe", trust_domain.id())).map_err(crypto)?;
+        let probe = ca.issue_x509_svid(&probe_id, Duration::minutes(1), now)?;
+        let mut chain = vec![probe.cert_der];
+        chain.extend(ca.svid_chain());
+        crate::x509::verify_x509_svid(&chain, now, |_| Some(ca.anchors()))
+            .map_err(|e| CaError::Upstream(format!("the new intermediate does not verify: {e}")))?;
+        Ok(ca)
+    }
+
+    /// Loads a CA from its stored certificates (DER, back to back: the signing certificate,
+    /// then for an intermediate its upstream chain up to the root) and private key (PKCS#8
+    /// DER), checking that they belong together and to `trust_domain`.
     pub fn from_parts(
         trust_domain: &TrustDomain,
-        cert_der: &[u8],
+        stored_der: &[u8],
         key_pkcs8: &[u8],
     ) -> Result<Self, CaError> {
+        let mut certs = crate::x509::split_der(stored_der)
+            .map_err(|e| CaError::Crypto(format!("the stored CA certificates: {e}")))?
+            .into_iter();
+        let cert_der = certs
+            .next()
+            .ok_or_else(|| CaError::Crypto("no stored CA certificate".into()))?;
+        let upstream: Vec<Vec<u8>> = certs.collect();
         let key = KeyPair::try_from(key_pkcs8).map_err(crypto)?;
-        let der = rustls_pki_types::CertificateDer::from(cert_der.to_vec());
+        let der = rustls_pki_types::CertificateDer::from(cert_der.clone());
         let params = CertificateParams::from_ca_cert_der(&der).map_err(crypto)?;
         let wants = SanType::URI(trust_domain.id().as_str().try_into().map_err(crypto)?);
         if !params.subject_alt_names.contains(&wants) {
@@ -201,40 +389,63 @@ impl Ca {
         let not_after = params.not_after;
         let cert = params.self_signed(&key).map_err(crypto)?;
         // The re-derived certificate must carry the stored one's public key.
-        let (_, stored) = x509_parser::parse_x509_certificate(cert_der).map_err(crypto)?;
+        let stored = parse_cert(&cert_der)?;
         if stored.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
             return Err(CaError::Crypto(
                 "the stored CA key does not match its certificate".into(),
             ));
         }
+        let anchors = match upstream.last() {
+            None if is_self_signed(&stored) => vec![cert_der.clone()],
+            None => {
+                return Err(CaError::Crypto(
+                    "the stored CA is neither self-signed nor stored with its chain".into(),
+                ));
+            }
+            Some(root) => vec![root.clone()],
+        };
         Ok(Self {
             trust_domain: trust_domain.clone(),
             key,
             cert,
-            cert_der: cert_der.to_vec(),
+            cert_der,
+            upstream,
+            anchors,
             not_after,
         })
     }
 
-    /// The CA as a SPIFFE bundle key (RFC 7517 JWK with `use` = `x509-svid` and the
-    /// certificate in `x5c`).
+    /// What to store: the signing certificate followed by its upstream chain, DER back to back
+    /// (what [`Ca::from_parts`] reads).
+    pub fn stored_der(&self) -> Vec<u8> {
+        let mut out = self.cert_der.clone();
+        for der in &self.upstream {
+            out.extend_from_slice(der);
+        }
+        out
+    }
+
+    /// The trust anchors relying parties need (the root): what bundles carry.
+    pub fn anchors(&self) -> &[Vec<u8>] {
+        &self.anchors
+    }
+
+    /// The certificates a workload presents after its leaf: none under a self-signed root;
+    /// this intermediate and the upstream intermediates otherwise.
+    pub fn svid_chain(&self) -> Vec<Vec<u8>> {
+        match self.upstream.split_last() {
+            None => Vec::new(),
+            Some((_root, intermediates)) => std::iter::once(self.cert_der.clone())
+                .chain(intermediates.iter().cloned())
+                .collect(),
+        }
+    }
+
+    /// The CA's bundle key: its trust anchor as a SPIFFE `x509-svid` JWK.
     pub fn bundle_jwk(&self) -> serde_json::Value {
-        use base64::{
-            Engine,
-            engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
-        };
-        // INVARIANT: P-256 public keys are 65 bytes, 0x04 || X || Y.
-        let raw = self.key.public_key_raw();
-        let x = raw.get(1..33).unwrap_or_default();
-        let y = raw.get(33..65).unwrap_or_default();
-        serde_json::json!({
-            "use": "x509-svid",
-            "kty": "EC",
-            "crv": "P-256",
-            "x": URL_SAFE_NO_PAD.encode(x),
-            "y": URL_SAFE_NO_PAD.encode(y),
-            "x5c": [STANDARD.encode(&self.cert_der)],
-        })
+        crate::trust::TrustBundle::new(self.trust_domain.clone(), self.anchors.clone(), [])
+            .to_json()["keys"][0]
+            .clone()
     }
 
     /// The trust domain.
@@ -242,7 +453,7 @@ impl Ca {
         &self.trust_domain
     }
 
-    /// The CA certificate, DER (what bundles carry).
+    /// The signing certificate, DER (for a root, also what bundles carry).
     pub fn cert_der(&self) -> &[u8] {
         &self.cert_der
     }

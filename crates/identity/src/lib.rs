@@ -12,6 +12,8 @@ mod id;
 pub mod jwt;
 pub mod seal;
 mod selector;
+pub mod trust;
+pub mod x509;
 
 pub use id::{IdError, MAX_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, TrustDomain};
 pub use selector::{Selector, SelectorError, matches};

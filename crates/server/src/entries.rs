@@ -23,10 +23,11 @@ use crate::{
 
 /// Most selectors on one entry.
 const MAX_SELECTORS: usize = 16;
-/// X.509-SVID lifetime bounds, seconds: down to a minute, up to 30 days.
-const X509_TTL: std::ops::RangeInclusive<i64> = 60..=30 * 24 * 3600;
+/// X.509-SVID lifetime bounds, seconds: down to a minute, up to 30 days (the upper bound is
+/// also how long a retired CA stays in the bundle).
+const X509_TTL: std::ops::RangeInclusive<i64> = 60..=authority::MAX_X509_SVID_TTL_SECS;
 /// JWT-SVID lifetime bounds, seconds: a minute to a day.
-const JWT_TTL: std::ops::RangeInclusive<i64> = 60..=24 * 3600;
+const JWT_TTL: std::ops::RangeInclusive<i64> = 60..=authority::MAX_JWT_SVID_TTL_SECS;
 
 /// Request to create an entry.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -118,9 +118,9 @@ pub(crate) struct Join {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Joined {
     spiffe_id: String,
-    /// The X.509-SVID, PEM.
+    /// The X.509-SVID, PEM: the leaf, then any intermediates up to (not including) the root.
     svid_pem: String,
-    /// The trust bundle (CA certificates), PEM.
+    /// The trust bundle (root certificates), PEM.
     bundle_pem: String,
     expires_unix_ms: i64,
 }
@@ -199,7 +199,8 @@ pub(crate) async fn join(
             "this identity is on the denylist",
         ));
     }
-    let (der, serial, not_after) = state
+    let trust = state.keyring.current();
+    let (der, serial, not_after) = trust
         .ca
         .issue_x509_svid_for_csr(&id, &req.csr, SVID_TTL, time::OffsetDateTime::now_utc())
         .map_err(ApiError::internal)?;
@@ -222,8 +223,11 @@ pub(crate) async fn join(
         .await?;
     Ok(ApiJson(Joined {
         spiffe_id: id.to_string(),
-        svid_pem: identity::ca::cert_pem(&der),
-        bundle_pem: state.ca.cert_pem(),
+        svid_pem: std::iter::once(der)
+            .chain(trust.ca.svid_chain())
+            .map(|d| identity::ca::cert_pem(&d))
+            .collect(),
+        bundle_pem: trust.own().x509_pem(),
         expires_unix_ms,
     }))
 }

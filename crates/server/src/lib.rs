@@ -32,9 +32,11 @@ mod deny;
 mod entries;
 pub mod error;
 mod join;
+pub mod mtls;
 mod ops;
 mod tls;
 mod tokens;
+mod trust_api;
 
 pub use auth::{Caller, NewToken, Role, generate_token, hash_token};
 pub use error::{ApiError, ErrorBody};
@@ -64,8 +66,8 @@ pub struct AppState {
     trust_domain: identity::TrustDomain,
     issuer: String,
     denylist: Arc<identity::deny::Denylist>,
-    ca: Arc<identity::ca::Ca>,
-    jwt: Arc<identity::jwt::JwtSigner>,
+    authority: Arc<authority::Authority>,
+    keyring: Arc<identity::trust::Keyring>,
     store: Arc<dyn Store>,
     ledger: Ledger,
     metrics: ops::Metrics,
@@ -73,22 +75,20 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the state for `trust_domain` from an open store and ledger, the active identity
-    /// keys and the process's denylist.
+    /// Builds the state from an open store and ledger, the signing authority (keys, bundles,
+    /// federation) and the process's denylist.
     pub fn new(
-        trust_domain: identity::TrustDomain,
         store: Arc<dyn Store>,
         ledger: Ledger,
-        ca: Arc<identity::ca::Ca>,
-        jwt: Arc<identity::jwt::JwtSigner>,
+        authority: Arc<authority::Authority>,
         denylist: Arc<identity::deny::Denylist>,
     ) -> Self {
         Self {
-            trust_domain,
+            trust_domain: authority.trust_domain().clone(),
             denylist,
             issuer: String::from("http://localhost"),
-            ca,
-            jwt,
+            keyring: authority.keyring(),
+            authority,
             store,
             ledger,
             metrics: ops::Metrics::new(),
@@ -121,16 +121,15 @@ impl AppState {
 }
 
 /// The trust domain's SPIFFE bundle (SPIFFE Trust Domain and Bundle spec §4: a JWK set whose
-/// keys have `use` `x509-svid` (the CA certificate in `x5c`) or `jwt-svid`).
+/// keys have `use` `x509-svid` (the root certificate in `x5c`) or `jwt-svid`) — every key that
+/// is prepared, active, or retired within its overlap — with `spiffe_sequence` and
+/// `spiffe_refresh_hint`. Other trust domains federate by fetching this.
 #[utoipa::path(get, path = "/bundle", tag = "identity",
     responses((status = 200, description = "SPIFFE bundle (JWK set)", content_type = "application/json")))]
 async fn bundle(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
 ) -> error::ApiJson<serde_json::Value> {
-    error::ApiJson(serde_json::json!({
-        "keys": [state.ca.bundle_jwk(), state.jwt.public_key().to_jwk()],
-        "spiffe_refresh_hint": 300,
-    }))
+    error::ApiJson(state.keyring.current().own().to_json())
 }
 
 /// OpenID Connect discovery, so cloud IAM (AWS, Azure, GCP workload identity federation) and
@@ -156,7 +155,14 @@ async fn openid_configuration(
 async fn oidc_keys(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
 ) -> error::ApiJson<serde_json::Value> {
-    error::ApiJson(serde_json::json!({ "keys": [state.jwt.public_key().to_oidc_jwk()] }))
+    let trust = state.keyring.current();
+    let keys: Vec<serde_json::Value> = trust
+        .own()
+        .jwt()
+        .keys()
+        .map(identity::jwt::JwtPublicKey::to_oidc_jwk)
+        .collect();
+    error::ApiJson(serde_json::json!({ "keys": keys }))
 }
 
 /// Request id: the caller's `x-request-id` when sane, else a fresh UUID.
@@ -207,7 +213,8 @@ fn route_table() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>)
         .routes(routes!(bundle))
         .routes(routes!(openid_configuration))
         .routes(routes!(oidc_keys))
-        .routes(routes!(join::join));
+        .routes(routes!(join::join))
+        .routes(routes!(mtls::whoami));
     let authenticated = OpenApiRouter::new()
         .routes(routes!(audit_api::entries))
         .routes(routes!(audit_api::publish_checkpoint))
@@ -218,7 +225,16 @@ fn route_table() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>)
         .routes(routes!(entries::show, entries::delete))
         .routes(routes!(join::create))
         .routes(routes!(deny::add, deny::list))
-        .routes(routes!(deny::remove));
+        .routes(routes!(deny::remove))
+        .routes(routes!(trust_api::keys))
+        .routes(routes!(trust_api::rotate))
+        .routes(routes!(trust_api::revoke))
+        .routes(routes!(trust_api::add_federation, trust_api::federations))
+        .routes(routes!(
+            trust_api::update_federation,
+            trust_api::remove_federation
+        ))
+        .routes(routes!(trust_api::refresh_federation));
     (public, authenticated)
 }
 
@@ -360,10 +376,14 @@ pub async fn serve<L>(
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
+    mtls::Peer: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
 {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<mtls::Peer>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 #[cfg(test)]
@@ -403,6 +423,15 @@ mod tests {
             ("/v1/denylist", "post"),
             ("/v1/denylist", "get"),
             ("/v1/denylist/{kind}/{value}", "delete"),
+            ("/v1/svid/whoami", "get"),
+            ("/v1/ca", "get"),
+            ("/v1/ca/rotate", "post"),
+            ("/v1/ca/keys/{id}/revoke", "post"),
+            ("/v1/federations", "get"),
+            ("/v1/federations", "post"),
+            ("/v1/federations/{trust_domain}", "put"),
+            ("/v1/federations/{trust_domain}", "delete"),
+            ("/v1/federations/{trust_domain}/refresh", "post"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path} missing");
         }

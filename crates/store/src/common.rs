@@ -2,8 +2,8 @@
 //! validation and sqlx error mapping.
 
 use crate::{
-    ApiTokenRow, CheckpointRow, EntryRow, JoinConsume, JoinTokenRow, LedgerRow, Result,
-    SigningKeyRow, StoreError,
+    ApiTokenRow, CheckpointRow, EntryRow, FederationRow, JoinConsume, JoinTokenRow, LedgerRow,
+    Result, SigningKeyRow, StoreError,
 };
 
 /// Largest number of ledger rows per multi-row `INSERT`. Six parameters per row keeps a
@@ -243,14 +243,28 @@ pub(crate) type RawSigningKeyRow = (
     Vec<u8>,
     i64,
     Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
 );
 
 /// The signing key columns, in [`RawSigningKeyRow`] order.
-pub(crate) const SIGNING_KEY_COLUMNS: &str =
-    "id, kind, state, cert_der, key_sealed, created_unix_ms, not_after_unix_ms";
+pub(crate) const SIGNING_KEY_COLUMNS: &str = "id, kind, state, cert_der, key_sealed, \
+     created_unix_ms, not_after_unix_ms, activated_unix_ms, retired_unix_ms, revoked_unix_ms";
 
 pub(crate) fn signing_key_row(raw: RawSigningKeyRow) -> SigningKeyRow {
-    let (id, kind, state, cert_der, key_sealed, created_unix_ms, not_after_unix_ms) = raw;
+    let (
+        id,
+        kind,
+        state,
+        cert_der,
+        key_sealed,
+        created_unix_ms,
+        not_after_unix_ms,
+        activated_unix_ms,
+        retired_unix_ms,
+        revoked_unix_ms,
+    ) = raw;
     SigningKeyRow {
         id,
         kind,
@@ -259,6 +273,45 @@ pub(crate) fn signing_key_row(raw: RawSigningKeyRow) -> SigningKeyRow {
         key_sealed,
         created_unix_ms,
         not_after_unix_ms,
+        activated_unix_ms,
+        retired_unix_ms,
+        revoked_unix_ms,
+    }
+}
+
+/// Raw federation row, in [`FEDERATION_COLUMNS`] order.
+pub(crate) type RawFederationRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    i64,
+    i64,
+    Option<String>,
+);
+
+/// The federation columns, in [`RawFederationRow`] order.
+pub(crate) const FEDERATION_COLUMNS: &str = "trust_domain, bundle_url, endpoint_ca_pem, \
+     bundle_json, created_unix_ms, refreshed_unix_ms, last_error";
+
+pub(crate) fn federation_row(raw: RawFederationRow) -> FederationRow {
+    let (
+        trust_domain,
+        bundle_url,
+        endpoint_ca_pem,
+        bundle_json,
+        created_unix_ms,
+        refreshed_unix_ms,
+        last_error,
+    ) = raw;
+    FederationRow {
+        trust_domain,
+        bundle_url,
+        endpoint_ca_pem,
+        bundle_json,
+        created_unix_ms,
+        refreshed_unix_ms,
+        last_error,
     }
 }
 

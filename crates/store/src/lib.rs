@@ -216,6 +216,45 @@ pub struct SigningKeyRow {
     pub created_unix_ms: i64,
     /// End of validity, milliseconds since the Unix epoch.
     pub not_after_unix_ms: Option<i64>,
+    /// When it became the active key, milliseconds since the Unix epoch.
+    pub activated_unix_ms: Option<i64>,
+    /// When a newer key replaced it, milliseconds since the Unix epoch.
+    pub retired_unix_ms: Option<i64>,
+    /// When an operator withdrew it from the bundle, milliseconds since the Unix epoch.
+    pub revoked_unix_ms: Option<i64>,
+}
+
+/// What [`Store::signing_key_activate`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyActivate {
+    /// The prepared key is now active; the previous active key (its id here) is retired.
+    Activated {
+        /// The key that was active before, now retired.
+        retired: Option<String>,
+    },
+    /// No prepared key of that kind has this id (nothing changed).
+    NotPrepared,
+}
+
+/// Another trust domain whose SVIDs this install accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederationRow {
+    /// The federated trust domain name (e.g. `partner.example`).
+    pub trust_domain: String,
+    /// Its bundle endpoint, when the bundle is fetched and refreshed; `None` for a static
+    /// bundle set by the operator.
+    pub bundle_url: Option<String>,
+    /// PEM roots that authenticate the bundle endpoint's TLS certificate instead of the
+    /// system's Web PKI roots.
+    pub endpoint_ca_pem: Option<String>,
+    /// The last good bundle, SPIFFE bundle JSON.
+    pub bundle_json: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_unix_ms: i64,
+    /// When `bundle_json` was last set, milliseconds since the Unix epoch.
+    pub refreshed_unix_ms: i64,
+    /// Why the last refresh failed, if it did (the previous bundle stays in use).
+    pub last_error: Option<String>,
 }
 
 /// A join token as stored: only the SHA-256 of its secret.
@@ -336,8 +375,20 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes an entry. Returns whether it existed.
     async fn entry_delete(&self, id: &str) -> Result<bool>;
 
-    /// Stores a signing key. Fails with [`StoreError::Conflict`] if the id is taken.
-    async fn signing_key_insert(&self, row: &SigningKeyRow) -> Result<()>;
+    /// Stores a signing key in state `active` or `prepared`. Returns `false` (and stores
+    /// nothing) when a key of that kind is already in that state: there is at most one active
+    /// and one prepared key per kind, whatever replicas race. Fails with
+    /// [`StoreError::Conflict`] if the id is taken.
+    async fn signing_key_insert(&self, row: &SigningKeyRow) -> Result<bool>;
+
+    /// Makes the prepared key `id` of `kind` active and retires the previously active one, in
+    /// one serialized transaction.
+    async fn signing_key_activate(
+        &self,
+        kind: &str,
+        id: &str,
+        at_unix_ms: i64,
+    ) -> Result<KeyActivate>;
 
     /// Signing keys of `kind`, oldest first.
     async fn signing_keys(&self, kind: &str) -> Result<Vec<SigningKeyRow>>;
@@ -361,6 +412,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// The whole denylist, oldest first.
     async fn deny_list(&self) -> Result<Vec<DenyRow>>;
+
+    /// Withdraws a prepared or retired key: it becomes `retired` with `revoked_unix_ms` set, so
+    /// it leaves the bundle at once. Returns `false` if no such key is prepared or retired
+    /// (the active key cannot be revoked: rotate first).
+    async fn signing_key_revoke(&self, id: &str, at_unix_ms: i64) -> Result<bool>;
+
+    /// Adds a federated trust domain. Fails with [`StoreError::Conflict`] if it exists.
+    async fn federation_insert(&self, row: &FederationRow) -> Result<()>;
+
+    /// Records a refresh of a federated bundle: a new bundle (`Some`) and/or the refresh error
+    /// (`None` clears it). Returns whether the trust domain exists.
+    async fn federation_refreshed(
+        &self,
+        trust_domain: &str,
+        bundle_json: Option<&str>,
+        at_unix_ms: i64,
+        last_error: Option<&str>,
+    ) -> Result<bool>;
+
+    /// All federated trust domains, by name.
+    async fn federation_list(&self) -> Result<Vec<FederationRow>>;
+
+    /// Removes a federated trust domain. Returns whether it existed.
+    async fn federation_delete(&self, trust_domain: &str) -> Result<bool>;
 
     /// Reads an install-wide setting.
     async fn meta_get(&self, key: &str) -> Result<Option<String>>;

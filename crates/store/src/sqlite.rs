@@ -10,8 +10,8 @@ use sqlx::{
 };
 
 use crate::{
-    ApiTokenRow, Backend, CheckpointRow, DenyRow, EntryRow, JoinConsume, JoinTokenRow, LedgerRow,
-    Result, SigningKeyRow, Store, StoreError, TokenRevoke,
+    ApiTokenRow, Backend, CheckpointRow, DenyRow, EntryRow, FederationRow, JoinConsume,
+    JoinTokenRow, KeyActivate, LedgerRow, Result, SigningKeyRow, Store, StoreError, TokenRevoke,
     common::{
         self, INSERT_CHUNK_ROWS, RawCheckpointRow, RawEntryRow, RawLedgerRow, RawTokenRow, db_err,
         to_i64,
@@ -378,9 +378,18 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn signing_key_insert(&self, row: &SigningKeyRow) -> Result<()> {
-        sqlx::query(&format!(
-            "INSERT INTO signing_keys ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    async fn signing_key_insert(&self, row: &SigningKeyRow) -> Result<bool> {
+        if row.state != "active" && row.state != "prepared" {
+            return Err(StoreError::Conflict(format!(
+                "a new signing key is active or prepared, not `{}`",
+                row.state
+            )));
+        }
+        // The partial unique indexes keep one active and one prepared key per kind; a racing
+        // second insert of either is skipped, not an error.
+        let done = sqlx::query(&format!(
+            "INSERT INTO signing_keys ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+             ON CONFLICT DO NOTHING",
             common::SIGNING_KEY_COLUMNS
         ))
         .bind(&row.id)
@@ -390,10 +399,78 @@ impl Store for SqliteStore {
         .bind(&row.key_sealed)
         .bind(row.created_unix_ms)
         .bind(row.not_after_unix_ms)
+        .bind(row.activated_unix_ms)
+        .bind(row.retired_unix_ms)
+        .bind(row.revoked_unix_ms)
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
-        Ok(())
+        if done.rows_affected() > 0 {
+            return Ok(true);
+        }
+        // Nothing inserted: either the state slot is taken or the id is (report the latter).
+        let taken: Option<String> = sqlx::query_scalar("SELECT id FROM signing_keys WHERE id = ?1")
+            .bind(&row.id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        match taken {
+            Some(_) => Err(StoreError::Conflict(format!(
+                "a signing key with id `{}` exists",
+                row.id
+            ))),
+            None => Ok(false),
+        }
+    }
+
+    async fn signing_key_activate(
+        &self,
+        kind: &str,
+        id: &str,
+        at_unix_ms: i64,
+    ) -> Result<KeyActivate> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let prepared: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM signing_keys WHERE id = ?1 AND kind = ?2 AND state = 'prepared'",
+        )
+        .bind(id)
+        .bind(kind)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if prepared.is_none() {
+            tx.rollback().await.map_err(db_err)?;
+            return Ok(KeyActivate::NotPrepared);
+        }
+        let retired: Option<String> =
+            sqlx::query_scalar("SELECT id FROM signing_keys WHERE kind = ?1 AND state = 'active'")
+                .bind(kind)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        sqlx::query(
+            "UPDATE signing_keys SET state = 'retired', retired_unix_ms = ?1 \
+             WHERE kind = ?2 AND state = 'active'",
+        )
+        .bind(at_unix_ms)
+        .bind(kind)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        sqlx::query(
+            "UPDATE signing_keys SET state = 'active', activated_unix_ms = ?1 WHERE id = ?2",
+        )
+        .bind(at_unix_ms)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(KeyActivate::Activated { retired })
     }
 
     async fn signing_keys(&self, kind: &str) -> Result<Vec<SigningKeyRow>> {
@@ -499,6 +576,91 @@ impl Store for SqliteStore {
                 created_unix_ms,
             })
             .collect())
+    }
+
+    async fn signing_key_revoke(&self, id: &str, at_unix_ms: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE signing_keys SET state = 'retired', \
+             retired_unix_ms = COALESCE(retired_unix_ms, ?1), revoked_unix_ms = ?1 \
+             WHERE id = ?2 AND state IN ('prepared', 'retired') AND revoked_unix_ms IS NULL",
+        )
+        .bind(at_unix_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn federation_insert(&self, row: &FederationRow) -> Result<()> {
+        let done = sqlx::query(&format!(
+            "INSERT INTO federations ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT DO NOTHING",
+            common::FEDERATION_COLUMNS
+        ))
+        .bind(&row.trust_domain)
+        .bind(&row.bundle_url)
+        .bind(&row.endpoint_ca_pem)
+        .bind(&row.bundle_json)
+        .bind(row.created_unix_ms)
+        .bind(row.refreshed_unix_ms)
+        .bind(&row.last_error)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!(
+                "trust domain `{}` is already federated",
+                row.trust_domain
+            )));
+        }
+        Ok(())
+    }
+
+    async fn federation_refreshed(
+        &self,
+        trust_domain: &str,
+        bundle_json: Option<&str>,
+        at_unix_ms: i64,
+        last_error: Option<&str>,
+    ) -> Result<bool> {
+        let done = match bundle_json {
+            Some(json) => sqlx::query(
+                "UPDATE federations SET bundle_json = ?1, refreshed_unix_ms = ?2, \
+                 last_error = ?3 WHERE trust_domain = ?4",
+            )
+            .bind(json)
+            .bind(at_unix_ms)
+            .bind(last_error)
+            .bind(trust_domain),
+            None => sqlx::query("UPDATE federations SET last_error = ?1 WHERE trust_domain = ?2")
+                .bind(last_error)
+                .bind(trust_domain),
+        }
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn federation_list(&self) -> Result<Vec<FederationRow>> {
+        let raws: Vec<common::RawFederationRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM federations ORDER BY trust_domain",
+            common::FEDERATION_COLUMNS
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(raws.into_iter().map(common::federation_row).collect())
+    }
+
+    async fn federation_delete(&self, trust_domain: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM federations WHERE trust_domain = ?1")
+            .bind(trust_domain)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn meta_get(&self, key: &str) -> Result<Option<String>> {

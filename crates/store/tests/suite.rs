@@ -13,8 +13,9 @@
 use std::{path::PathBuf, sync::Arc};
 
 use store::{
-    ApiTokenRow, Backend, CheckpointRow, DenyRow, EntryRow, JoinConsume, JoinTokenRow, LedgerRow,
-    PostgresStore, SigningKeyRow, SqliteStore, Store, StoreError, StoreUrl, TokenRevoke,
+    ApiTokenRow, Backend, CheckpointRow, DenyRow, EntryRow, FederationRow, JoinConsume,
+    JoinTokenRow, KeyActivate, LedgerRow, PostgresStore, SigningKeyRow, SqliteStore, Store,
+    StoreError, StoreUrl, TokenRevoke,
 };
 use tokio::sync::Barrier;
 
@@ -170,6 +171,8 @@ suite! {
         concurrent_revocations_keep_one_admin,
         entries_round_trip_and_uniqueness,
         signing_keys_round_trip,
+        signing_key_rotation,
+        federations_round_trip,
         join_tokens_are_one_time,
         denylist_round_trip,
         meta_set_if_absent,
@@ -621,6 +624,9 @@ async fn signing_keys_round_trip(store: Arc<dyn Store>) {
         key_sealed: vec![9; 80],
         created_unix_ms: 10,
         not_after_unix_ms: Some(99),
+        activated_unix_ms: Some(10),
+        retired_unix_ms: None,
+        revoked_unix_ms: None,
     };
     let jwt = SigningKeyRow {
         id: "key_2".into(),
@@ -629,8 +635,8 @@ async fn signing_keys_round_trip(store: Arc<dyn Store>) {
         not_after_unix_ms: None,
         ..ca.clone()
     };
-    store.signing_key_insert(&jwt).await.unwrap();
-    store.signing_key_insert(&ca).await.unwrap();
+    assert!(store.signing_key_insert(&jwt).await.unwrap());
+    assert!(store.signing_key_insert(&ca).await.unwrap());
     assert_eq!(
         store.signing_keys("x509-ca").await.unwrap(),
         vec![ca.clone()]
@@ -650,6 +656,213 @@ async fn signing_keys_round_trip(store: Arc<dyn Store>) {
         ..ca
     };
     assert!(store.signing_key_insert(&bad_state).await.is_err());
+}
+
+fn key(id: &str, state: &str, created: i64) -> SigningKeyRow {
+    SigningKeyRow {
+        id: id.into(),
+        kind: "x509-ca".into(),
+        state: state.into(),
+        cert_der: Some(vec![0x30, 0x82, 0, 1]),
+        key_sealed: vec![9; 80],
+        created_unix_ms: created,
+        not_after_unix_ms: Some(99_000),
+        activated_unix_ms: (state == "active").then_some(created),
+        retired_unix_ms: None,
+        revoked_unix_ms: None,
+    }
+}
+
+async fn signing_key_rotation(store: Arc<dyn Store>) {
+    assert!(
+        store
+            .signing_key_insert(&key("k1", "active", 1))
+            .await
+            .unwrap()
+    );
+    // One active and one prepared key per kind: a second of either is skipped, not stored.
+    assert!(
+        !store
+            .signing_key_insert(&key("k2", "active", 2))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .signing_key_insert(&key("k3", "prepared", 3))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .signing_key_insert(&key("k4", "prepared", 4))
+            .await
+            .unwrap()
+    );
+    // Retired is not a state a new key starts in.
+    assert!(is_conflict(
+        &store.signing_key_insert(&key("k5", "retired", 5)).await
+    ));
+    assert_eq!(
+        store
+            .signing_key_activate("x509-ca", "k1", 50)
+            .await
+            .unwrap(),
+        KeyActivate::NotPrepared
+    );
+    assert_eq!(
+        store.signing_key_activate("jwt", "k3", 50).await.unwrap(),
+        KeyActivate::NotPrepared
+    );
+    assert_eq!(
+        store
+            .signing_key_activate("x509-ca", "k3", 50)
+            .await
+            .unwrap(),
+        KeyActivate::Activated {
+            retired: Some("k1".into())
+        }
+    );
+    let keys = store.signing_keys("x509-ca").await.unwrap();
+    let states: Vec<(&str, &str, Option<i64>, Option<i64>)> = keys
+        .iter()
+        .map(|k| {
+            (
+                k.id.as_str(),
+                k.state.as_str(),
+                k.activated_unix_ms,
+                k.retired_unix_ms,
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("k1", "retired", Some(1), Some(50)),
+            ("k3", "active", Some(50), None)
+        ]
+    );
+    // A new prepared key can follow; activating twice at once activates it once.
+    assert!(
+        store
+            .signing_key_insert(&key("k6", "prepared", 6))
+            .await
+            .unwrap()
+    );
+    let (a, b) = tokio::join!(
+        store.signing_key_activate("x509-ca", "k6", 60),
+        store.signing_key_activate("x509-ca", "k6", 61)
+    );
+    let outcomes = [a.unwrap(), b.unwrap()];
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == KeyActivate::NotPrepared)
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+    let active: Vec<String> = store
+        .signing_keys("x509-ca")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.state == "active")
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(active, vec!["k6".to_owned()]);
+    // Revocation: never the active key; a retired one once; a prepared one is discarded
+    // (retired and revoked), freeing the prepared slot.
+    assert!(!store.signing_key_revoke("k6", 70).await.unwrap());
+    assert!(store.signing_key_revoke("k1", 70).await.unwrap());
+    assert!(!store.signing_key_revoke("k1", 71).await.unwrap());
+    assert!(!store.signing_key_revoke("nope", 71).await.unwrap());
+    assert!(
+        store
+            .signing_key_insert(&key("k7", "prepared", 7))
+            .await
+            .unwrap()
+    );
+    assert!(store.signing_key_revoke("k7", 72).await.unwrap());
+    assert!(
+        store
+            .signing_key_insert(&key("k8", "prepared", 8))
+            .await
+            .unwrap()
+    );
+    let keys = store.signing_keys("x509-ca").await.unwrap();
+    let find = |id: &str| keys.iter().find(|k| k.id == id).unwrap().clone();
+    assert_eq!(
+        (
+            find("k1").state.as_str(),
+            find("k1").retired_unix_ms,
+            find("k1").revoked_unix_ms
+        ),
+        ("retired", Some(50), Some(70))
+    );
+    assert_eq!(
+        (
+            find("k7").state.as_str(),
+            find("k7").retired_unix_ms,
+            find("k7").revoked_unix_ms
+        ),
+        ("retired", Some(72), Some(72))
+    );
+}
+
+async fn federations_round_trip(store: Arc<dyn Store>) {
+    let row = FederationRow {
+        trust_domain: "partner.example".into(),
+        bundle_url: Some("https://partner.example/bundle".into()),
+        endpoint_ca_pem: None,
+        bundle_json: r#"{"keys":[]}"#.into(),
+        created_unix_ms: 1,
+        refreshed_unix_ms: 1,
+        last_error: None,
+    };
+    let other = FederationRow {
+        trust_domain: "acme.test".into(),
+        bundle_url: None,
+        ..row.clone()
+    };
+    store.federation_insert(&row).await.unwrap();
+    store.federation_insert(&other).await.unwrap();
+    assert!(is_conflict(&store.federation_insert(&row).await));
+    assert_eq!(
+        store.federation_list().await.unwrap(),
+        vec![other.clone(), row.clone()]
+    );
+    // A failed refresh keeps the bundle and records why; a good one replaces it and clears
+    // the error.
+    assert!(
+        store
+            .federation_refreshed("partner.example", None, 5, Some("timed out"))
+            .await
+            .unwrap()
+    );
+    let after_error = store.federation_list().await.unwrap();
+    assert_eq!(after_error[1].bundle_json, row.bundle_json);
+    assert_eq!(after_error[1].refreshed_unix_ms, 1);
+    assert_eq!(after_error[1].last_error.as_deref(), Some("timed out"));
+    assert!(
+        store
+            .federation_refreshed("partner.example", Some(r#"{"keys":[1]}"#), 7, None)
+            .await
+            .unwrap()
+    );
+    let refreshed = store.federation_list().await.unwrap();
+    assert_eq!(refreshed[1].bundle_json, r#"{"keys":[1]}"#);
+    assert_eq!(refreshed[1].refreshed_unix_ms, 7);
+    assert_eq!(refreshed[1].last_error, None);
+    assert!(
+        !store
+            .federation_refreshed("nobody.example", None, 7, None)
+            .await
+            .unwrap()
+    );
+    assert!(store.federation_delete("acme.test").await.unwrap());
+    assert!(!store.federation_delete("acme.test").await.unwrap());
+    assert_eq!(store.federation_list().await.unwrap().len(), 1);
 }
 
 async fn join_tokens_are_one_time(store: Arc<dyn Store>) {

@@ -126,7 +126,21 @@ impl Client {
             .await?)
     }
 
-    async fn delete(&self, path: &str) -> Result<()> {
+    pub(crate) async fn put_json(&self, path: &str, body: &Value) -> Result<Value> {
+        Ok(self
+            .send(self.request(reqwest::Method::PUT, path).json(body))
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// POST without a body, for actions that answer 204.
+    pub(crate) async fn post_empty(&self, path: &str) -> Result<()> {
+        self.send(self.request(reqwest::Method::POST, path)).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn delete(&self, path: &str) -> Result<()> {
         self.send(self.request(reqwest::Method::DELETE, path))
             .await?;
         Ok(())
@@ -795,7 +809,7 @@ pub(crate) enum DenyCmd {
     },
 }
 
-fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -898,11 +912,17 @@ pub(crate) async fn svid(socket: PathBuf, cmd: SvidCmd) -> Result<()> {
                 &key_path,
                 identity::ca::pem("PRIVATE KEY", &svid.x509_svid_key).as_bytes(),
             )?;
-            std::fs::write(
-                out.join("svid.pem"),
-                identity::ca::cert_pem(&svid.x509_svid),
-            )?;
-            std::fs::write(out.join("bundle.pem"), identity::ca::cert_pem(&svid.bundle))?;
+            // Both fields are DER certificates back to back: the leaf then its intermediates,
+            // and every root of the trust domain.
+            let pems = |der: &[u8]| -> Result<String> {
+                Ok(identity::x509::split_der(der)
+                    .map_err(|e| anyhow::anyhow!("the Workload API sent bad certificates: {e}"))?
+                    .iter()
+                    .map(|c| identity::ca::cert_pem(c))
+                    .collect())
+            };
+            std::fs::write(out.join("svid.pem"), pems(&svid.x509_svid)?)?;
+            std::fs::write(out.join("bundle.pem"), pems(&svid.bundle)?)?;
             println!("{}", svid.spiffe_id);
         }
         SvidCmd::Jwt { audiences } => {

@@ -37,6 +37,10 @@ pub(crate) struct FileConfig {
     pub(crate) tls_key: Option<PathBuf>,
     pub(crate) workload_socket: Option<PathBuf>,
     pub(crate) public_url: Option<String>,
+    pub(crate) upstream_ca_cert: Option<PathBuf>,
+    pub(crate) upstream_ca_key: Option<PathBuf>,
+    pub(crate) ca_validity_days: Option<u64>,
+    pub(crate) ca_auto_rotate: Option<bool>,
 }
 
 impl FileConfig {
@@ -79,6 +83,8 @@ pub(crate) struct Settings {
     /// The URL clients reach this server at (OIDC issuer); derived from the listen address
     /// when absent.
     pub(crate) public_url: Option<String>,
+    /// How new CAs are made and rotated.
+    pub(crate) ca: crate::identity_keys::CaSettings,
 }
 
 /// Values given as flags or environment variables (clap merges those two).
@@ -123,6 +129,27 @@ pub(crate) struct Overrides {
     /// [env: WARDEN_PUBLIC_URL] [default: http(s)://LISTEN]
     #[arg(long, env = "WARDEN_PUBLIC_URL", hide_env = true)]
     pub(crate) public_url: Option<String>,
+    /// Make Warden's CA an intermediate signed by this upstream CA: its certificate followed by
+    /// the chain up to the root, PEM (needs --upstream-ca-key) [env: WARDEN_UPSTREAM_CA_CERT]
+    #[arg(long, env = "WARDEN_UPSTREAM_CA_CERT", hide_env = true)]
+    pub(crate) upstream_ca_cert: Option<PathBuf>,
+    /// PKCS#8 PEM private key of --upstream-ca-cert, mode 0600 [env: WARDEN_UPSTREAM_CA_KEY]
+    #[arg(long, env = "WARDEN_UPSTREAM_CA_KEY", hide_env = true)]
+    pub(crate) upstream_ca_key: Option<PathBuf>,
+}
+
+/// The upstream CA pair from flags or file: both or neither.
+pub(crate) fn upstream_pair(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<Option<(PathBuf, PathBuf)>> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some((cert, key))),
+        (None, None) => Ok(None),
+        _ => bail!(
+            "an upstream CA needs both a certificate (--upstream-ca-cert) and a key (--upstream-ca-key)"
+        ),
+    }
 }
 
 impl Settings {
@@ -179,6 +206,17 @@ impl Settings {
             .or(file.workload_socket)
             .unwrap_or_else(|| data_dir.join("workload.sock"));
         let public_url = o.public_url.clone().or(file.public_url);
+        let ca = crate::identity_keys::CaSettings {
+            upstream: upstream_pair(
+                o.upstream_ca_cert.clone().or(file.upstream_ca_cert),
+                o.upstream_ca_key.clone().or(file.upstream_ca_key),
+            )?,
+            validity_days: file.ca_validity_days,
+            auto_rotate: file.ca_auto_rotate.unwrap_or(true),
+        };
+        if ca.validity_days == Some(0) {
+            bail!("ca_validity_days must be at least 1");
+        }
         if let Some(url) = &public_url {
             if !(url.starts_with("https://") || url.starts_with("http://")) || url.ends_with('/') {
                 bail!(
@@ -188,6 +226,7 @@ impl Settings {
         }
         Ok(Self {
             tls,
+            ca,
             public_url,
             workload_socket,
             data_dir: data_dir.to_owned(),

@@ -1,26 +1,28 @@
-//! The install's identity signing keys (trust-domain CA, JWT-SVID key): created once, sealed
-//! under the key-encryption key, stored, audited, and loaded at start.
+//! The install's key-encryption key, and opening the signing authority (trust-domain CA,
+//! JWT-SVID key: created once, sealed under the KEK, stored, audited, rotated).
 //!
 //! The key-encryption key (KEK) comes from `WARDEN_KEK` (base64 of 32 bytes) when set, else
 //! from `DATA_DIR/kek.key` (mode 0600, created by `warden init`). Without the right KEK the
 //! sealed keys do not open and `warden serve` refuses to start.
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use anyhow::{Context, Result};
+use authority::{Authority, AuthorityConfig};
 use base64::{Engine, engine::general_purpose::STANDARD};
-use identity::{TrustDomain, ca::Ca, jwt::JwtSigner, seal::Kek};
-use ledger::{Ledger, NewEvent, OcsfClass, Outcome};
+use identity::{TrustDomain, ca::UpstreamCa, seal::Kek};
+use ledger::Ledger;
 use rand::RngCore;
-use store::{SigningKeyRow, Store};
+use store::Store;
 use zeroize::Zeroizing;
 
 use crate::keys::{read_secret_file, write_secret_file};
 
 /// File name of the key-encryption key in the data directory.
 pub(crate) const KEK_FILE: &str = "kek.key";
-/// Lifetime of a new trust-domain CA.
-const CA_VALIDITY: time::Duration = time::Duration::days(365);
 
 /// Creates `DATA_DIR/kek.key` unless `WARDEN_KEK` is set or the file exists.
 pub(crate) fn create_kek_file(data_dir: &Path) -> Result<()> {
@@ -51,142 +53,76 @@ pub(crate) fn load_kek(data_dir: &Path) -> Result<Kek> {
     Kek::from_bytes(&raw).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// The loaded keys.
-pub(crate) struct IdentityKeys {
-    pub(crate) ca: Arc<Ca>,
-    pub(crate) jwt: Arc<JwtSigner>,
-}
-
-fn pointer(kind: &str) -> String {
-    format!("identity.{kind}.active")
-}
-
 /// Whether this install's store already has its identity keys.
 pub(crate) async fn exist(store: &Arc<dyn Store>) -> Result<bool> {
-    Ok(store.meta_get(&pointer("x509-ca")).await?.is_some())
+    Ok(!store.signing_keys("x509-ca").await?.is_empty())
 }
 
-fn aad(kind: &str, id: &str) -> Vec<u8> {
-    format!("warden/{kind}/{id}").into_bytes()
+/// How the CA is made: self-signed, or an intermediate under an upstream CA.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CaSettings {
+    /// Upstream CA certificate chain and PKCS#8 key (PEM files).
+    pub(crate) upstream: Option<(PathBuf, PathBuf)>,
+    /// Lifetime of each new CA.
+    pub(crate) validity_days: Option<u64>,
+    /// Rotate on schedule.
+    pub(crate) auto_rotate: bool,
 }
 
-fn new_id() -> String {
-    let mut raw = [0u8; 8];
-    rand::rngs::OsRng.fill_bytes(&mut raw);
-    format!(
-        "key_{}",
-        raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
+/// Checks, before anything is created, that an intermediate for `td` can be made under the
+/// upstream CA and verifies to its root (catches expired upstreams and path-length limits).
+pub(crate) fn check_upstream(td: &TrustDomain, cert: &Path, key: &Path) -> Result<()> {
+    let upstream = load_upstream(cert, key)?;
+    identity::ca::Ca::generate_intermediate(
+        td,
+        &upstream,
+        time::Duration::days(1),
+        time::OffsetDateTime::now_utc(),
     )
+    .map(|_| ())
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Loads the active CA and JWT key, creating (and recording) them the first time.
-pub(crate) async fn ensure(
+pub(crate) fn load_upstream(cert: &Path, key: &Path) -> Result<UpstreamCa> {
+    let certs = std::fs::read_to_string(cert)
+        .with_context(|| format!("reading the upstream CA certificate {}", cert.display()))?;
+    let key_pem = read_secret_file(key)
+        .with_context(|| format!("reading the upstream CA key {}", key.display()))?;
+    UpstreamCa::from_pem(&certs, &key_pem).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Opens the signing authority: loads the KEK, creates the CA and JWT key the first time
+/// (recording it), loads keys and federations.
+pub(crate) async fn open_authority(
+    data_dir: &Path,
     store: &Arc<dyn Store>,
-    kek: &Kek,
+    ledger: &Ledger,
     td: &TrustDomain,
-    ledger: &Ledger,
-) -> Result<IdentityKeys> {
-    let ca_row = ensure_row(
-        store,
-        "x509-ca",
+    ca: &CaSettings,
+) -> Result<Authority> {
+    let kek = load_kek(data_dir)?;
+    let upstream = match &ca.upstream {
+        Some((cert, key)) => Some(load_upstream(cert, key)?),
+        None => None,
+    };
+    let validity = match ca.validity_days {
+        Some(0) => anyhow::bail!("ca_validity_days must be at least 1"),
+        Some(days) => Some(time::Duration::days(
+            i64::try_from(days).unwrap_or(i64::MAX / 86_400_000),
+        )),
+        None => None,
+    };
+    Authority::open(
+        td.clone(),
+        Arc::clone(store),
+        ledger.clone(),
         kek,
-        || {
-            let ca = Ca::generate_root(td, CA_VALIDITY, time::OffsetDateTime::now_utc())?;
-            let not_after = ca.not_after().unix_timestamp().saturating_mul(1000);
-            Ok((
-                Some(ca.cert_der().to_vec()),
-                ca.key_pkcs8(),
-                Some(not_after),
-            ))
+        AuthorityConfig {
+            upstream,
+            ca_validity: validity,
+            auto_rotate: ca.auto_rotate,
         },
-        ledger,
     )
-    .await?;
-    let (row, key) = ca_row;
-    let cert = row
-        .cert_der
-        .as_deref()
-        .context("the stored CA has no certificate")?;
-    let ca = Ca::from_parts(td, cert, &key).map_err(|e| anyhow::anyhow!("stored CA: {e}"))?;
-
-    let (_, key) = ensure_row(
-        store,
-        "jwt",
-        kek,
-        || {
-            let signer = JwtSigner::generate()?;
-            Ok((None, Zeroizing::new(signer.pkcs8().to_vec()), None))
-        },
-        ledger,
-    )
-    .await?;
-    let jwt = JwtSigner::from_pkcs8(&key).map_err(|e| anyhow::anyhow!("stored JWT key: {e}"))?;
-    Ok(IdentityKeys {
-        ca: Arc::new(ca),
-        jwt: Arc::new(jwt),
-    })
-}
-
-type Generated = (Option<Vec<u8>>, Zeroizing<Vec<u8>>, Option<i64>);
-
-/// The active row of `kind` with its unsealed key. The active key is the one the meta pointer
-/// `identity.<kind>.active` names; the first process to set it wins, so replicas starting
-/// together agree on one key.
-async fn ensure_row(
-    store: &Arc<dyn Store>,
-    kind: &str,
-    kek: &Kek,
-    generate: impl FnOnce() -> Result<Generated>,
-    ledger: &Ledger,
-) -> Result<(SigningKeyRow, Zeroizing<Vec<u8>>)> {
-    let pointer = pointer(kind);
-    if store.meta_get(&pointer).await?.is_none() {
-        let (cert_der, key, not_after_unix_ms) = generate()?;
-        let id = new_id();
-        let sealed = kek
-            .seal(&aad(kind, &id), &key)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        store
-            .signing_key_insert(&SigningKeyRow {
-                id: id.clone(),
-                kind: kind.to_owned(),
-                state: "active".into(),
-                cert_der,
-                key_sealed: sealed,
-                created_unix_ms: crate::now_ms(),
-                not_after_unix_ms,
-            })
-            .await?;
-        if store.meta_set_if_absent(&pointer, &id).await? {
-            ledger
-                .append(
-                    NewEvent::new(
-                        "system:identity",
-                        "signing_key.create",
-                        Outcome::Success,
-                        OcsfClass::UserAccessManagement,
-                    )
-                    .field("key_id", id.clone())
-                    .field("kind", kind),
-                )
-                .await?;
-        }
-    }
-    let active = store
-        .meta_get(&pointer)
-        .await?
-        .context("no active signing key after creating one")?;
-    let row = store
-        .signing_keys(kind)
-        .await?
-        .into_iter()
-        .find(|r| r.id == active)
-        .with_context(|| format!("the active {kind} key `{active}` is missing from the store"))?;
-    let key = kek.open(&aad(kind, &row.id), &row.key_sealed).map_err(|_| {
-        anyhow::anyhow!(
-            "cannot unseal the {kind} key `{}`: wrong key-encryption key (WARDEN_KEK or {KEK_FILE}), or the stored key was altered",
-            row.id
-        )
-    })?;
-    Ok((row, key))
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }

@@ -23,6 +23,13 @@ pub(crate) struct InitArgs {
     /// Database URL to initialise (sqlite://PATH or postgres://…); recorded in warden.toml
     #[arg(long, env = "WARDEN_DATABASE_URL", hide_env = true)]
     database_url: Option<String>,
+    /// Make the CA an intermediate signed by this upstream CA (its certificate, then the chain
+    /// up to the root, PEM); recorded in warden.toml for later rotations
+    #[arg(long, env = "WARDEN_UPSTREAM_CA_CERT", hide_env = true)]
+    upstream_ca_cert: Option<std::path::PathBuf>,
+    /// PKCS#8 PEM key of --upstream-ca-cert
+    #[arg(long, env = "WARDEN_UPSTREAM_CA_KEY", hide_env = true)]
+    upstream_ca_key: Option<std::path::PathBuf>,
 }
 
 /// A data directory that does not exist yet, or is empty.
@@ -44,6 +51,8 @@ pub(crate) async fn first_start(data_dir: &Path, database_url: Option<String>) -
             trust_domain: None,
             admin_token_file: Some(token_file.clone()),
             database_url,
+            upstream_ca_cert: None,
+            upstream_ca_key: None,
         },
     )
     .await?;
@@ -78,6 +87,21 @@ pub(crate) async fn run(data_dir: &Path, mut args: InitArgs) -> Result<()> {
         .trust_domain
         .get_or_insert_with(|| "example.org".into());
     config::check_trust_domain(trust_domain)?;
+    // Absolute, so warden.toml means the same files whatever directory serve runs from.
+    let upstream =
+        config::upstream_pair(args.upstream_ca_cert.clone(), args.upstream_ca_key.clone())?
+            .map(|(cert, key)| -> Result<_> {
+                Ok((
+                    std::path::absolute(&cert).with_context(|| format!("{}", cert.display()))?,
+                    std::path::absolute(&key).with_context(|| format!("{}", key.display()))?,
+                ))
+            })
+            .transpose()?;
+    if let Some((cert, key)) = &upstream {
+        // Checked before anything is created: an intermediate is made and verified.
+        let td = identity::TrustDomain::parse(trust_domain).map_err(|e| anyhow::anyhow!("{e}"))?;
+        crate::identity_keys::check_upstream(&td, cert, key)?;
+    }
     for leftover in [LEDGER_KEY_FILE, HMAC_KEY_FILE] {
         if data_dir.join(leftover).exists() {
             bail!(
@@ -121,7 +145,16 @@ pub(crate) async fn run(data_dir: &Path, mut args: InitArgs) -> Result<()> {
     let kek_provided = data_dir.join(crate::identity_keys::KEK_FILE).exists();
     let signer = keys::create(data_dir, &origin(trust_domain))?;
     let trust_domain = trust_domain.clone();
-    let result = finish(data_dir, &args, &trust_domain, &url, store, signer).await;
+    let result = finish(
+        data_dir,
+        &args,
+        upstream,
+        &trust_domain,
+        &url,
+        store,
+        signer,
+    )
+    .await;
     if result.is_err() {
         // Leave no half-made install: without warden.toml these keys would block a retry.
         let _ = std::fs::remove_file(data_dir.join(LEDGER_KEY_FILE));
@@ -136,6 +169,7 @@ pub(crate) async fn run(data_dir: &Path, mut args: InitArgs) -> Result<()> {
 async fn finish(
     data_dir: &Path,
     args: &InitArgs,
+    upstream: Option<(std::path::PathBuf, std::path::PathBuf)>,
     trust_domain: &str,
     url: &store::StoreUrl,
     store: Arc<dyn store::Store>,
@@ -179,15 +213,21 @@ async fn finish(
         .await?;
     // The trust domain's CA and JWT-SVID key, sealed under the key-encryption key.
     crate::identity_keys::create_kek_file(data_dir)?;
-    let kek = crate::identity_keys::load_kek(data_dir)?;
     let td = identity::TrustDomain::parse(trust_domain).map_err(|e| anyhow::anyhow!("{e}"))?;
-    crate::identity_keys::ensure(&store, &kek, &td, &ledger).await?;
+    let ca = crate::identity_keys::CaSettings {
+        upstream: upstream.clone(),
+        ..Default::default()
+    };
+    crate::identity_keys::open_authority(data_dir, &store, &ledger, &td, &ca).await?;
     ledger.checkpoint().await?;
 
     // Written last: its presence marks a complete init.
+    let (upstream_ca_cert, upstream_ca_key) = upstream.unzip();
     let file = FileConfig {
         trust_domain: Some(trust_domain.to_owned()),
         database_url: args.database_url.clone(),
+        upstream_ca_cert,
+        upstream_ca_key,
         ..FileConfig::default()
     };
     keys::write_secret_file(

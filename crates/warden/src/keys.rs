@@ -45,7 +45,13 @@ pub(crate) fn read_secret_file(path: &Path) -> Result<Zeroizing<String>> {
 }
 
 /// Loads an HTTPS certificate chain and its key (the key file must be 0600).
-pub(crate) fn load_tls(cert: &Path, key: &Path) -> Result<server::rustls::ServerConfig> {
+pub(crate) fn load_tls(
+    cert: &Path,
+    key: &Path,
+    client_verifier: impl FnOnce(
+        &server::rustls::crypto::CryptoProvider,
+    ) -> Arc<dyn server::rustls::server::danger::ClientCertVerifier>,
+) -> Result<server::rustls::ServerConfig> {
     use server::rustls::{
         self,
         pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
@@ -59,13 +65,13 @@ pub(crate) fn load_tls(cert: &Path, key: &Path) -> Result<server::rustls::Server
     let key_pem = read_secret_file(key)?;
     let key_der = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
         .map_err(|e| anyhow::anyhow!("reading the private key from {}: {e}", key.display()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(chain, key_der)
-    .with_context(|| format!("{} does not match {}", key.display(), cert.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = client_verifier(&provider);
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key_der)
+        .with_context(|| format!("{} does not match {}", key.display(), cert.display()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

@@ -14,6 +14,7 @@ mod identity_keys;
 mod init;
 mod keys;
 mod serve;
+mod trust_cli;
 
 /// Warden: zero-trust identity governance for AI agents.
 #[derive(Debug, Parser)]
@@ -91,6 +92,20 @@ enum Command {
         #[command(subcommand)]
         cmd: client::DenyCmd,
     },
+    /// The trust domain's CA and JWT-SVID keys: list, rotate, revoke
+    Ca {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        cmd: trust_cli::CaCmd,
+    },
+    /// Trust other trust domains' SVIDs (SPIFFE federation)
+    Federation {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        cmd: trust_cli::FederationCmd,
+    },
     /// Measure the ledger's performance on this machine
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -158,6 +173,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Svid { socket, cmd } => {
             client::svid(client::workload_socket(socket, &cli.data_dir), cmd).await?;
+        }
+        Command::Ca { client, cmd } => {
+            trust_cli::ca(&client::Client::new(&client)?, cmd).await?;
+        }
+        Command::Federation { client, cmd } => {
+            trust_cli::federation(&client::Client::new(&client)?, cmd).await?;
         }
         Command::Deny { client, cmd } => {
             client::deny(&client::Client::new(&client)?, cmd).await?;

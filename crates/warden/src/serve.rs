@@ -117,13 +117,17 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
     if !crate::identity_keys::exist(&store).await? {
         crate::identity_keys::create_kek_file(&settings.data_dir)?;
     }
-    let kek = crate::identity_keys::load_kek(&settings.data_dir)?;
-    let keys = crate::identity_keys::ensure(&store, &kek, &trust_domain, &ledger).await?;
+    let authority = Arc::new(
+        crate::identity_keys::open_authority(
+            &settings.data_dir,
+            &store,
+            &ledger,
+            &trust_domain,
+            &settings.ca,
+        )
+        .await?,
+    );
 
-    let tls = match &settings.tls {
-        Some((cert, key)) => Some(Arc::new(keys::load_tls(cert, key)?)),
-        None => None,
-    };
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
@@ -147,6 +151,17 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
     // The denylist: loaded now, re-read every second so other replicas' changes arrive.
     let denylist = Arc::new(identity::deny::Denylist::new());
     load_denylist(&store, &denylist).await?;
+    // HTTPS, optionally mutual: agents may present their X.509-SVID instead of a token.
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(Arc::new(keys::load_tls(cert, key, |provider| {
+            Arc::new(server::mtls::SvidClientVerifier::new(
+                authority.keyring(),
+                Arc::clone(&denylist),
+                provider,
+            ))
+        })?)),
+        None => None,
+    };
     let refresher = {
         let (store, denylist, mut stop) =
             (Arc::clone(&store), Arc::clone(&denylist), stop_rx.clone());
@@ -163,6 +178,21 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
             }
         })
     };
+    // Keys and federated bundles: re-read every second (rotation by another replica or an
+    // operator), rotated on schedule, federated bundles refreshed when due.
+    let authority_task = {
+        let (authority, mut stop) = (Arc::clone(&authority), stop_rx.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                authority.tick().await;
+            }
+        })
+    };
     let issuer = settings.public_url.clone().unwrap_or_else(|| {
         let scheme = if tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{local}")
@@ -171,8 +201,7 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
         trust_domain.clone(),
         Arc::clone(&store),
         ledger.clone(),
-        Arc::clone(&keys.ca),
-        Arc::clone(&keys.jwt),
+        authority.keyring(),
         Arc::clone(&denylist),
         stop_rx.clone(),
     )
@@ -184,15 +213,8 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
         settings.workload_socket.display()
     );
     let state = Arc::new(
-        server::AppState::new(
-            trust_domain,
-            Arc::clone(&store),
-            ledger.clone(),
-            keys.ca,
-            keys.jwt,
-            denylist,
-        )
-        .with_issuer(issuer),
+        server::AppState::new(Arc::clone(&store), ledger.clone(), authority, denylist)
+            .with_issuer(issuer),
     );
     let router = server::router(
         state,
@@ -241,6 +263,7 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
     }
     let _ = std::fs::remove_file(&settings.workload_socket);
     let _ = refresher.await;
+    let _ = authority_task.await;
     let _ = checkpointer.await;
     ledger
         .append(NewEvent::new(

@@ -15,10 +15,10 @@ use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
 
 use identity::{
     Selector, SpiffeId, TrustDomain,
-    ca::Ca,
     deny::{DenyKind, Denylist},
-    jwt::{JwtBundle, JwtSigner, JwtSvidClaims},
+    jwt::JwtSvidClaims,
     matches,
+    trust::{Keyring, Trust},
 };
 use ledger::{Ledger, NewEvent, OcsfClass, Outcome};
 use rand::RngCore;
@@ -67,8 +67,7 @@ pub struct WorkloadApi {
     trust_domain: TrustDomain,
     store: Arc<dyn Store>,
     ledger: Ledger,
-    ca: Arc<Ca>,
-    jwt: Arc<JwtSigner>,
+    keyring: Arc<Keyring>,
     attestor: Arc<Attestor>,
     denylist: Arc<Denylist>,
     validator: identity::jwt::Validator,
@@ -93,14 +92,13 @@ fn now() -> i64 {
 }
 
 impl WorkloadApi {
-    /// A Workload API for `trust_domain`, refusing whatever `denylist` names; streams end when
-    /// `shutdown` turns true.
+    /// A Workload API for `trust_domain`, issuing with and trusting what `keyring` holds,
+    /// refusing whatever `denylist` names; streams end when `shutdown` turns true.
     pub fn new(
         trust_domain: TrustDomain,
         store: Arc<dyn Store>,
         ledger: Ledger,
-        ca: Arc<Ca>,
-        jwt: Arc<JwtSigner>,
+        keyring: Arc<Keyring>,
         denylist: Arc<Denylist>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
@@ -111,8 +109,7 @@ impl WorkloadApi {
             trust_domain,
             store,
             ledger,
-            ca,
-            jwt,
+            keyring,
             attestor: Arc::new(Attestor::new()),
             shutdown,
         }
@@ -124,14 +121,28 @@ impl WorkloadApi {
         self.issuer = Some(issuer.into());
         self
     }
+}
 
-    fn td_id(&self) -> String {
-        self.trust_domain.id().to_string()
-    }
+/// Every bundle (own and federated) keyed by trust domain ID, in the form `form` gives.
+fn bundles_by_id(
+    trust: &Trust,
+    form: impl Fn(&identity::trust::TrustBundle) -> Vec<u8>,
+) -> HashMap<String, Vec<u8>> {
+    std::iter::once(trust.own())
+        .chain(trust.federated())
+        .map(|b| (b.trust_domain().id().to_string(), form(b)))
+        .collect()
+}
 
-    fn jwt_bundle(&self) -> JwtBundle {
-        JwtBundle::new(self.trust_domain.clone(), [self.jwt.public_key()])
-    }
+fn x509_bundles(trust: &Trust) -> HashMap<String, Vec<u8>> {
+    let mut all = bundles_by_id(trust, identity::trust::TrustBundle::x509_der_concat);
+    // A federated domain that publishes only JWT keys has no X.509 bundle to hand out.
+    all.retain(|_, der| !der.is_empty());
+    all
+}
+
+fn jwt_bundles(trust: &Trust) -> HashMap<String, Vec<u8>> {
+    bundles_by_id(trust, |b| b.jwt_jwks().to_string().into_bytes())
 }
 
 /// Refuses calls without the security header every Workload API client sends.
@@ -184,7 +195,7 @@ struct Inner {
     denylist: Arc<Denylist>,
     store: Arc<dyn Store>,
     ledger: Ledger,
-    ca: Arc<Ca>,
+    keyring: Arc<Keyring>,
     attestor: Arc<Attestor>,
 }
 
@@ -194,7 +205,7 @@ impl WorkloadApi {
             denylist: Arc::clone(&self.denylist),
             store: Arc::clone(&self.store),
             ledger: self.ledger.clone(),
-            ca: Arc::clone(&self.ca),
+            keyring: Arc::clone(&self.keyring),
             attestor: Arc::clone(&self.attestor),
         }
     }
@@ -228,9 +239,12 @@ async fn x509_response(
 ) -> Result<(X509svidResponse, i64), Status> {
     let mut svids = Vec::new();
     let mut shortest = i64::MAX;
+    let trust = api.keyring.current();
+    let chain = trust.ca.svid_chain();
+    let own_bundle = trust.own().x509_der_concat();
     for g in granted {
         let ttl = g.entry.x509_ttl_secs.unwrap_or(DEFAULT_X509_TTL);
-        let svid = api
+        let svid = trust
             .ca
             .issue_x509_svid(
                 &g.id,
@@ -261,38 +275,50 @@ async fn x509_response(
             .field("pid", i64::from(pid)),
         )
         .await?;
+        let mut x509_svid = svid.cert_der;
+        for der in &chain {
+            x509_svid.extend_from_slice(der);
+        }
         svids.push(X509svid {
             spiffe_id: g.id.to_string(),
-            x509_svid: svid.cert_der,
+            x509_svid,
             x509_svid_key: svid.key_pkcs8.to_vec(),
-            bundle: api.ca.cert_der().to_vec(),
+            bundle: own_bundle.clone(),
             hint: String::new(),
         });
     }
+    let mut federated_bundles = x509_bundles(&trust);
+    federated_bundles.remove(trust.own().trust_domain().id().as_str());
     Ok((
         X509svidResponse {
             svids,
             crl: Vec::new(),
-            federated_bundles: HashMap::new(),
+            federated_bundles,
         },
         shortest,
     ))
 }
 
-/// A stream that yields `first` and then stays open until shutdown (bundles change only on
-/// rotation, which will push updates here).
-fn once_then_wait<T: Send + 'static>(
-    first: T,
+/// A stream that sends what `make` builds from the current trust, then again each time the
+/// keyring changes (rotation, federation), until the client leaves or the server stops.
+fn on_every_change<T: Send + 'static>(
+    keyring: Arc<Keyring>,
+    make: fn(&Trust) -> T,
     mut shutdown: watch::Receiver<bool>,
 ) -> BoxStream<T> {
     let (tx, rx) = mpsc::channel(1);
+    let mut changes = keyring.watch();
     tokio::spawn(async move {
-        if tx.send(Ok(first)).await.is_err() {
-            return;
-        }
-        tokio::select! {
-            _ = tx.closed() => {}
-            _ = shutdown.wait_for(|s| *s) => {}
+        loop {
+            changes.borrow_and_update();
+            if tx.send(Ok(make(&keyring.current()))).await.is_err() {
+                return;
+            }
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = shutdown.wait_for(|s| *s) => return,
+                changed = changes.changed() => if changed.is_err() { return },
+            }
         }
     });
     Box::pin(ReceiverStream::new(rx))
@@ -316,19 +342,24 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let (first, mut shortest) = x509_response(&api, &granted, pid).await?;
         let (tx, rx) = mpsc::channel(1);
         let mut shutdown = self.shutdown.clone();
+        let mut changes = self.keyring.watch();
+        changes.borrow_and_update();
         tokio::spawn(async move {
             if tx.send(Ok(first)).await.is_err() {
                 return;
             }
             loop {
-                // Rotate at half the shortest lifetime, so a client never holds an expired
-                // SVID; re-attest and re-match each time (entries may have changed).
+                // Renew at half the shortest lifetime, so a client never holds an expired
+                // SVID, and at once when the keyring changes (a new CA, a new bundle);
+                // re-attest and re-match each time (entries may have changed).
                 let wait = Duration::from_secs(u64::try_from(shortest / 2).unwrap_or(1).max(1));
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
+                    changed = changes.changed() => if changed.is_err() { return },
                     _ = tx.closed() => return,
                     _ = shutdown.wait_for(|s| *s) => return,
                 }
+                changes.borrow_and_update();
                 let next = match entitled(&api, pid, uid, gid).await {
                     Ok(granted) => x509_response(&api, &granted, pid).await,
                     Err(status) => Err(status),
@@ -355,11 +386,14 @@ impl SpiffeWorkloadApi for WorkloadApi {
         req: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         check_header(&req)?;
-        let resp = X509BundlesResponse {
-            crl: Vec::new(),
-            bundles: HashMap::from([(self.td_id(), self.ca.cert_der().to_vec())]),
-        };
-        Ok(Response::new(once_then_wait(resp, self.shutdown.clone())))
+        Ok(Response::new(on_every_change(
+            Arc::clone(&self.keyring),
+            |trust| X509BundlesResponse {
+                crl: Vec::new(),
+                bundles: x509_bundles(trust),
+            },
+            self.shutdown.clone(),
+        )))
     }
 
     async fn fetch_jwtsvid(
@@ -384,6 +418,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
             }
         }
         let mut svids = Vec::new();
+        let trust = self.keyring.current();
         for g in &granted {
             let iat = now();
             let mut jti = [0u8; 16];
@@ -398,7 +433,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 act: None,
                 iss: self.issuer.clone(),
             };
-            let token = self
+            let token = trust
                 .jwt
                 .mint(&claims)
                 .map_err(|e| Status::internal(format!("cannot mint: {e}")))?;
@@ -432,11 +467,13 @@ impl SpiffeWorkloadApi for WorkloadApi {
         req: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         check_header(&req)?;
-        let jwks = serde_json::json!({ "keys": [self.jwt.public_key().to_jwk()] });
-        let resp = JwtBundlesResponse {
-            bundles: HashMap::from([(self.td_id(), jwks.to_string().into_bytes())]),
-        };
-        Ok(Response::new(once_then_wait(resp, self.shutdown.clone())))
+        Ok(Response::new(on_every_change(
+            Arc::clone(&self.keyring),
+            |trust| JwtBundlesResponse {
+                bundles: jwt_bundles(trust),
+            },
+            self.shutdown.clone(),
+        )))
     }
 
     async fn validate_jwtsvid(
@@ -451,11 +488,12 @@ impl SpiffeWorkloadApi for WorkloadApi {
         if body.svid.is_empty() {
             return Err(Status::invalid_argument("svid must be specified"));
         }
-        let bundle = self.jwt_bundle();
+        // This trust domain's keys and every federated domain's.
+        let trust = self.keyring.current();
         let claims = self
             .validator
             .validate(&body.svid, &body.audience, now(), JWT_SKEW, |td| {
-                (td == &bundle.trust_domain).then_some(&bundle)
+                trust.jwt_bundle(td)
             })
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if self.denylist.denies_id(&claims.sub) || self.denylist.denies(DenyKind::Jti, &claims.jti)

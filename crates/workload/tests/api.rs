@@ -1,6 +1,7 @@
-//! Workload API refusals a library client never shows: a call without the
+//! Workload API behaviour a library client does not show: a call without the
 //! `workload.spiffe.io: true` security header is refused with InvalidArgument, and a JWT-SVID
-//! request without an audience likewise.
+//! request without an audience likewise; the bundle streams push a new message when the
+//! keyring changes (rotation, federation).
 
 #![allow(
     clippy::unwrap_used,
@@ -17,12 +18,15 @@ use ledger::{Ledger, LedgerConfig, NoteSigner};
 use tonic::{Code, Request};
 use workload::api::{
     WorkloadApi,
-    proto::{JwtsvidRequest, X509svidRequest, spiffe_workload_api_client::SpiffeWorkloadApiClient},
+    proto::{
+        JwtBundlesRequest, JwtsvidRequest, X509BundlesRequest, X509svidRequest,
+        spiffe_workload_api_client::SpiffeWorkloadApiClient,
+    },
 };
 use zeroize::Zeroizing;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn header_and_audience_are_required() {
+async fn refusals_and_bundle_pushes() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn store::Store> = Arc::new(
         store::SqliteStore::open(&dir.path().join("w.db"))
@@ -45,12 +49,15 @@ async fn header_and_audience_are_required() {
     )
     .unwrap();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (ca, jwt) = (Arc::new(ca), Arc::new(JwtSigner::generate().unwrap()));
+    let keyring = Arc::new(identity::trust::Keyring::new(
+        identity::trust::Trust::single(Arc::clone(&ca), Arc::clone(&jwt)),
+    ));
     let api = WorkloadApi::new(
         td,
         store,
         ledger,
-        Arc::new(ca),
-        Arc::new(JwtSigner::generate().unwrap()),
+        Arc::clone(&keyring),
         Arc::new(identity::deny::Denylist::new()),
         stop_rx,
     );
@@ -103,6 +110,64 @@ async fn header_and_audience_are_required() {
         .insert("workload.spiffe.io", "true".parse().unwrap());
     let err = client.fetch_x509svid(req).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
+
+    // The bundle streams: the current bundles at once, then again whenever the keyring
+    // changes — here a federated trust domain arrives.
+    fn with_header<T>(msg: T) -> Request<T> {
+        let mut req = Request::new(msg);
+        req.metadata_mut()
+            .insert("workload.spiffe.io", "true".parse().unwrap());
+        req
+    }
+    let mut jwt_stream = client
+        .fetch_jwt_bundles(with_header(JwtBundlesRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut x509_stream = client
+        .fetch_x509_bundles(with_header(X509BundlesRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = jwt_stream.message().await.unwrap().unwrap();
+    assert_eq!(first.bundles.len(), 1);
+    assert!(first.bundles.contains_key("spiffe://example.org"));
+    let first = x509_stream.message().await.unwrap().unwrap();
+    assert_eq!(
+        first.bundles.get("spiffe://example.org").unwrap(),
+        ca.cert_der()
+    );
+    let partner_ca = Ca::generate_root(
+        &TrustDomain::parse("partner.test").unwrap(),
+        time::Duration::days(1),
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    let partner = identity::trust::TrustBundle::new(
+        TrustDomain::parse("partner.test").unwrap(),
+        vec![partner_ca.cert_der().to_vec()],
+        [JwtSigner::generate().unwrap().public_key()],
+    );
+    let own = keyring.current().own().clone();
+    keyring.replace(identity::trust::Trust::new(ca, jwt, own, [partner]));
+    let pushed = tokio::time::timeout(std::time::Duration::from_secs(10), jwt_stream.message())
+        .await
+        .expect("a JWT bundle update is pushed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(pushed.bundles.len(), 2);
+    let jwks: serde_json::Value =
+        serde_json::from_slice(pushed.bundles.get("spiffe://partner.test").unwrap()).unwrap();
+    assert_eq!(jwks["keys"][0]["use"], "jwt-svid");
+    let pushed = tokio::time::timeout(std::time::Duration::from_secs(10), x509_stream.message())
+        .await
+        .expect("an X.509 bundle update is pushed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        pushed.bundles.get("spiffe://partner.test").unwrap(),
+        partner_ca.cert_der()
+    );
 
     stop_tx.send(true).unwrap();
     server.await.unwrap().unwrap();
