@@ -618,7 +618,16 @@ impl Authority {
                 .into_iter()
                 .find(|r| r.state == "prepared")
             {
-                // Another replica prepared one at the same moment: use that.
+                // Another replica prepared one at the same moment: ours was never stored.
+                // Say so in the ledger right after the intent, then use theirs.
+                self.record(withdrawn(
+                    actor,
+                    "signing_key.prepare",
+                    &row.id,
+                    kind,
+                    &p.id,
+                ))
+                .await?;
                 prepared_ids.push((kind, p.id));
             }
         }
@@ -655,8 +664,10 @@ impl Authority {
                         report.retired.extend(retired);
                     }
                     KeyActivate::NotPrepared => {
-                        // Another replica activated it between our read and our write; its
-                        // own record of the activation follows ours in the ledger.
+                        // Another replica activated (or an operator revoked) it between our
+                        // read and our write: correct our record of the intent.
+                        self.record(withdrawn(actor, "signing_key.activate", id, kind, "-"))
+                            .await?;
                         return Err(AuthorityError::Conflict(format!(
                             "the prepared {kind} key `{id}` was activated or revoked meanwhile"
                         )));
@@ -829,7 +840,21 @@ impl Authority {
         ))
         .await?;
         match self.store.federation_insert(&row).await {
-            Err(StoreError::Conflict(m)) => return Err(AuthorityError::Conflict(m)),
+            Err(StoreError::Conflict(m)) => {
+                // Added by someone else between our check and our insert: correct the record.
+                self.record(
+                    NewEvent::new(
+                        actor,
+                        "federation.add",
+                        Outcome::Failure,
+                        OcsfClass::UserAccessManagement,
+                    )
+                    .field("trust_domain", td.to_string())
+                    .field("error", m.clone()),
+                )
+                .await?;
+                return Err(AuthorityError::Conflict(m));
+            }
             other => other?,
         }
         self.refresh().await?;
@@ -1010,6 +1035,24 @@ impl Authority {
             }
         }
     }
+}
+
+/// The correction recorded when a key change recorded as intended did not happen because
+/// another replica changed the same key first.
+fn withdrawn(actor: &str, action: &str, key_id: &str, kind: &str, instead: &str) -> NewEvent {
+    NewEvent::new(
+        actor,
+        action,
+        Outcome::Failure,
+        OcsfClass::UserAccessManagement,
+    )
+    .field("key_id", key_id)
+    .field("kind", kind)
+    .field(
+        "error",
+        "another replica changed the keys first; this change did not happen",
+    )
+    .field("instead", instead)
 }
 
 fn federation_event(
