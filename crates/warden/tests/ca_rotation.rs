@@ -15,33 +15,14 @@ mod common;
 
 use std::path::Path;
 
-use base64::{Engine, engine::general_purpose::STANDARD};
+use base64::Engine;
 use common::{Install, Server, expect_error, run, warden};
 use serde_json::{Value, json};
 
-fn x509_roots(bundle: &Value) -> Vec<String> {
-    bundle["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|k| k["use"] == "x509-svid")
-        .map(|k| k["x5c"][0].as_str().unwrap().to_owned())
-        .collect()
-}
+use common::{bundle_jwt_kids as jwt_kids, bundle_x509_ders as x509_roots};
 
-fn jwt_kids(bundle: &Value) -> Vec<String> {
-    bundle["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|k| k["use"] == "jwt-svid")
-        .map(|k| k["kid"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-fn write_root_pem(path: &Path, x5c: &str) {
-    let der = STANDARD.decode(x5c).unwrap();
-    std::fs::write(path, identity::ca::cert_pem(&der)).unwrap();
+fn write_root_pem(path: &Path, der: &[u8]) {
+    std::fs::write(path, identity::ca::cert_pem(der)).unwrap();
 }
 
 /// `openssl verify -CAfile ROOTS LEAF`; `None` when openssl is not installed.

@@ -178,27 +178,7 @@ async fn two_domains() -> (Domain, Domain) {
     (a, b)
 }
 
-/// The `kid`s of the `jwt-svid` keys of a bundle document.
-fn jwt_kids(bundle: &Value) -> Vec<String> {
-    bundle["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|k| k["use"] == "jwt-svid")
-        .map(|k| k["kid"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-/// The DER certificates of the `x509-svid` keys of a bundle document.
-fn x509_ders(bundle: &Value) -> Vec<Vec<u8>> {
-    bundle["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|k| k["use"] == "x509-svid")
-        .map(|k| common::unb64(k["x5c"][0].as_str().unwrap()))
-        .collect()
-}
+use common::{bundle_jwt_kids as jwt_kids, bundle_x509_ders as x509_ders};
 
 /// The `federation list` line of `td` (exactly one).
 fn line_of<'a>(out: &'a Out, td: &str) -> &'a str {

@@ -293,20 +293,9 @@ fn sha256_hex(der: &[u8]) -> String {
         .collect()
 }
 
-/// The DER certificates of the bundle's `x509-svid` keys (one `x5c` entry each).
+/// The DER certificates of the bundle's `x509-svid` keys.
 async fn bundle_roots(server: &Server) -> Vec<Vec<u8>> {
-    let bundle: Value = server.get_public_json("/bundle").await;
-    bundle["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|k| k["use"] == "x509-svid")
-        .map(|k| {
-            let x5c = k["x5c"].as_array().unwrap();
-            assert_eq!(x5c.len(), 1, "{k}");
-            STANDARD.decode(x5c[0].as_str().unwrap()).unwrap()
-        })
-        .collect()
+    common::bundle_x509_ders(&server.get_public_json("/bundle").await)
 }
 
 /// What `warden svid x509` or `warden join` wrote, checked against the upstream CA: the leaf,

@@ -511,6 +511,32 @@ impl Drop for Server {
 }
 
 /// Standard base64 decode.
+/// The DER certificates of a SPIFFE bundle document's `x509-svid` keys (one `x5c` entry each).
+pub(crate) fn bundle_x509_ders(bundle: &Value) -> Vec<Vec<u8>> {
+    bundle["keys"]
+        .as_array()
+        .expect("bundle keys")
+        .iter()
+        .filter(|k| k["use"] == "x509-svid")
+        .map(|k| {
+            let x5c = k["x5c"].as_array().expect("x5c");
+            assert_eq!(x5c.len(), 1, "{k}");
+            unb64(x5c[0].as_str().expect("x5c entry"))
+        })
+        .collect()
+}
+
+/// The `kid`s of a SPIFFE bundle document's `jwt-svid` keys.
+pub(crate) fn bundle_jwt_kids(bundle: &Value) -> Vec<String> {
+    bundle["keys"]
+        .as_array()
+        .expect("bundle keys")
+        .iter()
+        .filter(|k| k["use"] == "jwt-svid")
+        .map(|k| k["kid"].as_str().expect("kid").to_owned())
+        .collect()
+}
+
 pub(crate) fn unb64(s: &str) -> Vec<u8> {
     STANDARD
         .decode(s)
