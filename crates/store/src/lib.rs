@@ -236,6 +236,29 @@ pub enum KeyActivate {
     NotPrepared,
 }
 
+/// One version of a policy package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyVersionRow {
+    /// Package name.
+    pub package: String,
+    /// 1, 2, … per package; assigned by [`Store::policy_append`].
+    pub version: i64,
+    /// `cedar` or `rego`.
+    pub language: String,
+    /// Rego rule to evaluate, when not the default.
+    pub entrypoint: Option<String>,
+    /// The files, JSON `[[name, text], …]`.
+    pub files_json: String,
+    /// SHA-256 of the package content, hex.
+    pub content_sha256: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_unix_ms: i64,
+    /// Who uploaded it (the ledger actor).
+    pub created_by: String,
+    /// Why, e.g. `rollback to version 2`.
+    pub note: Option<String>,
+}
+
 /// Another trust domain whose SVIDs this install accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FederationRow {
@@ -417,6 +440,22 @@ pub trait Store: Send + Sync + 'static {
     /// it leaves the bundle at once. Returns `false` if no such key is prepared or retired
     /// (the active key cannot be revoked: rotate first).
     async fn signing_key_revoke(&self, id: &str, at_unix_ms: i64) -> Result<bool>;
+
+    /// Appends a version of `row.package` numbered one past its latest (`row.version` is
+    /// ignored), in one serialized transaction; returns the number given. When
+    /// `expected_latest` is `Some(n)` and the latest version is not `n` (0: none), nothing is
+    /// written and the result is [`StoreError::Conflict`].
+    async fn policy_append(
+        &self,
+        row: &PolicyVersionRow,
+        expected_latest: Option<i64>,
+    ) -> Result<i64>;
+
+    /// Every version of a package, oldest first.
+    async fn policy_versions(&self, package: &str) -> Result<Vec<PolicyVersionRow>>;
+
+    /// The latest version of every package, by package name.
+    async fn policy_latest(&self) -> Result<Vec<PolicyVersionRow>>;
 
     /// Adds a federated trust domain. Fails with [`StoreError::Conflict`] if it exists.
     async fn federation_insert(&self, row: &FederationRow) -> Result<()>;

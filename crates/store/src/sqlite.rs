@@ -11,7 +11,8 @@ use sqlx::{
 
 use crate::{
     ApiTokenRow, Backend, CheckpointRow, DenyRow, EntryRow, FederationRow, JoinConsume,
-    JoinTokenRow, KeyActivate, LedgerRow, Result, SigningKeyRow, Store, StoreError, TokenRevoke,
+    JoinTokenRow, KeyActivate, LedgerRow, PolicyVersionRow, Result, SigningKeyRow, Store,
+    StoreError, TokenRevoke,
     common::{
         self, INSERT_CHUNK_ROWS, RawCheckpointRow, RawEntryRow, RawLedgerRow, RawTokenRow, db_err,
         to_i64,
@@ -590,6 +591,78 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err)?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn policy_append(
+        &self,
+        row: &PolicyVersionRow,
+        expected_latest: Option<i64>,
+    ) -> Result<i64> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let latest: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM policy_versions WHERE package = ?1")
+                .bind(&row.package)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        let latest = latest.unwrap_or(0);
+        if let Some(expected) = expected_latest {
+            if expected != latest {
+                tx.rollback().await.map_err(db_err)?;
+                return Err(StoreError::Conflict(format!(
+                    "package `{}` is at version {latest}, not {expected}",
+                    row.package
+                )));
+            }
+        }
+        let version = latest + 1;
+        sqlx::query(&format!(
+            "INSERT INTO policy_versions ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            common::POLICY_COLUMNS
+        ))
+        .bind(&row.package)
+        .bind(version)
+        .bind(&row.language)
+        .bind(&row.entrypoint)
+        .bind(&row.files_json)
+        .bind(&row.content_sha256)
+        .bind(row.created_unix_ms)
+        .bind(&row.created_by)
+        .bind(&row.note)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(version)
+    }
+
+    async fn policy_versions(&self, package: &str) -> Result<Vec<PolicyVersionRow>> {
+        let raws: Vec<common::RawPolicyRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM policy_versions WHERE package = ?1 ORDER BY version",
+            common::POLICY_COLUMNS
+        ))
+        .bind(package)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(raws.into_iter().map(common::policy_row).collect())
+    }
+
+    async fn policy_latest(&self) -> Result<Vec<PolicyVersionRow>> {
+        let raws: Vec<common::RawPolicyRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM policy_versions p WHERE version = \
+             (SELECT MAX(version) FROM policy_versions q WHERE q.package = p.package) \
+             ORDER BY package",
+            common::POLICY_COLUMNS
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(raws.into_iter().map(common::policy_row).collect())
     }
 
     async fn federation_insert(&self, row: &FederationRow) -> Result<()> {
