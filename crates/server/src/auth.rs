@@ -32,6 +32,8 @@ pub enum Role {
     Approver,
     /// Reads: the ledger, configuration, state. Never changes anything.
     Auditor,
+    /// Asks for authorization decisions: a policy enforcement point (gateway, service, hook).
+    Enforcer,
 }
 
 impl Role {
@@ -41,6 +43,7 @@ impl Role {
             Role::Admin => "admin",
             Role::Approver => "approver",
             Role::Auditor => "auditor",
+            Role::Enforcer => "enforcer",
         }
     }
 
@@ -58,8 +61,9 @@ impl FromStr for Role {
             "admin" => Ok(Role::Admin),
             "approver" => Ok(Role::Approver),
             "auditor" => Ok(Role::Auditor),
+            "enforcer" => Ok(Role::Enforcer),
             other => Err(format!(
-                "unknown role `{other}`: expected admin, approver or auditor"
+                "unknown role `{other}`: expected admin, approver, auditor or enforcer"
             )),
         }
     }

@@ -18,6 +18,10 @@ pub struct ErrorBody {
     pub code: String,
     /// Human-readable explanation.
     pub message: String,
+    /// Structured detail where there is some, e.g. a policy's `diagnostics` (file, line,
+    /// column, message).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
 }
 
 /// An error response.
@@ -26,6 +30,7 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    details: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -35,7 +40,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            details: None,
         }
+    }
+
+    /// Adds structured detail to the body.
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
     }
 
     /// 400 `bad_request`.
@@ -97,6 +109,7 @@ impl IntoResponse for ApiError {
             Json(ErrorBody {
                 code: self.code.to_owned(),
                 message: self.message,
+                details: self.details,
             }),
         )
             .into_response()

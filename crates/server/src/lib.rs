@@ -34,6 +34,8 @@ pub mod error;
 mod join;
 pub mod mtls;
 mod ops;
+mod pdp;
+mod policy_api;
 mod tls;
 mod tokens;
 mod trust_api;
@@ -72,6 +74,7 @@ pub struct AppState {
     ledger: Ledger,
     metrics: ops::Metrics,
     auth_failures: auth::AuthFailureBudget,
+    pdp: pdp::Pdp,
 }
 
 impl AppState {
@@ -93,6 +96,7 @@ impl AppState {
             ledger,
             metrics: ops::Metrics::new(),
             auth_failures: auth::AuthFailureBudget::default(),
+            pdp: pdp::Pdp::default(),
         }
     }
 }
@@ -117,6 +121,13 @@ impl AppState {
     /// This install's trust domain.
     pub fn trust_domain(&self) -> &identity::TrustDomain {
         &self.trust_domain
+    }
+
+    /// Re-reads what decisions depend on from the store: the policy packages in force and the
+    /// agents' registration metadata. Called at start and every second (replicas follow).
+    pub async fn refresh_policies(&self) -> Result<(), store::StoreError> {
+        self.pdp.refresh(self.store.as_ref()).await?;
+        self.pdp.refresh_agents(self.store.as_ref()).await
     }
 }
 
@@ -234,7 +245,19 @@ fn route_table() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>)
             trust_api::update_federation,
             trust_api::remove_federation
         ))
-        .routes(routes!(trust_api::refresh_federation));
+        .routes(routes!(trust_api::refresh_federation))
+        .routes(routes!(policy_api::list))
+        .routes(routes!(policy_api::push, policy_api::show))
+        .routes(routes!(policy_api::rollback))
+        .routes(routes!(policy_api::authorize))
+        .routes(routes!(policy_api::authzen_evaluation))
+        .routes(routes!(policy_api::authzen_evaluations))
+        // OPA's data API takes a path of any depth, which OpenAPI cannot describe: routed here,
+        // documented in docs/api.md.
+        .route(
+            "/v1/data/{*path}",
+            axum::routing::post(policy_api::opa_data),
+        );
     (public, authenticated)
 }
 
@@ -432,6 +455,13 @@ mod tests {
             ("/v1/federations/{trust_domain}", "put"),
             ("/v1/federations/{trust_domain}", "delete"),
             ("/v1/federations/{trust_domain}/refresh", "post"),
+            ("/v1/policies", "get"),
+            ("/v1/policies/{name}", "post"),
+            ("/v1/policies/{name}", "get"),
+            ("/v1/policies/{name}/rollback", "post"),
+            ("/v1/authorize", "post"),
+            ("/access/v1/evaluation", "post"),
+            ("/access/v1/evaluations", "post"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path} missing");
         }

@@ -353,6 +353,48 @@ pub(crate) fn ledger_insert_err(err: sqlx::Error) -> StoreError {
     }
 }
 
+/// Raw policy version row, in [`POLICY_COLUMNS`] order.
+pub(crate) type RawPolicyRow = (
+    String,
+    i64,
+    String,
+    Option<String>,
+    String,
+    String,
+    i64,
+    String,
+    Option<String>,
+);
+
+/// The policy version columns, in [`RawPolicyRow`] order.
+pub(crate) const POLICY_COLUMNS: &str = "package, version, language, entrypoint, files_json, \
+     content_sha256, created_unix_ms, created_by, note";
+
+pub(crate) fn policy_row(raw: RawPolicyRow) -> PolicyVersionRow {
+    let (
+        package,
+        version,
+        language,
+        entrypoint,
+        files_json,
+        content_sha256,
+        created_unix_ms,
+        created_by,
+        note,
+    ) = raw;
+    PolicyVersionRow {
+        package,
+        version,
+        language,
+        entrypoint,
+        files_json,
+        content_sha256,
+        created_unix_ms,
+        created_by,
+        note,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,47 +471,5 @@ mod tests {
         assert_eq!(seq_range(10, 5).unwrap(), (10, 15));
         assert_eq!(seq_range(i64::MAX as u64, 5).unwrap(), (i64::MAX, i64::MAX));
         assert!(seq_range(u64::MAX, 1).is_err());
-    }
-}
-
-/// Raw policy version row, in [`POLICY_COLUMNS`] order.
-pub(crate) type RawPolicyRow = (
-    String,
-    i64,
-    String,
-    Option<String>,
-    String,
-    String,
-    i64,
-    String,
-    Option<String>,
-);
-
-/// The policy version columns, in [`RawPolicyRow`] order.
-pub(crate) const POLICY_COLUMNS: &str = "package, version, language, entrypoint, files_json, \
-     content_sha256, created_unix_ms, created_by, note";
-
-pub(crate) fn policy_row(raw: RawPolicyRow) -> PolicyVersionRow {
-    let (
-        package,
-        version,
-        language,
-        entrypoint,
-        files_json,
-        content_sha256,
-        created_unix_ms,
-        created_by,
-        note,
-    ) = raw;
-    PolicyVersionRow {
-        package,
-        version,
-        language,
-        entrypoint,
-        files_json,
-        content_sha256,
-        created_unix_ms,
-        created_by,
-        note,
     }
 }

@@ -477,7 +477,7 @@ pub(crate) enum TokenCmd {
         /// Unique name
         #[arg(long)]
         name: String,
-        /// admin, approver or auditor
+        /// admin, approver, auditor or enforcer
         #[arg(long)]
         role: String,
     },

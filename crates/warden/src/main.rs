@@ -13,6 +13,7 @@ mod config;
 mod identity_keys;
 mod init;
 mod keys;
+mod policy_cli;
 mod serve;
 mod trust_cli;
 
@@ -106,6 +107,13 @@ enum Command {
         #[command(subcommand)]
         cmd: trust_cli::FederationCmd,
     },
+    /// Policy packages (Cedar, Rego): push, list, show, roll back, evaluate
+    Policy {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        cmd: policy_cli::PolicyCmd,
+    },
     /// Measure the ledger's performance on this machine
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -174,6 +182,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Svid { socket, cmd } => {
             client::svid(client::workload_socket(socket, &cli.data_dir), cmd).await?;
         }
+        Command::Policy { client, cmd } => {
+            policy_cli::policy(&client::Client::new(&client)?, cmd).await?;
+        }
         Command::Ca { client, cmd } => {
             trust_cli::ca(&client::Client::new(&client)?, cmd).await?;
         }
@@ -206,5 +217,16 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Clap checks a command definition (unique flags, valid defaults) only when it is parsed in
+    /// a debug build — at run time, as a panic. Check every subcommand here instead.
+    #[test]
+    fn command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -216,6 +216,26 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
         server::AppState::new(Arc::clone(&store), ledger.clone(), authority, denylist)
             .with_issuer(issuer),
     );
+    // Policy packages and agent metadata: loaded now, re-read every second.
+    state
+        .refresh_policies()
+        .await
+        .context("loading the policy packages")?;
+    let policy_task = {
+        let (state, mut stop) = (Arc::clone(&state), stop_rx.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                if let Err(e) = state.refresh_policies().await {
+                    tracing::error!(error = %e, "cannot refresh the policy packages; keeping the last ones");
+                }
+            }
+        })
+    };
     let router = server::router(
         state,
         &server::ServerConfig {
@@ -264,6 +284,7 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
     let _ = std::fs::remove_file(&settings.workload_socket);
     let _ = refresher.await;
     let _ = authority_task.await;
+    let _ = policy_task.await;
     let _ = checkpointer.await;
     ledger
         .append(NewEvent::new(

@@ -1,0 +1,266 @@
+//! The policy decision point inside the server: the compiled policy packages in force (the
+//! latest version of each, re-read from the store every second so replicas follow), the
+//! context Warden fills in itself, and the ledger record of every decision.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, RwLock},
+};
+
+use identity::SpiffeId;
+use ledger::{NewEvent, OcsfClass, Outcome};
+use policy::{CompiledPackage, Language, PackageSource};
+use store::{PolicyVersionRow, Store};
+
+use crate::error::ApiError;
+
+/// One package in force.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub(crate) name: String,
+    pub(crate) version: i64,
+    pub(crate) compiled: CompiledPackage,
+}
+
+/// What Warden knows about an agent from its registration entries.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AgentFacts {
+    kind: String,
+    owner: String,
+    attributes: policy::Attributes,
+}
+
+/// The packages in force and the agent facts decisions use.
+#[derive(Debug, Default)]
+pub(crate) struct Pdp {
+    packages: RwLock<Arc<BTreeMap<String, Arc<Loaded>>>>,
+    agents: RwLock<Arc<HashMap<String, AgentFacts>>>,
+    pub(crate) limits: policy::Limits,
+}
+
+/// Parses a stored row into the source it was compiled from.
+pub(crate) fn source_of(row: &PolicyVersionRow) -> Result<PackageSource, String> {
+    let language: Language = row
+        .language
+        .parse()
+        .map_err(|e| format!("stored package `{}`: {e}", row.package))?;
+    let files: Vec<(String, String)> = serde_json::from_str(&row.files_json)
+        .map_err(|e| format!("stored package `{}` files: {e}", row.package))?;
+    Ok(PackageSource {
+        language,
+        files,
+        entrypoint: row.entrypoint.clone(),
+    })
+}
+
+impl Pdp {
+    fn read_packages(&self) -> Arc<BTreeMap<String, Arc<Loaded>>> {
+        Arc::clone(
+            &self
+                .packages
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Every package in force, by name.
+    pub(crate) fn packages(&self) -> Vec<Arc<Loaded>> {
+        self.read_packages().values().cloned().collect()
+    }
+
+    /// The package a request without a `package` means: the only one, if there is only one.
+    pub(crate) fn choose(&self, name: Option<&str>) -> Result<Arc<Loaded>, ApiError> {
+        use axum::http::StatusCode;
+        let all = self.read_packages();
+        match name {
+            Some(name) => all.get(name).cloned().ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_package",
+                    format!("no policy package `{name}`"),
+                )
+            }),
+            None if all.len() == 1 => all.values().next().cloned().ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_package",
+                    "no policy package",
+                )
+            }),
+            None if all.is_empty() => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_package",
+                "no policy package has been pushed: `warden policy push NAME FILE…`",
+            )),
+            None => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "package_required",
+                format!(
+                    "{} policy packages are in force ({}); name one with `package`",
+                    all.len(),
+                    all.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// Re-reads the latest version of every package; compiles what changed. A stored version
+    /// that no longer compiles keeps the previous one in force and is logged.
+    pub(crate) async fn refresh(&self, store: &dyn Store) -> Result<bool, store::StoreError> {
+        let rows = store.policy_latest().await?;
+        let current = self.read_packages();
+        if rows.len() == current.len()
+            && rows.iter().all(|r| {
+                current
+                    .get(&r.package)
+                    .is_some_and(|l| l.version == r.version)
+            })
+        {
+            return Ok(false);
+        }
+        let mut next = BTreeMap::new();
+        for row in rows {
+            if let Some(loaded) = current
+                .get(&row.package)
+                .filter(|l| l.version == row.version)
+            {
+                next.insert(row.package.clone(), Arc::clone(loaded));
+                continue;
+            }
+            let compiled = source_of(&row)
+                .and_then(|source| CompiledPackage::compile(&source).map_err(|e| e.to_string()));
+            match compiled {
+                Ok(compiled) => {
+                    next.insert(
+                        row.package.clone(),
+                        Arc::new(Loaded {
+                            name: row.package.clone(),
+                            version: row.version,
+                            compiled,
+                        }),
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(package = %row.package, version = row.version, error = %e,
+                        "stored policy version does not compile; keeping the previous one");
+                    if let Some(previous) = current.get(&row.package) {
+                        next.insert(row.package.clone(), Arc::clone(previous));
+                    }
+                }
+            }
+        }
+        *self
+            .packages
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(next);
+        Ok(true)
+    }
+
+    /// Re-reads registration entries: the agent metadata decisions put in context.
+    pub(crate) async fn refresh_agents(&self, store: &dyn Store) -> Result<(), store::StoreError> {
+        let mut agents = HashMap::new();
+        for entry in store.entry_list().await? {
+            // The first entry of an identity speaks for it (entries of one identity differ
+            // only in selectors).
+            // Manifest attributes have no source yet (agents' manifests come later): empty, so
+            // a schema's closed `attributes: {}` record accepts every agent.
+            agents
+                .entry(entry.spiffe_id.clone())
+                .or_insert_with(|| AgentFacts {
+                    kind: entry.agent_kind.clone().unwrap_or_default(),
+                    owner: entry.owner.clone().unwrap_or_default(),
+                    attributes: policy::Attributes::new(),
+                });
+        }
+        *self
+            .agents
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(agents);
+        Ok(())
+    }
+
+    /// The context Warden fills in for `principal`, with the caller's `request` attributes.
+    pub(crate) fn context(
+        &self,
+        principal: &SpiffeId,
+        hold: bool,
+        request: policy::Attributes,
+    ) -> policy::Context {
+        let facts = self
+            .agents
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(principal.as_str())
+            .cloned()
+            .unwrap_or_default();
+        policy::Context {
+            agent: policy::Agent {
+                kind: facts.kind,
+                owner: facts.owner,
+                attributes: facts.attributes,
+            },
+            // Tasks and risk scores have no source yet: no task, risk 0.0.
+            task: None,
+            risk_score: policy::RiskScore::ZERO,
+            hold,
+            delegation: Vec::new(),
+            time: time::OffsetDateTime::now_utc().unix_timestamp(),
+            request,
+        }
+    }
+}
+
+/// A new decision id.
+pub(crate) fn decision_id() -> String {
+    format!("dec_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// What was asked, as the ledger records it.
+pub(crate) struct Asked<'a> {
+    /// Which API asked: `authorize`, `authzen`, `opa`.
+    pub(crate) api: &'a str,
+    /// The agent (empty for the OPA data API, whose input is opaque).
+    pub(crate) principal: &'a str,
+    /// The action (the rule path for the OPA data API).
+    pub(crate) action: &'a str,
+    /// `Type::id`.
+    pub(crate) resource: &'a str,
+}
+
+/// The ledger record of a decision (OCSF 3003 Authorize Session).
+pub(crate) fn decision_event(
+    actor: &str,
+    decision_id: &str,
+    asked: &Asked<'_>,
+    loaded: &Loaded,
+    decision: &policy::Decision,
+) -> NewEvent {
+    let Asked {
+        api,
+        principal,
+        action,
+        resource,
+    } = *asked;
+    let allowed = decision.is_allowed();
+    NewEvent::new(
+        actor,
+        "policy.decision",
+        if allowed {
+            Outcome::Success
+        } else {
+            Outcome::Denied
+        },
+        OcsfClass::AuthorizeSession,
+    )
+    .field("decision_id", decision_id)
+    .field("api", api)
+    .field("principal", principal)
+    .field("action", action)
+    .field("resource", resource)
+    .field("decision", if allowed { "allow" } else { "deny" })
+    .field("package", loaded.name.clone())
+    .field("policy_version", loaded.version)
+    .field("policy_sha256", loaded.compiled.content_hash())
+    .field("determining", decision.determining.clone())
+    .field("errors", decision.errors.clone())
+}

@@ -1,0 +1,795 @@
+//! Policy packages (`/v1/policies`) and the three decision APIs: Warden's own
+//! `POST /v1/authorize`, OpenID AuthZEN 1.0 (`/access/v1/evaluation[s]`) and OPA's data API
+//! (`POST /v1/data/{path}`). Every upload, rollback and decision is a ledger entry; a decision
+//! is recorded before it is answered.
+
+use std::sync::Arc;
+
+use axum::{
+    Extension,
+    extract::{Path, State},
+    http::StatusCode,
+};
+use identity::SpiffeId;
+use ledger::{NewEvent, OcsfClass, Outcome};
+use policy::{CompiledPackage, Language, PackageSource, PolicyError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::{
+    AppState,
+    auth::{Caller, Role},
+    error::{ApiError, ApiJson, ErrorBody},
+    now_ms,
+    pdp::{self, Loaded},
+};
+
+/// Package names: what `warden policy push NAME` takes.
+fn check_name(name: &str) -> Result<(), ApiError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_name",
+            format!("package name `{name}` must be 1-64 of [a-z0-9._-]"),
+        ))
+    }
+}
+
+/// The engine's refusal of a package or a request, as an API error.
+fn policy_error(e: &PolicyError) -> ApiError {
+    match e {
+        PolicyError::InvalidPackage { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_policy",
+            e.to_string(),
+        ),
+        PolicyError::ContextTooLarge { .. } => {
+            ApiError::new(StatusCode::BAD_REQUEST, "context_too_large", e.to_string())
+        }
+        PolicyError::ContextTooDeep { .. } => {
+            ApiError::new(StatusCode::BAD_REQUEST, "context_too_deep", e.to_string())
+        }
+        // A Rego runtime error or timeout in the OPA data API: no result, and no allow.
+        PolicyError::Evaluation { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "policy_evaluation_failed",
+            e.to_string(),
+        ),
+        _ => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_authorization_request",
+            e.to_string(),
+        ),
+    }
+}
+
+/// One file of a package.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicyFile {
+    /// File name; its extension gives the language (`.cedar`, `.cedarschema`, `.rego`).
+    name: String,
+    /// Its text.
+    text: String,
+}
+
+/// Request to push a package version.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PushPolicy {
+    /// `cedar` or `rego`; by default from the file extensions.
+    #[serde(default)]
+    language: Option<String>,
+    /// The files.
+    files: Vec<PolicyFile>,
+    /// Rego: the rule that decides (default `data.<package>.allow`).
+    #[serde(default)]
+    entrypoint: Option<String>,
+    /// Refuse (409) unless the package's latest version is this one (0: a new package).
+    #[serde(default)]
+    expected_version: Option<i64>,
+}
+
+/// A package version as listed.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PolicyVersion {
+    package: String,
+    version: i64,
+    language: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entrypoint: Option<String>,
+    sha256: String,
+    created_unix_ms: i64,
+    created_by: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+    /// File names.
+    files: Vec<String>,
+    /// Whether this is the version in force.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    active: bool,
+    /// Cedar validator warnings (pushes only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
+fn listed(row: &store::PolicyVersionRow, active: bool) -> PolicyVersion {
+    let files = serde_json::from_str::<Vec<(String, String)>>(&row.files_json)
+        .map(|f| f.into_iter().map(|(n, _)| n).collect())
+        .unwrap_or_default();
+    PolicyVersion {
+        package: row.package.clone(),
+        version: row.version,
+        language: row.language.clone(),
+        entrypoint: row.entrypoint.clone(),
+        sha256: row.content_sha256.clone(),
+        created_unix_ms: row.created_unix_ms,
+        created_by: row.created_by.clone(),
+        note: row.note.clone(),
+        files,
+        active,
+        warnings: Vec::new(),
+    }
+}
+
+fn language_of(req: &PushPolicy) -> Result<Language, ApiError> {
+    if let Some(l) = &req.language {
+        return l.parse().map_err(|e: PolicyError| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
+        });
+    }
+    let rego = req.files.iter().any(|f| f.name.ends_with(".rego"));
+    let cedar = req
+        .files
+        .iter()
+        .any(|f| f.name.ends_with(".cedar") || f.name.ends_with(".cedarschema"));
+    match (cedar, rego) {
+        (true, false) => Ok(Language::Cedar),
+        (false, true) => Ok(Language::Rego),
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "cannot tell the language from the file names: give `.cedar` + `.cedarschema` or `.rego` files (not both), or set `language`",
+        )),
+    }
+}
+
+/// Compiles and stores a new version: recorded in the ledger first, then in force here at
+/// once (other replicas within a second).
+async fn append_version(
+    state: &AppState,
+    caller: &Caller,
+    package: &str,
+    source: PackageSource,
+    expected: Option<i64>,
+    note: Option<String>,
+    action: &str,
+) -> Result<PolicyVersion, ApiError> {
+    let compiled = {
+        let source = source.clone();
+        tokio::task::spawn_blocking(move || CompiledPackage::compile(&source))
+            .await
+            .map_err(ApiError::internal)?
+    };
+    let compiled = match compiled {
+        Ok(c) => c,
+        Err(e) => {
+            let mut err = policy_error(&e);
+            if let PolicyError::InvalidPackage { diagnostics } = &e {
+                err = err.with_details(serde_json::json!({ "diagnostics": diagnostics }));
+            }
+            return Err(err);
+        }
+    };
+    let files_json = serde_json::to_string(&source.files).map_err(ApiError::internal)?;
+    let row = store::PolicyVersionRow {
+        package: package.to_owned(),
+        version: 0,
+        language: source.language.as_str().to_owned(),
+        entrypoint: source.entrypoint.clone(),
+        files_json,
+        content_sha256: compiled.content_hash().to_owned(),
+        created_unix_ms: now_ms(),
+        created_by: caller.actor(),
+        note: note.clone(),
+    };
+    let latest = state
+        .store
+        .policy_versions(package)
+        .await?
+        .last()
+        .map_or(0, |r| r.version);
+    if let Some(expected) = expected {
+        if expected != latest {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("package `{package}` is at version {latest}, not {expected}"),
+            ));
+        }
+    }
+    let mut event = NewEvent::new(
+        caller.actor(),
+        action,
+        Outcome::Success,
+        OcsfClass::UserAccessManagement,
+    )
+    .field("package", package)
+    .field("version", latest + 1)
+    .field("language", source.language.as_str())
+    .field("sha256", compiled.content_hash())
+    .field(
+        "files",
+        source
+            .files
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect::<Vec<_>>(),
+    );
+    if let Some(note) = &note {
+        event = event.field("note", note.clone());
+    }
+    state.record(event).await?;
+    // The number recorded is the one stored: a concurrent push in between is refused.
+    let version = state.store.policy_append(&row, Some(latest)).await?;
+    state
+        .pdp
+        .refresh(state.store.as_ref())
+        .await
+        .map_err(ApiError::from)?;
+    let mut out = listed(&store::PolicyVersionRow { version, ..row }, true);
+    out.warnings = compiled
+        .warnings()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    Ok(out)
+}
+
+/// Pushes a new version of a policy package (role `admin`). Invalid policies, schemas or Rego
+/// are refused with 422 `invalid_policy` and the engine's diagnostics (file, line, column).
+#[utoipa::path(post, path = "/v1/policies/{name}", tag = "policy", security(("bearer" = [])), request_body = PushPolicy,
+    params(("name" = String, Path, description = "package name")),
+    responses((status = 201, body = PolicyVersion), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn push(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<PushPolicy>,
+) -> Result<(StatusCode, ApiJson<PolicyVersion>), ApiError> {
+    caller.require(Role::Admin)?;
+    check_name(&name)?;
+    let language = language_of(&req)?;
+    let source = PackageSource {
+        language,
+        files: req.files.into_iter().map(|f| (f.name, f.text)).collect(),
+        entrypoint: req.entrypoint,
+    };
+    let out = append_version(
+        &state,
+        &caller,
+        &name,
+        source,
+        req.expected_version,
+        None,
+        "policy.push",
+    )
+    .await?;
+    Ok((StatusCode::CREATED, ApiJson(out)))
+}
+
+/// Lists the packages in force, latest version each (role `auditor`).
+#[utoipa::path(get, path = "/v1/policies", tag = "policy", security(("bearer" = [])),
+    responses((status = 200, body = Vec<PolicyVersion>)))]
+pub(crate) async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<ApiJson<Vec<PolicyVersion>>, ApiError> {
+    caller.require(Role::Auditor)?;
+    let rows = state.store.policy_latest().await?;
+    Ok(ApiJson(rows.iter().map(|r| listed(r, true)).collect()))
+}
+
+/// `?version=N`
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VersionQuery {
+    /// Show this version's files.
+    version: Option<i64>,
+}
+
+/// A package's versions, oldest first; with `?version=N` that version with its files (role
+/// `auditor`).
+#[utoipa::path(get, path = "/v1/policies/{name}", tag = "policy", security(("bearer" = [])),
+    params(("name" = String, Path, description = "package name"), VersionQuery),
+    responses((status = 200, body = serde_json::Value), (status = 404, body = ErrorBody)))]
+pub(crate) async fn show(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    crate::error::ApiQuery(q): crate::error::ApiQuery<VersionQuery>,
+) -> Result<ApiJson<Value>, ApiError> {
+    caller.require(Role::Auditor)?;
+    let rows = state.store.policy_versions(&name).await?;
+    let latest = rows.last().map(|r| r.version);
+    if rows.is_empty() {
+        return Err(ApiError::not_found(format!("no policy package `{name}`")));
+    }
+    match q.version {
+        None => Ok(ApiJson(serde_json::json!({
+            "package": name,
+            "versions": rows.iter().map(|r| listed(r, Some(r.version) == latest)).collect::<Vec<_>>(),
+        }))),
+        Some(v) => {
+            let row = rows
+                .iter()
+                .find(|r| r.version == v)
+                .ok_or_else(|| ApiError::not_found(format!("`{name}` has no version {v}")))?;
+            let files: Vec<(String, String)> =
+                serde_json::from_str(&row.files_json).map_err(ApiError::internal)?;
+            let mut out =
+                serde_json::to_value(listed(row, Some(v) == latest)).map_err(ApiError::internal)?;
+            out["files"] = files
+                .into_iter()
+                .map(|(name, text)| serde_json::json!({"name": name, "text": text}))
+                .collect();
+            Ok(ApiJson(out))
+        }
+    }
+}
+
+/// Request to roll back.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Rollback {
+    /// The earlier version whose content becomes the new latest version.
+    to: i64,
+}
+
+/// Rolls a package back (role `admin`): the content of version `to` becomes a new version, so
+/// history stays append-only.
+#[utoipa::path(post, path = "/v1/policies/{name}/rollback", tag = "policy", security(("bearer" = [])), request_body = Rollback,
+    params(("name" = String, Path, description = "package name")),
+    responses((status = 201, body = PolicyVersion), (status = 404, body = ErrorBody)))]
+pub(crate) async fn rollback(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<Rollback>,
+) -> Result<(StatusCode, ApiJson<PolicyVersion>), ApiError> {
+    caller.require(Role::Admin)?;
+    let rows = state.store.policy_versions(&name).await?;
+    let latest = rows.last().map(|r| r.version).unwrap_or(0);
+    let row = rows
+        .iter()
+        .find(|r| r.version == req.to)
+        .ok_or_else(|| ApiError::not_found(format!("`{name}` has no version {}", req.to)))?;
+    let source = pdp::source_of(row).map_err(ApiError::internal)?;
+    let out = append_version(
+        &state,
+        &caller,
+        &name,
+        source,
+        Some(latest),
+        Some(format!("rollback to version {}", req.to)),
+        "policy.rollback",
+    )
+    .await?;
+    Ok((StatusCode::CREATED, ApiJson(out)))
+}
+
+// ---- decisions ------------------------------------------------------------------------------
+
+/// A resource: entity type and id.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResourceRef {
+    #[serde(rename = "type")]
+    kind: String,
+    id: String,
+}
+
+/// Warden's native decision request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Authorize {
+    /// The package to ask (optional when only one is in force).
+    #[serde(default)]
+    package: Option<String>,
+    /// The agent's SPIFFE ID.
+    principal: String,
+    /// The action.
+    action: String,
+    /// What the action is on.
+    resource: ResourceRef,
+    /// The caller's request attributes (they appear as `context.request`).
+    #[serde(default)]
+    context: Map<String, Value>,
+}
+
+/// A decision.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AuthorizeResponse {
+    /// `allow` or `deny`.
+    decision: &'static str,
+    /// The same, as a boolean.
+    allowed: bool,
+    /// The policies (Cedar ids) or rule (Rego) that determined it.
+    determining_policies: Vec<String>,
+    /// Evaluation errors (a failing Cedar policy is skipped; a Rego error denies).
+    errors: Vec<String>,
+    package: String,
+    policy_version: i64,
+    policy_sha256: String,
+    /// The id of the ledger record of this decision.
+    decision_id: String,
+}
+
+/// One question for the decision core.
+struct Question<'a> {
+    api: &'static str,
+    package: Option<&'a str>,
+    principal: &'a str,
+    action: String,
+    resource: ResourceRef,
+    attributes: Map<String, Value>,
+}
+
+/// Decides one request and records it; the shared core of the three APIs.
+async fn decide(
+    state: &AppState,
+    caller: &Caller,
+    q: Question<'_>,
+) -> Result<(Arc<Loaded>, policy::Decision, String), ApiError> {
+    let Question {
+        api,
+        package,
+        principal,
+        action,
+        resource,
+        attributes,
+    } = q;
+    let loaded = state.pdp.choose(package)?;
+    let principal = SpiffeId::parse(principal)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_spiffe_id", e.to_string()))?;
+    let hold = state.denylist.denies_id(&principal);
+    let context = state.pdp.context(&principal, hold, attributes);
+    let resource_text = format!("{}::{}", resource.kind, resource.id);
+    let request = policy::Request {
+        principal: principal.clone(),
+        action: action.clone(),
+        resource: policy::Resource {
+            kind: resource.kind,
+            id: resource.id,
+        },
+        context,
+    };
+    let decision = loaded
+        .compiled
+        .decide(&request, &state.pdp.limits)
+        .map_err(|e| policy_error(&e))?;
+    let id = pdp::decision_id();
+    // Recorded before it is answered; if it cannot be, the answer is 503, never an allow.
+    state
+        .record(pdp::decision_event(
+            &caller.actor(),
+            &id,
+            &pdp::Asked {
+                api,
+                principal: principal.as_str(),
+                action: &action,
+                resource: &resource_text,
+            },
+            &loaded,
+            &decision,
+        ))
+        .await?;
+    Ok((loaded, decision, id))
+}
+
+/// Decides: may `principal` do `action` on `resource`? Warden fills in the context it knows
+/// (agent metadata, task, risk score, hold, time); the caller's `context` appears as
+/// `context.request` (role `enforcer` or `admin`).
+#[utoipa::path(post, path = "/v1/authorize", tag = "policy", security(("bearer" = [])), request_body = Authorize,
+    responses((status = 200, body = AuthorizeResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn authorize(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(req): ApiJson<Authorize>,
+) -> Result<ApiJson<AuthorizeResponse>, ApiError> {
+    caller.require(Role::Enforcer)?;
+    let (loaded, decision, decision_id) = decide(
+        &state,
+        &caller,
+        Question {
+            api: "authorize",
+            package: req.package.as_deref(),
+            principal: &req.principal,
+            action: req.action,
+            resource: req.resource,
+            attributes: req.context,
+        },
+    )
+    .await?;
+    let allowed = decision.is_allowed();
+    Ok(ApiJson(AuthorizeResponse {
+        decision: if allowed { "allow" } else { "deny" },
+        allowed,
+        determining_policies: decision.determining,
+        errors: decision.errors,
+        package: loaded.name.clone(),
+        policy_version: loaded.version,
+        policy_sha256: loaded.compiled.content_hash().to_owned(),
+        decision_id,
+    }))
+}
+
+/// `?package=NAME` for the standard APIs, which have no field for it.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PackageQuery {
+    /// The package to ask (optional when only one is in force).
+    package: Option<String>,
+}
+
+/// AuthZEN subject.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub(crate) struct Subject {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    properties: Option<Map<String, Value>>,
+}
+
+/// AuthZEN action.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub(crate) struct Action {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    properties: Option<Map<String, Value>>,
+}
+
+/// AuthZEN resource.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub(crate) struct AzResource {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    properties: Option<Map<String, Value>>,
+}
+
+/// An AuthZEN 1.0 access evaluation request (also one item of a batch, where any member may
+/// be left to the batch's defaults).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub(crate) struct Evaluation {
+    #[serde(default)]
+    subject: Option<Subject>,
+    #[serde(default)]
+    action: Option<Action>,
+    #[serde(default)]
+    resource: Option<AzResource>,
+    #[serde(default)]
+    context: Option<Map<String, Value>>,
+}
+
+fn required<T>(v: Option<T>, what: &str) -> Result<T, ApiError> {
+    v.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("`{what}` is required"),
+        )
+    })
+}
+
+async fn evaluate_one(
+    state: &AppState,
+    caller: &Caller,
+    package: Option<&str>,
+    e: Evaluation,
+) -> Result<Value, ApiError> {
+    let subject = required(e.subject, "subject")?;
+    let action = required(e.action, "action")?;
+    let resource = required(e.resource, "resource")?;
+    let principal = required(subject.id, "subject.id")?;
+    let action_name = required(action.name, "action.name")?;
+    // Properties the caller sends are request attributes, never facts about the agent.
+    let mut attributes = e.context.unwrap_or_default();
+    for (key, props) in [
+        ("subject_properties", subject.properties),
+        ("action_properties", action.properties),
+        ("resource_properties", resource.properties),
+    ] {
+        if let Some(p) = props {
+            attributes.insert(key.into(), Value::Object(p));
+        }
+    }
+    // The subject is an agent, whatever `type` the caller names it with.
+    let _ = subject.kind;
+    let (_, decision, id) = decide(
+        state,
+        caller,
+        Question {
+            api: "authzen",
+            package,
+            principal: &principal,
+            action: action_name,
+            resource: ResourceRef {
+                kind: required(resource.kind, "resource.type")?,
+                id: required(resource.id, "resource.id")?,
+            },
+            attributes,
+        },
+    )
+    .await?;
+    let mut reason = Map::new();
+    reason.insert(
+        "determining_policies".into(),
+        decision.determining.clone().into(),
+    );
+    if !decision.errors.is_empty() {
+        reason.insert("errors".into(), decision.errors.clone().into());
+    }
+    Ok(serde_json::json!({
+        "decision": decision.is_allowed(),
+        "context": { "id": id, "reason_admin": reason },
+    }))
+}
+
+/// OpenID AuthZEN 1.0 Access Evaluation API: `{"subject": {"type", "id"}, "action": {"name"},
+/// "resource": {"type", "id"}, "context"?}` → `{"decision": bool}` (role `enforcer`).
+#[utoipa::path(post, path = "/access/v1/evaluation", tag = "policy", security(("bearer" = [])), request_body = Evaluation,
+    params(PackageQuery),
+    responses((status = 200, body = serde_json::Value), (status = 400, body = ErrorBody)))]
+pub(crate) async fn authzen_evaluation(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    crate::error::ApiQuery(q): crate::error::ApiQuery<PackageQuery>,
+    ApiJson(req): ApiJson<Evaluation>,
+) -> Result<ApiJson<Value>, ApiError> {
+    caller.require(Role::Enforcer)?;
+    Ok(ApiJson(
+        evaluate_one(&state, &caller, q.package.as_deref(), req).await?,
+    ))
+}
+
+/// An AuthZEN batch: defaults plus `evaluations`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct Evaluations {
+    #[serde(default)]
+    subject: Option<Subject>,
+    #[serde(default)]
+    action: Option<Action>,
+    #[serde(default)]
+    resource: Option<AzResource>,
+    #[serde(default)]
+    context: Option<Map<String, Value>>,
+    #[serde(default)]
+    evaluations: Vec<Evaluation>,
+}
+
+/// Most evaluations in one batch.
+const MAX_BATCH: usize = 256;
+
+/// OpenID AuthZEN 1.0 Access Evaluations API (batch): top-level `subject`, `action`,
+/// `resource`, `context` are defaults each item may override → `{"evaluations": [{"decision"}…]}`
+/// in order (role `enforcer`).
+#[utoipa::path(post, path = "/access/v1/evaluations", tag = "policy", security(("bearer" = [])), request_body = Evaluations,
+    params(PackageQuery),
+    responses((status = 200, body = serde_json::Value), (status = 400, body = ErrorBody)))]
+pub(crate) async fn authzen_evaluations(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    crate::error::ApiQuery(q): crate::error::ApiQuery<PackageQuery>,
+    ApiJson(req): ApiJson<Evaluations>,
+) -> Result<ApiJson<Value>, ApiError> {
+    caller.require(Role::Enforcer)?;
+    if req.evaluations.len() > MAX_BATCH {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("at most {MAX_BATCH} evaluations per batch"),
+        ));
+    }
+    let items = if req.evaluations.is_empty() {
+        // No list: the defaults are the one request.
+        vec![Evaluation::default()]
+    } else {
+        req.evaluations
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let merged = Evaluation {
+            subject: item.subject.or_else(|| req.subject.clone()),
+            action: item.action.or_else(|| req.action.clone()),
+            resource: item.resource.or_else(|| req.resource.clone()),
+            context: item.context.or_else(|| req.context.clone()),
+        };
+        out.push(evaluate_one(&state, &caller, q.package.as_deref(), merged).await?);
+    }
+    Ok(ApiJson(serde_json::json!({ "evaluations": out })))
+}
+
+/// OPA's data API request.
+#[derive(Debug, Deserialize)]
+pub(crate) struct DataRequest {
+    /// The input document.
+    #[serde(default)]
+    input: Value,
+}
+
+/// OPA-compatible data API for Rego packages: `POST /v1/data/a/b/allow {"input": …}` →
+/// `{"result": …, "decision_id"}` (no `result` when the rule is undefined), so existing OPA
+/// clients work pointed at Warden (role `enforcer`). The input is evaluated as sent.
+pub(crate) async fn opa_data(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(path): Path<String>,
+    ApiJson(req): ApiJson<DataRequest>,
+) -> Result<ApiJson<Value>, ApiError> {
+    caller.require(Role::Enforcer)?;
+    let rule = format!("data.{}", path.trim_matches('/').replace('/', "."));
+    // The Rego package that defines the document.
+    let loaded = state
+        .pdp
+        .packages()
+        .into_iter()
+        .find(|p| p.compiled.defines(&rule))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_document",
+                format!("no Rego package in force defines `{rule}`"),
+            )
+        })?;
+    let result = loaded
+        .compiled
+        .eval_rule(&rule, req.input, &state.pdp.limits)
+        .map_err(|e| policy_error(&e))?;
+    let id = pdp::decision_id();
+    let allowed = matches!(result, Some(Value::Bool(true)));
+    let decision = policy::Decision {
+        effect: if allowed {
+            policy::Effect::Allow
+        } else {
+            policy::Effect::Deny
+        },
+        determining: if allowed {
+            vec![rule.clone()]
+        } else {
+            Vec::new()
+        },
+        errors: Vec::new(),
+    };
+    state
+        .record(pdp::decision_event(
+            &caller.actor(),
+            &id,
+            &pdp::Asked {
+                api: "opa",
+                principal: "",
+                action: &rule,
+                resource: "",
+            },
+            &loaded,
+            &decision,
+        ))
+        .await?;
+    let mut out = serde_json::json!({ "decision_id": id });
+    if let Some(result) = result {
+        out["result"] = result;
+    }
+    Ok(ApiJson(out))
+}
