@@ -249,6 +249,7 @@ fn route_table() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>)
         .routes(routes!(policy_api::list))
         .routes(routes!(policy_api::push, policy_api::show))
         .routes(routes!(policy_api::rollback))
+        .routes(routes!(policy_api::simulate))
         .routes(routes!(policy_api::authorize))
         .routes(routes!(policy_api::authzen_evaluation))
         .routes(routes!(policy_api::authzen_evaluations))
@@ -459,6 +460,7 @@ mod tests {
             ("/v1/policies/{name}", "post"),
             ("/v1/policies/{name}", "get"),
             ("/v1/policies/{name}/rollback", "post"),
+            ("/v1/policies/{name}/simulate", "post"),
             ("/v1/authorize", "post"),
             ("/access/v1/evaluation", "post"),
             ("/access/v1/evaluations", "post"),

@@ -31,11 +31,28 @@ pub(crate) struct AgentFacts {
 }
 
 /// The packages in force and the agent facts decisions use.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Pdp {
     packages: RwLock<Arc<BTreeMap<String, Arc<Loaded>>>>,
     agents: RwLock<Arc<HashMap<String, AgentFacts>>>,
     pub(crate) limits: policy::Limits,
+}
+
+/// Largest decision context accepted over the API: the whole request is recorded with the
+/// decision, and a ledger entry's fields are bounded (64 KiB), so half of that.
+pub(crate) const MAX_CONTEXT_BYTES: usize = 32 * 1024;
+
+impl Default for Pdp {
+    fn default() -> Self {
+        Self {
+            packages: RwLock::default(),
+            agents: RwLock::default(),
+            limits: policy::Limits {
+                max_context_bytes: MAX_CONTEXT_BYTES,
+                ..policy::Limits::default()
+            },
+        }
+    }
 }
 
 /// Parses a stored row into the source it was compiled from.
@@ -225,6 +242,9 @@ pub(crate) struct Asked<'a> {
     pub(crate) action: &'a str,
     /// `Type::id`.
     pub(crate) resource: &'a str,
+    /// The whole question as evaluated — the `policy::Request` JSON (the OPA input for the
+    /// data API) — so a candidate policy can be replayed against it (`simulate`).
+    pub(crate) request: serde_json::Value,
 }
 
 /// The ledger record of a decision (OCSF 3003 Authorize Session).
@@ -235,12 +255,8 @@ pub(crate) fn decision_event(
     loaded: &Loaded,
     decision: &policy::Decision,
 ) -> NewEvent {
-    let Asked {
-        api,
-        principal,
-        action,
-        resource,
-    } = *asked;
+    let (api, principal, action, resource) =
+        (asked.api, asked.principal, asked.action, asked.resource);
     let allowed = decision.is_allowed();
     NewEvent::new(
         actor,
@@ -263,4 +279,76 @@ pub(crate) fn decision_event(
     .field("policy_sha256", loaded.compiled.content_hash())
     .field("determining", decision.determining.clone())
     .field("errors", decision.errors.clone())
+    .field("request", asked.request.clone())
+}
+
+/// `value` as the ledger can hold it: the ledger's canonical JSON has no floating-point
+/// numbers, so every non-integer number becomes its decimal text (e.g. a risk score `0.2`
+/// becomes `"0.2"`). Integers, strings and structure are unchanged.
+pub(crate) fn ledger_safe(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_i64() || n.is_u64() => Value::Number(n),
+        Value::Number(n) => Value::String(n.to_string()),
+        Value::Array(items) => Value::Array(items.into_iter().map(ledger_safe).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (k, ledger_safe(v))).collect())
+        }
+        other => other,
+    }
+}
+
+/// The request recorded with a decision, read back for replay. Only `context.risk_score` is
+/// a number in a request, so only it is turned back from its recorded text; other attributes
+/// that were floats stay text (and a candidate sees them as such).
+pub(crate) fn replayable(recorded: &serde_json::Value) -> Option<policy::Request> {
+    let mut value = recorded.clone();
+    if let Some(score) = value
+        .pointer_mut("/context/risk_score")
+        .and_then(|s| s.as_str().map(str::to_owned))
+    {
+        let parsed: f64 = score.parse().ok()?;
+        *value.pointer_mut("/context/risk_score")? = serde_json::Value::from(parsed);
+    }
+    serde_json::from_value(value).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_requests_hold_no_floats_and_replay_exactly() {
+        let request = policy::Request {
+            principal: SpiffeId::parse("spiffe://example.org/agent/coder").unwrap(),
+            action: "write".into(),
+            resource: policy::Resource {
+                kind: "Repository".into(),
+                id: "warden".into(),
+            },
+            context: policy::Context {
+                agent: policy::Agent {
+                    kind: "coder".into(),
+                    owner: "team".into(),
+                    attributes: policy::Attributes::new(),
+                },
+                task: None,
+                risk_score: policy::RiskScore::from_f64(0.25).unwrap(),
+                hold: false,
+                delegation: Vec::new(),
+                time: 1_767_225_600,
+                request: serde_json::json!({"n": 3, "x": 1.5})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            },
+        };
+        let safe = ledger_safe(serde_json::to_value(&request).unwrap());
+        assert_eq!(safe["context"]["risk_score"], "0.25");
+        assert_eq!(safe["context"]["request"]["x"], "1.5");
+        assert_eq!(safe["context"]["request"]["n"], 3);
+        let back = replayable(&safe).unwrap();
+        assert_eq!(back.context.risk_score, request.context.risk_score);
+        assert_eq!(back.principal, request.principal);
+    }
 }

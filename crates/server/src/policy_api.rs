@@ -475,6 +475,7 @@ async fn decide(
         .compiled
         .decide(&request, &state.pdp.limits)
         .map_err(|e| policy_error(&e))?;
+    let recorded = pdp::ledger_safe(serde_json::to_value(&request).map_err(ApiError::internal)?);
     let id = pdp::decision_id();
     // Recorded before it is answered; if it cannot be, the answer is 503, never an allow.
     state
@@ -486,6 +487,7 @@ async fn decide(
                 principal: principal.as_str(),
                 action: &action,
                 resource: &resource_text,
+                request: recorded,
             },
             &loaded,
             &decision,
@@ -754,9 +756,17 @@ pub(crate) async fn opa_data(
                 format!("no Rego package in force defines `{rule}`"),
             )
         })?;
+    let input_bytes = serde_json::to_vec(&req.input).map_or(usize::MAX, |v| v.len());
+    if input_bytes > pdp::MAX_CONTEXT_BYTES {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "context_too_large",
+            format!("input is larger than {} bytes", pdp::MAX_CONTEXT_BYTES),
+        ));
+    }
     let result = loaded
         .compiled
-        .eval_rule(&rule, req.input, &state.pdp.limits)
+        .eval_rule(&rule, req.input.clone(), &state.pdp.limits)
         .map_err(|e| policy_error(&e))?;
     let id = pdp::decision_id();
     let allowed = matches!(result, Some(Value::Bool(true)));
@@ -782,6 +792,7 @@ pub(crate) async fn opa_data(
                 principal: "",
                 action: &rule,
                 resource: "",
+                request: pdp::ledger_safe(req.input),
             },
             &loaded,
             &decision,
@@ -792,4 +803,179 @@ pub(crate) async fn opa_data(
         out["result"] = result;
     }
     Ok(ApiJson(out))
+}
+
+// ---- simulation -----------------------------------------------------------------------------
+
+/// Request to replay recorded decisions against a candidate package.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Simulate {
+    /// `cedar` or `rego`; by default from the file extensions.
+    #[serde(default)]
+    language: Option<String>,
+    /// The candidate package's files.
+    files: Vec<PolicyFile>,
+    /// Rego: the rule that decides.
+    #[serde(default)]
+    entrypoint: Option<String>,
+    /// Replay decisions recorded at or after this time, Unix milliseconds (default: all).
+    #[serde(default)]
+    since_unix_ms: Option<i64>,
+}
+
+/// A recorded decision the candidate would decide differently.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Flip {
+    decision_id: String,
+    /// Ledger index of the recorded decision.
+    ledger_index: u64,
+    time: String,
+    principal: String,
+    action: String,
+    resource: String,
+    /// What was decided: `allow` or `deny`.
+    was: String,
+    /// What the candidate decides: `allow`, `deny`, or `invalid` (the candidate's schema
+    /// refuses the request).
+    now: String,
+    /// The candidate's determining policies, or why the request is invalid.
+    because: Vec<String>,
+}
+
+/// Most ledger entries one simulation reads.
+const MAX_SIMULATION_ENTRIES: u64 = 5_000_000;
+
+/// Replays the decisions recorded for package `name` (optionally since a time) against a
+/// candidate package and lists every decision that would flip — before anything is deployed
+/// (role `admin` or `auditor`; nothing is changed, the run itself is recorded).
+#[utoipa::path(post, path = "/v1/policies/{name}/simulate", tag = "policy", security(("bearer" = [])), request_body = Simulate,
+    params(("name" = String, Path, description = "package whose recorded decisions are replayed")),
+    responses((status = 200, body = serde_json::Value), (status = 422, body = ErrorBody)))]
+pub(crate) async fn simulate(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<Simulate>,
+) -> Result<ApiJson<Value>, ApiError> {
+    caller.require(Role::Auditor)?;
+    check_name(&name)?;
+    let push = PushPolicy {
+        language: req.language,
+        files: req.files,
+        entrypoint: req.entrypoint,
+        expected_version: None,
+    };
+    let source = PackageSource {
+        language: language_of(&push)?,
+        files: push.files.into_iter().map(|f| (f.name, f.text)).collect(),
+        entrypoint: push.entrypoint,
+    };
+    let candidate = tokio::task::spawn_blocking(move || CompiledPackage::compile(&source))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| {
+            let err = policy_error(&e);
+            match &e {
+                PolicyError::InvalidPackage { diagnostics } => {
+                    err.with_details(serde_json::json!({ "diagnostics": diagnostics }))
+                }
+                _ => err,
+            }
+        })?;
+    let since = req.since_unix_ms.unwrap_or(0);
+    let (mut replayed, mut skipped, mut scanned) = (0u64, 0u64, 0u64);
+    let mut flips = Vec::new();
+    let size = state.ledger.size();
+    let mut from = 0u64;
+    while from < size && scanned < MAX_SIMULATION_ENTRIES {
+        let batch = state
+            .ledger
+            .entries(from, 1000)
+            .await
+            .map_err(ApiError::internal)?;
+        let Some(last) = batch.last() else { break };
+        from = last.index + 1;
+        scanned += batch.len() as u64;
+        for entry in batch {
+            let e = &entry.event;
+            if e.action != "policy.decision"
+                || e.fields.get("package") != Some(&Value::from(name.as_str()))
+            {
+                continue;
+            }
+            let at = time::OffsetDateTime::parse(
+                &e.time,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .map_or(0, |t| {
+                i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+            });
+            if at < since {
+                continue;
+            }
+            let field = |k: &str| {
+                e.fields
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            // Decisions through the OPA data API carry opaque input: not replayable as a request.
+            let Some(request) = e.fields.get("request").and_then(pdp::replayable) else {
+                skipped += 1;
+                continue;
+            };
+            replayed += 1;
+            let (now, because) = match candidate.decide(&request, &state.pdp.limits) {
+                Ok(d) if d.is_allowed() => ("allow", d.determining),
+                Ok(d) => (
+                    "deny",
+                    if d.errors.is_empty() {
+                        d.determining
+                    } else {
+                        d.errors
+                    },
+                ),
+                Err(err) => ("invalid", vec![err.to_string()]),
+            };
+            let was = field("decision");
+            if was != now {
+                flips.push(Flip {
+                    decision_id: field("decision_id"),
+                    ledger_index: entry.index,
+                    time: e.time.clone(),
+                    principal: field("principal"),
+                    action: field("action"),
+                    resource: field("resource"),
+                    was,
+                    now: now.to_owned(),
+                    because,
+                });
+            }
+        }
+    }
+    state
+        .record(
+            NewEvent::new(
+                caller.actor(),
+                "policy.simulate",
+                Outcome::Success,
+                OcsfClass::ApiActivity,
+            )
+            .field("package", name.clone())
+            .field("candidate_sha256", candidate.content_hash())
+            .field("replayed", replayed)
+            .field("flips", flips.len() as u64),
+        )
+        .await?;
+    Ok(ApiJson(serde_json::json!({
+        "package": name,
+        "candidate_sha256": candidate.content_hash(),
+        "replayed": replayed,
+        "skipped": skipped,
+        "scanned_entries": scanned,
+        "complete": from >= size,
+        "flips": flips,
+    })))
 }

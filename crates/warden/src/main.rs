@@ -14,6 +14,7 @@ mod identity_keys;
 mod init;
 mod keys;
 mod policy_cli;
+mod policy_test;
 mod serve;
 mod trust_cli;
 
@@ -182,6 +183,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Svid { socket, cmd } => {
             client::svid(client::workload_socket(socket, &cli.data_dir), cmd).await?;
         }
+        // `policy test` is offline: no client, so no token or server settings are read.
+        Command::Policy {
+            cmd: policy_cli::PolicyCmd::Test(args),
+            ..
+        } => policy_test::run_and_exit(&args),
         Command::Policy { client, cmd } => {
             policy_cli::policy(&client::Client::new(&client)?, cmd).await?;
         }

@@ -43,6 +43,22 @@ pub(crate) enum PolicyCmd {
         #[arg(long)]
         to: i64,
     },
+    /// Replay the decisions recorded for a package against a candidate package, before
+    /// deploying it, and list every decision that would flip (admin or auditor)
+    Simulate {
+        /// The package whose recorded decisions are replayed [default: the only one]
+        #[arg(long)]
+        package: Option<String>,
+        /// The candidate's files (repeat: `--candidate a.cedar --candidate s.cedarschema`)
+        #[arg(long = "candidate", required = true)]
+        candidates: Vec<PathBuf>,
+        /// Only decisions recorded within this period, e.g. 24h, 7d [default: all]
+        #[arg(long)]
+        since: Option<String>,
+        /// Rego: the rule that decides
+        #[arg(long)]
+        entrypoint: Option<String>,
+    },
     /// Ask for a decision, as an enforcement point would (enforcer or admin); recorded
     Eval {
         /// Package [default: the only one in force]
@@ -61,27 +77,37 @@ pub(crate) enum PolicyCmd {
         #[arg(long)]
         context: Option<String>,
     },
+    /// Run a package's tests (`*.tests.json`) offline, no server or token needed. Exit 0: all
+    /// passed; 1: a test failed or the package is invalid; 2: the tests could not be run
+    Test(crate::policy_test::TestArgs),
+}
+
+/// The files as the API takes them: `[{"name", "text"}…]`, named by their file names.
+fn read_files(paths: &[PathBuf]) -> Result<Vec<Value>> {
+    let mut files = Vec::new();
+    for path in paths {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let file_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .with_context(|| format!("{} has no usable file name", path.display()))?;
+        files.push(serde_json::json!({ "name": file_name, "text": text }));
+    }
+    Ok(files)
 }
 
 pub(crate) async fn policy(client: &Client, cmd: PolicyCmd) -> Result<()> {
     match cmd {
+        // Dispatched before a client exists (see main); here only for completeness.
+        PolicyCmd::Test(args) => crate::policy_test::run_and_exit(&args),
         PolicyCmd::Push {
             name,
             files,
             entrypoint,
             expect_version,
         } => {
-            let mut body_files = Vec::new();
-            for path in &files {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                let file_name = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .with_context(|| format!("{} has no usable file name", path.display()))?;
-                body_files.push(serde_json::json!({ "name": file_name, "text": text }));
-            }
-            let mut body = serde_json::json!({ "files": body_files });
+            let mut body = serde_json::json!({ "files": read_files(&files)? });
             if let Some(e) = entrypoint {
                 body["entrypoint"] = Value::from(e);
             }
@@ -156,6 +182,78 @@ pub(crate) async fn policy(client: &Client, cmd: PolicyCmd) -> Result<()> {
                 v["package"].as_str().unwrap_or_default(),
                 v["version"],
                 v["sha256"].as_str().unwrap_or_default()
+            );
+        }
+        PolicyCmd::Simulate {
+            package,
+            candidates,
+            since,
+            entrypoint,
+        } => {
+            let package = match package {
+                Some(p) => p,
+                None => {
+                    let all = client.get_json("/v1/policies").await?;
+                    let names: Vec<&str> = all
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|p| p["package"].as_str())
+                        .collect();
+                    match names.as_slice() {
+                        [one] => (*one).to_owned(),
+                        _ => bail!(
+                            "name the package with --package (in force: {})",
+                            names.join(", ")
+                        ),
+                    }
+                }
+            };
+            let mut body = serde_json::json!({ "files": read_files(&candidates)? });
+            if let Some(e) = entrypoint {
+                body["entrypoint"] = Value::from(e);
+            }
+            if let Some(period) = since {
+                let secs = crate::client::parse_duration(&period).map_err(anyhow::Error::msg)?;
+                body["since_unix_ms"] =
+                    Value::from(crate::now_ms().saturating_sub(secs.saturating_mul(1000)));
+            }
+            let v = client
+                .post_json(
+                    &format!("/v1/policies/{}/simulate", percent_encode(&package)),
+                    &body,
+                )
+                .await?;
+            let flips = v["flips"].as_array().cloned().unwrap_or_default();
+            for f in &flips {
+                println!(
+                    "FLIP {} {} {} {} on {}: {} -> {}  ({})",
+                    f["time"].as_str().unwrap_or_default(),
+                    f["decision_id"].as_str().unwrap_or_default(),
+                    f["principal"].as_str().unwrap_or_default(),
+                    f["action"].as_str().unwrap_or_default(),
+                    f["resource"].as_str().unwrap_or_default(),
+                    f["was"].as_str().unwrap_or_default(),
+                    f["now"].as_str().unwrap_or_default(),
+                    f["because"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                );
+            }
+            println!(
+                "{} decisions of `{package}` replayed against {}: {} would flip{}",
+                v["replayed"],
+                v["candidate_sha256"].as_str().unwrap_or_default(),
+                flips.len(),
+                if v["complete"] == true {
+                    ""
+                } else {
+                    " (ledger scan stopped at its limit)"
+                }
             );
         }
         PolicyCmd::Eval {

@@ -359,6 +359,80 @@ async fn cedar_and_rego_packages_decide_through_every_api() {
         json!(["reviewers-read"])
     );
     assert_eq!(allow["event"]["actor"], "token:gateway");
+    // The whole question is recorded with the decision, so it can be replayed.
+    assert_eq!(allow["event"]["fields"]["request"]["principal"], REVIEWER);
+    assert_eq!(
+        allow["event"]["fields"]["request"]["context"]["agent"]["kind"],
+        "reviewer"
+    );
+
+    // Simulation: replay the recorded `coder` decisions against a candidate that lets
+    // everyone read. Exactly the recorded read denials flip, to allow; nothing else.
+    let candidate = install.path("candidate.cedar");
+    std::fs::write(
+        &candidate,
+        "@id(\"all-read\")\npermit (principal, action == Action::\"read\", resource);\n",
+    )
+    .unwrap();
+    let expected: Vec<&str> = decisions
+        .iter()
+        .filter(|e| {
+            let f = &e["event"]["fields"];
+            f["package"] == "coder" && f["action"] == "read" && f["decision"] == "deny"
+        })
+        .map(|e| e["event"]["fields"]["decision_id"].as_str().unwrap())
+        .collect();
+    assert!(expected.len() >= 2, "{expected:?}");
+    let out = run(install.client(
+        &server,
+        &[
+            "policy",
+            "simulate",
+            "--package",
+            "coder",
+            "--candidate",
+            candidate.to_str().unwrap(),
+            "--candidate",
+            &format!("{EXAMPLES}/coder.cedarschema"),
+            "--since",
+            "1h",
+        ],
+    ))
+    .await
+    .ok();
+    let flips: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("FLIP "))
+        .collect();
+    assert_eq!(flips.len(), expected.len(), "{out:#?}");
+    for id in &expected {
+        assert!(
+            flips.iter().any(|l| l.contains(id)
+                && l.contains("deny -> allow")
+                && l.ends_with("(all-read)")),
+            "{id} not flipped: {out:#?}"
+        );
+    }
+    assert!(out.stdout.contains("would flip"), "{out:#?}");
+    // A candidate that does not compile is refused with its diagnostics; nothing is replayed.
+    std::fs::write(&candidate, "permit (principal,").unwrap();
+    let out = run(install.client(
+        &server,
+        &[
+            "policy",
+            "simulate",
+            "--package",
+            "coder",
+            "--candidate",
+            candidate.to_str().unwrap(),
+            "--candidate",
+            &format!("{EXAMPLES}/coder.cedarschema"),
+        ],
+    ))
+    .await;
+    assert_ne!(out.code(), Some(0));
+    assert!(out.all().contains("invalid_policy"), "{out:#?}");
     server.stop().await;
 }
 
