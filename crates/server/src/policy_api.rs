@@ -161,6 +161,19 @@ fn language_of(req: &PushPolicy) -> Result<Language, ApiError> {
     }
 }
 
+/// Compiles a package off the async threads; an invalid one is 422 with the diagnostics.
+async fn compile(source: PackageSource) -> Result<CompiledPackage, ApiError> {
+    tokio::task::spawn_blocking(move || CompiledPackage::compile(&source))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| match &e {
+            PolicyError::InvalidPackage { diagnostics } => {
+                policy_error(&e).with_details(serde_json::json!({ "diagnostics": diagnostics }))
+            }
+            _ => policy_error(&e),
+        })
+}
+
 /// Compiles and stores a new version: recorded in the ledger first, then in force here at
 /// once (other replicas within a second).
 async fn append_version(
@@ -172,22 +185,7 @@ async fn append_version(
     note: Option<String>,
     action: &str,
 ) -> Result<PolicyVersion, ApiError> {
-    let compiled = {
-        let source = source.clone();
-        tokio::task::spawn_blocking(move || CompiledPackage::compile(&source))
-            .await
-            .map_err(ApiError::internal)?
-    };
-    let compiled = match compiled {
-        Ok(c) => c,
-        Err(e) => {
-            let mut err = policy_error(&e);
-            if let PolicyError::InvalidPackage { diagnostics } = &e {
-                err = err.with_details(serde_json::json!({ "diagnostics": diagnostics }));
-            }
-            return Err(err);
-        }
-    };
+    let compiled = compile(source.clone()).await?;
     let files_json = serde_json::to_string(&source.files).map_err(ApiError::internal)?;
     let row = store::PolicyVersionRow {
         package: package.to_owned(),
@@ -541,9 +539,9 @@ pub(crate) struct PackageQuery {
     package: Option<String>,
 }
 
-/// AuthZEN subject.
+/// An AuthZEN subject or resource: `type`, `id`, `properties`.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-pub(crate) struct Subject {
+pub(crate) struct AzEntity {
     #[serde(rename = "type", default)]
     kind: Option<String>,
     #[serde(default)]
@@ -561,27 +559,16 @@ pub(crate) struct Action {
     properties: Option<Map<String, Value>>,
 }
 
-/// AuthZEN resource.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-pub(crate) struct AzResource {
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    properties: Option<Map<String, Value>>,
-}
-
 /// An AuthZEN 1.0 access evaluation request (also one item of a batch, where any member may
 /// be left to the batch's defaults).
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub(crate) struct Evaluation {
     #[serde(default)]
-    subject: Option<Subject>,
+    subject: Option<AzEntity>,
     #[serde(default)]
     action: Option<Action>,
     #[serde(default)]
-    resource: Option<AzResource>,
+    resource: Option<AzEntity>,
     #[serde(default)]
     context: Option<Map<String, Value>>,
 }
@@ -671,11 +658,11 @@ pub(crate) async fn authzen_evaluation(
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct Evaluations {
     #[serde(default)]
-    subject: Option<Subject>,
+    subject: Option<AzEntity>,
     #[serde(default)]
     action: Option<Action>,
     #[serde(default)]
-    resource: Option<AzResource>,
+    resource: Option<AzEntity>,
     #[serde(default)]
     context: Option<Map<String, Value>>,
     #[serde(default)]
@@ -871,18 +858,7 @@ pub(crate) async fn simulate(
         files: push.files.into_iter().map(|f| (f.name, f.text)).collect(),
         entrypoint: push.entrypoint,
     };
-    let candidate = tokio::task::spawn_blocking(move || CompiledPackage::compile(&source))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| {
-            let err = policy_error(&e);
-            match &e {
-                PolicyError::InvalidPackage { diagnostics } => {
-                    err.with_details(serde_json::json!({ "diagnostics": diagnostics }))
-                }
-                _ => err,
-            }
-        })?;
+    let candidate = compile(source).await?;
     let since = req.since_unix_ms.unwrap_or(0);
     let (mut replayed, mut skipped, mut scanned) = (0u64, 0u64, 0u64);
     let mut flips = Vec::new();
