@@ -654,19 +654,25 @@ pub(crate) async fn authzen_evaluation(
     ))
 }
 
-/// An AuthZEN batch: defaults plus `evaluations`.
+/// An AuthZEN batch: defaults (the members of one evaluation) plus `evaluations`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct Evaluations {
-    #[serde(default)]
-    subject: Option<AzEntity>,
-    #[serde(default)]
-    action: Option<Action>,
-    #[serde(default)]
-    resource: Option<AzEntity>,
-    #[serde(default)]
-    context: Option<Map<String, Value>>,
+    #[serde(flatten)]
+    defaults: Evaluation,
     #[serde(default)]
     evaluations: Vec<Evaluation>,
+}
+
+impl Evaluation {
+    /// This evaluation with every member it leaves out taken from `defaults`.
+    fn or(self, defaults: &Evaluation) -> Evaluation {
+        Evaluation {
+            subject: self.subject.or_else(|| defaults.subject.clone()),
+            action: self.action.or_else(|| defaults.action.clone()),
+            resource: self.resource.or_else(|| defaults.resource.clone()),
+            context: self.context.or_else(|| defaults.context.clone()),
+        }
+    }
 }
 
 /// Most evaluations in one batch.
@@ -700,12 +706,7 @@ pub(crate) async fn authzen_evaluations(
     };
     let mut out = Vec::with_capacity(items.len());
     for item in items {
-        let merged = Evaluation {
-            subject: item.subject.or_else(|| req.subject.clone()),
-            action: item.action.or_else(|| req.action.clone()),
-            resource: item.resource.or_else(|| req.resource.clone()),
-            context: item.context.or_else(|| req.context.clone()),
-        };
+        let merged = item.or(&req.defaults);
         out.push(evaluate_one(&state, &caller, q.package.as_deref(), merged).await?);
     }
     Ok(ApiJson(serde_json::json!({ "evaluations": out })))
