@@ -119,6 +119,7 @@ fn seed_request() -> Request {
             delegation: vec![SpiffeId::parse("spiffe://example.org/agent/planner").unwrap()],
             time: 1_767_225_600,
             request: Attributes::new(),
+            relations: Vec::new(),
         },
     }
 }

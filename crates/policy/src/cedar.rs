@@ -39,6 +39,8 @@ pub(crate) struct CedarPackage {
     entity_types: HashMap<String, EntityTypeName>,
     /// The schema's action ids.
     actions: HashSet<String>,
+    /// The actions whose context declares `relations`: Warden fills it in for them.
+    relation_actions: HashSet<String>,
 }
 
 impl CedarPackage {
@@ -60,6 +62,10 @@ impl CedarPackage {
                 ));
             }
         }
+        let relation_actions = match schema_files.as_slice() {
+            [(_, text)] => actions_with_relations(text),
+            _ => HashSet::new(),
+        };
         let schema = match schema_files.as_slice() {
             [(name, text)] => match Schema::from_cedarschema_str(text) {
                 Ok((schema, schema_warnings)) => {
@@ -190,9 +196,15 @@ impl CedarPackage {
                 action_type,
                 entity_types,
                 actions,
+                relation_actions,
             },
             warnings,
         ))
+    }
+
+    /// Whether the context of `action` declares `relations`.
+    pub(crate) fn wants_relations(&self, action: &str) -> bool {
+        self.relation_actions.contains(action)
     }
 
     /// Decides `request`, whose context has been checked against the limits.
@@ -231,7 +243,10 @@ impl CedarPackage {
             principal,
             action,
             resource,
-            cedar_context(&request.context)?,
+            cedar_context(
+                &request.context,
+                self.relation_actions.contains(&request.action),
+            )?,
             Some(&self.schema),
         )
         .map_err(|e| invalid(e.to_string()))?;
@@ -254,7 +269,7 @@ impl CedarPackage {
 /// The Cedar context for `context`: the same record as its JSON form, with `risk_score` a
 /// `decimal` and `delegation` a set. Built directly rather than through Cedar's JSON parser,
 /// which costs several times more.
-fn cedar_context(context: &Context) -> Result<CedarContext, PolicyError> {
+fn cedar_context(context: &Context, with_relations: bool) -> Result<CedarContext, PolicyError> {
     let string = |s: &str| RestrictedExpression::new_string(s.to_owned());
     let mut pairs = vec![
         (
@@ -289,6 +304,12 @@ fn cedar_context(context: &Context) -> Result<CedarContext, PolicyError> {
             attributes(&context.request, "request")?,
         ),
     ];
+    if with_relations {
+        pairs.push((
+            "relations".to_owned(),
+            RestrictedExpression::new_set(context.relations.iter().map(|r| string(r))),
+        ));
+    }
     if let Some(task) = &context.task {
         pairs.push((
             "task".to_owned(),
@@ -344,6 +365,48 @@ fn json_value(value: &Value, path: &str) -> Result<RestrictedExpression, PolicyE
             )));
         }
     })
+}
+
+/// The actions (ids) whose context record declares an attribute `relations`, read from the
+/// schema's JSON form (following a common-type reference). Empty if the schema does not
+/// parse; compilation reports that.
+fn actions_with_relations(schema_text: &str) -> HashSet<String> {
+    let Ok((fragment, _)) = cedar_policy::SchemaFragment::from_cedarschema_str(schema_text) else {
+        return HashSet::new();
+    };
+    let Ok(json) = fragment.to_json_value() else {
+        return HashSet::new();
+    };
+    let mut out = HashSet::new();
+    let Some(namespaces) = json.as_object() else {
+        return out;
+    };
+    for namespace in namespaces.values() {
+        let common = &namespace["commonTypes"];
+        let Some(actions) = namespace["actions"].as_object() else {
+            continue;
+        };
+        for (id, action) in actions {
+            let mut context = &action["appliesTo"]["context"];
+            // A reference to a common type: `{"type": "Ctx"}` or
+            // `{"type": "EntityOrCommon", "name": "Ctx"}`.
+            for _ in 0..8 {
+                let name = match context["type"].as_str() {
+                    Some("EntityOrCommon") => context["name"].as_str(),
+                    Some("Record") | None => None,
+                    Some(other) => Some(other),
+                };
+                match name.map(|n| &common[n]) {
+                    Some(next) if !next.is_null() => context = next,
+                    _ => break,
+                }
+            }
+            if context["attributes"].get("relations").is_some() {
+                out.insert(id.clone());
+            }
+        }
+    }
+    out
 }
 
 fn entity_type(name: &str) -> Result<EntityTypeName, PolicyError> {

@@ -268,6 +268,17 @@ impl CompiledPackage {
         self.decide_with(request, limits, cedar::Evaluation::Full)
     }
 
+    /// Whether a decision on `action` uses the relations the principal holds on the resource
+    /// ([`Context::relations`]): for Cedar, when the action's context in the schema declares
+    /// `relations` (e.g. `relations?: Set<String>`); for Rego, always (the input carries
+    /// them). Warden computes them only when this is true.
+    pub fn wants_relations(&self, action: &str) -> bool {
+        match &self.engine {
+            Engine::Cedar(c) => c.wants_relations(action),
+            Engine::Rego(_) => true,
+        }
+    }
+
     fn decide_with(
         &self,
         request: &Request,

@@ -96,6 +96,11 @@ pub struct Context {
     pub time: i64,
     /// The caller's request attributes.
     pub request: Attributes,
+    /// The relations the principal holds on the resource in the relationship store (e.g.
+    /// `writer`), sorted; filled in by Warden for packages that use them
+    /// ([`CompiledPackage::wants_relations`](crate::CompiledPackage::wants_relations)).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relations: Vec<String>,
 }
 
 /// Registration metadata and manifest attributes of the requesting agent.
@@ -348,6 +353,7 @@ mod tests {
             delegation: vec![],
             time: 0,
             request,
+            relations: vec![],
         }
     }
 

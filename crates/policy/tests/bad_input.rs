@@ -67,6 +67,7 @@ fn request(action: &str, resource_type: &str, request_attributes: Value) -> Requ
             delegation: vec![],
             time: 0,
             request,
+            relations: vec![],
         },
     }
 }

@@ -65,6 +65,7 @@ fn request(principal: &str, action: &str, task: Option<&str>, risk: f64, hold: b
             delegation: vec![SpiffeId::parse("spiffe://example.org/agent/planner").unwrap()],
             time: 1_767_225_600,
             request: Attributes::new(),
+            relations: Vec::new(),
         },
     }
 }

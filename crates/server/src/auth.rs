@@ -4,7 +4,7 @@
 //! SHA-256; a presented token is hashed and looked up. Every authenticated call, and every
 //! failed authentication, is appended to the ledger before its response leaves.
 
-use std::{str::FromStr, sync::Arc};
+use std::{collections::HashMap, str::FromStr, sync::Arc};
 
 use axum::{
     extract::{Request, State},
@@ -78,6 +78,18 @@ pub struct Caller {
     pub name: String,
     /// Its role.
     pub role: Role,
+    /// The HTTP request it made, for ledger entries that stand for the whole request.
+    request: Arc<RequestAudit>,
+}
+
+/// What the `api.request` ledger entry records about a request, and whether a handler has
+/// already recorded an entry that stands for it.
+#[derive(Debug, Default)]
+struct RequestAudit {
+    method: String,
+    path: serde_json::Value,
+    request_id: String,
+    recorded: std::sync::OnceLock<u64>,
 }
 
 impl Caller {
@@ -102,6 +114,93 @@ impl Caller {
     /// The actor string recorded in the ledger.
     pub fn actor(&self) -> String {
         format!("token:{}", self.name)
+    }
+
+    /// Records `event` as the ledger entry of the whole request: it gains the fields the
+    /// `api.request` entry would carry (method, path, request id, token id, role), and when
+    /// the request then succeeds no separate `api.request` entry is written — one entry per
+    /// decision instead of two. Fails closed like [`AppState::record`].
+    pub(crate) async fn record_for_request(
+        &self,
+        state: &AppState,
+        event: NewEvent,
+    ) -> Result<(), ApiError> {
+        let event = event
+            .field("method", self.request.method.clone())
+            .field("path", self.request.path.clone())
+            .field("request_id", self.request.request_id.clone())
+            .field("token_id", self.token_id.clone())
+            .field("role", self.role.as_str());
+        let receipt = state
+            .ledger
+            .append(event)
+            .await
+            .map_err(|e| ApiError::audit_unavailable(&e))?;
+        // The first such entry of a request (a batch writes several) names it.
+        let _ = self.request.recorded.set(receipt.seq);
+        Ok(())
+    }
+}
+
+/// How long a token looked up in the store is trusted without looking again: bounds how
+/// late another replica (or an offline `warden token revoke`) takes effect here. A
+/// revocation through this server's API takes effect at once.
+const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Entries kept at most; the cache is emptied when full (only valid tokens are cached, so
+/// its size is bounded by the tokens that exist, not by what callers send).
+const TOKEN_CACHE_MAX: usize = 10_000;
+
+/// Recently verified API tokens by hash, so a busy enforcer does not cost a store lookup per
+/// request.
+#[derive(Debug, Default)]
+pub(crate) struct TokenCache {
+    entries: std::sync::RwLock<HashMap<[u8; 32], (std::time::Instant, store::ApiTokenRow)>>,
+}
+
+impl TokenCache {
+    fn get(&self, hash: &[u8; 32]) -> Option<store::ApiTokenRow> {
+        let entries = self
+            .entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (at, row) = entries.get(hash)?;
+        (at.elapsed() < TOKEN_CACHE_TTL).then(|| row.clone())
+    }
+
+    fn put(&self, hash: [u8; 32], row: store::ApiTokenRow) {
+        let mut entries = self
+            .entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entries.len() >= TOKEN_CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(hash, (std::time::Instant::now(), row));
+    }
+
+    /// Forgets every cached token (called on revocation).
+    pub(crate) fn clear(&self) {
+        self.entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+
+    /// The active token with this hash, from the cache or the store.
+    async fn lookup(
+        &self,
+        store: &dyn store::Store,
+        hash: &[u8; 32],
+    ) -> store::Result<Option<store::ApiTokenRow>> {
+        if let Some(row) = self.get(hash) {
+            return Ok(Some(row));
+        }
+        let row = store.token_by_hash(hash).await?;
+        if let Some(row) = row.as_ref().filter(|r| r.revoked_unix_ms.is_none()) {
+            self.put(*hash, row.clone());
+        }
+        Ok(row)
     }
 }
 
@@ -243,12 +342,18 @@ pub(crate) async fn authenticate_and_audit(
     let caller = match bearer(&req) {
         Ok(Some(token)) => {
             let hash = hash_token(token);
-            match state.store.token_by_hash(&hash).await {
+            match state.tokens.lookup(state.store.as_ref(), &hash).await {
                 Ok(Some(row)) if row.revoked_unix_ms.is_none() => match row.role.parse() {
                     Ok(role) => Ok(Caller {
                         token_id: row.id,
                         name: row.name,
                         role,
+                        request: Arc::new(RequestAudit {
+                            method: method.clone(),
+                            path: path.clone(),
+                            request_id: request_id.clone(),
+                            recorded: std::sync::OnceLock::new(),
+                        }),
                     }),
                     Err(_) => Err(("token has an unknown role", Some(token.to_owned()))),
                 },
@@ -308,6 +413,18 @@ pub(crate) async fn authenticate_and_audit(
     req.extensions_mut().insert(caller.clone());
     let mut resp = next.run(req).await;
     let status = resp.status();
+    if let Some(&seq) = caller
+        .request
+        .recorded
+        .get()
+        .filter(|_| status.is_success())
+    {
+        // The handler's own entry (a decision) carries everything `api.request` would.
+        if let Ok(v) = HeaderValue::from_str(&seq.to_string()) {
+            resp.headers_mut().insert("warden-audit-seq", v);
+        }
+        return resp;
+    }
     let event = NewEvent::new(
         caller.actor(),
         "api.request",

@@ -50,6 +50,15 @@ impl ApiError {
         self
     }
 
+    /// The body this error is answered with (for errors nested in a batch answer).
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            code: self.code.to_owned(),
+            message: self.message.clone(),
+            details: self.details.clone(),
+        }
+    }
+
     /// 400 `bad_request`.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)

@@ -36,12 +36,15 @@ pub mod mtls;
 mod ops;
 mod pdp;
 mod policy_api;
+mod rebac_api;
+mod relations;
 mod tls;
 mod tokens;
 mod trust_api;
 
 pub use auth::{Caller, NewToken, Role, generate_token, hash_token};
 pub use error::{ApiError, ErrorBody};
+pub use relations::Relations;
 pub use tls::TlsListener;
 pub use tokio_rustls::rustls;
 
@@ -74,7 +77,9 @@ pub struct AppState {
     ledger: Ledger,
     metrics: ops::Metrics,
     auth_failures: auth::AuthFailureBudget,
+    tokens: auth::TokenCache,
     pdp: pdp::Pdp,
+    relations: relations::Relations,
 }
 
 impl AppState {
@@ -96,7 +101,9 @@ impl AppState {
             ledger,
             metrics: ops::Metrics::new(),
             auth_failures: auth::AuthFailureBudget::default(),
+            tokens: auth::TokenCache::default(),
             pdp: pdp::Pdp::default(),
+            relations: relations::Relations::default(),
         }
     }
 }
@@ -118,16 +125,26 @@ impl AppState {
             .map_err(|e| ApiError::audit_unavailable(&e))
     }
 
+    /// Drops expired relationship tuples from the database and the in-memory graphs (they are
+    /// already invisible). Called once a minute.
+    pub async fn purge_expired_relations(&self) -> Result<u64, store::StoreError> {
+        self.relations
+            .purge_expired(self.store.as_ref(), now_ms())
+            .await
+    }
+
     /// This install's trust domain.
     pub fn trust_domain(&self) -> &identity::TrustDomain {
         &self.trust_domain
     }
 
-    /// Re-reads what decisions depend on from the store: the policy packages in force and the
-    /// agents' registration metadata. Called at start and every second (replicas follow).
+    /// Re-reads what decisions depend on from the store: the policy packages in force, the
+    /// agents' registration metadata, and the relationship stores (models and tuple changes).
+    /// Called at start and every second (replicas follow).
     pub async fn refresh_policies(&self) -> Result<(), store::StoreError> {
         self.pdp.refresh(self.store.as_ref()).await?;
-        self.pdp.refresh_agents(self.store.as_ref()).await
+        self.pdp.refresh_agents(self.store.as_ref()).await?;
+        self.relations.refresh(self.store.as_ref()).await
     }
 }
 
@@ -253,6 +270,49 @@ fn route_table() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>)
         .routes(routes!(policy_api::authorize))
         .routes(routes!(policy_api::authzen_evaluation))
         .routes(routes!(policy_api::authzen_evaluations))
+        .routes(routes!(rebac_api::put_model, rebac_api::get_model))
+        .routes(routes!(rebac_api::stores))
+        .routes(routes!(rebac_api::write, rebac_api::read))
+        .routes(routes!(rebac_api::check))
+        .routes(routes!(rebac_api::batch_check))
+        .routes(routes!(rebac_api::expand))
+        .routes(routes!(rebac_api::list_objects))
+        .routes(routes!(rebac_api::list_users))
+        .routes(routes!(rebac_api::changes))
+        // The same relationship routes for a named store: one handler each, documented once
+        // (under the default store's path) and in docs/api.md.
+        .route(
+            "/v1/rebac/stores/{store}/model",
+            axum::routing::put(rebac_api::put_model).get(rebac_api::get_model),
+        )
+        .route(
+            "/v1/rebac/stores/{store}/tuples",
+            axum::routing::post(rebac_api::write).get(rebac_api::read),
+        )
+        .route(
+            "/v1/rebac/stores/{store}/check",
+            axum::routing::post(rebac_api::check),
+        )
+        .route(
+            "/v1/rebac/stores/{store}/batch-check",
+            axum::routing::post(rebac_api::batch_check),
+        )
+        .route(
+            "/v1/rebac/stores/{store}/expand",
+            axum::routing::post(rebac_api::expand),
+        )
+        .route(
+            "/v1/rebac/stores/{store}/list-objects",
+            axum::routing::post(rebac_api::list_objects),
+        )
+        .route(
+            "/v1/rebac/stores/{store}/list-users",
+            axum::routing::post(rebac_api::list_users),
+        )
+        .route(
+            "/v1/rebac/stores/{store}/changes",
+            axum::routing::get(rebac_api::changes),
+        )
         // OPA's data API takes a path of any depth, which OpenAPI cannot describe: routed here,
         // documented in docs/api.md.
         .route(
@@ -464,6 +524,17 @@ mod tests {
             ("/v1/authorize", "post"),
             ("/access/v1/evaluation", "post"),
             ("/access/v1/evaluations", "post"),
+            ("/v1/rebac/model", "put"),
+            ("/v1/rebac/model", "get"),
+            ("/v1/rebac/stores", "get"),
+            ("/v1/rebac/tuples", "post"),
+            ("/v1/rebac/tuples", "get"),
+            ("/v1/rebac/check", "post"),
+            ("/v1/rebac/batch-check", "post"),
+            ("/v1/rebac/expand", "post"),
+            ("/v1/rebac/list-objects", "post"),
+            ("/v1/rebac/list-users", "post"),
+            ("/v1/rebac/changes", "get"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path} missing");
         }

@@ -223,6 +223,7 @@ impl Pdp {
             delegation: Vec::new(),
             time: time::OffsetDateTime::now_utc().unix_timestamp(),
             request,
+            relations: Vec::new(),
         }
     }
 }
@@ -341,6 +342,7 @@ mod tests {
                     .as_object()
                     .cloned()
                     .unwrap(),
+                relations: Vec::new(),
             },
         };
         let safe = ledger_safe(serde_json::to_value(&request).unwrap());

@@ -458,7 +458,19 @@ async fn decide(
     let principal = SpiffeId::parse(principal)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_spiffe_id", e.to_string()))?;
     let hold = state.denylist.denies_id(&principal);
-    let context = state.pdp.context(&principal, hold, attributes);
+    let mut context = state.pdp.context(&principal, hold, attributes);
+    // Relations are looked up only for packages that use them; an error looking them up
+    // denies (fail closed) with the reason.
+    let mut relation_error = None;
+    if loaded.compiled.wants_relations(&action) {
+        match state
+            .relations
+            .held(&principal, &resource.kind, &resource.id, crate::now_ms())
+        {
+            Ok(held) => context.relations = held,
+            Err(e) => relation_error = Some(e),
+        }
+    }
     let resource_text = format!("{}::{}", resource.kind, resource.id);
     let request = policy::Request {
         principal: principal.clone(),
@@ -469,27 +481,37 @@ async fn decide(
         },
         context,
     };
-    let decision = loaded
-        .compiled
-        .decide(&request, &state.pdp.limits)
-        .map_err(|e| policy_error(&e))?;
+    let decision = match relation_error {
+        Some(e) => policy::Decision {
+            effect: policy::Effect::Deny,
+            determining: Vec::new(),
+            errors: vec![e],
+        },
+        None => loaded
+            .compiled
+            .decide(&request, &state.pdp.limits)
+            .map_err(|e| policy_error(&e))?,
+    };
     let recorded = pdp::ledger_safe(serde_json::to_value(&request).map_err(ApiError::internal)?);
     let id = pdp::decision_id();
     // Recorded before it is answered; if it cannot be, the answer is 503, never an allow.
-    state
-        .record(pdp::decision_event(
-            &caller.actor(),
-            &id,
-            &pdp::Asked {
-                api,
-                principal: principal.as_str(),
-                action: &action,
-                resource: &resource_text,
-                request: recorded,
-            },
-            &loaded,
-            &decision,
-        ))
+    caller
+        .record_for_request(
+            state,
+            pdp::decision_event(
+                &caller.actor(),
+                &id,
+                &pdp::Asked {
+                    api,
+                    principal: principal.as_str(),
+                    action: &action,
+                    resource: &resource_text,
+                    request: recorded,
+                },
+                &loaded,
+                &decision,
+            ),
+        )
         .await?;
     Ok((loaded, decision, id))
 }
@@ -771,20 +793,23 @@ pub(crate) async fn opa_data(
         },
         errors: Vec::new(),
     };
-    state
-        .record(pdp::decision_event(
-            &caller.actor(),
-            &id,
-            &pdp::Asked {
-                api: "opa",
-                principal: "",
-                action: &rule,
-                resource: "",
-                request: pdp::ledger_safe(req.input),
-            },
-            &loaded,
-            &decision,
-        ))
+    caller
+        .record_for_request(
+            &state,
+            pdp::decision_event(
+                &caller.actor(),
+                &id,
+                &pdp::Asked {
+                    api: "opa",
+                    principal: "",
+                    action: &rule,
+                    resource: "",
+                    request: pdp::ledger_safe(req.input),
+                },
+                &loaded,
+                &decision,
+            ),
+        )
         .await?;
     let mut out = serde_json::json!({ "decision_id": id });
     if let Some(result) = result {

@@ -174,7 +174,10 @@ pub(crate) async fn revoke(
     // The store re-checks "not the last admin" atomically: two admins revoking each other at
     // the same moment cannot both succeed.
     match state.store.token_revoke(&id, now_ms(), "admin").await? {
-        store::TokenRevoke::Revoked => Ok(StatusCode::NO_CONTENT),
+        store::TokenRevoke::Revoked => {
+            state.tokens.clear();
+            Ok(StatusCode::NO_CONTENT)
+        }
         outcome => {
             let (detail, err) = match outcome {
                 store::TokenRevoke::LastOfRole => ("refused: last active admin", last_admin()),

@@ -13,10 +13,85 @@ use async_trait::async_trait;
 
 mod common;
 mod postgres;
+mod rebac;
 mod sqlite;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+/// One relationship tuple, `object#relation@subject`, in OpenFGA's string forms.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RebacTupleRow {
+    /// `type:id`.
+    pub object: String,
+    /// The relation name.
+    pub relation: String,
+    /// `type:id`, `type:*` or `type:id#relation` (OpenFGA's `user`).
+    pub subject: String,
+    /// When the tuple stops counting, milliseconds since the Unix epoch; `None`: never.
+    pub expires_at_ms: Option<i64>,
+}
+
+/// One entry of a relationship store's change feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebacChangeRow {
+    /// The write batch that made the change (1, 2, … per store).
+    pub revision: i64,
+    /// Position within the batch: deletes first, then writes, in request order.
+    pub position: i64,
+    /// `write` or `delete`.
+    pub operation: String,
+    /// The tuple written or deleted.
+    pub tuple: RebacTupleRow,
+    /// Commit time, milliseconds since the Unix epoch.
+    pub at_unix_ms: i64,
+    /// Who made it (the ledger actor).
+    pub actor: String,
+}
+
+/// One version of a relationship store's authorization model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebacModelRow {
+    /// The relationship store (tenant) name.
+    pub store: String,
+    /// 1, 2, … per store; assigned by [`Store::rebac_model_append`].
+    pub version: i64,
+    /// The model's content id (hex SHA-256 of its canonical JSON).
+    pub model_id: String,
+    /// The model in the OpenFGA modeling language, as uploaded.
+    pub dsl: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_unix_ms: i64,
+    /// Who uploaded it (the ledger actor).
+    pub created_by: String,
+}
+
+/// The outcome of [`Store::rebac_write`]: all of the batch, or none of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebacWrite {
+    /// Committed as this revision of the store.
+    Written {
+        /// The store's new revision.
+        revision: i64,
+    },
+    /// `writes[i]` is already present (and not expired); nothing was written.
+    Exists(usize),
+    /// `deletes[i]` is absent (or expired); nothing was written.
+    Missing(usize),
+    /// The store has no model yet; nothing was written.
+    NoStore,
+}
+
+/// A relationship store's current revision and latest model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebacStoreRow {
+    /// The relationship store (tenant) name.
+    pub store: String,
+    /// The number of committed write batches.
+    pub revision: i64,
+    /// Its latest model.
+    pub model: RebacModelRow,
+}
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -337,7 +412,7 @@ pub enum TokenRevoke {
 /// The storage interface. Every method is one transaction: it either happens whole or not at
 /// all. Implementations must be safe to share between tasks.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: RebacStore + Send + Sync + 'static {
     /// Which backend this is.
     fn backend(&self) -> Backend;
 
@@ -481,6 +556,56 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes an install-wide setting unless it exists. Returns whether it was written.
     async fn meta_set_if_absent(&self, key: &str, value: &str) -> Result<bool>;
+}
+
+/// Relationship-based access data (models, tuples, change feed) of every relationship
+/// store; part of [`Store`].
+#[async_trait]
+pub trait RebacStore: Send + Sync + 'static {
+    /// Appends a model version to relationship store `row.store` (creating the store at
+    /// revision 0 if new), numbered one past its latest (`row.version` is ignored); returns
+    /// the number given.
+    async fn rebac_model_append(&self, row: &RebacModelRow) -> Result<i64>;
+
+    /// Every model version of a relationship store, oldest first.
+    async fn rebac_models(&self, store: &str) -> Result<Vec<RebacModelRow>>;
+
+    /// Every relationship store with its revision and latest model, by name.
+    async fn rebac_stores(&self) -> Result<Vec<RebacStoreRow>>;
+
+    /// Applies `deletes`, then `writes`, to relationship store `store` in one transaction
+    /// that also appends them to the change feed and advances the store's revision by one.
+    /// A tuple past `expires_at_ms <= now_ms` counts as absent: writing it again replaces
+    /// it, deleting it is [`RebacWrite::Missing`]. Writers of one store are serialized.
+    async fn rebac_write(
+        &self,
+        store: &str,
+        writes: &[RebacTupleRow],
+        deletes: &[RebacTupleRow],
+        now_ms: i64,
+        actor: &str,
+    ) -> Result<RebacWrite>;
+
+    /// Up to `limit` tuples of `store` in key order strictly after `after` (object,
+    /// relation, subject), expired ones included; for loading the in-memory index in pages.
+    async fn rebac_tuples_page(
+        &self,
+        store: &str,
+        after: Option<&RebacTupleRow>,
+        limit: u32,
+    ) -> Result<Vec<RebacTupleRow>>;
+
+    /// Up to `limit` changes of `store` with a revision above `after_revision`, in order.
+    async fn rebac_changes(
+        &self,
+        store: &str,
+        after_revision: i64,
+        limit: u32,
+    ) -> Result<Vec<RebacChangeRow>>;
+
+    /// Removes tuples that expired at or before `now_ms` from every store (they are already
+    /// invisible; this only reclaims space). Returns how many were removed.
+    async fn rebac_purge_expired(&self, now_ms: i64) -> Result<u64>;
 }
 
 /// Opens (creating if needed) the store at `url` and applies pending migrations.

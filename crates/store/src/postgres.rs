@@ -205,6 +205,8 @@ fn redact(url: &str, message: &str) -> String {
     out
 }
 
+crate::rebac::rebac_methods!(PostgresStore, |self| self.pool.begin());
+
 #[async_trait]
 impl Store for PostgresStore {
     fn backend(&self) -> Backend {

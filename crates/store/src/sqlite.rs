@@ -94,6 +94,8 @@ impl SqliteStore {
     }
 }
 
+crate::rebac::rebac_methods!(SqliteStore, |self| self.pool.begin_with("BEGIN IMMEDIATE"));
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> Backend {

@@ -14,8 +14,9 @@ use std::{path::PathBuf, sync::Arc};
 
 use store::{
     ApiTokenRow, Backend, CheckpointRow, DenyRow, EntryRow, FederationRow, JoinConsume,
-    JoinTokenRow, KeyActivate, LedgerRow, PolicyVersionRow, PostgresStore, SigningKeyRow,
-    SqliteStore, Store, StoreError, StoreUrl, TokenRevoke,
+    JoinTokenRow, KeyActivate, LedgerRow, PolicyVersionRow, PostgresStore, RebacModelRow,
+    RebacTupleRow, RebacWrite, SigningKeyRow, SqliteStore, Store, StoreError, StoreUrl,
+    TokenRevoke,
 };
 use tokio::sync::Barrier;
 
@@ -174,6 +175,10 @@ suite! {
         signing_key_rotation,
         federations_round_trip,
         policy_versions_append_only,
+        rebac_models_versioned,
+        rebac_write_is_atomic_and_fed,
+        rebac_expiry_and_pages,
+        rebac_concurrent_writers_get_distinct_revisions,
         join_tokens_are_one_time,
         denylist_round_trip,
         meta_set_if_absent,
@@ -1172,4 +1177,294 @@ async fn policy_versions_append_only(store: Arc<dyn Store>) {
         ..v("x", "y")
     };
     assert!(store.policy_append(&bad, None).await.is_err());
+}
+
+fn rt(object: &str, relation: &str, subject: &str, expires_at_ms: Option<i64>) -> RebacTupleRow {
+    RebacTupleRow {
+        object: object.into(),
+        relation: relation.into(),
+        subject: subject.into(),
+        expires_at_ms,
+    }
+}
+
+fn rebac_model(store_name: &str, dsl: &str) -> RebacModelRow {
+    RebacModelRow {
+        store: store_name.into(),
+        version: 0,
+        model_id: format!("{:064x}", dsl.len()),
+        dsl: dsl.into(),
+        created_unix_ms: 7,
+        created_by: "token:admin".into(),
+    }
+}
+
+async fn rebac_models_versioned(store: Arc<dyn Store>) {
+    assert!(store.rebac_stores().await.unwrap().is_empty());
+    // Writing to a store without a model writes nothing.
+    assert_eq!(
+        store
+            .rebac_write(
+                "default",
+                &[rt("doc:1", "viewer", "user:a", None)],
+                &[],
+                1,
+                "t"
+            )
+            .await
+            .unwrap(),
+        RebacWrite::NoStore
+    );
+    assert_eq!(
+        store
+            .rebac_model_append(&rebac_model("default", "one"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .rebac_model_append(&rebac_model("default", "two"))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .rebac_model_append(&rebac_model("tenant-b", "b"))
+            .await
+            .unwrap(),
+        1
+    );
+    let models = store.rebac_models("default").await.unwrap();
+    assert_eq!(
+        models.iter().map(|m| m.dsl.as_str()).collect::<Vec<_>>(),
+        ["one", "two"]
+    );
+    assert_eq!(models[1].version, 2);
+    let stores = store.rebac_stores().await.unwrap();
+    assert_eq!(
+        stores
+            .iter()
+            .map(|s| (
+                s.store.as_str(),
+                s.revision,
+                s.model.version,
+                s.model.dsl.as_str()
+            ))
+            .collect::<Vec<_>>(),
+        [("default", 0, 2, "two"), ("tenant-b", 0, 1, "b")]
+    );
+    assert!(store.rebac_models("nobody").await.unwrap().is_empty());
+}
+
+async fn rebac_write_is_atomic_and_fed(store: Arc<dyn Store>) {
+    store
+        .rebac_model_append(&rebac_model("s", "m"))
+        .await
+        .unwrap();
+    store
+        .rebac_model_append(&rebac_model("other", "m"))
+        .await
+        .unwrap();
+    let a = rt("doc:1", "viewer", "user:a", None);
+    let b = rt("doc:1", "viewer", "group:eng#member", Some(9_000));
+    assert_eq!(
+        store
+            .rebac_write("s", &[a.clone(), b.clone()], &[], 10, "alice")
+            .await
+            .unwrap(),
+        RebacWrite::Written { revision: 1 }
+    );
+    // A batch with one present tuple writes nothing, names the culprit, and keeps the
+    // revision.
+    let c = rt("doc:2", "viewer", "user:c", None);
+    assert_eq!(
+        store
+            .rebac_write("s", &[c.clone(), a.clone()], &[], 11, "alice")
+            .await
+            .unwrap(),
+        RebacWrite::Exists(1)
+    );
+    // Deleting an absent tuple is refused the same way, writes in the batch included.
+    assert_eq!(
+        store
+            .rebac_write(
+                "s",
+                std::slice::from_ref(&c),
+                &[a.clone(), c.clone()],
+                12,
+                "bob"
+            )
+            .await
+            .unwrap(),
+        RebacWrite::Missing(1)
+    );
+    assert_eq!(
+        store
+            .rebac_write(
+                "s",
+                std::slice::from_ref(&c),
+                std::slice::from_ref(&a),
+                13,
+                "bob"
+            )
+            .await
+            .unwrap(),
+        RebacWrite::Written { revision: 2 }
+    );
+    let all = store.rebac_tuples_page("s", None, 100).await.unwrap();
+    assert_eq!(all, [b.clone(), c.clone()]);
+    // Stores are isolated.
+    assert!(
+        store
+            .rebac_tuples_page("other", None, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .rebac_write("other", std::slice::from_ref(&a), &[], 14, "bob")
+            .await
+            .unwrap(),
+        RebacWrite::Written { revision: 1 }
+    );
+    let feed = store.rebac_changes("s", 0, 100).await.unwrap();
+    assert_eq!(
+        feed.iter()
+            .map(|c| (
+                c.revision,
+                c.position,
+                c.operation.as_str(),
+                c.tuple.subject.as_str(),
+                c.actor.as_str()
+            ))
+            .collect::<Vec<_>>(),
+        [
+            (1, 0, "write", "user:a", "alice"),
+            (1, 1, "write", "group:eng#member", "alice"),
+            (2, 0, "delete", "user:a", "bob"),
+            (2, 1, "write", "user:c", "bob"),
+        ]
+    );
+    assert_eq!(feed[1].tuple.expires_at_ms, Some(9_000));
+    assert_eq!(feed[3].at_unix_ms, 13);
+    assert_eq!(store.rebac_changes("s", 1, 100).await.unwrap().len(), 2);
+    assert_eq!(store.rebac_changes("s", 0, 1).await.unwrap().len(), 1);
+    let stores = store.rebac_stores().await.unwrap();
+    assert_eq!(
+        stores
+            .iter()
+            .map(|s| (s.store.as_str(), s.revision))
+            .collect::<Vec<_>>(),
+        [("other", 1), ("s", 2)]
+    );
+}
+
+async fn rebac_expiry_and_pages(store: Arc<dyn Store>) {
+    store
+        .rebac_model_append(&rebac_model("s", "m"))
+        .await
+        .unwrap();
+    let grant = rt("repo:w", "writer", "agent:coder", Some(1_000));
+    store
+        .rebac_write("s", std::slice::from_ref(&grant), &[], 10, "t")
+        .await
+        .unwrap();
+    // Before expiry the tuple is present; after, it is absent: deleting it is refused and
+    // writing it again replaces it with the new expiry.
+    assert_eq!(
+        store
+            .rebac_write("s", std::slice::from_ref(&grant), &[], 999, "t")
+            .await
+            .unwrap(),
+        RebacWrite::Exists(0)
+    );
+    assert_eq!(
+        store
+            .rebac_write("s", &[], std::slice::from_ref(&grant), 1_000, "t")
+            .await
+            .unwrap(),
+        RebacWrite::Missing(0)
+    );
+    let renewed = rt("repo:w", "writer", "agent:coder", Some(5_000));
+    assert_eq!(
+        store
+            .rebac_write("s", std::slice::from_ref(&renewed), &[], 1_000, "t")
+            .await
+            .unwrap(),
+        RebacWrite::Written { revision: 2 }
+    );
+    assert_eq!(
+        store.rebac_tuples_page("s", None, 10).await.unwrap(),
+        std::slice::from_ref(&renewed)
+    );
+    assert_eq!(store.rebac_purge_expired(4_999).await.unwrap(), 0);
+    assert_eq!(store.rebac_purge_expired(5_000).await.unwrap(), 1);
+    assert!(
+        store
+            .rebac_tuples_page("s", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Paging walks every tuple once, in key order.
+    let many: Vec<RebacTupleRow> = (0..25)
+        .map(|i| {
+            rt(
+                &format!("doc:{i:02}"),
+                "viewer",
+                &format!("user:{}", i % 3),
+                None,
+            )
+        })
+        .collect();
+    store
+        .rebac_write("s", &many, &[], 6_000, "t")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut after: Option<RebacTupleRow> = None;
+    loop {
+        let page = store
+            .rebac_tuples_page("s", after.as_ref(), 7)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().cloned();
+        seen.extend(page);
+    }
+    assert_eq!(seen, many);
+}
+
+async fn rebac_concurrent_writers_get_distinct_revisions(store: Arc<dyn Store>) {
+    store
+        .rebac_model_append(&rebac_model("s", "m"))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let t = rt(&format!("doc:{i}"), "viewer", "user:x", None);
+            store.rebac_write("s", &[t], &[], 1, "t").await.unwrap()
+        }));
+    }
+    let mut revisions = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            RebacWrite::Written { revision } => revisions.push(revision),
+            other => panic!("{other:?}"),
+        }
+    }
+    revisions.sort_unstable();
+    assert_eq!(revisions, (1..=8).collect::<Vec<_>>());
+    let feed = store.rebac_changes("s", 0, 100).await.unwrap();
+    assert_eq!(
+        feed.iter().map(|c| c.revision).collect::<Vec<_>>(),
+        (1..=8).collect::<Vec<_>>()
+    );
 }

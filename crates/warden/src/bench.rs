@@ -43,6 +43,17 @@ pub(crate) enum BenchCmd {
         #[arg(long)]
         keep: Option<PathBuf>,
     },
+    /// Relationship store start-up: load N tuples (nested groups 4 deep) from the store into
+    /// the in-memory graph the way `warden serve` does, then time checks on it
+    Rebac {
+        /// Tuples to generate
+        #[arg(long, default_value_t = 1_000_000)]
+        tuples: usize,
+        /// Store to use (default: a fresh SQLite file in a temporary directory). A postgres://
+        /// URL gets a fresh schema that is dropped afterwards.
+        #[arg(long)]
+        database_url: Option<String>,
+    },
 }
 
 pub(crate) async fn run(cmd: BenchCmd) -> Result<()> {
@@ -54,7 +65,196 @@ pub(crate) async fn run(cmd: BenchCmd) -> Result<()> {
             max_batch,
         } => append(writers.max(1), entries, database_url, max_batch).await,
         BenchCmd::LedgerVerify { entries, keep } => verify(entries, keep),
+        BenchCmd::Rebac {
+            tuples,
+            database_url,
+        } => rebac(tuples, database_url).await,
     }
+}
+
+/// A fresh store for a benchmark: SQLite in `tmp`, or a new PostgreSQL schema (returned so
+/// it can be dropped).
+async fn bench_store(
+    tmp: &tempfile::TempDir,
+    database_url: Option<&String>,
+) -> Result<(Arc<dyn store::Store>, Option<(String, String)>)> {
+    Ok(match database_url {
+        None => (
+            Arc::new(store::SqliteStore::open(&tmp.path().join("bench.db")).await?),
+            None,
+        ),
+        Some(url) => {
+            let schema = format!("warden_bench_{}", std::process::id());
+            let s = store::PostgresStore::connect_with_schema(url, &schema).await?;
+            (Arc::new(s), Some((url.clone(), schema)))
+        }
+    })
+}
+
+/// The benchmark's model: users in groups nested four deep, groups viewing folders, documents
+/// in folders.
+const REBAC_MODEL: &str = "model
+  schema 1.1
+type user
+type group
+  relations
+    define member: [user, group#member]
+type folder
+  relations
+    define viewer: [user, group#member]
+type doc
+  relations
+    define parent: [folder]
+    define viewer: [user] or viewer from parent
+";
+
+/// Resident memory of this process, bytes (Linux), for the graph's footprint.
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Generates about `total` tuples: 1,000 level-1 groups of users; levels 2–4 of 100, 10 and
+/// 1 groups, each holding ten groups of the level below (`group:…#member`); 1,000 folders
+/// viewed by the top group or a level-3 group; the rest documents in folders.
+fn rebac_tuples(total: usize) -> Vec<store::RebacTupleRow> {
+    let row = |object: String, relation: &str, subject: String| store::RebacTupleRow {
+        object,
+        relation: relation.to_owned(),
+        subject,
+        expires_at_ms: None,
+    };
+    let mut out = Vec::with_capacity(total);
+    for (level, count) in [(2usize, 100usize), (3, 10), (4, 1)] {
+        for g in 0..count {
+            for child in 0..10 {
+                out.push(row(
+                    format!("group:l{level}-{g}"),
+                    "member",
+                    format!("group:l{}-{}#member", level - 1, g * 10 + child),
+                ));
+            }
+        }
+    }
+    for f in 0..1_000 {
+        let viewer = if f % 2 == 0 {
+            "group:l4-0#member".to_owned()
+        } else {
+            format!("group:l3-{}#member", f % 10)
+        };
+        out.push(row(format!("folder:f{f}"), "viewer", viewer));
+    }
+    let rest = total.saturating_sub(out.len());
+    let users = rest * 6 / 10;
+    for u in 0..users {
+        out.push(row(
+            format!("group:l1-{}", u % 1_000),
+            "member",
+            format!("user:u{u}"),
+        ));
+    }
+    for d in 0..rest - users {
+        out.push(row(
+            format!("doc:d{d}"),
+            "parent",
+            format!("folder:f{}", d % 1_000),
+        ));
+    }
+    out
+}
+
+async fn rebac(tuples: usize, database_url: Option<String>) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let (store, pg_schema) = bench_store(&tmp, database_url.as_ref()).await?;
+    let backend = store.backend();
+    let model = rebac::Model::parse(REBAC_MODEL).context("the benchmark model")?;
+    store
+        .rebac_model_append(&store::RebacModelRow {
+            store: "bench".into(),
+            version: 0,
+            model_id: model.id().to_owned(),
+            dsl: REBAC_MODEL.into(),
+            created_unix_ms: crate::now_ms(),
+            created_by: "bench".into(),
+        })
+        .await?;
+    let rows = rebac_tuples(tuples);
+    let started = Instant::now();
+    for chunk in rows.chunks(10_000) {
+        match store
+            .rebac_write("bench", chunk, &[], crate::now_ms(), "bench")
+            .await?
+        {
+            store::RebacWrite::Written { .. } => {}
+            other => anyhow::bail!("bulk write refused: {other:?}"),
+        }
+    }
+    println!(
+        "rebac on {backend}: wrote {} tuples in {:.1} s (setup, not measured)",
+        rows.len(),
+        started.elapsed().as_secs_f64()
+    );
+    drop(rows);
+
+    let rss_before = rss_bytes();
+    let relations = server::Relations::default();
+    let started = Instant::now();
+    relations.refresh(store.as_ref()).await?;
+    let load = started.elapsed();
+    let (count, revision) = relations
+        .size("bench")
+        .context("the store was not loaded")?;
+    println!(
+        "  start-up load  {count} tuples at revision {revision} in {:.2} s ({:.0} tuples/s)",
+        load.as_secs_f64(),
+        count as f64 / load.as_secs_f64()
+    );
+    if let (Some(a), Some(b)) = (rss_before, rss_bytes()) {
+        println!(
+            "  resident memory after load  +{:.0} MiB ({:.0} bytes/tuple)",
+            b.saturating_sub(a) as f64 / (1024.0 * 1024.0),
+            b.saturating_sub(a) as f64 / count.max(1) as f64
+        );
+    }
+
+    // Checks through the loaded store: a user of group l1-k views documents in folders that a
+    // group above it views (allowed), or not (denied), four levels of nesting away.
+    let docs = tuples.saturating_sub(1_000 + 1_111) * 4 / 10;
+    let mut latencies = Vec::new();
+    let mut allowed = 0usize;
+    for i in 0..20_000usize {
+        let user =
+            rebac::User::parse(&format!("user:u{}", (i * 7_919) % (tuples * 6 / 10).max(1)))?;
+        let object = rebac::ObjectRef::parse(&format!("doc:d{}", (i * 104_729) % docs.max(1)))?;
+        let request = rebac::CheckRequest {
+            user,
+            relation: "viewer".into(),
+            object,
+            contextual_tuples: Vec::new(),
+            now_ms: crate::now_ms(),
+        };
+        let t = Instant::now();
+        let answer = relations
+            .check("bench", &request)
+            .context("the store was not loaded")??;
+        latencies.push(t.elapsed());
+        allowed += usize::from(answer);
+    }
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!(
+        "  check (nested groups, 4 levels)  p50 {:.1} µs  p99 {:.1} µs  ({} of {} allowed)",
+        pct(0.50).as_secs_f64() * 1e6,
+        pct(0.99).as_secs_f64() * 1e6,
+        allowed,
+        latencies.len()
+    );
+    if let Some((url, schema)) = pg_schema {
+        store::PostgresStore::drop_schema(&url, &schema).await?;
+    }
+    Ok(())
 }
 
 fn sample_event(writer: usize, i: u64) -> NewEvent {
@@ -80,16 +280,7 @@ async fn append(
     max_batch: usize,
 ) -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let mut pg_schema = None;
-    let store: Arc<dyn store::Store> = match &database_url {
-        None => Arc::new(store::SqliteStore::open(&tmp.path().join("bench.db")).await?),
-        Some(url) => {
-            let schema = format!("warden_bench_{}", std::process::id());
-            let s = store::PostgresStore::connect_with_schema(url, &schema).await?;
-            pg_schema = Some((url.clone(), schema));
-            Arc::new(s)
-        }
-    };
+    let (store, pg_schema) = bench_store(&tmp, database_url.as_ref()).await?;
     let backend = store.backend();
     let signer = NoteSigner::generate("bench.example/warden/ledger")?;
     let ledger = Ledger::open(

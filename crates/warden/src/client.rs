@@ -134,6 +134,19 @@ impl Client {
             .await?)
     }
 
+    /// PUT a plain-text body (e.g. a relationship model in the OpenFGA language).
+    pub(crate) async fn put_text(&self, path: &str, body: String) -> Result<Value> {
+        Ok(self
+            .send(
+                self.request(reqwest::Method::PUT, path)
+                    .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                    .body(body),
+            )
+            .await?
+            .json()
+            .await?)
+    }
+
     /// POST without a body, for actions that answer 204.
     pub(crate) async fn post_empty(&self, path: &str) -> Result<()> {
         self.send(self.request(reqwest::Method::POST, path)).await?;

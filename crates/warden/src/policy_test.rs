@@ -547,6 +547,9 @@ struct TestContext {
     delegation: Vec<SpiffeId>,
     time: i64,
     request: Attributes,
+    /// Relations the principal holds on the resource (as Warden fills them in from the
+    /// relationship store).
+    relations: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -591,6 +594,7 @@ impl TestRequest {
                 delegation: c.delegation.clone(),
                 time: c.time,
                 request: c.request.clone(),
+                relations: c.relations.clone(),
             },
         }
     }

@@ -216,15 +216,17 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
         server::AppState::new(Arc::clone(&store), ledger.clone(), authority, denylist)
             .with_issuer(issuer),
     );
-    // Policy packages and agent metadata: loaded now, re-read every second.
+    // Policy packages, agent metadata and relationship stores: loaded now, re-read every second
+    // (expired relationship tuples purged every minute).
     state
         .refresh_policies()
         .await
-        .context("loading the policy packages")?;
+        .context("loading the policy packages and relationship stores")?;
     let policy_task = {
         let (state, mut stop) = (Arc::clone(&state), stop_rx.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            let mut ticks: u64 = 0;
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
@@ -232,6 +234,16 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
                 }
                 if let Err(e) = state.refresh_policies().await {
                     tracing::error!(error = %e, "cannot refresh the policy packages; keeping the last ones");
+                }
+                ticks += 1;
+                if ticks % 60 == 0 {
+                    match state.purge_expired_relations().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(tuples = n, "expired relationship tuples purged"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot purge expired relationship tuples")
+                        }
+                    }
                 }
             }
         })

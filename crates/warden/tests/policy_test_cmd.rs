@@ -47,6 +47,26 @@ fn coder_write(risk: f64) -> Value {
            "context": {"task": {"type": "patch_bug"}, "risk_score": risk}})
 }
 
+/// The relationship example (`examples/policies/coder-rebac`): its tests state the relations
+/// Warden would fill in, and pass in both languages.
+#[tokio::test]
+async fn the_relationship_example_tests_pass_in_cedar_and_in_rego() {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/policies/coder-rebac"
+    );
+    for language in ["cedar", "rego"] {
+        let out = policy_test(&[dir, "--language", language]).await;
+        assert_eq!(out.code(), Some(0), "{language}: {out:#?}");
+        assert!(
+            out.stdout
+                .contains("test result: ok. 6 passed; 0 failed; 0 skipped"),
+            "{language}: {}",
+            out.stdout
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_shipped_seed_tests_pass_in_cedar_and_in_rego() {
     let file: Value = serde_json::from_str(

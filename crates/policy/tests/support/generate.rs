@@ -242,6 +242,7 @@ pub(crate) fn request(rng: &mut StdRng, population: usize) -> Request {
             },
             time: rng.gen_range(0..2_000),
             request,
+            relations: Vec::new(),
         },
     }
 }
