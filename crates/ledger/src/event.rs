@@ -153,6 +153,32 @@ impl Event {
         out
     }
 
+    /// The leaf split at its sequence number: the canonical bytes of everything that sorts
+    /// before `seq` (`{"action":…,"actor":…,"class_uid":…,"fields":…,"outcome":…,`), which
+    /// can be encoded before the event has a place in the log. [`leaf_from_head`] completes
+    /// it; together they give exactly [`to_leaf`](Self::to_leaf) (RFC 8785 orders the keys
+    /// `action`, `actor`, `class_uid`, `fields`, `outcome`, `seq`, `time`, `v`).
+    pub(crate) fn leaf_head(
+        actor: &str,
+        action: &str,
+        outcome: Outcome,
+        class_uid: u32,
+        fields: &BTreeMap<String, Value>,
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(b"{\"action\":");
+        write_string(action, &mut out);
+        out.extend_from_slice(b",\"actor\":");
+        write_string(actor, &mut out);
+        out.extend_from_slice(format!(",\"class_uid\":{class_uid},\"fields\":").as_bytes());
+        write_canonical_map(fields, &mut out);
+        out.extend_from_slice(b",\"outcome\":");
+        let outcome = serde_json::to_value(outcome).unwrap_or(Value::Null);
+        write_canonical(&outcome, &mut out);
+        out.push(b',');
+        out
+    }
+
     /// Decodes a leaf, refusing anything that is not the canonical encoding of an event.
     pub fn from_leaf(bytes: &[u8]) -> Result<Self, LedgerError> {
         let event: Event = serde_json::from_slice(bytes)
@@ -171,26 +197,44 @@ impl Event {
     }
 }
 
+/// Completes a [`Event::leaf_head`] with the sequence number, time and version.
+pub(crate) fn leaf_from_head(head: &[u8], seq: u64, time: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(head.len() + 64);
+    out.extend_from_slice(head);
+    out.extend_from_slice(format!("\"seq\":{seq},\"time\":").as_bytes());
+    write_string(time, &mut out);
+    out.extend_from_slice(format!(",\"v\":{LEAF_VERSION}}}").as_bytes());
+    out
+}
+
+/// [`write_canonical`] of an object given as a map, without copying it into a `Value`.
+fn write_canonical_map(map: &BTreeMap<String, Value>, out: &mut Vec<u8>) {
+    write_object(map.iter(), out);
+}
+
+/// An object's members in RFC 8785 order (keys by UTF-16 code units).
+fn write_object<'a>(members: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut Vec<u8>) {
+    let mut entries: Vec<(&String, &Value)> = members.collect();
+    entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+    out.push(b'{');
+    for (i, (key, val)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_string(key, out);
+        out.push(b':');
+        write_canonical(val, out);
+    }
+    out.push(b'}');
+}
+
 /// RFC 8785 serialization of an integer-only JSON value: object keys sorted by code point
 /// (all Warden keys are ASCII, where UTF-16 and UTF-8 order agree), no whitespace, strings
 /// escaped as ECMAScript `JSON.stringify` does. Sorting is done here, explicitly, so the
 /// encoding does not depend on how `serde_json::Map` happens to be ordered in this build.
 pub(crate) fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
-            out.push(b'{');
-            for (i, (key, val)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_string(key, out);
-                out.push(b':');
-                write_canonical(val, out);
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => write_object(map.iter(), out),
         Value::Array(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
@@ -312,6 +356,40 @@ mod tests {
             outcome: Outcome::Success,
             class_uid: 6003,
             fields,
+        }
+    }
+
+    /// The writer completes leaves from heads encoded by the appenders: the bytes must be the
+    /// canonical leaf exactly, for every outcome and for keys and strings that need escaping
+    /// or sort differently in UTF-16.
+    #[test]
+    fn leaf_head_and_tail_make_the_canonical_leaf() {
+        let mut events = vec![sample()];
+        for (outcome, actor) in [
+            (Outcome::Failure, "spiffe://example.org/agent/é"),
+            (Outcome::Denied, "anonymous\u{1f}\"x\""),
+        ] {
+            let mut e = sample();
+            e.outcome = outcome;
+            e.actor = actor.into();
+            e.seq = u64::MAX;
+            e.fields.insert("\u{e9}key".into(), Value::from("\u{2028}"));
+            e.fields.insert("\u{1f600}".into(), Value::from(-5));
+            e.fields
+                .insert("\u{ff61}".into(), serde_json::json!([{"b": 1, "a": "\\"}]));
+            events.push(e);
+        }
+        let mut empty = sample();
+        empty.fields.clear();
+        events.push(empty);
+        for e in events {
+            let head = Event::leaf_head(&e.actor, &e.action, e.outcome, e.class_uid, &e.fields);
+            assert_eq!(
+                leaf_from_head(&head, e.seq, &e.time),
+                e.to_leaf(),
+                "{}",
+                String::from_utf8_lossy(&e.to_leaf())
+            );
         }
     }
 

@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 
 use crate::{
     LedgerError,
-    event::{Event, FieldValue, LEAF_VERSION, NewEvent, format_time, validate},
+    event::{Event, FieldValue, NewEvent, format_time, leaf_from_head, validate},
     note::{Checkpoint, NoteSigner},
 };
 
@@ -91,13 +91,13 @@ pub struct LedgerStats {
     pub checkpoint_size: u64,
 }
 
-/// An event with its fields resolved (secrets HMAC'd), waiting for a sequence number.
+/// An event with its fields resolved (secrets HMAC'd) and encoded up to its sequence number
+/// ([`Event::leaf_head`], done by the appending task so the single writer only completes
+/// and hashes leaves), waiting for a place in the log.
 struct Pending {
     actor: String,
     action: String,
-    outcome: crate::Outcome,
-    class_uid: u32,
-    fields: BTreeMap<String, Value>,
+    head: Vec<u8>,
     reply: oneshot::Sender<Result<Receipt, LedgerError>>,
 }
 
@@ -202,12 +202,17 @@ impl Ledger {
             }
         }
         let (reply, rx) = oneshot::channel();
+        let head = Event::leaf_head(
+            &event.actor,
+            &event.action,
+            event.outcome,
+            event.class.uid(),
+            &fields,
+        );
         let pending = Pending {
             actor: event.actor,
             action: event.action,
-            outcome: event.outcome,
-            class_uid: event.class.uid(),
-            fields,
+            head,
             reply,
         };
         self.tx
@@ -527,24 +532,15 @@ async fn commit(shared: &Shared, batch: &[Pending]) -> Result<Vec<Receipt>, Ledg
         let time = format_time(time_ms);
         let mut rows = Vec::with_capacity(batch.len());
         for (i, p) in batch.iter().enumerate() {
-            let event = Event {
-                v: LEAF_VERSION,
-                seq: base + i as u64,
-                time: time.clone(),
-                actor: p.actor.clone(),
-                action: p.action.clone(),
-                outcome: p.outcome,
-                class_uid: p.class_uid,
-                fields: p.fields.clone(),
-            };
-            let leaf = event.to_leaf();
+            let seq = base + i as u64;
+            let leaf = leaf_from_head(&p.head, seq, &time);
             rows.push(LedgerRow {
-                seq: event.seq,
+                seq,
                 leaf_hash: leaf_hash(&leaf).0,
                 leaf,
                 time_unix_ms: time_ms,
-                actor: event.actor,
-                action: event.action,
+                actor: p.actor.clone(),
+                action: p.action.clone(),
             });
         }
         match shared.store.ledger_append(base, &rows).await {

@@ -283,10 +283,7 @@ fn cedar_context(context: &Context, with_relations: bool) -> Result<CedarContext
                 ),
             ])?,
         ),
-        (
-            "risk_score".to_owned(),
-            RestrictedExpression::new_decimal(context.risk_score.to_cedar_decimal()),
-        ),
+        ("risk_score".to_owned(), decimal(context.risk_score)),
         (
             "hold".to_owned(),
             RestrictedExpression::new_bool(context.hold),
@@ -324,6 +321,21 @@ fn cedar_context(context: &Context, with_relations: bool) -> Result<CedarContext
         ));
     }
     CedarContext::from_pairs(pairs).map_err(|e| invalid(format!("context: {e}")))
+}
+
+/// The Cedar `decimal` for a risk score. `RestrictedExpression::new_decimal` runs Cedar's
+/// parser on the name `decimal` at every call (several microseconds, most of a context's
+/// cost); a score has only 10,001 values, so each expression is built once and cloned (a
+/// clone shares its parts).
+fn decimal(score: crate::RiskScore) -> RestrictedExpression {
+    static CACHE: [std::sync::OnceLock<RestrictedExpression>; 10_001] =
+        [const { std::sync::OnceLock::new() }; 10_001];
+    let build = || RestrictedExpression::new_decimal(score.to_cedar_decimal());
+    match CACHE.get(usize::from(score.ten_thousandths())) {
+        Some(cell) => cell.get_or_init(build).clone(),
+        // INVARIANT: a RiskScore is at most 10,000; built directly should that ever change.
+        None => build(),
+    }
 }
 
 fn record(pairs: Vec<(String, RestrictedExpression)>) -> Result<RestrictedExpression, PolicyError> {

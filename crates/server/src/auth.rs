@@ -143,7 +143,7 @@ impl Caller {
 }
 
 /// How long a token looked up in the store is trusted without looking again: bounds how
-/// late another replica (or an offline `warden token revoke`) takes effect here. A
+/// late another replica (or any other writer of the store) takes effect here. A
 /// revocation through this server's API takes effect at once.
 const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 

@@ -261,24 +261,25 @@ async fn load(
 ) -> Result<RelStore, StoreError> {
     let started = std::time::Instant::now();
     let mut graph = Graph::new();
-    let mut after: Option<RebacTupleRow> = None;
     let mut count = 0usize;
-    loop {
-        let page = store
-            .rebac_tuples_page(name, after.as_ref(), LOAD_PAGE)
-            .await?;
-        let Some(last) = page.last().cloned() else {
-            break;
-        };
-        for row in &page {
-            match tuple_of(row).and_then(|t| graph.insert(t)) {
-                Ok(_) => count += 1,
-                Err(e) => {
-                    tracing::error!(store = name, error = %e, "stored tuple is not valid; skipped")
+    let mut page = store.rebac_tuples_page(name, None, LOAD_PAGE).await?;
+    // The next page is fetched (on the database's own thread) while this one is inserted.
+    while let Some(last) = page.last().cloned() {
+        let insert = async {
+            for row in &page {
+                match tuple_of(row).and_then(|t| graph.insert(t)) {
+                    Ok(_) => count += 1,
+                    Err(e) => {
+                        tracing::error!(store = name, error = %e, "stored tuple is not valid; skipped");
+                    }
                 }
             }
-        }
-        after = Some(last);
+        };
+        let (next, ()) = tokio::join!(
+            store.rebac_tuples_page(name, Some(&last), LOAD_PAGE),
+            insert
+        );
+        page = next?;
     }
     // The revision read before the pages: the changes after it are replayed next.
     graph
@@ -361,11 +362,16 @@ impl Relations {
         Some((all, snap.revision()))
     }
 
-    /// The number of tuples (expired ones included) and the revision of store `name`.
-    pub fn size(&self, name: &str) -> Option<(usize, u64)> {
+    /// The number of tuples (expired ones included), the revision, and the graph's estimated
+    /// heap bytes of store `name`.
+    pub fn size(&self, name: &str) -> Option<(usize, u64, usize)> {
         let rel = self.get(name)?;
         let snap = rel.read();
-        Some((snap.graph().len(), snap.revision()))
+        Some((
+            snap.graph().len(),
+            snap.revision(),
+            snap.graph().heap_bytes(),
+        ))
     }
 
     /// The relations agent `principal` holds on resource `kind::id` in the default store,

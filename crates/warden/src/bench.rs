@@ -108,14 +108,6 @@ type doc
     define viewer: [user] or viewer from parent
 ";
 
-/// Resident memory of this process, bytes (Linux), for the graph's footprint.
-fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 /// Generates about `total` tuples: 1,000 level-1 groups of users; levels 2–4 of 100, 10 and
 /// 1 groups, each holding ten groups of the level below (`group:…#member`); 1,000 folders
 /// viewed by the top group or a level-3 group; the rest documents in folders.
@@ -198,12 +190,11 @@ async fn rebac(tuples: usize, database_url: Option<String>) -> Result<()> {
     );
     drop(rows);
 
-    let rss_before = rss_bytes();
     let relations = server::Relations::default();
     let started = Instant::now();
     relations.refresh(store.as_ref()).await?;
     let load = started.elapsed();
-    let (count, revision) = relations
+    let (count, revision, heap) = relations
         .size("bench")
         .context("the store was not loaded")?;
     println!(
@@ -211,13 +202,11 @@ async fn rebac(tuples: usize, database_url: Option<String>) -> Result<()> {
         load.as_secs_f64(),
         count as f64 / load.as_secs_f64()
     );
-    if let (Some(a), Some(b)) = (rss_before, rss_bytes()) {
-        println!(
-            "  resident memory after load  +{:.0} MiB ({:.0} bytes/tuple)",
-            b.saturating_sub(a) as f64 / (1024.0 * 1024.0),
-            b.saturating_sub(a) as f64 / count.max(1) as f64
-        );
-    }
+    println!(
+        "  graph memory  {:.0} MiB ({:.0} bytes/tuple, Graph::heap_bytes)",
+        heap as f64 / (1024.0 * 1024.0),
+        heap as f64 / count.max(1) as f64
+    );
 
     // Checks through the loaded store: a user of group l1-k views documents in folders that a
     // group above it views (allowed), or not (denied), four levels of nesting away.
