@@ -28,11 +28,11 @@ use crate::{
 };
 
 /// Most tuples in one write request (writes and deletes together), as OpenFGA.
-pub(crate) const MAX_WRITE_TUPLES: usize = 100;
+const MAX_WRITE_TUPLES: usize = rebac::MAX_TUPLES_PER_WRITE;
 /// Most checks in one batch-check request, as OpenFGA's default.
-pub(crate) const MAX_BATCH_CHECKS: usize = 50;
+const MAX_BATCH_CHECKS: usize = rebac::MAX_BATCH_CHECK_ITEMS;
 /// Most contextual tuples in one request, as OpenFGA.
-pub(crate) const MAX_CONTEXTUAL_TUPLES: usize = 100;
+const MAX_CONTEXTUAL_TUPLES: usize = rebac::MAX_CONTEXTUAL_TUPLES;
 /// Largest page of a read or of the change feed.
 const MAX_PAGE: usize = 1_000;
 
@@ -517,18 +517,7 @@ pub(crate) async fn write(
         .iter()
         .map(|k| relations::row_of(&Tuple::new(k.clone())))
         .collect();
-    let listed = |rows: &[store::RebacTupleRow]| -> Vec<Value> {
-        rows.iter()
-            .map(|r| {
-                let mut v =
-                    json!({ "object": r.object, "relation": r.relation, "user": r.subject });
-                if let Some(at) = r.expires_at_ms {
-                    v["expires_at_ms"] = json!(at);
-                }
-                v
-            })
-            .collect()
-    };
+    let listed = |rows: &[store::RebacTupleRow]| recorded_tuples(rows);
     // Recorded before it takes effect; a write that then fails records why.
     let event = |outcome, detail: &str| {
         NewEvent::new(
@@ -581,6 +570,40 @@ pub(crate) async fn write(
         ))
         .await?;
     Err(err)
+}
+
+/// Most bytes of tuples a `rebac.write` entry lists; a batch of long ids can exceed the
+/// ledger's 64 KiB per entry, and is then recorded by count and digest.
+const MAX_RECORDED_TUPLE_BYTES: usize = 24 * 1024;
+
+/// The tuples of a write as its ledger entry records them: listed, or — when they are too
+/// long to list — their count and the SHA-256 of their lines `object#relation@user` (with
+/// ` expires_at_ms` when expiring), one per line, which the change feed reproduces.
+fn recorded_tuples(rows: &[store::RebacTupleRow]) -> Value {
+    let listed: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let mut v = json!({ "object": r.object, "relation": r.relation, "user": r.subject });
+            if let Some(at) = r.expires_at_ms {
+                v["expires_at_ms"] = json!(at);
+            }
+            v
+        })
+        .collect();
+    let listed = Value::Array(listed);
+    if listed.to_string().len() <= MAX_RECORDED_TUPLE_BYTES {
+        return listed;
+    }
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    for r in rows {
+        digest.update(format!("{}#{}@{}", r.object, r.relation, r.subject).as_bytes());
+        if let Some(at) = r.expires_at_ms {
+            digest.update(format!(" {at}").as_bytes());
+        }
+        digest.update(b"\n");
+    }
+    json!({ "count": rows.len(), "sha256": hex::encode(digest.finalize()) })
 }
 
 /// Filters for reading tuples (all optional; `object` may be `type:` for every object of a
@@ -1194,4 +1217,39 @@ pub(crate) async fn changes(
     Ok(ApiJson(
         json!({ "changes": changes, "continuation_token": next.to_string() }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: usize, user_len: usize) -> store::RebacTupleRow {
+        store::RebacTupleRow {
+            object: format!("doc:{i}"),
+            relation: "viewer".into(),
+            subject: format!("user:{}", "u".repeat(user_len)),
+            expires_at_ms: (i % 2 == 0).then_some(5),
+        }
+    }
+
+    /// A write's ledger entry lists its tuples, or — for a batch too long for one entry —
+    /// records their count and digest, so a valid write is never refused for its size.
+    #[test]
+    fn written_tuples_are_listed_or_digested() {
+        let small: Vec<_> = (0..3).map(|i| row(i, 5)).collect();
+        let listed = recorded_tuples(&small);
+        assert_eq!(listed.as_array().map(Vec::len), Some(3));
+        assert_eq!(listed[0]["expires_at_ms"], 5);
+        assert_eq!(listed[1]["user"], "user:uuuuu");
+
+        let big: Vec<_> = (0..MAX_WRITE_TUPLES).map(|i| row(i, 500)).collect();
+        let digested = recorded_tuples(&big);
+        assert_eq!(digested["count"], MAX_WRITE_TUPLES);
+        assert_eq!(digested["sha256"].as_str().map(str::len), Some(64));
+        assert!(digested.to_string().len() < 200);
+        // The digest covers every tuple: changing one changes it.
+        let mut other = big.clone();
+        other[7].relation = "editor".into();
+        assert_ne!(recorded_tuples(&other)["sha256"], digested["sha256"]);
+    }
 }

@@ -79,23 +79,33 @@ impl RelStore {
     }
 
     /// Applies the change feed after the graph's revision, up to the database's latest.
+    /// Revisions are applied whole: a page that ends inside one leaves it for the next read.
     pub(crate) async fn catch_up(&self, store: &dyn Store) -> Result<u64, StoreError> {
         let _one = self.sync.lock().await;
+        let mut limit = CHANGES_PAGE;
         loop {
             let from = self.read().revision();
             let changes = store
-                .rebac_changes(
-                    &self.name,
-                    i64::try_from(from).unwrap_or(i64::MAX),
-                    CHANGES_PAGE,
-                )
+                .rebac_changes(&self.name, i64::try_from(from).unwrap_or(i64::MAX), limit)
                 .await?;
             if changes.is_empty() {
                 return Ok(from);
             }
-            let full = changes.len() == CHANGES_PAGE as usize;
-            apply_changes(&mut self.write().graph, &self.name, &changes);
-            if !full {
+            let complete = if changes.len() < limit as usize {
+                changes.len()
+            } else {
+                // The last revision of a full page may continue past it.
+                let last = changes[changes.len() - 1].revision;
+                changes.iter().position(|c| c.revision == last).unwrap_or(0)
+            };
+            if complete == 0 {
+                // One revision larger than the page: read it again, whole.
+                limit = limit.saturating_mul(4);
+                continue;
+            }
+            apply_changes(&mut self.write().graph, &self.name, &changes[..complete]);
+            limit = CHANGES_PAGE;
+            if complete == changes.len() {
                 return Ok(self.read().revision());
             }
         }

@@ -37,7 +37,7 @@ struct Backend {
     _tmp: tempfile::TempDir,
 }
 
-async fn stores() -> Vec<Backend> {
+async fn stores(tag: &str) -> Vec<Backend> {
     let mut out = Vec::new();
     let tmp = tempfile::tempdir().unwrap();
     let sqlite = store::SqliteStore::open(&tmp.path().join("r.db"))
@@ -51,7 +51,7 @@ async fn stores() -> Vec<Backend> {
     });
     match std::env::var("WARDEN_TEST_DATABASE_URL") {
         Ok(url) => {
-            let schema = format!("warden_relations_{}", std::process::id());
+            let schema = format!("warden_relations_{tag}_{}", std::process::id());
             let pg = store::PostgresStore::connect_with_schema(&url, &schema)
                 .await
                 .unwrap();
@@ -67,6 +67,20 @@ async fn stores() -> Vec<Backend> {
         ),
     }
     out
+}
+
+async fn push_model(store: &dyn Store) {
+    store
+        .rebac_model_append(&RebacModelRow {
+            store: "default".into(),
+            version: 0,
+            model_id: rebac::Model::parse(MODEL).unwrap().id().to_owned(),
+            dsl: MODEL.into(),
+            created_unix_ms: 1,
+            created_by: "test".into(),
+        })
+        .await
+        .unwrap();
 }
 
 fn tuple(object: &str, relation: &str, subject: &str, expires: Option<i64>) -> RebacTupleRow {
@@ -101,19 +115,9 @@ async fn replicas_follow_each_other_and_equal_a_fresh_load() {
         store,
         pg,
         _tmp,
-    } in stores().await
+    } in stores("follow").await
     {
-        store
-            .rebac_model_append(&RebacModelRow {
-                store: "default".into(),
-                version: 0,
-                model_id: rebac::Model::parse(MODEL).unwrap().id().to_owned(),
-                dsl: MODEL.into(),
-                created_unix_ms: 1,
-                created_by: "test".into(),
-            })
-            .await
-            .unwrap();
+        push_model(store.as_ref()).await;
         let (a, b) = (Relations::default(), Relations::default());
         a.refresh(store.as_ref()).await.unwrap();
         b.refresh(store.as_ref()).await.unwrap();
@@ -205,6 +209,54 @@ async fn replicas_follow_each_other_and_equal_a_fresh_load() {
         // And both equal what the test believes is present (plus the two first tuples).
         assert_eq!(tf.len(), present.len() + 2, "{backend}");
 
+        if let Some((url, schema)) = pg {
+            store::PostgresStore::drop_schema(&url, &schema)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// A replica catching up reads the change feed in pages of 10,000; a revision that straddles
+/// a page boundary, or is larger than a page, must still be applied whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catching_up_applies_revisions_whole_across_pages() {
+    for Backend {
+        name: backend,
+        store,
+        pg,
+        _tmp,
+    } in stores("pages").await
+    {
+        push_model(store.as_ref()).await;
+        let follower = Relations::default();
+        follower.refresh(store.as_ref()).await.unwrap();
+        let rows = |from: usize, n: usize| -> Vec<RebacTupleRow> {
+            (from..from + n)
+                .map(|i| tuple(&format!("doc:{i}"), "viewer", "user:anne", None))
+                .collect()
+        };
+        // Revision 1 fills all but one row of the first page; revision 2 straddles it;
+        // revision 3 alone is larger than a page.
+        for (from, n) in [(0, 9_999), (9_999, 5), (10_004, 10_003)] {
+            let outcome = store
+                .rebac_write("default", &rows(from, n), &[], 1, "bulk")
+                .await
+                .unwrap();
+            assert!(matches!(outcome, RebacWrite::Written { .. }), "{backend}");
+        }
+        follower.refresh(store.as_ref()).await.unwrap();
+        let (tuples, revision) = follower.tuples("default").unwrap();
+        assert_eq!(revision, 3, "{backend}");
+        assert_eq!(tuples.len(), 20_007, "{backend}");
+        assert!(
+            check(&follower, "user:anne", "viewer", "doc:10003", 2),
+            "{backend}"
+        );
+        assert!(
+            check(&follower, "user:anne", "viewer", "doc:20006", 2),
+            "{backend}"
+        );
         if let Some((url, schema)) = pg {
             store::PostgresStore::drop_schema(&url, &schema)
                 .await
