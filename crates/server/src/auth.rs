@@ -156,6 +156,9 @@ const TOKEN_CACHE_MAX: usize = 10_000;
 #[derive(Debug, Default)]
 pub(crate) struct TokenCache {
     entries: std::sync::RwLock<HashMap<[u8; 32], (std::time::Instant, store::ApiTokenRow)>>,
+    /// Bumped by every [`clear`](Self::clear): a row read from the store before a revocation
+    /// is not cached after it.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl TokenCache {
@@ -168,11 +171,15 @@ impl TokenCache {
         (at.elapsed() < TOKEN_CACHE_TTL).then(|| row.clone())
     }
 
-    fn put(&self, hash: [u8; 32], row: store::ApiTokenRow) {
+    fn put(&self, hash: [u8; 32], row: store::ApiTokenRow, generation: u64) {
         let mut entries = self
             .entries
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Checked under the lock `clear` takes: a revocation in between wins.
+        if self.generation.load(std::sync::atomic::Ordering::SeqCst) != generation {
+            return;
+        }
         if entries.len() >= TOKEN_CACHE_MAX {
             entries.clear();
         }
@@ -181,10 +188,13 @@ impl TokenCache {
 
     /// Forgets every cached token (called on revocation).
     pub(crate) fn clear(&self) {
-        self.entries
+        let mut entries = self
+            .entries
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        entries.clear();
     }
 
     /// The active token with this hash, from the cache or the store.
@@ -196,9 +206,10 @@ impl TokenCache {
         if let Some(row) = self.get(hash) {
             return Ok(Some(row));
         }
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let row = store.token_by_hash(hash).await?;
         if let Some(row) = row.as_ref().filter(|r| r.revoked_unix_ms.is_none()) {
-            self.put(*hash, row.clone());
+            self.put(*hash, row.clone(), generation);
         }
         Ok(row)
     }
@@ -478,6 +489,38 @@ mod tests {
         );
         assert_eq!(budget.admit(), Some(2));
         assert_eq!(budget.admit(), Some(0));
+    }
+
+    /// A token read from the store just before a revocation is not cached after it, and a
+    /// cached token expires after the TTL.
+    #[test]
+    fn a_revocation_beats_a_lookup_in_flight() {
+        let cache = TokenCache::default();
+        let row = store::ApiTokenRow {
+            id: "tok_1".into(),
+            name: "gateway".into(),
+            role: "enforcer".into(),
+            token_hash: [7; 32],
+            created_unix_ms: 0,
+            revoked_unix_ms: None,
+        };
+        let before = cache.generation.load(std::sync::atomic::Ordering::SeqCst);
+        cache.put([7; 32], row.clone(), before);
+        assert!(cache.get(&[7; 32]).is_some());
+        // A lookup reads the generation, the revocation clears, the lookup's row arrives.
+        let in_flight = cache.generation.load(std::sync::atomic::Ordering::SeqCst);
+        cache.clear();
+        cache.put([7; 32], row.clone(), in_flight);
+        assert!(cache.get(&[7; 32]).is_none());
+        // An entry older than the TTL is not used.
+        let now = cache.generation.load(std::sync::atomic::Ordering::SeqCst);
+        cache.put([8; 32], row, now);
+        if let Some(entry) = cache.entries.write().unwrap().get_mut(&[8; 32]) {
+            entry.0 = std::time::Instant::now()
+                .checked_sub(TOKEN_CACHE_TTL)
+                .unwrap();
+        }
+        assert!(cache.get(&[8; 32]).is_none());
     }
 
     #[test]
