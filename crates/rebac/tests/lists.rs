@@ -15,60 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rebac::{ObjectRef, TupleKey, User, UserFilter};
 use serde_json::json;
-use support::Store;
-
-const DOCS: &str = "model
-  schema 1.1
-type user
-type group
-  relations
-    define member: [user, user:*, group#member]
-type folder
-  relations
-    define owner: [user]
-    define parent: [folder]
-    define viewer: [user, group#member] or owner or viewer from parent
-type doc
-  relations
-    define parent: [folder]
-    define owner: [user]
-    define editor: [user, group#member] or owner
-    define viewer: [user, user:*, group#member] or editor or viewer from parent
-    define blocked: [user, group#member]
-    define can_view: viewer but not blocked
-    define approver: [user, user:*]
-    define can_approve: editor and approver
-    define open_approve: [user:*] and approver
-";
-
-fn docs() -> Store {
-    Store::new(
-        DOCS,
-        &[
-            "doc:1#owner@user:anne",
-            "doc:1#viewer@user:beth",
-            "doc:1#editor@group:eng#member",
-            "group:eng#member@user:carl",
-            "group:eng#member@group:sub#member",
-            "group:sub#member@user:dan",
-            "doc:1#parent@folder:f",
-            "folder:f#viewer@user:erin",
-            "folder:f#parent@folder:root",
-            "folder:root#owner@user:fay",
-            "doc:pub#viewer@user:*",
-            "doc:pub#blocked@user:gus",
-            "doc:1#blocked@user:carl",
-            "doc:1#approver@user:anne",
-            "doc:1#approver@user:dan",
-            "group:all#member@user:*",
-            "doc:2#viewer@group:all#member",
-            "doc:3#approver@user:*",
-            "doc:3#owner@user:hal",
-            "doc:4#open_approve@user:*",
-            "doc:4#approver@user:ivy",
-        ],
-    )
-}
+use support::{DOCS, Store, docs};
 
 #[test]
 fn list_objects_walks_up_from_the_user() {
