@@ -411,7 +411,12 @@ impl Relations {
         };
         let user = rebac::ObjectRef::for_spiffe_id(AGENT_TYPE, principal.as_str())
             .map_err(|e| format!("relations: {e}"))?;
-        let object = rebac::ObjectRef::new(&def.name, id).map_err(|e| format!("relations: {e}"))?;
+        // A resource id that cannot be a tuple's object (e.g. it holds `:`) is in no tuple,
+        // and objects have no wildcard: it holds no relations. (A principal that cannot be a
+        // user is an error above: `agent:*` tuples would apply to it.)
+        let Ok(object) = rebac::ObjectRef::new(&def.name, id) else {
+            return Ok(Vec::new());
+        };
         let mut held = Vec::new();
         for relation in &def.relations {
             let request = rebac::CheckRequest {
