@@ -127,7 +127,7 @@ impl AppState {
 
     /// Drops expired relationship tuples from the database and the in-memory graphs (they are
     /// already invisible). Called once a minute.
-    pub async fn purge_expired_relations(&self) -> Result<u64, store::StoreError> {
+    pub async fn purge_expired_relations(&self) -> Result<usize, store::StoreError> {
         self.relations
             .purge_expired(self.store.as_ref(), now_ms())
             .await

@@ -23,6 +23,9 @@ pub(crate) const DEFAULT_STORE: &str = "default";
 /// Tuples read per page when loading a store.
 const LOAD_PAGE: u32 = 50_000;
 
+/// Expired tuples purged per call (once a minute).
+const PURGE_BATCH: u32 = 10_000;
+
 /// Changes read per page when catching up.
 const CHANGES_PAGE: u32 = 10_000;
 
@@ -328,39 +331,27 @@ impl Relations {
         Some(rebac::check(snap.model(), snap.graph(), request))
     }
 
-    /// Removes tuples that expired at or before `now_ms` from the database and from every
-    /// graph (they are already invisible; this reclaims space). Returns how many rows the
-    /// database dropped; the graphs are scanned only when that is not zero.
-    pub(crate) async fn purge_expired(
-        &self,
-        store: &dyn Store,
-        now_ms: i64,
-    ) -> Result<u64, StoreError> {
-        let purged = store.rebac_purge_expired(now_ms).await?;
-        if purged > 0 {
-            for rel in self.all() {
-                let expired: Vec<TupleKey> = rel
-                    .read()
-                    .graph()
-                    .tuples()
-                    .into_iter()
-                    .filter(|t| !t.is_live(now_ms))
-                    .map(|t| t.key)
-                    .collect();
-                if !expired.is_empty() {
-                    let mut view = rel.write();
-                    let revision = view.graph.revision();
-                    for key in &expired {
-                        // Re-check under the write lock: a write may have renewed it since.
-                        if view.graph.get(key).flatten().is_some_and(|at| at <= now_ms) {
-                            view.graph.remove(key);
-                        }
-                    }
-                    debug_assert_eq!(view.graph.revision(), revision);
-                }
+    /// Removes tuples that expired at or before `now_ms` from the database and from the
+    /// in-memory graphs (they are already invisible; this reclaims space), up to 10,000 per
+    /// call. Returns how many rows the database dropped.
+    pub async fn purge_expired(&self, store: &dyn Store, now_ms: i64) -> Result<usize, StoreError> {
+        let purged = store.rebac_purge_expired(now_ms, PURGE_BATCH).await?;
+        for (name, row) in &purged {
+            let (Some(rel), Ok(tuple)) = (self.get(name), tuple_of(row)) else {
+                continue;
+            };
+            let mut view = rel.write();
+            // Only if still expired here: a write may have renewed it since.
+            if view
+                .graph
+                .get(&tuple.key)
+                .flatten()
+                .is_some_and(|at| at <= now_ms)
+            {
+                view.graph.remove(&tuple.key);
             }
         }
-        Ok(purged)
+        Ok(purged.len())
     }
 
     /// Every tuple of store `name` (expired ones included), sorted, and its revision.

@@ -264,3 +264,62 @@ async fn catching_up_applies_revisions_whole_across_pages() {
         }
     }
 }
+
+/// Expired tuples are purged from the database and from the purging server's graph; a tuple
+/// renewed meanwhile stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_tuples_are_purged_from_database_and_graph() {
+    for Backend {
+        name: backend,
+        store,
+        pg,
+        _tmp,
+    } in stores("purge").await
+    {
+        push_model(store.as_ref()).await;
+        let relations = Relations::default();
+        store
+            .rebac_write(
+                "default",
+                &[
+                    tuple("doc:1", "viewer", "user:anne", Some(5_000)),
+                    tuple("doc:2", "viewer", "user:anne", Some(9_000)),
+                    tuple("doc:3", "viewer", "user:anne", None),
+                ],
+                &[],
+                1,
+                "t",
+            )
+            .await
+            .unwrap();
+        relations.refresh(store.as_ref()).await.unwrap();
+        assert_eq!(
+            relations
+                .purge_expired(store.as_ref(), 4_999)
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            relations
+                .purge_expired(store.as_ref(), 6_000)
+                .await
+                .unwrap(),
+            1
+        );
+        let (tuples, _) = relations.tuples("default").unwrap();
+        let objects: Vec<String> = tuples.iter().map(|t| t.key.object().to_string()).collect();
+        assert_eq!(objects, ["doc:2", "doc:3"], "{backend}");
+        let stored = store.rebac_tuples_page("default", None, 10).await.unwrap();
+        assert_eq!(stored.len(), 2, "{backend}");
+        assert!(
+            check(&relations, "user:anne", "viewer", "doc:2", 6_000),
+            "{backend}"
+        );
+        if let Some((url, schema)) = pg {
+            store::PostgresStore::drop_schema(&url, &schema)
+                .await
+                .unwrap();
+        }
+    }
+}

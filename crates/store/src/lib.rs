@@ -603,9 +603,13 @@ pub trait RebacStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<RebacChangeRow>>;
 
-    /// Removes tuples that expired at or before `now_ms` from every store (they are already
-    /// invisible; this only reclaims space). Returns how many were removed.
-    async fn rebac_purge_expired(&self, now_ms: i64) -> Result<u64>;
+    /// Removes up to `limit` tuples that expired at or before `now_ms`, from every store (they
+    /// are already invisible; this only reclaims space), and returns them with their store.
+    async fn rebac_purge_expired(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<(String, RebacTupleRow)>>;
 }
 
 /// Opens (creating if needed) the store at `url` and applies pending migrations.

@@ -308,15 +308,28 @@ macro_rules! rebac_methods {
             Ok(raws.into_iter().map(crate::rebac::change).collect())
         }
 
-        async fn rebac_purge_expired(&$this, now_ms: i64) -> crate::Result<u64> {
-            Ok(sqlx::query(
-                "DELETE FROM rebac_tuples WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= $1",
+        async fn rebac_purge_expired(
+            &$this,
+            now_ms: i64,
+            limit: u32,
+        ) -> crate::Result<Vec<(String, crate::RebacTupleRow)>> {
+            let raws: Vec<(String, String, String, String, Option<i64>)> = sqlx::query_as(
+                "DELETE FROM rebac_tuples WHERE (store, object, relation, subject) IN \
+                 (SELECT store, object, relation, subject FROM rebac_tuples \
+                  WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= $1 LIMIT $2) \
+                 RETURNING store, object, relation, subject, expires_at_ms",
             )
             .bind(now_ms)
-            .execute(&$this.pool)
+            .bind(i64::from(limit))
+            .fetch_all(&$this.pool)
             .await
-            .map_err(db_err)?
-            .rows_affected())
+            .map_err(db_err)?;
+            Ok(raws
+                .into_iter()
+                .map(|(store, object, relation, subject, expires_at_ms)| {
+                    (store, crate::rebac::tuple((object, relation, subject, expires_at_ms)))
+                })
+                .collect())
         }
     }
     };
