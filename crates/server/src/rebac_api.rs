@@ -497,18 +497,7 @@ pub(crate) async fn write(
     let deletes: Vec<TupleKey> = deletes.iter().map(key_of).collect::<Result<_, _>>()?;
     {
         let snap = rel.read();
-        if let Some(id) = &req.authorization_model_id {
-            if id != snap.model().id() {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "validation_error",
-                    format!(
-                        "authorization model `{id}` is not the one in force (`{}`)",
-                        snap.model().id()
-                    ),
-                ));
-            }
-        }
+        same_model(&snap, req.authorization_model_id.as_ref())?;
         rebac::validate_write(snap.model(), snap.graph(), &writes, &deletes, now_ms())
             .map_err(|e| rebac_error(&e))?;
     }

@@ -91,6 +91,14 @@ async fn bench_store(
     })
 }
 
+/// The `p`-quantile (0–1) of sorted latencies; zero when there are none.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}
+
 /// The benchmark's model: users in groups nested four deep, groups viewing folders, documents
 /// in folders.
 const REBAC_MODEL: &str = "model
@@ -232,7 +240,7 @@ async fn rebac(tuples: usize, database_url: Option<String>) -> Result<()> {
         allowed += usize::from(answer);
     }
     latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let pct = |p: f64| percentile(&latencies, p);
     println!(
         "  check (nested groups, 4 levels)  p50 {:.1} µs  p99 {:.1} µs  ({} of {} allowed)",
         pct(0.50).as_secs_f64() * 1e6,
@@ -304,12 +312,7 @@ async fn append(
     let elapsed = start.elapsed();
     let stats = ledger.stats();
     latencies.sort();
-    let pct = |p: f64| -> Duration {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
+    let pct = |p: f64| percentile(&latencies, p);
     let n = latencies.len() as f64;
     println!(
         "ledger-append on {backend}: {writers} writers, {} entries",
