@@ -11,11 +11,15 @@ use std::{fmt, path::PathBuf, str::FromStr, sync::Arc};
 
 use async_trait::async_trait;
 
+mod broker;
 mod common;
 mod postgres;
 mod rebac;
 mod sqlite;
 
+pub use broker::{
+    DbConnectionRow, DbRoleRow, HoldRow, LeaseFilter, LeaseRow, LeaseSelector, SecretRow,
+};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -412,7 +416,7 @@ pub enum TokenRevoke {
 /// The storage interface. Every method is one transaction: it either happens whole or not at
 /// all. Implementations must be safe to share between tasks.
 #[async_trait]
-pub trait Store: RebacStore + Send + Sync + 'static {
+pub trait Store: RebacStore + BrokerStore + Send + Sync + 'static {
     /// Which backend this is.
     fn backend(&self) -> Backend;
 
@@ -610,6 +614,110 @@ pub trait RebacStore: Send + Sync + 'static {
         now_ms: i64,
         limit: u32,
     ) -> Result<Vec<(String, RebacTupleRow)>>;
+}
+
+/// The credential broker's data (leases, holds, database connections and role templates,
+/// sealed secrets); part of [`Store`].
+#[async_trait]
+pub trait BrokerStore: Send + Sync + 'static {
+    /// Records a new lease.
+    async fn lease_insert(&self, row: &LeaseRow) -> Result<()>;
+
+    /// One lease by id.
+    async fn lease_get(&self, id: &str) -> Result<Option<LeaseRow>>;
+
+    /// The lease an engine knows by `handle` (a token's jti, a role name).
+    async fn lease_by_handle(&self, engine: &str, handle: &str) -> Result<Option<LeaseRow>>;
+
+    /// Leases matching `filter`, by id.
+    async fn lease_list(&self, filter: &LeaseFilter) -> Result<Vec<LeaseRow>>;
+
+    /// Moves an active, unexpired lease's expiry to `expires_ms` if that is within its
+    /// maximum; returns the lease as now stored, or `None` if it could not be renewed.
+    async fn lease_renew(&self, id: &str, expires_ms: i64, now_ms: i64)
+    -> Result<Option<LeaseRow>>;
+
+    /// Revokes every active lease `selector` names, in one statement: tokens become
+    /// `revoked`, other engines `revoking` (due for the sweeper now). Returns them.
+    async fn lease_revoke(
+        &self,
+        selector: &LeaseSelector,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<Vec<LeaseRow>>;
+
+    /// Ends up to `limit` active leases whose expiry has passed (tokens `expired`, other
+    /// engines `revoking`); returns them.
+    async fn lease_expire_due(&self, now_ms: i64, limit: u32) -> Result<Vec<LeaseRow>>;
+
+    /// Claims up to `limit` `revoking` leases whose next attempt is due, pushing their next
+    /// attempt to `hold_until_ms` so other replicas leave them alone; returns them.
+    async fn lease_claim_due(
+        &self,
+        now_ms: i64,
+        hold_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<LeaseRow>>;
+
+    /// Marks a `revoking` lease `revoked` once the engine undid it upstream.
+    async fn lease_revoked_upstream(&self, id: &str) -> Result<bool>;
+
+    /// Records a failed upstream revocation: one more attempt, the next at `next_attempt_ms`.
+    async fn lease_retry_later(
+        &self,
+        id: &str,
+        next_attempt_ms: i64,
+        error: &str,
+        alerted: bool,
+    ) -> Result<()>;
+
+    /// Leases of `engine` revoked or expired after `after` (revocation time, id), oldest
+    /// first; for following revocations on every replica.
+    async fn lease_revoked_since(
+        &self,
+        after: Option<(i64, &str)>,
+        engine: &str,
+        limit: u32,
+    ) -> Result<Vec<LeaseRow>>;
+
+    /// Adds a hold; returns whether it is new.
+    async fn hold_insert(&self, row: &HoldRow) -> Result<bool>;
+
+    /// Removes a hold; returns whether it existed.
+    async fn hold_delete(&self, kind: &str, value: &str) -> Result<bool>;
+
+    /// Every hold.
+    async fn hold_list(&self) -> Result<Vec<HoldRow>>;
+
+    /// Adds or replaces a database connection.
+    async fn db_connection_put(&self, row: &DbConnectionRow) -> Result<()>;
+
+    /// Every database connection, by name.
+    async fn db_connection_list(&self) -> Result<Vec<DbConnectionRow>>;
+
+    /// Removes a connection no role uses; returns whether it did.
+    async fn db_connection_delete(&self, name: &str) -> Result<bool>;
+
+    /// Adds or replaces a role template.
+    async fn db_role_put(&self, row: &DbRoleRow) -> Result<()>;
+
+    /// Every role template, by name.
+    async fn db_role_list(&self) -> Result<Vec<DbRoleRow>>;
+
+    /// Removes a role template; returns whether it existed.
+    async fn db_role_delete(&self, name: &str) -> Result<bool>;
+
+    /// Stores a new version of a secret (numbered one past its latest); returns the number.
+    async fn secret_put(&self, row: &SecretRow) -> Result<i64>;
+
+    /// A version of a secret, or its latest.
+    async fn secret_get(&self, name: &str, version: Option<i64>) -> Result<Option<SecretRow>>;
+
+    /// Every version of every secret, by name and version.
+    async fn secret_versions(&self) -> Result<Vec<SecretRow>>;
+
+    /// Removes every version of a secret; returns whether it existed.
+    async fn secret_delete(&self, name: &str) -> Result<bool>;
 }
 
 /// Opens (creating if needed) the store at `url` and applies pending migrations.

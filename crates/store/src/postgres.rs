@@ -205,6 +205,7 @@ fn redact(url: &str, message: &str) -> String {
     out
 }
 
+crate::broker::broker_methods!(PostgresStore);
 crate::rebac::rebac_methods!(PostgresStore, |self| self.pool.begin());
 
 #[async_trait]

@@ -13,10 +13,10 @@
 use std::{path::PathBuf, sync::Arc};
 
 use store::{
-    ApiTokenRow, Backend, CheckpointRow, DenyRow, EntryRow, FederationRow, JoinConsume,
-    JoinTokenRow, KeyActivate, LedgerRow, PolicyVersionRow, PostgresStore, RebacModelRow,
-    RebacTupleRow, RebacWrite, SigningKeyRow, SqliteStore, Store, StoreError, StoreUrl,
-    TokenRevoke,
+    ApiTokenRow, Backend, CheckpointRow, DbConnectionRow, DbRoleRow, DenyRow, EntryRow,
+    FederationRow, HoldRow, JoinConsume, JoinTokenRow, KeyActivate, LeaseFilter, LeaseRow,
+    LeaseSelector, LedgerRow, PolicyVersionRow, PostgresStore, RebacModelRow, RebacTupleRow,
+    RebacWrite, SecretRow, SigningKeyRow, SqliteStore, Store, StoreError, StoreUrl, TokenRevoke,
 };
 use tokio::sync::Barrier;
 
@@ -182,6 +182,9 @@ suite! {
         join_tokens_are_one_time,
         denylist_round_trip,
         meta_set_if_absent,
+        leases_lifecycle,
+        leases_bulk_revoke_and_sweeper_claims,
+        holds_connections_roles_secrets,
     ],
     ctx: [durable_reopen],
 }
@@ -1476,4 +1479,333 @@ async fn rebac_concurrent_writers_get_distinct_revisions(store: Arc<dyn Store>) 
         feed.iter().map(|c| c.revision).collect::<Vec<_>>(),
         (1..=8).collect::<Vec<_>>()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Credential broker
+// ---------------------------------------------------------------------------------------------
+
+fn lease(id: &str, agent: &str, task: Option<&str>, engine: &str, expires_ms: i64) -> LeaseRow {
+    LeaseRow {
+        id: id.to_owned(),
+        agent: agent.to_owned(),
+        subject: agent.to_owned(),
+        task: task.map(str::to_owned),
+        engine: engine.to_owned(),
+        scope: "{}".to_owned(),
+        parent: None,
+        handle: format!("h-{id}"),
+        issued_ms: 1_000,
+        expires_ms,
+        max_expires_ms: expires_ms * 2,
+        state: "active".to_owned(),
+        revoke_reason: None,
+        revoked_ms: None,
+        attempts: 0,
+        next_attempt_ms: None,
+        last_error: None,
+        alerted: false,
+    }
+}
+
+async fn leases_lifecycle(store: Arc<dyn Store>) {
+    let a = lease(
+        "oauth/token/lse_1",
+        "spiffe://t/a",
+        Some("T1"),
+        "oauth",
+        10_000,
+    );
+    store.lease_insert(&a).await.unwrap();
+    assert!(store.lease_insert(&a).await.is_err(), "ids are unique");
+    assert_eq!(store.lease_get(&a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(
+        store
+            .lease_by_handle("oauth", "h-oauth/token/lse_1")
+            .await
+            .unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(
+        store.lease_by_handle("postgres", &a.handle).await.unwrap(),
+        None
+    );
+    // Renew: within the maximum only, and only while active and unexpired.
+    let renewed = store
+        .lease_renew(&a.id, 15_000, 5_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(renewed.expires_ms, 15_000);
+    assert_eq!(store.lease_renew(&a.id, 20_001, 5_000).await.unwrap(), None);
+    assert_eq!(
+        store.lease_renew(&a.id, 16_000, 15_000).await.unwrap(),
+        None
+    );
+    // Expiry: a token just expires; a database role goes to `revoking`.
+    let p = lease("postgres/r/lse_2", "spiffe://t/a", None, "postgres", 12_000);
+    store.lease_insert(&p).await.unwrap();
+    let ended = store.lease_expire_due(14_000, 10).await.unwrap();
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].id, p.id);
+    assert_eq!(ended[0].state, "revoking");
+    assert_eq!(ended[0].revoke_reason.as_deref(), Some("expired"));
+    let ended = store.lease_expire_due(15_000, 10).await.unwrap();
+    assert_eq!(ended[0].state, "expired");
+    assert_eq!(ended[0].id, a.id);
+    assert!(store.lease_expire_due(15_000, 10).await.unwrap().is_empty());
+    // An ended lease is not revoked again and cannot be renewed.
+    assert!(
+        store
+            .lease_revoke(&LeaseSelector::Id(a.id.clone()), "x", 16_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The sweeper: claim, fail, retry later, then succeed.
+    let claimed = store.lease_claim_due(14_000, 45_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(
+        store
+            .lease_claim_due(20_000, 50_000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "claimed"
+    );
+    store
+        .lease_retry_later(&p.id, 30_000, "down", true)
+        .await
+        .unwrap();
+    let again = store.lease_get(&p.id).await.unwrap().unwrap();
+    assert_eq!(
+        (again.attempts, again.next_attempt_ms, again.alerted),
+        (1, Some(30_000), true)
+    );
+    assert_eq!(again.last_error.as_deref(), Some("down"));
+    assert_eq!(
+        store
+            .lease_claim_due(30_000, 60_000, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(store.lease_revoked_upstream(&p.id).await.unwrap());
+    assert!(!store.lease_revoked_upstream(&p.id).await.unwrap());
+    let done = store.lease_get(&p.id).await.unwrap().unwrap();
+    assert_eq!(
+        (done.state.as_str(), done.next_attempt_ms),
+        ("revoked", None)
+    );
+    // The revocation feed: both ended leases of an engine, in order, paged.
+    let feed = store.lease_revoked_since(None, "oauth", 10).await.unwrap();
+    assert_eq!(
+        feed.iter().map(|l| l.id.as_str()).collect::<Vec<_>>(),
+        [a.id.as_str()]
+    );
+    let last = feed.last().unwrap();
+    assert!(
+        store
+            .lease_revoked_since(Some((last.revoked_ms.unwrap(), &last.id)), "oauth", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn leases_bulk_revoke_and_sweeper_claims(store: Arc<dyn Store>) {
+    for i in 0..30 {
+        let engine = if i % 3 == 0 { "postgres" } else { "oauth" };
+        let mut l = lease(
+            &format!("{engine}/r{}/lse_{i:02}", i % 2),
+            &format!("spiffe://t/agent{}", i % 5),
+            Some(&format!("T{}", i % 4)),
+            engine,
+            1_000_000,
+        );
+        if i == 29 {
+            l.subject = "spiffe://t/agent0".into();
+            l.parent = Some("oauth/r1/lse_01".into());
+        }
+        store.lease_insert(&l).await.unwrap();
+    }
+    let by = |f: LeaseFilter| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .lease_list(&LeaseFilter { limit: 100, ..f })
+                .await
+                .unwrap()
+        }
+    };
+    // agent0 holds 6 and 29 acts on its behalf.
+    let mine = by(LeaseFilter {
+        agent: Some("spiffe://t/agent0".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(mine.len(), 7);
+    let page = store
+        .lease_list(&LeaseFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let next = store
+        .lease_list(&LeaseFilter {
+            limit: 100,
+            after: Some(page[9].id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.len() + next.len(), 30);
+    let children = store
+        .lease_revoke(
+            &LeaseSelector::Children("oauth/r1/lse_01".into()),
+            "parent",
+            5,
+        )
+        .await
+        .unwrap();
+    assert_eq!(children.len(), 1);
+    let revoked = store
+        .lease_revoke(
+            &LeaseSelector::Agent("spiffe://t/agent0".into()),
+            "hold",
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(revoked.len(), 6);
+    for l in &revoked {
+        let want = if l.engine == "oauth" {
+            "revoked"
+        } else {
+            "revoking"
+        };
+        assert_eq!(l.state, want, "{}", l.id);
+        assert_eq!(l.revoke_reason.as_deref(), Some("hold"));
+    }
+    let task = store
+        .lease_revoke(&LeaseSelector::Task("T1".into()), "task", 20)
+        .await
+        .unwrap();
+    assert!(task.iter().all(|l| l.task.as_deref() == Some("T1")));
+    let prefix = store
+        .lease_revoke(&LeaseSelector::Prefix("postgres/".into()), "p", 30)
+        .await
+        .unwrap();
+    assert!(!prefix.is_empty() && prefix.iter().all(|l| l.id.starts_with("postgres/")));
+    // A prefix is literal: `%` and `_` match only themselves.
+    assert!(
+        store
+            .lease_revoke(&LeaseSelector::Prefix("%".into()), "p", 30)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let active = by(LeaseFilter {
+        state: Some("active".into()),
+        ..Default::default()
+    })
+    .await;
+    assert!(
+        active
+            .iter()
+            .all(|l| l.task.as_deref() != Some("T1") && l.engine == "oauth")
+    );
+    // Two sweepers claiming at once never both get a lease.
+    let (a, b) = tokio::join!(
+        store.lease_claim_due(100, 10_000, 100),
+        store.lease_claim_due(100, 10_000, 100)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let all = by(LeaseFilter {
+        state: Some("revoking".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(a.len() + b.len(), all.len());
+    assert!(a.iter().all(|x| b.iter().all(|y| x.id != y.id)));
+}
+
+async fn holds_connections_roles_secrets(store: Arc<dyn Store>) {
+    let hold = HoldRow {
+        kind: "agent".into(),
+        value: "spiffe://t/a".into(),
+        reason: "incident".into(),
+        created_unix_ms: 1,
+        created_by: "token:admin".into(),
+    };
+    assert!(store.hold_insert(&hold).await.unwrap());
+    assert!(!store.hold_insert(&hold).await.unwrap());
+    assert_eq!(store.hold_list().await.unwrap(), vec![hold.clone()]);
+    assert!(store.hold_delete("agent", "spiffe://t/a").await.unwrap());
+    assert!(!store.hold_delete("agent", "spiffe://t/a").await.unwrap());
+
+    let conn = DbConnectionRow {
+        name: "customers".into(),
+        dsn_sealed: vec![0, 1, 2, 255],
+        created_unix_ms: 1,
+        created_by: "a".into(),
+    };
+    store.db_connection_put(&conn).await.unwrap();
+    let role = DbRoleRow {
+        name: "db_read_summary".into(),
+        connection: "customers".into(),
+        template: "{}".into(),
+        default_ttl_s: 300,
+        max_ttl_s: 3600,
+        created_unix_ms: 1,
+        created_by: "a".into(),
+    };
+    let orphan = DbRoleRow {
+        connection: "nowhere".into(),
+        ..role.clone()
+    };
+    assert!(
+        store.db_role_put(&orphan).await.is_err(),
+        "a role needs its connection"
+    );
+    store.db_role_put(&role).await.unwrap();
+    store
+        .db_role_put(&DbRoleRow {
+            max_ttl_s: 7200,
+            ..role.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.db_role_list().await.unwrap()[0].max_ttl_s, 7200);
+    assert_eq!(
+        store.db_connection_list().await.unwrap(),
+        vec![conn.clone()]
+    );
+    assert!(
+        !store.db_connection_delete("customers").await.unwrap(),
+        "in use"
+    );
+    assert!(store.db_role_delete("db_read_summary").await.unwrap());
+    assert!(store.db_connection_delete("customers").await.unwrap());
+
+    let secret = |n: u8| SecretRow {
+        name: "slack".into(),
+        version: 0,
+        dek_sealed: vec![n; 3],
+        value_sealed: vec![n; 5],
+        created_unix_ms: i64::from(n),
+        created_by: "a".into(),
+    };
+    assert_eq!(store.secret_put(&secret(1)).await.unwrap(), 1);
+    assert_eq!(store.secret_put(&secret(2)).await.unwrap(), 2);
+    let latest = store.secret_get("slack", None).await.unwrap().unwrap();
+    assert_eq!((latest.version, latest.value_sealed), (2, vec![2; 5]));
+    let first = store.secret_get("slack", Some(1)).await.unwrap().unwrap();
+    assert_eq!(first.dek_sealed, vec![1; 3]);
+    assert_eq!(store.secret_get("slack", Some(3)).await.unwrap(), None);
+    assert_eq!(store.secret_versions().await.unwrap().len(), 2);
+    assert!(store.secret_delete("slack").await.unwrap());
+    assert_eq!(store.secret_get("slack", None).await.unwrap(), None);
 }

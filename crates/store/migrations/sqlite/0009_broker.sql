@@ -1,0 +1,73 @@
+-- The credential broker: leases, holds, dynamic-database connections and role templates,
+-- and upstream secrets in custody. Keep logically identical to the PostgreSQL migration.
+
+-- Every credential handed out. `handle` is what the engine knows it by (a token's jti, a
+-- database role's name). `state`: active → revoking → revoked, or active → expired.
+CREATE TABLE leases (
+    id              TEXT    NOT NULL PRIMARY KEY,
+    agent           TEXT    NOT NULL,
+    subject         TEXT    NOT NULL,
+    task            TEXT,
+    engine          TEXT    NOT NULL,
+    scope           TEXT    NOT NULL,
+    parent          TEXT,
+    handle          TEXT    NOT NULL,
+    issued_ms       INTEGER NOT NULL,
+    expires_ms      INTEGER NOT NULL,
+    max_expires_ms  INTEGER NOT NULL,
+    state           TEXT    NOT NULL CHECK (state IN ('active', 'revoking', 'revoked', 'expired')),
+    revoke_reason   TEXT,
+    revoked_ms      INTEGER,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER,
+    last_error      TEXT,
+    alerted         INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE INDEX leases_agent ON leases (agent, state);
+CREATE INDEX leases_task ON leases (task, state);
+CREATE INDEX leases_parent ON leases (parent);
+CREATE INDEX leases_handle ON leases (engine, handle);
+CREATE INDEX leases_expiry ON leases (state, expires_ms);
+CREATE INDEX leases_attempt ON leases (state, next_attempt_ms);
+CREATE INDEX leases_revoked ON leases (revoked_ms, id);
+
+-- Holds (kill switch): an agent (SPIFFE ID), a task id, or a vendor (registration owner).
+CREATE TABLE holds (
+    kind            TEXT    NOT NULL CHECK (kind IN ('agent', 'task', 'vendor')),
+    value           TEXT    NOT NULL,
+    reason          TEXT    NOT NULL,
+    created_unix_ms INTEGER NOT NULL,
+    created_by      TEXT    NOT NULL,
+    PRIMARY KEY (kind, value)
+) STRICT;
+
+-- Target databases of the dynamic PostgreSQL engine; the admin DSN is sealed under the KEK.
+CREATE TABLE db_connections (
+    name            TEXT    NOT NULL PRIMARY KEY,
+    dsn_sealed      BLOB    NOT NULL,
+    created_unix_ms INTEGER NOT NULL,
+    created_by      TEXT    NOT NULL
+) STRICT;
+
+-- Role templates: what a lease of this role is granted on which connection.
+CREATE TABLE db_roles (
+    name            TEXT    NOT NULL PRIMARY KEY,
+    connection      TEXT    NOT NULL REFERENCES db_connections (name),
+    template        TEXT    NOT NULL,
+    default_ttl_s   INTEGER NOT NULL,
+    max_ttl_s       INTEGER NOT NULL,
+    created_unix_ms INTEGER NOT NULL,
+    created_by      TEXT    NOT NULL
+) STRICT;
+
+-- Upstream secrets, envelope-encrypted: a data key per version sealed under the KEK, the
+-- value sealed under the data key. Versions are kept for rotation.
+CREATE TABLE secrets (
+    name            TEXT    NOT NULL,
+    version         INTEGER NOT NULL,
+    dek_sealed      BLOB    NOT NULL,
+    value_sealed    BLOB    NOT NULL,
+    created_unix_ms INTEGER NOT NULL,
+    created_by      TEXT    NOT NULL,
+    PRIMARY KEY (name, version)
+) STRICT;
