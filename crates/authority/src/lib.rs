@@ -329,6 +329,12 @@ impl Authority {
         })
     }
 
+    /// The install's key-encryption key, for sealing other secrets at rest (database
+    /// connection strings, upstream secrets).
+    pub fn kek(&self) -> &Kek {
+        &self.keys.kek
+    }
+
     /// The keyring every issuing and verifying path reads.
     pub fn keyring(&self) -> Arc<Keyring> {
         Arc::clone(&self.keyring)

@@ -57,10 +57,13 @@ impl DenyKind {
     }
 }
 
-/// The current denylist, shared by all verification paths of a process.
+/// The current denylist, shared by all verification paths of a process: the operator's
+/// entries, the identities on hold (kill switch), and revoked tokens until they expire.
 #[derive(Debug, Default)]
 pub struct Denylist {
     entries: RwLock<HashSet<(DenyKind, String)>>,
+    held: RwLock<HashSet<String>>,
+    tokens: RwLock<std::collections::HashMap<String, i64>>,
 }
 
 impl Denylist {
@@ -96,14 +99,47 @@ impl Denylist {
         self.write().remove(&(kind, value.to_owned()));
     }
 
-    /// Whether `kind`/`value` is denied.
+    /// Whether `kind`/`value` is denied (a held identity and a revoked token count).
     pub fn denies(&self, kind: DenyKind, value: &str) -> bool {
-        self.read().contains(&(kind, value.to_owned()))
+        let held = match kind {
+            DenyKind::SpiffeId => lock_read(&self.held).contains(value),
+            DenyKind::Jti => lock_read(&self.tokens).contains_key(value),
+            DenyKind::Serial => false,
+        };
+        held || self.read().contains(&(kind, value.to_owned()))
     }
 
     /// Whether a workload identity is denied.
     pub fn denies_id(&self, id: &SpiffeId) -> bool {
         self.denies(DenyKind::SpiffeId, id.as_str())
+    }
+
+    /// Replaces the set of identities on hold (SPIFFE IDs); they are denied like entries.
+    pub fn replace_held(&self, ids: impl IntoIterator<Item = String>) {
+        *lock_write(&self.held) = ids.into_iter().collect();
+    }
+
+    /// Puts identities on hold at once (before the next [`Denylist::replace_held`]).
+    pub fn hold(&self, ids: impl IntoIterator<Item = String>) {
+        lock_write(&self.held).extend(ids);
+    }
+
+    /// Whether an identity is on hold.
+    pub fn is_held(&self, id: &str) -> bool {
+        lock_read(&self.held).contains(id)
+    }
+
+    /// Denies a token by `jti` until `expires_unix_s` (after which it fails validation
+    /// anyway and is forgotten by [`Denylist::prune_tokens`]).
+    pub fn revoke_token(&self, jti: String, expires_unix_s: i64) {
+        lock_write(&self.tokens).insert(jti, expires_unix_s);
+    }
+
+    /// Forgets revoked tokens that expired before `now_unix_s`; returns how many remain.
+    pub fn prune_tokens(&self, now_unix_s: i64) -> usize {
+        let mut tokens = lock_write(&self.tokens);
+        tokens.retain(|_, exp| *exp >= now_unix_s);
+        tokens.len()
     }
 
     /// Entries held.
@@ -115,6 +151,14 @@ impl Denylist {
     pub fn is_empty(&self) -> bool {
         self.read().is_empty()
     }
+}
+
+fn lock_read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn lock_write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -147,5 +191,19 @@ mod tests {
         assert!(d.is_empty());
         d.replace([(DenyKind::Jti, "j1".to_owned())]);
         assert!(d.denies(DenyKind::Jti, "j1") && d.len() == 1);
+        // Holds and revoked tokens are kept apart from the operator's entries.
+        d.replace_held(["spiffe://example.org/a".to_owned()]);
+        assert!(d.denies_id(&id) && d.is_held(id.as_str()));
+        d.replace([]);
+        assert!(d.denies_id(&id), "replacing entries keeps holds");
+        d.replace_held([]);
+        assert!(!d.denies_id(&id));
+        d.hold([id.to_string()]);
+        assert!(d.denies_id(&id));
+        d.revoke_token("t1".into(), 100);
+        assert!(d.denies(DenyKind::Jti, "t1"));
+        assert_eq!(d.prune_tokens(100), 1);
+        assert_eq!(d.prune_tokens(101), 0);
+        assert!(!d.denies(DenyKind::Jti, "t1"));
     }
 }

@@ -96,6 +96,9 @@ pub enum JwtError {
     /// A key could not be created or parsed.
     #[error("bad key: {0}")]
     BadKey(String),
+    /// `iss` is not the expected issuer (access tokens).
+    #[error("issuer `{0}` is not this server")]
+    WrongIssuer(String),
 }
 
 /// The claims of a JWT-SVID.
@@ -121,18 +124,18 @@ pub struct JwtSvidClaims {
     pub iss: Option<String>,
 }
 
-mod audience {
+pub(crate) mod audience {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
     use serde_json::Value;
 
-    pub(super) fn serialize<S: Serializer>(aud: &[String], s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(aud: &[String], s: S) -> Result<S::Ok, S::Error> {
         match aud {
             [one] => s.serialize_str(one),
             many => s.collect_seq(many),
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
         match Value::deserialize(d)? {
             Value::String(one) => Ok(vec![one]),
             Value::Array(items) => items
@@ -150,17 +153,17 @@ mod audience {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Header {
-    alg: String,
+pub(crate) struct Header {
+    pub(crate) alg: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    kid: Option<String>,
+    pub(crate) kid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    typ: Option<String>,
+    pub(crate) typ: Option<String>,
 }
 
 /// Algorithms JWT-SVID.md §3 allows. Warden signs with ES256 and verifies the EC ones it holds
 /// keys for; the others are recognised so their refusal says "no such key type", not "bad alg".
-const ALLOWED_ALGS: [&str; 9] = [
+pub(crate) const ALLOWED_ALGS: [&str; 9] = [
     "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512",
 ];
 
@@ -225,10 +228,15 @@ impl JwtSigner {
         if claims.exp <= claims.iat {
             return Err(JwtError::Invalid("expiry must be after issue time".into()));
         }
+        self.sign_jws("JWT", claims)
+    }
+
+    /// Signs `claims` as a compact JWS with ES256, this key's `kid` and header `typ`.
+    pub(crate) fn sign_jws(&self, typ: &str, claims: &impl Serialize) -> Result<String, JwtError> {
         let header = Header {
             alg: "ES256".into(),
             kid: Some(self.kid.clone()),
-            typ: Some("JWT".into()),
+            typ: Some(typ.into()),
         };
         let mut token = encode_json(&header)?;
         token.push('.');
@@ -258,7 +266,7 @@ fn thumbprint(point: &[u8]) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwtPublicKey {
     kid: String,
-    point: Vec<u8>,
+    pub(crate) point: Vec<u8>,
 }
 
 impl JwtPublicKey {

@@ -26,13 +26,20 @@ use utoipa::{
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+mod agent_api;
+mod agent_auth;
 mod audit_api;
 pub mod auth;
+mod custody_api;
+mod dbcreds;
 mod deny;
 mod entries;
 pub mod error;
+mod holds;
 mod join;
+mod leases;
 pub mod mtls;
+mod oauth;
 mod ops;
 mod pdp;
 mod policy_api;
@@ -44,6 +51,7 @@ mod trust_api;
 
 pub use auth::{Caller, NewToken, Role, generate_token, hash_token};
 pub use error::{ApiError, ErrorBody};
+pub use oauth::BrokerSettings;
 pub use relations::Relations;
 pub use tls::TlsListener;
 pub use tokio_rustls::rustls;
@@ -80,6 +88,9 @@ pub struct AppState {
     tokens: auth::TokenCache,
     pdp: pdp::Pdp,
     relations: relations::Relations,
+    broker: oauth::BrokerSettings,
+    leases: leases::Feed,
+    held: holds::Held,
 }
 
 impl AppState {
@@ -104,6 +115,9 @@ impl AppState {
             tokens: auth::TokenCache::default(),
             pdp: pdp::Pdp::default(),
             relations: relations::Relations::default(),
+            broker: oauth::BrokerSettings::default(),
+            leases: leases::Feed::default(),
+            held: holds::Held::default(),
         }
     }
 }
@@ -112,6 +126,12 @@ impl AppState {
     /// Sets the OIDC issuer URL (what JWT-SVIDs carry in `iss`).
     pub fn with_issuer(mut self, issuer: impl Into<String>) -> Self {
         self.issuer = issuer.into();
+        self
+    }
+
+    /// Sets the credential broker's settings.
+    pub fn with_broker(mut self, settings: oauth::BrokerSettings) -> Self {
+        self.broker = settings;
         self
     }
 
@@ -144,6 +164,7 @@ impl AppState {
     pub async fn refresh_policies(&self) -> Result<(), store::StoreError> {
         self.pdp.refresh(self.store.as_ref()).await?;
         self.pdp.refresh_agents(self.store.as_ref()).await?;
+        self.refresh_holds().await?;
         self.relations.refresh(self.store.as_ref()).await
     }
 }
@@ -242,7 +263,13 @@ fn route_table() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>)
         .routes(routes!(openid_configuration))
         .routes(routes!(oidc_keys))
         .routes(routes!(join::join))
-        .routes(routes!(mtls::whoami));
+        .routes(routes!(mtls::whoami))
+        .routes(routes!(oauth::token))
+        .routes(routes!(oauth::revoke))
+        .routes(routes!(dbcreds::issue))
+        .routes(routes!(agent_api::renew))
+        .routes(routes!(agent_api::revoke))
+        .routes(routes!(agent_api::operation));
     let authenticated = OpenApiRouter::new()
         .routes(routes!(audit_api::entries))
         .routes(routes!(audit_api::publish_checkpoint))
@@ -279,6 +306,19 @@ fn route_table() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>)
         .routes(routes!(rebac_api::list_objects))
         .routes(routes!(rebac_api::list_users))
         .routes(routes!(rebac_api::changes))
+        .routes(routes!(oauth::introspect))
+        .routes(routes!(leases::list))
+        .routes(routes!(leases::revoke_api))
+        .routes(routes!(leases::renew_api))
+        .routes(routes!(holds::hold, holds::list))
+        .routes(routes!(holds::release))
+        .routes(routes!(dbcreds::list_connections))
+        .routes(routes!(dbcreds::put_connection, dbcreds::delete_connection))
+        .routes(routes!(dbcreds::list_roles))
+        .routes(routes!(dbcreds::put_role, dbcreds::delete_role))
+        .routes(routes!(custody_api::list))
+        .routes(routes!(custody_api::put, custody_api::delete))
+        .routes(routes!(custody_api::reveal))
         // The same relationship routes for a named store: one handler each, documented once
         // (under the default store's path) and in docs/api.md.
         .route(
@@ -535,6 +575,29 @@ mod tests {
             ("/v1/rebac/list-objects", "post"),
             ("/v1/rebac/list-users", "post"),
             ("/v1/rebac/changes", "get"),
+            ("/oauth2/token", "post"),
+            ("/oauth2/introspect", "post"),
+            ("/oauth2/revoke", "post"),
+            ("/v1/leases", "get"),
+            ("/v1/leases/revoke", "post"),
+            ("/v1/leases/renew", "post"),
+            ("/v1/holds", "post"),
+            ("/v1/holds", "get"),
+            ("/v1/holds/{kind}/{value}", "delete"),
+            ("/v1/databases", "get"),
+            ("/v1/databases/{name}", "put"),
+            ("/v1/databases/{name}", "delete"),
+            ("/v1/database-roles", "get"),
+            ("/v1/database-roles/{name}", "put"),
+            ("/v1/database-roles/{name}", "delete"),
+            ("/v1/agent/credentials/database/{role}", "post"),
+            ("/v1/agent/leases/renew", "post"),
+            ("/v1/agent/leases/revoke", "post"),
+            ("/v1/agent/operations", "post"),
+            ("/v1/secrets", "get"),
+            ("/v1/secrets/{name}", "put"),
+            ("/v1/secrets/{name}", "delete"),
+            ("/v1/secrets/{name}/reveal", "post"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path} missing");
         }

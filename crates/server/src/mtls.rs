@@ -197,8 +197,13 @@ impl
 /// The caller's X.509-SVID, verified again for this request; `None` when the connection is
 /// not mutual TLS. A chain that no longer verifies (revoked since the handshake, its trust
 /// domain no longer federated) is `Some(Err(..))`: the handler decides, and must refuse.
+/// The second field is the leaf certificate's DER (empty without mutual TLS), for binding
+/// tokens to it (RFC 8705).
 #[derive(Debug)]
-pub struct PeerSvid(pub Option<Result<VerifiedX509Svid, SvidRefusal>>);
+pub struct PeerSvid(
+    pub Option<Result<VerifiedX509Svid, SvidRefusal>>,
+    pub Vec<u8>,
+);
 
 impl FromRequestParts<Arc<crate::AppState>> for PeerSvid {
     type Rejection = std::convert::Infallible;
@@ -211,9 +216,14 @@ impl FromRequestParts<Arc<crate::AppState>> for PeerSvid {
             .extensions
             .get::<axum::extract::ConnectInfo<Peer>>()
             .and_then(|info| info.0.chain.clone());
-        Ok(PeerSvid(chain.map(|chain| {
-            verify_peer_chain(&state.keyring, &state.denylist, &chain)
-        })))
+        let leaf = chain
+            .as_ref()
+            .and_then(|c| c.first().cloned())
+            .unwrap_or_default();
+        Ok(PeerSvid(
+            chain.map(|chain| verify_peer_chain(&state.keyring, &state.denylist, &chain)),
+            leaf,
+        ))
     }
 }
 
@@ -236,7 +246,7 @@ pub(crate) struct SvidIdentity {
     responses((status = 200, body = SvidIdentity), (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)))]
 pub(crate) async fn whoami(
     axum::extract::State(state): axum::extract::State<Arc<crate::AppState>>,
-    PeerSvid(svid): PeerSvid,
+    PeerSvid(svid, _): PeerSvid,
 ) -> Result<crate::error::ApiJson<SvidIdentity>, crate::error::ApiError> {
     use axum::http::StatusCode;
     use ledger::{NewEvent, OcsfClass, Outcome};

@@ -390,8 +390,8 @@ pub(crate) async fn rollback(
 #[serde(deny_unknown_fields)]
 pub(crate) struct ResourceRef {
     #[serde(rename = "type")]
-    kind: String,
-    id: String,
+    pub(crate) kind: String,
+    pub(crate) id: String,
 }
 
 /// Warden's native decision request.
@@ -431,19 +431,38 @@ pub(crate) struct AuthorizeResponse {
 }
 
 /// One question for the decision core.
-struct Question<'a> {
-    api: &'static str,
-    package: Option<&'a str>,
-    principal: &'a str,
-    action: String,
-    resource: ResourceRef,
-    attributes: Map<String, Value>,
+pub(crate) struct Question<'a> {
+    pub(crate) api: &'static str,
+    pub(crate) package: Option<&'a str>,
+    pub(crate) principal: &'a str,
+    pub(crate) action: String,
+    pub(crate) resource: ResourceRef,
+    pub(crate) attributes: Map<String, Value>,
+    /// The delegation chain of the presented token (the broker knows it; the decision APIs
+    /// have no token to read it from).
+    pub(crate) delegation: Vec<SpiffeId>,
+}
+
+/// Who a decision is recorded for: an API caller (the entry stands for its request), or the
+/// broker deciding for an agent.
+pub(crate) enum RecordAs<'a> {
+    Caller(&'a Caller),
+    Actor(&'a str),
 }
 
 /// Decides one request and records it; the shared core of the three APIs.
 async fn decide(
     state: &AppState,
     caller: &Caller,
+    q: Question<'_>,
+) -> Result<(Arc<Loaded>, policy::Decision, String), ApiError> {
+    decide_as(state, RecordAs::Caller(caller), q).await
+}
+
+/// Decides one request and records it as `record_as` says.
+pub(crate) async fn decide_as(
+    state: &AppState,
+    record_as: RecordAs<'_>,
     q: Question<'_>,
 ) -> Result<(Arc<Loaded>, policy::Decision, String), ApiError> {
     let Question {
@@ -453,12 +472,14 @@ async fn decide(
         action,
         resource,
         attributes,
+        delegation,
     } = q;
     let loaded = state.pdp.choose(package)?;
     let principal = SpiffeId::parse(principal)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_spiffe_id", e.to_string()))?;
     let hold = state.denylist.denies_id(&principal);
     let mut context = state.pdp.context(&principal, hold, attributes);
+    context.delegation = delegation;
     // Relations are looked up only for packages that use them; an error looking them up
     // denies (fail closed) with the reason.
     let mut relation_error = None;
@@ -495,24 +516,27 @@ async fn decide(
     let recorded = pdp::ledger_safe(serde_json::to_value(&request).map_err(ApiError::internal)?);
     let id = pdp::decision_id();
     // Recorded before it is answered; if it cannot be, the answer is 503, never an allow.
-    caller
-        .record_for_request(
-            state,
-            pdp::decision_event(
-                &caller.actor(),
-                &id,
-                &pdp::Asked {
-                    api,
-                    principal: principal.as_str(),
-                    action: &action,
-                    resource: &resource_text,
-                    request: recorded,
-                },
-                &loaded,
-                &decision,
-            ),
-        )
-        .await?;
+    let actor = match &record_as {
+        RecordAs::Caller(caller) => caller.actor(),
+        RecordAs::Actor(actor) => (*actor).to_owned(),
+    };
+    let event = pdp::decision_event(
+        &actor,
+        &id,
+        &pdp::Asked {
+            api,
+            principal: principal.as_str(),
+            action: &action,
+            resource: &resource_text,
+            request: recorded,
+        },
+        &loaded,
+        &decision,
+    );
+    match record_as {
+        RecordAs::Caller(caller) => caller.record_for_request(state, event).await?,
+        RecordAs::Actor(_) => state.record(event).await?,
+    }
     Ok((loaded, decision, id))
 }
 
@@ -537,6 +561,7 @@ pub(crate) async fn authorize(
             action: req.action,
             resource: req.resource,
             attributes: req.context,
+            delegation: Vec::new(),
         },
     )
     .await?;
@@ -642,6 +667,7 @@ async fn evaluate_one(
                 id: required(resource.id, "resource.id")?,
             },
             attributes,
+            delegation: Vec::new(),
         },
     )
     .await?;

@@ -54,8 +54,6 @@ pub enum LeaseSelector {
     Task(String),
     /// Every lease whose id starts with this prefix.
     Prefix(String),
-    /// Every lease delegated from this lease (its direct children).
-    Children(String),
 }
 
 /// A filter for listing leases; every set field must match.
@@ -127,7 +125,7 @@ pub struct DbRoleRow {
 pub struct SecretRow {
     /// Its name.
     pub name: String,
-    /// 1, 2, … (assigned by [`BrokerStore::secret_put`]).
+    /// 1, 2, … (the writer picks one past the latest; a taken number is a conflict).
     pub version: i64,
     /// The version's data key, sealed under the key-encryption key.
     pub dek_sealed: Vec<u8>,
@@ -187,7 +185,6 @@ pub(crate) fn selector_sql(selector: &LeaseSelector) -> (&'static str, String) {
             "substr(id, 1, length(CAST($3 AS TEXT))) = CAST($3 AS TEXT)",
             p.clone(),
         ),
-        LeaseSelector::Children(p) => ("parent = $3", p.clone()),
     }
 }
 
@@ -306,12 +303,16 @@ macro_rules! broker_methods {
             now_ms: i64,
         ) -> crate::Result<Vec<crate::LeaseRow>> {
             let (clause, param) = crate::broker::selector_sql(selector);
-            // Tokens have nothing upstream to undo: revoked at once. Other engines go to
-            // `revoking` and the sweeper undoes them upstream.
+            // Leases delegated from a selected lease (at any depth) go with it. Tokens have
+            // nothing upstream to undo: revoked at once. Other engines go to `revoking` and
+            // the sweeper undoes them upstream.
             let rows = sqlx::query(&format!(
                 "UPDATE leases SET state = CASE engine WHEN 'oauth' THEN 'revoked' \
                  ELSE 'revoking' END, revoke_reason = $2, revoked_ms = $1, \
-                 next_attempt_ms = $1 WHERE state = 'active' AND {clause} RETURNING {}",
+                 next_attempt_ms = $1 WHERE state = 'active' AND id IN (\
+                 WITH RECURSIVE sel(id) AS (SELECT id FROM leases WHERE {clause} \
+                 UNION SELECT l.id FROM leases l JOIN sel ON l.parent = sel.id) \
+                 SELECT id FROM sel) RETURNING {}",
                 crate::broker::LEASE_COLUMNS
             ))
             .bind(now_ms)
@@ -591,40 +592,29 @@ macro_rules! broker_methods {
             Ok(n > 0)
         }
 
-        async fn secret_put(&self, row: &crate::SecretRow) -> crate::Result<i64> {
-            // Concurrent rotations of one name: the primary key refuses the loser, which
-            // retries with the next number.
-            for _ in 0..5 {
-                let latest: Option<i64> =
-                    sqlx::query_scalar("SELECT MAX(version) FROM secrets WHERE name = $1")
-                        .bind(&row.name)
-                        .fetch_one(&self.pool)
-                        .await
-                        .map_err(db_err)?;
-                let version = latest.unwrap_or(0) + 1;
-                let n = sqlx::query(
-                    "INSERT INTO secrets (name, version, dek_sealed, value_sealed, \
-                     created_unix_ms, created_by) VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(&row.name)
-                .bind(version)
-                .bind(&row.dek_sealed)
-                .bind(&row.value_sealed)
-                .bind(row.created_unix_ms)
-                .bind(&row.created_by)
-                .execute(&self.pool)
-                .await
-                .map_err(db_err)?
-                .rows_affected();
-                if n > 0 {
-                    return Ok(version);
-                }
+        async fn secret_put(&self, row: &crate::SecretRow) -> crate::Result<()> {
+            let n = sqlx::query(
+                "INSERT INTO secrets (name, version, dek_sealed, value_sealed, \
+                 created_unix_ms, created_by) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&row.name)
+            .bind(row.version)
+            .bind(&row.dek_sealed)
+            .bind(&row.value_sealed)
+            .bind(row.created_unix_ms)
+            .bind(&row.created_by)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+            if n == 0 {
+                return Err(crate::StoreError::Conflict(format!(
+                    "secret `{}` version {} exists",
+                    row.name, row.version
+                )));
             }
-            Err(crate::StoreError::Conflict(format!(
-                "secret `{}`: too many concurrent rotations",
-                row.name
-            )))
+            Ok(())
         }
 
         async fn secret_get(

@@ -637,8 +637,9 @@ pub trait BrokerStore: Send + Sync + 'static {
     async fn lease_renew(&self, id: &str, expires_ms: i64, now_ms: i64)
     -> Result<Option<LeaseRow>>;
 
-    /// Revokes every active lease `selector` names, in one statement: tokens become
-    /// `revoked`, other engines `revoking` (due for the sweeper now). Returns them.
+    /// Revokes every active lease `selector` names and every lease delegated from them (at
+    /// any depth), in one statement: tokens become `revoked`, other engines `revoking` (due
+    /// for the sweeper now). Returns them.
     async fn lease_revoke(
         &self,
         selector: &LeaseSelector,
@@ -707,8 +708,8 @@ pub trait BrokerStore: Send + Sync + 'static {
     /// Removes a role template; returns whether it existed.
     async fn db_role_delete(&self, name: &str) -> Result<bool>;
 
-    /// Stores a new version of a secret (numbered one past its latest); returns the number.
-    async fn secret_put(&self, row: &SecretRow) -> Result<i64>;
+    /// Stores a version of a secret; [`StoreError::Conflict`] if that version exists.
+    async fn secret_put(&self, row: &SecretRow) -> Result<()>;
 
     /// A version of a secret, or its latest.
     async fn secret_get(&self, name: &str, version: Option<i64>) -> Result<Option<SecretRow>>;

@@ -1662,15 +1662,14 @@ async fn leases_bulk_revoke_and_sweeper_claims(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(page.len() + next.len(), 30);
-    let children = store
-        .lease_revoke(
-            &LeaseSelector::Children("oauth/r1/lse_01".into()),
-            "parent",
-            5,
-        )
+    // Revoking a lease revokes what was delegated from it.
+    let cascade = store
+        .lease_revoke(&LeaseSelector::Id("oauth/r1/lse_01".into()), "parent", 5)
         .await
         .unwrap();
-    assert_eq!(children.len(), 1);
+    let mut ids: Vec<&str> = cascade.iter().map(|l| l.id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["oauth/r1/lse_01", "oauth/r1/lse_29"]);
     let revoked = store
         .lease_revoke(
             &LeaseSelector::Agent("spiffe://t/agent0".into()),
@@ -1679,7 +1678,7 @@ async fn leases_bulk_revoke_and_sweeper_claims(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
-    assert_eq!(revoked.len(), 6);
+    assert_eq!(revoked.len(), 6, "29 already went with its parent");
     for l in &revoked {
         let want = if l.engine == "oauth" {
             "revoked"
@@ -1792,14 +1791,18 @@ async fn holds_connections_roles_secrets(store: Arc<dyn Store>) {
 
     let secret = |n: u8| SecretRow {
         name: "slack".into(),
-        version: 0,
+        version: i64::from(n),
         dek_sealed: vec![n; 3],
         value_sealed: vec![n; 5],
         created_unix_ms: i64::from(n),
         created_by: "a".into(),
     };
-    assert_eq!(store.secret_put(&secret(1)).await.unwrap(), 1);
-    assert_eq!(store.secret_put(&secret(2)).await.unwrap(), 2);
+    store.secret_put(&secret(1)).await.unwrap();
+    store.secret_put(&secret(2)).await.unwrap();
+    assert!(
+        is_conflict(&store.secret_put(&secret(2)).await),
+        "versions are unique"
+    );
     let latest = store.secret_get("slack", None).await.unwrap().unwrap();
     assert_eq!((latest.version, latest.value_sealed), (2, vec![2; 5]));
     let first = store.secret_get("slack", Some(1)).await.unwrap().unwrap();

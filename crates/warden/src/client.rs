@@ -153,6 +153,59 @@ impl Client {
         Ok(())
     }
 
+    /// POST a form (OAuth endpoints); answers the status and JSON body, errors included
+    /// (OAuth errors are `{"error", "error_description"}`, not Warden's shape).
+    pub(crate) async fn post_form(
+        &self,
+        path: &str,
+        pairs: &[(&str, String)],
+    ) -> Result<(u16, Value)> {
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())))
+            .finish();
+        let resp = self
+            .request(reqwest::Method::POST, path)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach warden at {}", self.base))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// POST JSON as an agent: `bearer` is its JWT-SVID (the API token is not sent).
+    pub(crate) async fn post_as_agent(
+        &self,
+        path: &str,
+        bearer: &str,
+        body: &Value,
+    ) -> Result<Value> {
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(bearer)
+            .json(body);
+        let resp = self.send(req).await?;
+        if resp.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
+        }
+        Ok(resp.json().await?)
+    }
+
+    /// The server's OIDC issuer URL: the audience agent JWT-SVIDs for it must carry.
+    pub(crate) async fn issuer(&self) -> Result<String> {
+        let v = self.get_json("/.well-known/openid-configuration").await?;
+        v["issuer"]
+            .as_str()
+            .map(str::to_owned)
+            .context("the server's discovery document has no issuer")
+    }
+
     pub(crate) async fn delete(&self, path: &str) -> Result<()> {
         self.send(self.request(reqwest::Method::DELETE, path))
             .await?;
@@ -888,6 +941,9 @@ pub(crate) enum SvidCmd {
         /// Audience (repeatable)
         #[arg(long = "audience", required = true)]
         audiences: Vec<String>,
+        /// Which of this process's identities (default: the first)
+        #[arg(long)]
+        spiffe_id: Option<String>,
     },
 }
 
@@ -938,10 +994,14 @@ pub(crate) async fn svid(socket: PathBuf, cmd: SvidCmd) -> Result<()> {
             std::fs::write(out.join("bundle.pem"), pems(&svid.bundle)?)?;
             println!("{}", svid.spiffe_id);
         }
-        SvidCmd::Jwt { audiences } => {
-            let (_, token) = client::fetch_jwt(&mut api, audiences)
-                .await
-                .map_err(status)?;
+        SvidCmd::Jwt {
+            audiences,
+            spiffe_id,
+        } => {
+            let (_, token) =
+                client::fetch_jwt_as(&mut api, audiences, spiffe_id.unwrap_or_default())
+                    .await
+                    .map_err(status)?;
             println!("{token}");
         }
     }

@@ -41,6 +41,10 @@ pub(crate) struct FileConfig {
     pub(crate) upstream_ca_key: Option<PathBuf>,
     pub(crate) ca_validity_days: Option<u64>,
     pub(crate) ca_auto_rotate: Option<bool>,
+    pub(crate) oauth_scopes: Option<Vec<String>>,
+    pub(crate) oauth_token_ttl_secs: Option<u64>,
+    pub(crate) delegation_depth: Option<usize>,
+    pub(crate) broker_policy_package: Option<String>,
 }
 
 impl FileConfig {
@@ -85,6 +89,8 @@ pub(crate) struct Settings {
     pub(crate) public_url: Option<String>,
     /// How new CAs are made and rotated.
     pub(crate) ca: crate::identity_keys::CaSettings,
+    /// The credential broker's scopes, token lifetime, delegation depth and policy package.
+    pub(crate) broker: server::BrokerSettings,
 }
 
 /// Values given as flags or environment variables (clap merges those two).
@@ -136,6 +142,26 @@ pub(crate) struct Overrides {
     /// PKCS#8 PEM private key of --upstream-ca-cert, mode 0600 [env: WARDEN_UPSTREAM_CA_KEY]
     #[arg(long, env = "WARDEN_UPSTREAM_CA_KEY", hide_env = true)]
     pub(crate) upstream_ca_key: Option<PathBuf>,
+    /// Scopes the token endpoint issues, comma-separated; any other is `invalid_scope`
+    /// [env: WARDEN_OAUTH_SCOPES] [default: none]
+    #[arg(
+        long,
+        env = "WARDEN_OAUTH_SCOPES",
+        hide_env = true,
+        value_delimiter = ','
+    )]
+    pub(crate) oauth_scopes: Option<Vec<String>>,
+    /// Access-token lifetime, seconds (at most 3600) [env: WARDEN_OAUTH_TOKEN_TTL] [default: 300]
+    #[arg(long, env = "WARDEN_OAUTH_TOKEN_TTL", hide_env = true)]
+    pub(crate) oauth_token_ttl: Option<u64>,
+    /// Most actors in a delegation chain (0 disables delegation) [env: WARDEN_DELEGATION_DEPTH]
+    /// [default: 3]
+    #[arg(long, env = "WARDEN_DELEGATION_DEPTH", hide_env = true)]
+    pub(crate) delegation_depth: Option<usize>,
+    /// The policy package that decides credential issuance [env: WARDEN_BROKER_POLICY_PACKAGE]
+    /// [default: broker]
+    #[arg(long, env = "WARDEN_BROKER_POLICY_PACKAGE", hide_env = true)]
+    pub(crate) broker_policy_package: Option<String>,
 }
 
 /// The upstream CA pair from flags or file: both or neither.
@@ -224,7 +250,51 @@ impl Settings {
                 );
             }
         }
+        let defaults = server::BrokerSettings::default();
+        let token_ttl = o
+            .oauth_token_ttl
+            .or(file.oauth_token_ttl_secs)
+            .unwrap_or(defaults.token_ttl.as_secs());
+        if !(1..=defaults.max_token_ttl.as_secs()).contains(&token_ttl) {
+            bail!(
+                "oauth token ttl must be 1-{} seconds",
+                defaults.max_token_ttl.as_secs()
+            );
+        }
+        let mut scopes = std::collections::BTreeSet::new();
+        for scope in o
+            .oauth_scopes
+            .clone()
+            .or(file.oauth_scopes)
+            .unwrap_or_default()
+        {
+            let scope = scope.trim();
+            if scope.is_empty() {
+                continue;
+            }
+            let parsed = broker::scope::ScopeSet::parse(scope)
+                .map_err(|e| anyhow::anyhow!("oauth scope: {e}"))?;
+            if parsed.iter().count() != 1 {
+                bail!("oauth scope `{scope}` must be one scope token (no spaces)");
+            }
+            scopes.insert(scope.to_owned());
+        }
+        let broker = server::BrokerSettings {
+            token_ttl: Duration::from_secs(token_ttl),
+            delegation_depth: o
+                .delegation_depth
+                .or(file.delegation_depth)
+                .unwrap_or(defaults.delegation_depth),
+            scopes,
+            policy_package: o
+                .broker_policy_package
+                .clone()
+                .or(file.broker_policy_package)
+                .unwrap_or(defaults.policy_package.clone()),
+            ..defaults
+        };
         Ok(Self {
+            broker,
             tls,
             ca,
             public_url,

@@ -13,7 +13,9 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod agent_cli;
 mod bench;
+mod broker_cli;
 mod client;
 mod config;
 mod identity_keys;
@@ -129,6 +131,73 @@ enum Command {
         #[command(flatten)]
         args: rebac_cli::RebacArgs,
     },
+    /// Credential leases: list, show, revoke (one, by agent, task or prefix), renew
+    Lease {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        cmd: broker_cli::LeaseCmd,
+    },
+    /// Kill switch: revoke every lease and deny every token and SVID of an agent, a task or a
+    /// vendor, and refuse new issuance
+    Hold {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        /// agent, task or vendor
+        #[arg(value_enum)]
+        kind: broker_cli::HoldKind,
+        /// SPIFFE ID, task id or vendor
+        value: String,
+        /// Why, for the record
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a hold (revoked credentials stay revoked)
+    Release {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        /// agent, task or vendor
+        #[arg(value_enum)]
+        kind: broker_cli::HoldKind,
+        /// SPIFFE ID, task id or vendor
+        value: String,
+        /// Why, for the record
+        #[arg(long)]
+        reason: String,
+    },
+    /// List holds
+    Holds {
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
+    /// Dynamic database credentials: target databases and role templates
+    Db {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        cmd: broker_cli::DbCmd,
+    },
+    /// Upstream secrets in custody (envelope-encrypted; agents never see them)
+    Secret {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        cmd: broker_cli::SecretCmd,
+    },
+    /// The broker from an agent's side (token exchange, database credentials, leases),
+    /// authenticated by this process's SVID from the Workload API
+    Agent {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        /// Workload API socket [default: SPIFFE_ENDPOINT_SOCKET, else DATA_DIR/workload.sock]
+        #[arg(long, global = true)]
+        socket: Option<PathBuf>,
+        /// Act as this one of the process's identities (default: the first)
+        #[arg(long = "as", global = true)]
+        spiffe_id: Option<String>,
+        #[command(subcommand)]
+        cmd: agent_cli::AgentCmd,
+    },
     /// Measure the ledger's performance on this machine
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -193,6 +262,40 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             out,
         } => {
             client::join(&client::Client::new(&client)?, &join_token, &out).await?;
+        }
+        Command::Lease { client, cmd } => {
+            broker_cli::lease(&client::Client::new(&client)?, cmd).await?;
+        }
+        Command::Hold {
+            client,
+            kind,
+            value,
+            reason,
+        } => broker_cli::hold(&client::Client::new(&client)?, kind, &value, &reason).await?,
+        Command::Release {
+            client,
+            kind,
+            value,
+            reason,
+        } => broker_cli::release(&client::Client::new(&client)?, kind, &value, &reason).await?,
+        Command::Holds { client } => broker_cli::holds(&client::Client::new(&client)?).await?,
+        Command::Secret { client, cmd } => {
+            broker_cli::secret(&client::Client::new(&client)?, cmd).await?;
+        }
+        Command::Db { client, cmd } => broker_cli::db(&client::Client::new(&client)?, cmd).await?,
+        Command::Agent {
+            client,
+            socket,
+            spiffe_id,
+            cmd,
+        } => {
+            agent_cli::agent(
+                &client::Client::new(&client)?,
+                client::workload_socket(socket, &cli.data_dir),
+                spiffe_id,
+                cmd,
+            )
+            .await?;
         }
         Command::Svid { socket, cmd } => {
             client::svid(client::workload_socket(socket, &cli.data_dir), cmd).await?;

@@ -214,7 +214,8 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
     );
     let state = Arc::new(
         server::AppState::new(Arc::clone(&store), ledger.clone(), authority, denylist)
-            .with_issuer(issuer),
+            .with_issuer(issuer)
+            .with_broker(settings.broker.clone()),
     );
     // Policy packages, agent metadata and relationship stores: loaded now, re-read every second
     // (expired relationship tuples purged every minute).
@@ -222,6 +223,10 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
         .refresh_policies()
         .await
         .context("loading the policy packages and relationship stores")?;
+    state
+        .sweep_leases()
+        .await
+        .context("loading lease revocations")?;
     let policy_task = {
         let (state, mut stop) = (Arc::clone(&state), stop_rx.clone());
         tokio::spawn(async move {
@@ -244,6 +249,23 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
                             tracing::error!(error = %e, "cannot purge expired relationship tuples")
                         }
                     }
+                }
+            }
+        })
+    };
+    // Leases, in their own task (an unreachable database must not hold up policy refresh):
+    // expire what is due, undo revocations upstream, follow other replicas' revocations.
+    let lease_task = {
+        let (state, mut stop) = (Arc::clone(&state), stop_rx.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                if let Err(e) = state.sweep_leases().await {
+                    tracing::error!(error = %e, "lease sweep failed; retrying next second");
                 }
             }
         })
@@ -297,6 +319,7 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
     let _ = refresher.await;
     let _ = authority_task.await;
     let _ = policy_task.await;
+    let _ = lease_task.await;
     let _ = checkpointer.await;
     ledger
         .append(NewEvent::new(

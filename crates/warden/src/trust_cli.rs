@@ -29,7 +29,7 @@ pub(crate) enum CaCmd {
     },
 }
 
-fn when(v: &Value) -> String {
+pub(crate) fn when(v: &Value) -> String {
     v.as_i64()
         .and_then(|ms| time::OffsetDateTime::from_unix_timestamp(ms / 1000).ok())
         .and_then(|t| {

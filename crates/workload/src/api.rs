@@ -603,10 +603,20 @@ pub mod client {
         client: &mut SpiffeWorkloadApiClient<Channel>,
         audience: Vec<String>,
     ) -> Result<(String, String), tonic::Status> {
+        fetch_jwt_as(client, audience, String::new()).await
+    }
+
+    /// A JWT-SVID for `audience` as `spiffe_id`, one of the caller's identities (empty: the
+    /// first).
+    pub async fn fetch_jwt_as(
+        client: &mut SpiffeWorkloadApiClient<Channel>,
+        audience: Vec<String>,
+        spiffe_id: String,
+    ) -> Result<(String, String), tonic::Status> {
         let resp = client
             .fetch_jwtsvid(with_header(JwtsvidRequest {
                 audience,
-                spiffe_id: String::new(),
+                spiffe_id,
             }))
             .await?
             .into_inner();
