@@ -42,10 +42,12 @@ impl Refused {
 pub(crate) fn jwt_svid(state: &AppState, token: &str) -> Result<(Agent, JwtSvidClaims), Refused> {
     let trust = state.keyring.current();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let claims = identity::jwt::validate(token, &state.issuer, now, SKEW_SECS, |td| {
-        trust.jwt_bundle(td)
-    })
-    .map_err(|e| Refused::new("invalid_jwt_svid", e.to_string()))?;
+    let claims = state
+        .jwt_validator
+        .validate(token, &state.issuer, now, SKEW_SECS, |td| {
+            trust.jwt_bundle(td)
+        })
+        .map_err(|e| Refused::new("invalid_jwt_svid", e.to_string()))?;
     check_denied(state, &claims.sub)?;
     if state.denylist.denies(DenyKind::Jti, &claims.jti) {
         return Err(Refused::new(

@@ -635,6 +635,22 @@ pub(crate) async fn issue(
         .await;
         return Err(engine_error(&e));
     }
+    // A hold that landed while the role was being made: revoke it before the password leaves
+    // (the hold marks the agent before it revokes leases, so one of the two always sees the
+    // other).
+    let held = agent_auth::check_denied(&state, &agent.id)
+        .err()
+        .map(|r| r.reason)
+        .or_else(|| {
+            req.task
+                .as_deref()
+                .filter(|t| state.held.task(t))
+                .map(|t| format!("task `{t}` is on hold"))
+        });
+    if let Some(why) = held {
+        crate::leases::revoke(&state, "system:broker", &LeaseSelector::Id(lease.id), &why).await?;
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "agent_on_hold", why));
+    }
     Ok((
         StatusCode::CREATED,
         ApiJson(DbCredential {

@@ -91,6 +91,8 @@ pub struct AppState {
     broker: oauth::BrokerSettings,
     leases: leases::Feed,
     held: holds::Held,
+    /// Verified JWT-SVID signatures (agents present the same SVID many times).
+    jwt_validator: identity::jwt::Validator,
 }
 
 impl AppState {
@@ -118,6 +120,7 @@ impl AppState {
             broker: oauth::BrokerSettings::default(),
             leases: leases::Feed::default(),
             held: holds::Held::default(),
+            jwt_validator: identity::jwt::Validator::new(),
         }
     }
 }

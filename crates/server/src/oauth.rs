@@ -672,8 +672,7 @@ async fn exchange(
         .map_err(|e| OAuthError::from_api(&e))?;
     let exp_ms = claims.exp * 1000;
     state
-        .store
-        .lease_insert(&store::LeaseRow {
+        .insert_lease(store::LeaseRow {
             id: lease_id.to_string(),
             agent: holder.to_string(),
             subject: subject_id.to_string(),
@@ -694,7 +693,47 @@ async fn exchange(
             alerted: false,
         })
         .await
-        .map_err(|e| OAuthError::new("server_error", e.to_string()))?;
+        .map_err(|e| OAuthError::from_api(&e))?;
+    // A hold (or a parent's revocation) that landed while this token was being issued: the
+    // hold marks the agent before it revokes leases, so a lease committed after that
+    // revocation sees the mark here and is revoked before the token leaves.
+    let mut chain: Vec<SpiffeId> = vec![holder.clone(), subject_id.clone()];
+    chain.extend(delegation.iter().cloned());
+    let mut cut = chain
+        .iter()
+        .find(|id| agent_auth::check_denied(state, id).is_err())
+        .map(|id| format!("agent `{id}` was put on hold or denied during issuance"));
+    if cut.is_none() {
+        if let Some(t) = grant.task.as_deref().filter(|t| state.held.task(t)) {
+            cut = Some(format!("task `{t}` was put on hold during issuance"));
+        }
+    }
+    if cut.is_none() {
+        if let Some((_, parent_lease)) = parent {
+            let now_parent = state
+                .store
+                .lease_get(&parent_lease.id)
+                .await
+                .map_err(|e| OAuthError::new("server_error", e.to_string()))?;
+            if now_parent.is_none_or(|p| p.state != "active") {
+                cut = Some(format!(
+                    "the subject token's lease `{}` was revoked during issuance",
+                    parent_lease.id
+                ));
+            }
+        }
+    }
+    if let Some(why) = cut {
+        crate::leases::revoke(
+            state,
+            "system:broker",
+            &store::LeaseSelector::Id(lease_id.to_string()),
+            &why,
+        )
+        .await
+        .map_err(|e| OAuthError::from_api(&e))?;
+        return Err(OAuthError::new("access_denied", why));
+    }
     Ok(axum::Json(json!({
         "access_token": token,
         "issued_token_type": TYPE_ACCESS_TOKEN,

@@ -223,6 +223,40 @@ macro_rules! broker_methods {
             Ok(())
         }
 
+        async fn lease_insert_many(&self, rows: &[crate::LeaseRow]) -> crate::Result<()> {
+            let mut tx = self.pool.begin().await.map_err(db_err)?;
+            for row in rows {
+                sqlx::query(&format!(
+                    "INSERT INTO leases ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+                     $11, $12, $13, $14, $15, $16, $17, $18)",
+                    crate::broker::LEASE_COLUMNS
+                ))
+                .bind(&row.id)
+                .bind(&row.agent)
+                .bind(&row.subject)
+                .bind(&row.task)
+                .bind(&row.engine)
+                .bind(&row.scope)
+                .bind(&row.parent)
+                .bind(&row.handle)
+                .bind(row.issued_ms)
+                .bind(row.expires_ms)
+                .bind(row.max_expires_ms)
+                .bind(&row.state)
+                .bind(&row.revoke_reason)
+                .bind(row.revoked_ms)
+                .bind(row.attempts)
+                .bind(row.next_attempt_ms)
+                .bind(&row.last_error)
+                .bind(i64::from(row.alerted))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            }
+            tx.commit().await.map_err(db_err)?;
+            Ok(())
+        }
+
         async fn lease_get(&self, id: &str) -> crate::Result<Option<crate::LeaseRow>> {
             let row = sqlx::query(&format!(
                 "SELECT {} FROM leases WHERE id = $1",

@@ -623,6 +623,9 @@ pub trait BrokerStore: Send + Sync + 'static {
     /// Records a new lease.
     async fn lease_insert(&self, row: &LeaseRow) -> Result<()>;
 
+    /// Records several new leases in one transaction: all of them, or none.
+    async fn lease_insert_many(&self, rows: &[LeaseRow]) -> Result<()>;
+
     /// One lease by id.
     async fn lease_get(&self, id: &str) -> Result<Option<LeaseRow>>;
 

@@ -1544,7 +1544,17 @@ async fn leases_lifecycle(store: Arc<dyn Store>) {
     );
     // Expiry: a token just expires; a database role goes to `revoking`.
     let p = lease("postgres/r/lse_2", "spiffe://t/a", None, "postgres", 12_000);
-    store.lease_insert(&p).await.unwrap();
+    // A batch is all or nothing: a duplicate in it keeps the others out too.
+    let q = lease("oauth/token/lse_3", "spiffe://t/b", None, "oauth", 1);
+    assert!(
+        store
+            .lease_insert_many(&[q.clone(), a.clone()])
+            .await
+            .is_err()
+    );
+    assert_eq!(store.lease_get(&q.id).await.unwrap(), None);
+    store.lease_insert_many(&[p.clone()]).await.unwrap();
+    store.lease_insert_many(&[]).await.unwrap();
     let ended = store.lease_expire_due(14_000, 10).await.unwrap();
     assert_eq!(ended.len(), 1);
     assert_eq!(ended[0].id, p.id);

@@ -43,6 +43,41 @@ pub(crate) enum BenchCmd {
         #[arg(long)]
         keep: Option<PathBuf>,
     },
+    /// Hold → deny on a running server: how soon after `POST /v1/holds` returns is the
+    /// agent's token inactive (introspected back to back by a prober)
+    Hold {
+        /// Server base URL
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// File holding an admin API token
+        #[arg(long)]
+        token_file: PathBuf,
+        /// An enforcer API token (for introspection)
+        #[arg(long)]
+        enforcer_token: String,
+        /// The agent's JWT-SVID for the server (the subject of each round's token)
+        #[arg(long)]
+        subject_svid: String,
+        /// The agent's SPIFFE ID (held and released each round)
+        #[arg(long)]
+        agent: String,
+        /// Rounds
+        #[arg(long, default_value_t = 50)]
+        rounds: usize,
+    },
+    /// PostgreSQL role create + revoke per second through the dynamic-credentials engine
+    PgRoles {
+        /// Admin connection URL (needs CREATEROLE; the benchmark's tables are made in a new
+        /// schema with psql and dropped afterwards)
+        #[arg(long, env = "WARDEN_TEST_DATABASE_URL")]
+        database_url: String,
+        /// Create+revoke pairs per run
+        #[arg(long, default_value_t = 200)]
+        count: usize,
+        /// Concurrent workers in the second run
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
     /// Relationship store start-up: load N tuples (nested groups 4 deep) from the store into
     /// the in-memory graph the way `warden serve` does, then time checks on it
     Rebac {
@@ -69,6 +104,29 @@ pub(crate) async fn run(cmd: BenchCmd) -> Result<()> {
             tuples,
             database_url,
         } => rebac(tuples, database_url).await,
+        BenchCmd::Hold {
+            server,
+            token_file,
+            enforcer_token,
+            subject_svid,
+            agent,
+            rounds,
+        } => {
+            crate::bench_broker::hold(
+                &server,
+                &token_file,
+                &enforcer_token,
+                &subject_svid,
+                &agent,
+                rounds.max(1),
+            )
+            .await
+        }
+        BenchCmd::PgRoles {
+            database_url,
+            count,
+            concurrency,
+        } => crate::bench_broker::pg_roles(&database_url, count.max(1), concurrency).await,
     }
 }
 
@@ -92,7 +150,7 @@ async fn bench_store(
 }
 
 /// The `p`-quantile (0–1) of sorted latencies; zero when there are none.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted
         .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
         .copied()

@@ -15,6 +15,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod agent_cli;
 mod bench;
+mod bench_broker;
 mod broker_cli;
 mod client;
 mod config;
