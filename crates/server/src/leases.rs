@@ -36,9 +36,12 @@ const IDS_PER_ENTRY: usize = 100;
 #[derive(Debug, Default)]
 pub(crate) struct Feed {
     after: Mutex<Option<(i64, String)>>,
-    pending: Mutex<Vec<(LeaseRow, tokio::sync::oneshot::Sender<Result<(), String>>)>>,
+    pending: Mutex<Vec<(LeaseRow, Waiter)>>,
     writing: tokio::sync::Mutex<()>,
 }
+
+/// Told when a queued lease is committed (or why not).
+type Waiter = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 /// Most leases written in one transaction.
 const MAX_INSERT_BATCH: usize = 512;

@@ -1553,7 +1553,10 @@ async fn leases_lifecycle(store: Arc<dyn Store>) {
             .is_err()
     );
     assert_eq!(store.lease_get(&q.id).await.unwrap(), None);
-    store.lease_insert_many(&[p.clone()]).await.unwrap();
+    store
+        .lease_insert_many(std::slice::from_ref(&p))
+        .await
+        .unwrap();
     store.lease_insert_many(&[]).await.unwrap();
     let ended = store.lease_expire_due(14_000, 10).await.unwrap();
     assert_eq!(ended.len(), 1);
