@@ -67,6 +67,20 @@ async fn the_relationship_example_tests_pass_in_cedar_and_in_rego() {
     }
 }
 
+/// The broker's example package (`examples/broker`): who may obtain which credential.
+#[tokio::test]
+async fn the_broker_example_tests_pass() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/broker");
+    let out = policy_test(&[dir]).await;
+    assert_eq!(out.code(), Some(0), "{out:#?}");
+    assert!(
+        out.stdout
+            .contains("test result: ok. 9 passed; 0 failed; 0 skipped"),
+        "{}",
+        out.stdout
+    );
+}
+
 #[tokio::test]
 async fn the_shipped_seed_tests_pass_in_cedar_and_in_rego() {
     let file: Value = serde_json::from_str(
