@@ -138,13 +138,17 @@ pub struct Asked {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Widening {
     /// Scopes the parent does not hold.
-    #[error("scope widening: the parent token does not hold {0:?}")]
+    #[error("scope widening: the parent token does not hold {}", .0.join(" "))]
     Scope(Vec<String>),
     /// Audiences outside the parent's.
-    #[error("audience widening: the parent token is not for {0:?}")]
+    #[error("audience widening: the parent token is not for {}", .0.join(" "))]
     Audience(Vec<String>),
     /// A task other than the parent's.
-    #[error("task widening: the parent token is for task {parent:?}, not {asked:?}")]
+    #[error(
+        "task widening: the parent token is for task {}, not {}",
+        parent.as_deref().unwrap_or("(none)"),
+        asked.as_deref().unwrap_or("(none)")
+    )]
     Task {
         /// The parent's.
         parent: Option<String>,

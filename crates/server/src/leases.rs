@@ -256,7 +256,10 @@ async fn undo_upstream(state: &AppState, row: LeaseRow) {
         }
         Err(error) => {
             let attempts = row.attempts + 1;
-            let backoff = (1000_i64 << attempts.clamp(0, 20) as u32).min(MAX_BACKOFF_MS);
+            let base = i64::try_from(state.broker.retry_base.as_millis()).unwrap_or(2000);
+            let backoff = base
+                .saturating_mul(1_i64 << (attempts - 1).clamp(0, 20) as u32)
+                .min(MAX_BACKOFF_MS);
             let alert = attempts >= ALERT_AFTER_ATTEMPTS && !row.alerted;
             tracing::warn!(lease = %row.id, attempts, %error, "upstream revocation failed; will retry");
             if alert {

@@ -191,14 +191,50 @@ async fn bundle(
 async fn openid_configuration(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
 ) -> error::ApiJson<serde_json::Value> {
-    error::ApiJson(serde_json::json!({
-        "issuer": state.issuer,
-        "jwks_uri": format!("{}/keys", state.issuer),
-        "id_token_signing_alg_values_supported": ["ES256"],
-        "response_types_supported": ["id_token"],
-        "subject_types_supported": ["public"],
-        "claims_supported": ["sub", "aud", "exp", "iat", "iss", "jti", "act"],
-    }))
+    let mut doc = oauth_metadata(&state);
+    for (k, v) in [
+        ("issuer", serde_json::json!(state.issuer)),
+        ("jwks_uri", serde_json::json!(format!("{}/keys", state.issuer))),
+        ("id_token_signing_alg_values_supported", serde_json::json!(["ES256"])),
+        ("response_types_supported", serde_json::json!(["id_token"])),
+        ("subject_types_supported", serde_json::json!(["public"])),
+        (
+            "claims_supported",
+            serde_json::json!(["sub", "aud", "exp", "iat", "iss", "jti", "act"]),
+        ),
+    ] {
+        doc.insert(k.into(), v);
+    }
+    error::ApiJson(serde_json::Value::Object(doc))
+}
+
+/// The token endpoints, for discovery documents.
+fn oauth_metadata(state: &AppState) -> serde_json::Map<String, serde_json::Value> {
+    let json = serde_json::json!({
+        "token_endpoint": format!("{}/oauth2/token", state.issuer),
+        "introspection_endpoint": format!("{}/oauth2/introspect", state.issuer),
+        "revocation_endpoint": format!("{}/oauth2/revoke", state.issuer),
+        "grant_types_supported": [oauth::GRANT_TOKEN_EXCHANGE],
+        "token_endpoint_auth_methods_supported": ["none", "tls_client_auth"],
+        "revocation_endpoint_auth_methods_supported": ["none"],
+        "scopes_supported": state.broker.scopes.iter().collect::<Vec<_>>(),
+    });
+    json.as_object().cloned().unwrap_or_default()
+}
+
+/// OAuth 2.0 authorization server metadata (RFC 8414): the token exchange, introspection and
+/// revocation endpoints, so OAuth client libraries find them.
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "broker",
+    responses((status = 200, description = "RFC 8414 metadata", content_type = "application/json")))]
+async fn oauth_authorization_server(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+) -> error::ApiJson<serde_json::Value> {
+    let mut doc = oauth_metadata(&state);
+    doc.insert("issuer".into(), state.issuer.clone().into());
+    doc.insert("jwks_uri".into(), format!("{}/keys", state.issuer).into());
+    // No authorization endpoint: tokens come only from the token endpoint.
+    doc.insert("response_types_supported".into(), serde_json::json!([]));
+    error::ApiJson(serde_json::Value::Object(doc))
 }
 
 /// The JWT-SVID signing keys as an OIDC JWK set (`use` = `sig`).
@@ -264,6 +300,7 @@ fn route_table() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>)
         .routes(routes!(audit_api::consistency))
         .routes(routes!(bundle))
         .routes(routes!(openid_configuration))
+        .routes(routes!(oauth_authorization_server))
         .routes(routes!(oidc_keys))
         .routes(routes!(join::join))
         .routes(routes!(mtls::whoami))
@@ -579,6 +616,7 @@ mod tests {
             ("/v1/rebac/list-users", "post"),
             ("/v1/rebac/changes", "get"),
             ("/oauth2/token", "post"),
+            ("/.well-known/oauth-authorization-server", "get"),
             ("/oauth2/introspect", "post"),
             ("/oauth2/revoke", "post"),
             ("/v1/leases", "get"),

@@ -53,6 +53,9 @@ pub struct BrokerSettings {
     pub scopes: BTreeSet<String>,
     /// The policy package that decides issuance.
     pub policy_package: String,
+    /// First wait before retrying a failed upstream revocation; doubles each time, up to
+    /// five minutes.
+    pub retry_base: std::time::Duration,
 }
 
 impl Default for BrokerSettings {
@@ -63,6 +66,7 @@ impl Default for BrokerSettings {
             delegation_depth: 3,
             scopes: BTreeSet::new(),
             policy_package: "broker".into(),
+            retry_base: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -87,7 +91,7 @@ impl OAuthError {
         Self {
             status,
             error,
-            description: description.into(),
+            description: description_chars(&description.into()),
         }
     }
 
@@ -101,6 +105,19 @@ impl OAuthError {
             _ => Self::new("access_denied", e.body().message),
         }
     }
+}
+
+/// RFC 6749 §5.2: `error_description` holds only %x20-21 / %x23-5B / %x5D-7E — printable
+/// ASCII without `"` and `\`. Quotes become `'`, a backslash `/`, anything else `?`.
+fn description_chars(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            ' '..='~' => c,
+            _ => '?',
+        })
+        .collect()
 }
 
 impl IntoResponse for OAuthError {
@@ -409,6 +426,15 @@ async fn exchange(
         })?,
         (None, None) => subject_id.clone(),
     };
+    // A public client may name itself (RFC 6749 §2.3): it must be the token's holder.
+    if let Some(client_id) = form.one("client_id")? {
+        if client_id != holder.as_str() {
+            return Err(OAuthError::new(
+                "invalid_request",
+                format!("client_id `{client_id}` is not the agent that would hold the token (`{holder}`)"),
+            ));
+        }
+    }
     if let Some(agent) = &cert {
         if agent.id != holder {
             return Err(OAuthError::new(
@@ -460,8 +486,9 @@ async fn exchange(
         return Err(OAuthError::new(
             "invalid_scope",
             format!(
-                "unknown scope {unknown:?}: this server issues {:?}",
-                state.broker.scopes
+                "unknown scope {}: this server issues {}",
+                unknown.join(" "),
+                state.broker.scopes.iter().cloned().collect::<Vec<_>>().join(" ")
             ),
         ));
     }
@@ -922,4 +949,21 @@ pub(crate) async fn revoke(
     let mut resp = StatusCode::OK.into_response();
     no_store(resp.headers_mut());
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_keep_to_the_rfc_6749_character_set() {
+        assert_eq!(
+            description_chars("scope \"a\" \\ é\n"),
+            "scope 'a' / ??"
+        );
+        let e = OAuthError::new("invalid_scope", "unknown [\"x\"]");
+        assert!(e.description.bytes().all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\'));
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(OAuthError::new("access_denied", "x").status, StatusCode::FORBIDDEN);
+    }
 }

@@ -45,6 +45,7 @@ pub(crate) struct FileConfig {
     pub(crate) oauth_token_ttl_secs: Option<u64>,
     pub(crate) delegation_depth: Option<usize>,
     pub(crate) broker_policy_package: Option<String>,
+    pub(crate) lease_retry_base_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -162,6 +163,10 @@ pub(crate) struct Overrides {
     /// [default: broker]
     #[arg(long, env = "WARDEN_BROKER_POLICY_PACKAGE", hide_env = true)]
     pub(crate) broker_policy_package: Option<String>,
+    /// First wait before retrying a failed upstream revocation, milliseconds; doubles each
+    /// time up to 5 minutes [env: WARDEN_LEASE_RETRY_BASE_MS] [default: 2000]
+    #[arg(long, env = "WARDEN_LEASE_RETRY_BASE_MS", hide_env = true)]
+    pub(crate) lease_retry_base_ms: Option<u64>,
 }
 
 /// The upstream CA pair from flags or file: both or neither.
@@ -291,6 +296,12 @@ impl Settings {
                 .clone()
                 .or(file.broker_policy_package)
                 .unwrap_or(defaults.policy_package.clone()),
+            retry_base: Duration::from_millis(positive(
+                "lease retry base",
+                o.lease_retry_base_ms
+                    .or(file.lease_retry_base_ms)
+                    .unwrap_or(2000),
+            )?),
             ..defaults
         };
         Ok(Self {
