@@ -424,8 +424,8 @@ pub(crate) enum SecretCmd {
         #[arg(long)]
         reason: String,
         /// A version (default: the latest)
-        #[arg(long)]
-        version: Option<i64>,
+        #[arg(long = "secret-version")]
+        secret_version: Option<i64>,
     },
     /// Delete every version of a secret (admin)
     Delete {
@@ -473,7 +473,7 @@ pub(crate) async fn secret(client: &Client, cmd: SecretCmd) -> Result<()> {
         SecretCmd::Reveal {
             name,
             reason,
-            version,
+            secret_version: version,
         } => {
             let v = client
                 .post_json(
