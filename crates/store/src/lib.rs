@@ -16,12 +16,14 @@ mod common;
 mod postgres;
 mod rebac;
 mod sqlite;
+mod tasks;
 
 pub use broker::{
     DbConnectionRow, DbRoleRow, HoldRow, LeaseFilter, LeaseRow, LeaseSelector, SecretRow,
 };
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use tasks::{GrantRequestRow, GrantRow, RiskRow, TaskAgentRow, TaskRow};
 
 /// One relationship tuple, `object#relation@subject`, in OpenFGA's string forms.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -416,7 +418,7 @@ pub enum TokenRevoke {
 /// The storage interface. Every method is one transaction: it either happens whole or not at
 /// all. Implementations must be safe to share between tasks.
 #[async_trait]
-pub trait Store: RebacStore + BrokerStore + Send + Sync + 'static {
+pub trait Store: RebacStore + BrokerStore + TaskStore + Send + Sync + 'static {
     /// Which backend this is.
     fn backend(&self) -> Backend;
 
@@ -722,6 +724,76 @@ pub trait BrokerStore: Send + Sync + 'static {
 
     /// Removes every version of a secret; returns whether it existed.
     async fn secret_delete(&self, name: &str) -> Result<bool>;
+}
+
+/// Tasks, their agents and grants, just-in-time grant requests, risk scores; part of
+/// [`Store`].
+#[async_trait]
+pub trait TaskStore: Send + Sync + 'static {
+    /// Adds a task; false when the id exists.
+    async fn task_insert(&self, task: &TaskRow) -> Result<bool>;
+    /// One task.
+    async fn task_get(&self, id: &str) -> Result<Option<TaskRow>>;
+    /// Tasks, newest first, optionally in a state and/or with an agent.
+    async fn task_list(
+        &self,
+        state: Option<&str>,
+        agent: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<TaskRow>>;
+    /// Ends an open task (`completed`, `failed`, `cancelled`); `None` if it is not open.
+    async fn task_end(
+        &self,
+        id: &str,
+        state: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<Option<TaskRow>>;
+    /// Ends up to `limit` open tasks whose deadline passed (`expired`); returns them.
+    async fn task_expire_due(&self, now_ms: i64, limit: u32) -> Result<Vec<TaskRow>>;
+    /// Ended tasks whose grants and leases have not been ended yet.
+    async fn task_uncleaned(&self, limit: u32) -> Result<Vec<TaskRow>>;
+    /// Marks an ended task cleaned up.
+    async fn task_mark_cleaned(&self, id: &str) -> Result<()>;
+    /// Assigns an agent; false when it already is.
+    async fn task_agent_put(&self, row: &TaskAgentRow) -> Result<bool>;
+    /// A task's agents.
+    async fn task_agents(&self, task: &str) -> Result<Vec<TaskAgentRow>>;
+    /// Every assignment of every open task, with its task.
+    async fn open_task_agents(&self) -> Result<Vec<(TaskRow, TaskAgentRow)>>;
+    /// Adds a grant.
+    async fn grant_insert(&self, grant: &GrantRow) -> Result<()>;
+    /// Grants, optionally of a task, an agent, in a state.
+    async fn grant_list(
+        &self,
+        task: Option<&str>,
+        agent: Option<&str>,
+        state: Option<&str>,
+    ) -> Result<Vec<GrantRow>>;
+    /// Ends every active grant of a task; returns them.
+    async fn grant_end(&self, task: &str, now_ms: i64) -> Result<Vec<GrantRow>>;
+    /// Adds a grant request.
+    async fn request_insert(&self, row: &GrantRequestRow) -> Result<()>;
+    /// One grant request.
+    async fn request_get(&self, id: &str) -> Result<Option<GrantRequestRow>>;
+    /// Grant requests, oldest first, optionally in a state.
+    async fn request_list(&self, state: Option<&str>, limit: u32) -> Result<Vec<GrantRequestRow>>;
+    /// Decides a pending request; false when it was not pending (decided already, expired).
+    async fn request_decide(
+        &self,
+        id: &str,
+        state: &str,
+        by: &str,
+        reason: &str,
+        now_ms: i64,
+        grant_id: Option<&str>,
+    ) -> Result<bool>;
+    /// Times out pending requests past their expiry (`expired`); returns them.
+    async fn request_expire_due(&self, now_ms: i64) -> Result<Vec<GrantRequestRow>>;
+    /// Sets an agent's risk score.
+    async fn risk_set(&self, row: &RiskRow) -> Result<()>;
+    /// Every risk score.
+    async fn risk_list(&self) -> Result<Vec<RiskRow>>;
 }
 
 /// Opens (creating if needed) the store at `url` and applies pending migrations.

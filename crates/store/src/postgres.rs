@@ -206,6 +206,7 @@ fn redact(url: &str, message: &str) -> String {
 }
 
 crate::broker::broker_methods!(PostgresStore);
+crate::tasks::task_methods!(PostgresStore);
 crate::rebac::rebac_methods!(PostgresStore, |self| self.pool.begin());
 
 #[async_trait]

@@ -95,6 +95,7 @@ impl SqliteStore {
 }
 
 crate::broker::broker_methods!(SqliteStore);
+crate::tasks::task_methods!(SqliteStore);
 crate::rebac::rebac_methods!(SqliteStore, |self| self.pool.begin_with("BEGIN IMMEDIATE"));
 
 #[async_trait]

@@ -14,9 +14,10 @@ use std::{path::PathBuf, sync::Arc};
 
 use store::{
     ApiTokenRow, Backend, CheckpointRow, DbConnectionRow, DbRoleRow, DenyRow, EntryRow,
-    FederationRow, HoldRow, JoinConsume, JoinTokenRow, KeyActivate, LeaseFilter, LeaseRow,
-    LeaseSelector, LedgerRow, PolicyVersionRow, PostgresStore, RebacModelRow, RebacTupleRow,
-    RebacWrite, SecretRow, SigningKeyRow, SqliteStore, Store, StoreError, StoreUrl, TokenRevoke,
+    FederationRow, GrantRequestRow, GrantRow, HoldRow, JoinConsume, JoinTokenRow, KeyActivate,
+    LeaseFilter, LeaseRow, LeaseSelector, LedgerRow, PolicyVersionRow, PostgresStore,
+    RebacModelRow, RebacTupleRow, RebacWrite, RiskRow, SecretRow, SigningKeyRow, SqliteStore,
+    Store, StoreError, StoreUrl, TaskAgentRow, TaskRow, TokenRevoke,
 };
 use tokio::sync::Barrier;
 
@@ -185,6 +186,7 @@ suite! {
         leases_lifecycle,
         leases_bulk_revoke_and_sweeper_claims,
         holds_connections_roles_secrets,
+        tasks_grants_requests_risk,
     ],
     ctx: [durable_reopen],
 }
@@ -1824,4 +1826,197 @@ async fn holds_connections_roles_secrets(store: Arc<dyn Store>) {
     assert_eq!(store.secret_versions().await.unwrap().len(), 2);
     assert!(store.secret_delete("slack").await.unwrap());
     assert_eq!(store.secret_get("slack", None).await.unwrap(), None);
+}
+
+fn task_row(id: &str, deadline_ms: i64) -> TaskRow {
+    TaskRow {
+        id: id.into(),
+        kind: "patch_bug".into(),
+        owner: "alice@example.org".into(),
+        resources: "[\"repository:warden\"]".into(),
+        attributes: "{}".into(),
+        deadline_ms,
+        state: "open".into(),
+        created_ms: 1,
+        created_by: "token:admin".into(),
+        ended_ms: None,
+        end_reason: None,
+        cleaned: false,
+    }
+}
+
+async fn tasks_grants_requests_risk(store: Arc<dyn Store>) {
+    assert!(store.task_insert(&task_row("T1", 10_000)).await.unwrap());
+    assert!(
+        !store.task_insert(&task_row("T1", 10_000)).await.unwrap(),
+        "ids are unique"
+    );
+    store.task_insert(&task_row("T2", 5_000)).await.unwrap();
+    let a = TaskAgentRow {
+        task: "T1".into(),
+        agent: "spiffe://t/coder".into(),
+        role: "coder".into(),
+        assigned_ms: 2,
+        assigned_by: "x".into(),
+    };
+    assert!(store.task_agent_put(&a).await.unwrap());
+    assert!(!store.task_agent_put(&a).await.unwrap());
+    assert_eq!(store.task_agents("T1").await.unwrap(), vec![a.clone()]);
+    let bad = TaskAgentRow {
+        task: "nope".into(),
+        ..a.clone()
+    };
+    assert!(
+        store.task_agent_put(&bad).await.is_err(),
+        "the task must exist"
+    );
+    assert_eq!(
+        store
+            .task_list(None, Some("spiffe://t/coder"), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(store.open_task_agents().await.unwrap().len(), 1);
+
+    let g = GrantRow {
+        id: "g1".into(),
+        task: "T1".into(),
+        agent: a.agent.clone(),
+        resource: "repository:warden".into(),
+        permission: "writer".into(),
+        expires_ms: 10_000,
+        state: "active".into(),
+        source: "assignment".into(),
+        created_ms: 3,
+        created_by: "x".into(),
+        ended_ms: None,
+    };
+    store.grant_insert(&g).await.unwrap();
+    assert_eq!(
+        store
+            .grant_list(Some("T1"), None, Some("active"))
+            .await
+            .unwrap(),
+        vec![g.clone()]
+    );
+
+    // Deadline: T2 expires, T1 not yet; ending is once only.
+    let due = store.task_expire_due(6_000, 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        ["T2"]
+    );
+    assert_eq!(due[0].state, "expired");
+    let ended = store
+        .task_end("T1", "completed", "fixed", 7_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (ended.state.as_str(), ended.ended_ms),
+        ("completed", Some(7_000))
+    );
+    assert!(
+        store
+            .task_end("T1", "failed", "x", 8_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.open_task_agents().await.unwrap().is_empty());
+    let uncleaned = store.task_uncleaned(10).await.unwrap();
+    assert_eq!(uncleaned.len(), 2);
+    let gone = store.grant_end("T1", 7_000).await.unwrap();
+    assert_eq!(gone.len(), 1);
+    assert!(store.grant_end("T1", 7_000).await.unwrap().is_empty());
+    store.task_mark_cleaned("T1").await.unwrap();
+    assert_eq!(store.task_uncleaned(10).await.unwrap().len(), 1);
+
+    let r = GrantRequestRow {
+        id: "r1".into(),
+        task: "T1".into(),
+        agent: a.agent.clone(),
+        resource: "repository:docs".into(),
+        permission: "writer".into(),
+        reason: "fix the docs too".into(),
+        ttl_s: 600,
+        state: "pending".into(),
+        decision_id: "dec_1".into(),
+        created_ms: 4,
+        expires_ms: 9_000,
+        decided_by: None,
+        decided_ms: None,
+        decision_reason: None,
+        grant_id: None,
+    };
+    store.request_insert(&r).await.unwrap();
+    store
+        .request_insert(&GrantRequestRow {
+            id: "r2".into(),
+            expires_ms: 100,
+            ..r.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.request_list(Some("pending"), 10).await.unwrap().len(),
+        2
+    );
+    let expired = store.request_expire_due(1_000).await.unwrap();
+    assert_eq!(
+        expired.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["r2"]
+    );
+    assert!(
+        store
+            .request_decide("r1", "approved", "token:bob", "ok", 5, Some("g2"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .request_decide("r1", "denied", "token:eve", "replay", 6, None)
+            .await
+            .unwrap(),
+        "decided once"
+    );
+    assert!(
+        !store
+            .request_decide("r2", "approved", "token:bob", "late", 6, None)
+            .await
+            .unwrap()
+    );
+    let back = store.request_get("r1").await.unwrap().unwrap();
+    assert_eq!(
+        (back.state.as_str(), back.grant_id.as_deref()),
+        ("approved", Some("g2"))
+    );
+
+    let risk = RiskRow {
+        agent: a.agent.clone(),
+        score_milli: 700,
+        reason: "odd pushes".into(),
+        set_ms: 1,
+        set_by: "x".into(),
+    };
+    store.risk_set(&risk).await.unwrap();
+    store
+        .risk_set(&RiskRow {
+            score_milli: 200,
+            ..risk.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.risk_list().await.unwrap()[0].score_milli, 200);
+    assert!(
+        store
+            .risk_set(&RiskRow {
+                score_milli: 1001,
+                ..risk
+            })
+            .await
+            .is_err()
+    );
 }
