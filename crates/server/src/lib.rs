@@ -35,6 +35,7 @@ mod dbcreds;
 mod deny;
 mod entries;
 pub mod error;
+mod grants_api;
 mod holds;
 mod join;
 mod leases;
@@ -45,6 +46,7 @@ mod pdp;
 mod policy_api;
 mod rebac_api;
 mod relations;
+mod tasks_api;
 mod tls;
 mod tokens;
 mod trust_api;
@@ -93,6 +95,7 @@ pub struct AppState {
     held: holds::Held,
     /// Verified JWT-SVID signatures (agents present the same SVID many times).
     jwt_validator: identity::jwt::Validator,
+    tasks: tasks_api::TaskCache,
 }
 
 impl AppState {
@@ -121,6 +124,7 @@ impl AppState {
             leases: leases::Feed::default(),
             held: holds::Held::default(),
             jwt_validator: identity::jwt::Validator::new(),
+            tasks: tasks_api::TaskCache::default(),
         }
     }
 }
@@ -168,6 +172,7 @@ impl AppState {
         self.pdp.refresh(self.store.as_ref()).await?;
         self.pdp.refresh_agents(self.store.as_ref()).await?;
         self.refresh_holds().await?;
+        self.refresh_tasks().await?;
         self.relations.refresh(self.store.as_ref()).await
     }
 }
@@ -194,8 +199,14 @@ async fn openid_configuration(
     let mut doc = oauth_metadata(&state);
     for (k, v) in [
         ("issuer", serde_json::json!(state.issuer)),
-        ("jwks_uri", serde_json::json!(format!("{}/keys", state.issuer))),
-        ("id_token_signing_alg_values_supported", serde_json::json!(["ES256"])),
+        (
+            "jwks_uri",
+            serde_json::json!(format!("{}/keys", state.issuer)),
+        ),
+        (
+            "id_token_signing_alg_values_supported",
+            serde_json::json!(["ES256"]),
+        ),
         ("response_types_supported", serde_json::json!(["id_token"])),
         ("subject_types_supported", serde_json::json!(["public"])),
         (
@@ -309,7 +320,12 @@ fn route_table() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>)
         .routes(routes!(dbcreds::issue))
         .routes(routes!(agent_api::renew))
         .routes(routes!(agent_api::revoke))
-        .routes(routes!(agent_api::operation));
+        .routes(routes!(agent_api::operation))
+        .routes(routes!(tasks_api::agent_create))
+        .routes(routes!(tasks_api::agent_assign))
+        .routes(routes!(tasks_api::agent_end))
+        .routes(routes!(grants_api::create))
+        .routes(routes!(grants_api::get));
     let authenticated = OpenApiRouter::new()
         .routes(routes!(audit_api::entries))
         .routes(routes!(audit_api::publish_checkpoint))
@@ -359,6 +375,13 @@ fn route_table() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>)
         .routes(routes!(custody_api::list))
         .routes(routes!(custody_api::put, custody_api::delete))
         .routes(routes!(custody_api::reveal))
+        .routes(routes!(tasks_api::create, tasks_api::list))
+        .routes(routes!(tasks_api::show))
+        .routes(routes!(tasks_api::assign))
+        .routes(routes!(tasks_api::end))
+        .routes(routes!(tasks_api::set_risk, tasks_api::list_risk))
+        .routes(routes!(grants_api::approvals))
+        .routes(routes!(grants_api::decide))
         // The same relationship routes for a named store: one handler each, documented once
         // (under the default store's path) and in docs/api.md.
         .route(
@@ -635,6 +658,20 @@ mod tests {
             ("/v1/agent/leases/renew", "post"),
             ("/v1/agent/leases/revoke", "post"),
             ("/v1/agent/operations", "post"),
+            ("/v1/tasks", "post"),
+            ("/v1/tasks", "get"),
+            ("/v1/tasks/{id}", "get"),
+            ("/v1/tasks/{id}/agents", "post"),
+            ("/v1/tasks/{id}/end", "post"),
+            ("/v1/agent/tasks", "post"),
+            ("/v1/agent/tasks/{id}/agents", "post"),
+            ("/v1/agent/tasks/{id}/end", "post"),
+            ("/v1/grants/requests", "post"),
+            ("/v1/grants/requests/{id}", "get"),
+            ("/v1/approvals", "get"),
+            ("/v1/approvals/{id}", "post"),
+            ("/v1/risk", "post"),
+            ("/v1/risk", "get"),
             ("/v1/secrets", "get"),
             ("/v1/secrets/{name}", "put"),
             ("/v1/secrets/{name}", "delete"),

@@ -431,7 +431,9 @@ async fn exchange(
         if client_id != holder.as_str() {
             return Err(OAuthError::new(
                 "invalid_request",
-                format!("client_id `{client_id}` is not the agent that would hold the token (`{holder}`)"),
+                format!(
+                    "client_id `{client_id}` is not the agent that would hold the token (`{holder}`)"
+                ),
             ));
         }
     }
@@ -488,7 +490,13 @@ async fn exchange(
             format!(
                 "unknown scope {}: this server issues {}",
                 unknown.join(" "),
-                state.broker.scopes.iter().cloned().collect::<Vec<_>>().join(" ")
+                state
+                    .broker
+                    .scopes
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" ")
             ),
         ));
     }
@@ -572,6 +580,12 @@ async fn exchange(
             "access_denied",
             format!("task `{t}` is on hold"),
         ));
+    }
+    // A token for a task is for an agent on that task, while it is open.
+    if let Some(t) = grant.task.as_deref() {
+        if let Err((_, why)) = crate::tasks_api::check_on_task(state, holder.as_str(), t).await {
+            return Err(OAuthError::new("access_denied", why));
+        }
     }
     if grant.expires_at <= now {
         return Err(OAuthError::new(
@@ -957,13 +971,17 @@ mod tests {
 
     #[test]
     fn descriptions_keep_to_the_rfc_6749_character_set() {
-        assert_eq!(
-            description_chars("scope \"a\" \\ é\n"),
-            "scope 'a' / ??"
-        );
+        assert_eq!(description_chars("scope \"a\" \\ é\n"), "scope 'a' / ??");
         let e = OAuthError::new("invalid_scope", "unknown [\"x\"]");
-        assert!(e.description.bytes().all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\'));
+        assert!(
+            e.description
+                .bytes()
+                .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+        );
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
-        assert_eq!(OAuthError::new("access_denied", "x").status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            OAuthError::new("access_denied", "x").status,
+            StatusCode::FORBIDDEN
+        );
     }
 }

@@ -216,7 +216,7 @@ impl Pdp {
                 owner: facts.owner,
                 attributes: facts.attributes,
             },
-            // Tasks and risk scores have no source yet: no task, risk 0.0.
+            // The caller fills in the agent's task and risk score.
             task: None,
             risk_score: policy::RiskScore::ZERO,
             hold,

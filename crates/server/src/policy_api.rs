@@ -477,9 +477,13 @@ pub(crate) async fn decide_as(
     let loaded = state.pdp.choose(package)?;
     let principal = SpiffeId::parse(principal)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_spiffe_id", e.to_string()))?;
-    let hold = state.denylist.denies_id(&principal);
+    let task = state.current_task(principal.as_str(), &resource.kind, &resource.id);
+    let hold = state.denylist.denies_id(&principal)
+        || task.as_ref().is_some_and(|t| state.held.task(&t.id));
     let mut context = state.pdp.context(&principal, hold, attributes);
     context.delegation = delegation;
+    context.task = task.as_ref().map(crate::tasks_api::policy_task);
+    context.risk_score = state.risk_score(principal.as_str());
     // Relations are looked up only for packages that use them; an error looking them up
     // denies (fail closed) with the reason.
     let mut relation_error = None;

@@ -92,7 +92,7 @@ fn store_name(given: Option<String>) -> Result<String, ApiError> {
 }
 
 /// The store, caught up to `at_least` if given.
-async fn open_store(
+pub(crate) async fn open_store(
     state: &AppState,
     name: &str,
     at_least: Option<u64>,
@@ -495,10 +495,35 @@ pub(crate) async fn write(
     }
     let writes: Vec<Tuple> = writes.iter().map(tuple_of).collect::<Result<_, _>>()?;
     let deletes: Vec<TupleKey> = deletes.iter().map(key_of).collect::<Result<_, _>>()?;
+    let revision = write_tuples(
+        &state,
+        &caller.actor(),
+        &name,
+        &rel,
+        req.authorization_model_id.as_ref(),
+        &writes,
+        &deletes,
+    )
+    .await?;
+    Ok(ApiJson(WriteResponse { revision }))
+}
+
+/// Validates a tuple write against the store's model, records it (`rebac.write`), commits it
+/// and brings this replica's graph up to it; returns the new revision. Shared by the tuple
+/// API and task grants.
+pub(crate) async fn write_tuples(
+    state: &AppState,
+    actor: &str,
+    name: &str,
+    rel: &RelStore,
+    model_id: Option<&String>,
+    writes: &[Tuple],
+    deletes: &[TupleKey],
+) -> Result<u64, ApiError> {
     {
         let snap = rel.read();
-        same_model(&snap, req.authorization_model_id.as_ref())?;
-        rebac::validate_write(snap.model(), snap.graph(), &writes, &deletes, now_ms())
+        same_model(&snap, model_id)?;
+        rebac::validate_write(snap.model(), snap.graph(), writes, deletes, now_ms())
             .map_err(|e| rebac_error(&e))?;
     }
     let write_rows: Vec<store::RebacTupleRow> = writes.iter().map(relations::row_of).collect();
@@ -509,30 +534,23 @@ pub(crate) async fn write(
     let listed = |rows: &[store::RebacTupleRow]| recorded_tuples(rows);
     // Recorded before it takes effect; a write that then fails records why.
     let event = |outcome, detail: &str| {
-        NewEvent::new(
-            caller.actor(),
-            "rebac.write",
-            outcome,
-            OcsfClass::ApiActivity,
-        )
-        .field("store", name.clone())
-        .field("writes", listed(&write_rows))
-        .field("deletes", listed(&delete_rows))
-        .field("detail", detail.to_owned())
+        NewEvent::new(actor, "rebac.write", outcome, OcsfClass::ApiActivity)
+            .field("store", name.to_owned())
+            .field("writes", listed(&write_rows))
+            .field("deletes", listed(&delete_rows))
+            .field("detail", detail.to_owned())
     };
     state.record(event(Outcome::Success, "requested")).await?;
     let outcome = state
         .store
-        .rebac_write(&name, &write_rows, &delete_rows, now_ms(), &caller.actor())
+        .rebac_write(name, &write_rows, &delete_rows, now_ms(), actor)
         .await?;
     let refused =
         |code: &'static str, message: String| ApiError::new(StatusCode::CONFLICT, code, message);
     let err = match outcome {
         RebacWrite::Written { revision } => {
             rel.catch_up(state.store.as_ref()).await?;
-            return Ok(ApiJson(WriteResponse {
-                revision: u64::try_from(revision).unwrap_or(0),
-            }));
+            return Ok(u64::try_from(revision).unwrap_or(0));
         }
         RebacWrite::Exists(i) => refused(
             "tuple_exists",

@@ -120,8 +120,8 @@ pub(crate) async fn hold(
     let show = |name: &str, v: &[Duration]| {
         println!(
             "{name:<44} p50 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms",
-            percentile(v, 50.0).as_secs_f64() * 1e3,
-            percentile(v, 99.0).as_secs_f64() * 1e3,
+            percentile(v, 0.50).as_secs_f64() * 1e3,
+            percentile(v, 0.99).as_secs_f64() * 1e3,
             v.last().copied().unwrap_or_default().as_secs_f64() * 1e3
         );
     };
@@ -190,8 +190,8 @@ pub(crate) async fn pg_roles(url: &str, count: usize, concurrency: usize) -> Res
                 "concurrency {conc:>2}: {} create+revoke pairs in {secs:.2} s = {:.0}/s; per pair p50 {:.1} ms p99 {:.1} ms",
                 lat.len(),
                 lat.len() as f64 / secs,
-                percentile(&lat, 50.0).as_secs_f64() * 1e3,
-                percentile(&lat, 99.0).as_secs_f64() * 1e3
+                percentile(&lat, 0.50).as_secs_f64() * 1e3,
+                percentile(&lat, 0.99).as_secs_f64() * 1e3
             );
         }
         Ok::<(), anyhow::Error>(())

@@ -253,8 +253,9 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
             }
         })
     };
-    // Leases, in their own task (an unreachable database must not hold up policy refresh):
-    // expire what is due, undo revocations upstream, follow other replicas' revocations.
+    // Leases and tasks, in their own task (an unreachable database must not hold up policy
+    // refresh): expire what is due, undo revocations upstream, follow other replicas'
+    // revocations; end tasks at their deadline and clean up ended ones.
     let lease_task = {
         let (state, mut stop) = (Arc::clone(&state), stop_rx.clone());
         tokio::spawn(async move {
@@ -266,6 +267,10 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
                 }
                 if let Err(e) = state.sweep_leases().await {
                     tracing::error!(error = %e, "lease sweep failed; retrying next second");
+                }
+                // Tasks: deadlines, clean-up of ended tasks, timed-out grant requests.
+                if let Err(e) = state.sweep_tasks().await {
+                    tracing::error!(error = %e.body().message, "task sweep failed; retrying next second");
                 }
             }
         })

@@ -1,0 +1,997 @@
+//! Tasks and task-scoped grants. A task (id, type, owner, resources, deadline) has agents in
+//! roles; a grant ties an agent, a task, a resource and a permission until the task's
+//! deadline (or sooner) and is also an expiring relationship tuple
+//! `resource#permission@agent:…`, so every authorization path sees it; the open task is the
+//! agent's `context.task`. Ending a task — completed, failed, cancelled, or its deadline —
+//! ends its grants (tuples deleted), revokes its leases and tokens, and is recorded; a task
+//! that ended while Warden was down is cleaned up at start.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
+
+use axum::{
+    Extension,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
+};
+use ledger::{NewEvent, OcsfClass, Outcome};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use store::{GrantRow, TaskAgentRow, TaskRow};
+use utoipa::ToSchema;
+
+use crate::{
+    AppState,
+    auth::{Caller, Role},
+    dbcreds::require_agent,
+    error::{ApiError, ApiJson, ErrorBody},
+    mtls::PeerSvid,
+    now_ms,
+    policy_api::{Question, RecordAs, ResourceRef, decide_as},
+    relations::DEFAULT_STORE,
+};
+
+/// Longest a task may run, seconds (30 days).
+const MAX_TASK_SECS: i64 = 30 * 86_400;
+
+/// Each agent's open tasks with its role in each.
+type AgentTasks = HashMap<String, Vec<(TaskRow, String)>>;
+
+/// The open tasks of every agent and the operator-set risk scores, as decisions read them;
+/// re-read every second and after every change here.
+#[derive(Debug, Default)]
+pub(crate) struct TaskCache {
+    by_agent: RwLock<Arc<AgentTasks>>,
+    risk: RwLock<Arc<HashMap<String, policy::RiskScore>>>,
+    /// Woken when a grant request is decided here (long polls wait on it).
+    pub(crate) decided: tokio::sync::Notify,
+}
+
+/// The object form (`type:id`) of a decision's resource: the type lowercased.
+fn object_of(kind: &str, id: &str) -> String {
+    format!("{}:{id}", kind.to_lowercase())
+}
+
+impl AppState {
+    /// Re-reads open tasks with their agents, and risk scores.
+    pub async fn refresh_tasks(&self) -> Result<(), store::StoreError> {
+        let mut by_agent: AgentTasks = HashMap::new();
+        for (task, agent) in self.store.open_task_agents().await? {
+            by_agent
+                .entry(agent.agent)
+                .or_default()
+                .push((task, agent.role));
+        }
+        let mut risk = HashMap::new();
+        for row in self.store.risk_list().await? {
+            let score = u16::try_from(row.score_milli * 10)
+                .ok()
+                .and_then(|v| policy::RiskScore::from_ten_thousandths(v).ok())
+                .unwrap_or(policy::RiskScore::MAX);
+            risk.insert(row.agent, score);
+        }
+        *self
+            .tasks
+            .by_agent
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(by_agent);
+        *self
+            .tasks
+            .risk
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(risk);
+        Ok(())
+    }
+
+    /// The agent's risk score (0.0 when none was set).
+    pub(crate) fn risk_score(&self, agent: &str) -> policy::RiskScore {
+        self.tasks
+            .risk
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(agent)
+            .copied()
+            .unwrap_or(policy::RiskScore::ZERO)
+    }
+
+    /// The agent's current task for a decision on `kind::id`: of its open tasks, the one whose
+    /// resources hold that resource, else the only one, else the most recently assigned.
+    pub(crate) fn current_task(&self, agent: &str, kind: &str, id: &str) -> Option<TaskRow> {
+        let all = Arc::clone(
+            &self
+                .tasks
+                .by_agent
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let tasks = all.get(agent)?;
+        let now = now_ms();
+        let open: Vec<&TaskRow> = tasks
+            .iter()
+            .map(|(t, _)| t)
+            .filter(|t| t.deadline_ms > now)
+            .collect();
+        let object = object_of(kind, id);
+        open.iter()
+            .find(|t| resources_of(t).contains(&object))
+            .or_else(|| open.last())
+            .map(|t| (*t).clone())
+    }
+}
+
+/// The policy view of a task.
+pub(crate) fn policy_task(t: &TaskRow) -> policy::Task {
+    policy::Task {
+        id: t.id.clone(),
+        kind: t.kind.clone(),
+        attributes: serde_json::from_str(&t.attributes).unwrap_or_default(),
+    }
+}
+
+pub(crate) fn resources_of(t: &TaskRow) -> Vec<String> {
+    serde_json::from_str(&t.resources).unwrap_or_default()
+}
+
+/// A task as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TaskView {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    owner: String,
+    resources: Vec<String>,
+    attributes: Value,
+    deadline_unix_ms: i64,
+    /// `open`, `completed`, `failed`, `cancelled` or `expired`.
+    state: String,
+    created_unix_ms: i64,
+    created_by: String,
+    ended_unix_ms: Option<i64>,
+    end_reason: Option<String>,
+    agents: Vec<Value>,
+    grants: Vec<Value>,
+}
+
+async fn view(state: &AppState, t: TaskRow) -> Result<TaskView, ApiError> {
+    let agents = state
+        .store
+        .task_agents(&t.id)
+        .await?
+        .into_iter()
+        .map(|a| json!({"agent": a.agent, "role": a.role, "assigned_unix_ms": a.assigned_ms, "assigned_by": a.assigned_by}))
+        .collect();
+    let grants = state
+        .store
+        .grant_list(Some(&t.id), None, None)
+        .await?
+        .into_iter()
+        .map(|g| grant_json(&g))
+        .collect();
+    Ok(TaskView {
+        resources: resources_of(&t),
+        attributes: serde_json::from_str(&t.attributes).unwrap_or(Value::Null),
+        id: t.id,
+        kind: t.kind,
+        owner: t.owner,
+        deadline_unix_ms: t.deadline_ms,
+        state: t.state,
+        created_unix_ms: t.created_ms,
+        created_by: t.created_by,
+        ended_unix_ms: t.ended_ms,
+        end_reason: t.end_reason,
+        agents,
+        grants,
+    })
+}
+
+pub(crate) fn grant_json(g: &GrantRow) -> Value {
+    json!({
+        "grant_id": g.id, "task": g.task, "agent": g.agent, "resource": g.resource,
+        "permission": g.permission, "expires_unix_ms": g.expires_ms, "state": g.state,
+        "source": g.source, "created_unix_ms": g.created_ms, "ended_unix_ms": g.ended_ms,
+    })
+}
+
+fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, code, message)
+}
+
+/// A resource named by a task or grant: `type:id` as a relationship object.
+pub(crate) fn check_resource(r: &str) -> Result<String, ApiError> {
+    rebac::ObjectRef::parse(r)
+        .map(|o| o.to_string())
+        .map_err(|e| {
+            bad(
+                "invalid_resource",
+                format!("resource `{r}`: {e} (expected type:id, e.g. repository:warden)"),
+            )
+        })
+}
+
+/// A new task.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateTask {
+    /// Its id (default: a fresh `task_…`); 1-128 of `[A-Za-z0-9._:-]`.
+    #[serde(default)]
+    id: Option<String>,
+    /// Its type, e.g. `patch_bug` (what policies see as `context.task.type`).
+    #[serde(rename = "type")]
+    kind: String,
+    /// The human who owns it.
+    owner: String,
+    /// What it is about, `type:id` each (1-32).
+    resources: Vec<String>,
+    /// How long it may run, seconds (1 s - 30 days); it ends by itself then.
+    deadline_s: i64,
+    /// Attributes policies see as `context.task.attributes`.
+    #[serde(default)]
+    attributes: serde_json::Map<String, Value>,
+}
+
+async fn create_core(state: &AppState, actor: &str, req: CreateTask) -> Result<TaskRow, ApiError> {
+    let id = req
+        .id
+        .unwrap_or_else(|| format!("task_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+    crate::holds::check_task_id(&id)?;
+    if !broker::lease::is_name(&req.kind) {
+        return Err(bad(
+            "invalid_task",
+            "a task type is 1-63 of [a-z0-9_-], e.g. patch_bug",
+        ));
+    }
+    if req.owner.trim().is_empty() || req.owner.len() > 256 {
+        return Err(bad(
+            "invalid_task",
+            "the owner (the accountable human) is 1-256 characters",
+        ));
+    }
+    if req.resources.is_empty() || req.resources.len() > 32 {
+        return Err(bad("invalid_task", "a task names 1-32 resources"));
+    }
+    let resources: Vec<String> = req
+        .resources
+        .iter()
+        .map(|r| check_resource(r))
+        .collect::<Result<_, _>>()?;
+    if !(1..=MAX_TASK_SECS).contains(&req.deadline_s) {
+        return Err(bad(
+            "invalid_task",
+            format!("deadline_s must be 1-{MAX_TASK_SECS}"),
+        ));
+    }
+    let attributes = Value::Object(req.attributes);
+    if attributes.to_string().len() > 8 * 1024 {
+        return Err(bad("invalid_task", "attributes are larger than 8 KiB"));
+    }
+    let now = now_ms();
+    let row = TaskRow {
+        id: id.clone(),
+        kind: req.kind,
+        owner: req.owner,
+        resources: json!(resources).to_string(),
+        attributes: attributes.to_string(),
+        deadline_ms: now + req.deadline_s * 1000,
+        state: "open".into(),
+        created_ms: now,
+        created_by: actor.to_owned(),
+        ended_ms: None,
+        end_reason: None,
+        cleaned: false,
+    };
+    state
+        .record(
+            NewEvent::new(
+                actor,
+                "task.create",
+                Outcome::Success,
+                OcsfClass::UserAccessManagement,
+            )
+            .field("task", id.clone())
+            .field("type", row.kind.clone())
+            .field("owner", row.owner.clone())
+            .field("resources", json!(resources))
+            .field("deadline_unix_ms", row.deadline_ms),
+        )
+        .await?;
+    if !state.store.task_insert(&row).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "task_exists",
+            format!("task `{id}` exists"),
+        ));
+    }
+    Ok(row)
+}
+
+/// Creates a task (role `admin`).
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])), request_body = CreateTask,
+    responses((status = 201, body = TaskView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn create(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(req): ApiJson<CreateTask>,
+) -> Result<(StatusCode, ApiJson<TaskView>), ApiError> {
+    caller.require(Role::Admin)?;
+    let row = create_core(&state, &caller.actor(), req).await?;
+    Ok((StatusCode::CREATED, ApiJson(view(&state, row).await?)))
+}
+
+/// An agent (an orchestrator such as a Planner) creates a task, if the broker policy allows
+/// `create_task` on `TaskType::"<type>"`; it may then assign agents to it and end it.
+#[utoipa::path(post, path = "/v1/agent/tasks", tag = "tasks", request_body = CreateTask,
+    responses((status = 201, body = TaskView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(crate) async fn agent_create(
+    State(state): State<Arc<AppState>>,
+    peer: PeerSvid,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<CreateTask>,
+) -> Result<(StatusCode, ApiJson<TaskView>), ApiError> {
+    let agent = require_agent(&state, &headers, &peer)?;
+    let actor = format!("agent:{}", agent.id);
+    let mut attributes = serde_json::Map::new();
+    attributes.insert("owner".into(), json!(req.owner));
+    attributes.insert("resources".into(), json!(req.resources));
+    let (_, decision, decision_id) = decide_as(
+        &state,
+        RecordAs::Actor(&actor),
+        Question {
+            api: "tasks",
+            package: Some(&state.broker.policy_package),
+            principal: agent.id.as_str(),
+            action: "create_task".into(),
+            resource: ResourceRef {
+                kind: "TaskType".into(),
+                id: req.kind.clone(),
+            },
+            attributes,
+            delegation: Vec::new(),
+        },
+    )
+    .await?;
+    if !decision.is_allowed() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "access_denied",
+            format!(
+                "policy denied creating a `{}` task (decision {decision_id})",
+                req.kind
+            ),
+        ));
+    }
+    let row = create_core(&state, &actor, req).await?;
+    Ok((StatusCode::CREATED, ApiJson(view(&state, row).await?)))
+}
+
+/// Filters for listing tasks.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    /// `open`, `completed`, `failed`, `cancelled` or `expired`.
+    state: Option<String>,
+    /// With this agent assigned.
+    agent: Option<String>,
+    /// At most this many (1-1000, default 100).
+    limit: Option<u32>,
+}
+
+/// Lists tasks, newest first (role `auditor` or `admin`).
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])), params(ListQuery),
+    responses((status = 200, body = Vec<TaskView>)))]
+pub(crate) async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ListQuery>,
+) -> Result<ApiJson<Vec<TaskView>>, ApiError> {
+    caller.require(Role::Auditor)?;
+    let rows = state
+        .store
+        .task_list(
+            q.state.as_deref(),
+            q.agent.as_deref(),
+            q.limit.unwrap_or(100).clamp(1, 1000),
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(view(&state, r).await?);
+    }
+    Ok(ApiJson(out))
+}
+
+pub(crate) async fn task_or_404(state: &AppState, id: &str) -> Result<TaskRow, ApiError> {
+    crate::holds::check_task_id(id)?;
+    state.store.task_get(id).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_task",
+            format!("no task `{id}`"),
+        )
+    })
+}
+
+/// One task with its agents and grants (role `auditor` or `admin`).
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = TaskView), (status = 404, body = ErrorBody)))]
+pub(crate) async fn show(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<ApiJson<TaskView>, ApiError> {
+    caller.require(Role::Auditor)?;
+    let t = task_or_404(&state, &id).await?;
+    Ok(ApiJson(view(&state, t).await?))
+}
+
+/// An assignment: an agent, its role, and the permissions it is granted on the task's
+/// resources.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Assign {
+    /// The agent's SPIFFE ID.
+    agent: String,
+    /// Its role, e.g. `coder` or `reviewer`.
+    role: String,
+    /// Permissions granted (relations of the resources' types in the default relationship
+    /// model, e.g. `writer`); none: the agent is on the task without grants.
+    #[serde(default)]
+    permissions: Vec<String>,
+    /// Which of the task's resources (default: all of them).
+    #[serde(default)]
+    resources: Option<Vec<String>>,
+    /// Shorter than the task, seconds.
+    #[serde(default)]
+    ttl_s: Option<i64>,
+}
+
+pub(crate) fn task_open(t: &TaskRow) -> Result<(), ApiError> {
+    if t.state != "open" || t.deadline_ms <= now_ms() {
+        let state = if t.state == "open" {
+            "expired"
+        } else {
+            t.state.as_str()
+        };
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "task_not_open",
+            format!("task `{}` is {state}", t.id),
+        ));
+    }
+    Ok(())
+}
+
+/// What a grant gives.
+pub(crate) struct GrantSpec<'a> {
+    pub(crate) resources: &'a [String],
+    pub(crate) permissions: &'a [String],
+    pub(crate) expires_ms: i64,
+    /// `assignment` or `request:<id>`.
+    pub(crate) source: &'a str,
+}
+
+/// Grants `agent` each permission on each resource until `expires_ms`: recorded, written as
+/// expiring tuples, stored. Returns the grants.
+pub(crate) async fn grant(
+    state: &AppState,
+    actor: &str,
+    task: &TaskRow,
+    agent: &identity::SpiffeId,
+    spec: &GrantSpec<'_>,
+) -> Result<Vec<GrantRow>, ApiError> {
+    let GrantSpec {
+        resources,
+        permissions,
+        expires_ms,
+        source,
+    } = *spec;
+    if permissions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let user = rebac::ObjectRef::for_spiffe_id(crate::relations::AGENT_TYPE, agent.as_str())
+        .map_err(|e| bad("invalid_spiffe_id", e.to_string()))?;
+    let mut tuples = Vec::new();
+    let mut rows = Vec::new();
+    let now = now_ms();
+    for r in resources {
+        for p in permissions {
+            let key = rebac::TupleKey::parse(&format!("{r}#{p}@{user}"))
+                .map_err(|e| bad("invalid_grant", format!("{r}#{p}: {e}")))?;
+            tuples.push(rebac::Tuple {
+                key,
+                expires_at_ms: Some(expires_ms),
+            });
+            rows.push(GrantRow {
+                id: format!("grant_{}", uuid::Uuid::new_v4().simple()),
+                task: task.id.clone(),
+                agent: agent.to_string(),
+                resource: r.clone(),
+                permission: p.clone(),
+                expires_ms,
+                state: "active".into(),
+                source: source.to_owned(),
+                created_ms: now,
+                created_by: actor.to_owned(),
+                ended_ms: None,
+            });
+        }
+    }
+    let rel = crate::rebac_api::open_store(state, DEFAULT_STORE, None)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "no_relationship_model",
+                format!(
+                    "grants are relationship tuples in the default store: {}",
+                    e.body().message
+                ),
+            )
+        })?;
+    // Tuples the agent already holds (e.g. granted again) are left as they are.
+    let fresh: Vec<rebac::Tuple> = {
+        let snap = rel.read();
+        tuples
+            .into_iter()
+            .filter(|t| !snap.graph().contains(&t.key, now))
+            .collect()
+    };
+    state
+        .record(
+            NewEvent::new(
+                actor,
+                "grant.issue",
+                Outcome::Success,
+                OcsfClass::UserAccessManagement,
+            )
+            .field("task", task.id.clone())
+            .field("agent", agent.to_string())
+            .field("resources", json!(resources))
+            .field("permissions", json!(permissions))
+            .field("expires_unix_ms", expires_ms)
+            .field("source", source.to_owned())
+            .field(
+                "grants",
+                json!(rows.iter().map(|g| g.id.as_str()).collect::<Vec<_>>()),
+            ),
+        )
+        .await?;
+    if !fresh.is_empty() {
+        crate::rebac_api::write_tuples(state, actor, DEFAULT_STORE, &rel, None, &fresh, &[])
+            .await?;
+    }
+    for row in &rows {
+        state.store.grant_insert(row).await?;
+    }
+    Ok(rows)
+}
+
+async fn assign_core(
+    state: &AppState,
+    actor: &str,
+    task: TaskRow,
+    req: Assign,
+) -> Result<Value, ApiError> {
+    task_open(&task)?;
+    let agent = identity::SpiffeId::parse(&req.agent)
+        .map_err(|e| bad("invalid_spiffe_id", e.to_string()))?;
+    if !broker::lease::is_name(&req.role) {
+        return Err(bad(
+            "invalid_role",
+            "a role is 1-63 of [a-z0-9_-], e.g. coder",
+        ));
+    }
+    let all = resources_of(&task);
+    let resources = match req.resources {
+        None => all.clone(),
+        Some(list) => {
+            let list: Vec<String> = list
+                .iter()
+                .map(|r| check_resource(r))
+                .collect::<Result<_, _>>()?;
+            if let Some(outside) = list.iter().find(|r| !all.contains(r)) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "scope_widening",
+                    format!("`{outside}` is not one of task `{}`'s resources", task.id),
+                ));
+            }
+            list
+        }
+    };
+    let expires_ms = match req.ttl_s {
+        Some(ttl) if ttl >= 1 => (now_ms() + ttl * 1000).min(task.deadline_ms),
+        Some(_) => return Err(bad("invalid_grant", "ttl_s must be at least 1")),
+        None => task.deadline_ms,
+    };
+    state
+        .record(
+            NewEvent::new(
+                actor,
+                "task.assign",
+                Outcome::Success,
+                OcsfClass::UserAccessManagement,
+            )
+            .field("task", task.id.clone())
+            .field("agent", agent.to_string())
+            .field("role", req.role.clone()),
+        )
+        .await?;
+    let row = TaskAgentRow {
+        task: task.id.clone(),
+        agent: agent.to_string(),
+        role: req.role.clone(),
+        assigned_ms: now_ms(),
+        assigned_by: actor.to_owned(),
+    };
+    let new = state.store.task_agent_put(&row).await?;
+    let grants = grant(
+        state,
+        actor,
+        &task,
+        &agent,
+        &GrantSpec {
+            resources: &resources,
+            permissions: &req.permissions,
+            expires_ms,
+            source: "assignment",
+        },
+    )
+    .await?;
+    state.refresh_tasks().await?;
+    Ok(json!({
+        "task": task.id, "agent": agent.to_string(), "role": req.role, "new": new,
+        "grants": grants.iter().map(grant_json).collect::<Vec<_>>(),
+    }))
+}
+
+/// Assigns an agent to a task with a role, granting it permissions on the task's resources
+/// until the deadline (role `admin`).
+#[utoipa::path(post, path = "/v1/tasks/{id}/agents", tag = "tasks", security(("bearer" = [])), request_body = Assign,
+    params(("id" = String, Path)),
+    responses((status = 200, description = "assigned; grants issued"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn assign(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<Assign>,
+) -> Result<ApiJson<Value>, ApiError> {
+    caller.require(Role::Admin)?;
+    let task = task_or_404(&state, &id).await?;
+    Ok(ApiJson(
+        assign_core(&state, &caller.actor(), task, req).await?,
+    ))
+}
+
+/// The agent that created a task, acting on it.
+async fn creator_task(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: &PeerSvid,
+    id: &str,
+) -> Result<(String, TaskRow), ApiError> {
+    let agent = require_agent(state, headers, peer)?;
+    let actor = format!("agent:{}", agent.id);
+    let task = task_or_404(state, id).await?;
+    if task.created_by != actor {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_task_creator",
+            format!(
+                "only the task's creator (`{}`) or an admin may change task `{id}`",
+                task.created_by
+            ),
+        ));
+    }
+    Ok((actor, task))
+}
+
+/// The agent that created a task assigns an agent to it.
+#[utoipa::path(post, path = "/v1/agent/tasks/{id}/agents", tag = "tasks", request_body = Assign,
+    params(("id" = String, Path)),
+    responses((status = 200, description = "assigned; grants issued"), (status = 403, body = ErrorBody)))]
+pub(crate) async fn agent_assign(
+    State(state): State<Arc<AppState>>,
+    peer: PeerSvid,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<Assign>,
+) -> Result<ApiJson<Value>, ApiError> {
+    let (actor, task) = creator_task(&state, &headers, &peer, &id).await?;
+    Ok(ApiJson(assign_core(&state, &actor, task, req).await?))
+}
+
+/// How a task ends.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EndTask {
+    /// `completed`, `failed` or `cancelled`.
+    outcome: String,
+    /// Why (1-512 characters).
+    reason: String,
+}
+
+/// Ends an open task and everything it carried.
+async fn end_core(
+    state: &AppState,
+    actor: &str,
+    id: &str,
+    req: EndTask,
+) -> Result<TaskView, ApiError> {
+    if !matches!(req.outcome.as_str(), "completed" | "failed" | "cancelled") {
+        return Err(bad(
+            "invalid_outcome",
+            "outcome is completed, failed or cancelled",
+        ));
+    }
+    crate::leases::check_reason(&req.reason)?;
+    let task = task_or_404(state, id).await?;
+    task_open(&task)?;
+    state
+        .record(
+            NewEvent::new(
+                actor,
+                "task.end",
+                Outcome::Success,
+                OcsfClass::UserAccessManagement,
+            )
+            .field("task", id.to_owned())
+            .field("outcome", req.outcome.clone())
+            .field("reason", req.reason.clone()),
+        )
+        .await?;
+    let ended = state
+        .store
+        .task_end(id, &req.outcome, &req.reason, now_ms())
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "task_not_open",
+                format!("task `{id}` ended meanwhile"),
+            )
+        })?;
+    state.refresh_tasks().await?;
+    cleanup(state, &ended).await?;
+    let ended = task_or_404(state, id).await?;
+    view(state, ended).await
+}
+
+/// Ends a task (role `admin`): `completed`, `failed` or `cancelled`. Its grants end (tuples
+/// deleted), its leases and tokens are revoked; all recorded.
+#[utoipa::path(post, path = "/v1/tasks/{id}/end", tag = "tasks", security(("bearer" = [])), request_body = EndTask,
+    params(("id" = String, Path)),
+    responses((status = 200, body = TaskView), (status = 409, body = ErrorBody)))]
+pub(crate) async fn end(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<EndTask>,
+) -> Result<ApiJson<TaskView>, ApiError> {
+    caller.require(Role::Admin)?;
+    Ok(ApiJson(end_core(&state, &caller.actor(), &id, req).await?))
+}
+
+/// The agent that created a task ends it.
+#[utoipa::path(post, path = "/v1/agent/tasks/{id}/end", tag = "tasks", request_body = EndTask,
+    params(("id" = String, Path)),
+    responses((status = 200, body = TaskView), (status = 403, body = ErrorBody)))]
+pub(crate) async fn agent_end(
+    State(state): State<Arc<AppState>>,
+    peer: PeerSvid,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<EndTask>,
+) -> Result<ApiJson<TaskView>, ApiError> {
+    let (actor, _) = creator_task(&state, &headers, &peer, &id).await?;
+    Ok(ApiJson(end_core(&state, &actor, &id, req).await?))
+}
+
+/// Ends what an ended task carried: its grants (their tuples deleted), its leases and tokens.
+/// Idempotent; run after every end and by the sweeper for tasks that ended while Warden was
+/// down or part-way through.
+pub(crate) async fn cleanup(state: &AppState, task: &TaskRow) -> Result<(), ApiError> {
+    let actor = "system:tasks";
+    let now = now_ms();
+    let grants = state.store.grant_end(&task.id, now).await?;
+    if !grants.is_empty() {
+        // Grants may have been ended before a crash with their tuples still present: delete
+        // every grant tuple of the task that still counts.
+        let all = state.store.grant_list(Some(&task.id), None, None).await?;
+        if let Ok(rel) = crate::rebac_api::open_store(state, DEFAULT_STORE, None).await {
+            let keys: Vec<rebac::TupleKey> = {
+                let snap = rel.read();
+                let mut keys = Vec::new();
+                for g in &all {
+                    let Ok(user) =
+                        rebac::ObjectRef::for_spiffe_id(crate::relations::AGENT_TYPE, &g.agent)
+                    else {
+                        continue;
+                    };
+                    if let Ok(key) =
+                        rebac::TupleKey::parse(&format!("{}#{}@{user}", g.resource, g.permission))
+                    {
+                        if snap.graph().contains(&key, now) && !keys.contains(&key) {
+                            keys.push(key);
+                        }
+                    }
+                }
+                keys
+            };
+            for chunk in keys.chunks(rebac::MAX_TUPLES_PER_WRITE) {
+                crate::rebac_api::write_tuples(state, actor, DEFAULT_STORE, &rel, None, &[], chunk)
+                    .await?;
+            }
+        }
+        state
+            .record(
+                NewEvent::new(
+                    actor,
+                    "grant.end",
+                    Outcome::Success,
+                    OcsfClass::UserAccessManagement,
+                )
+                .field("task", task.id.clone())
+                .field("reason", format!("task {}", task.state))
+                .field(
+                    "grants",
+                    json!(grants.iter().map(|g| g.id.as_str()).collect::<Vec<_>>()),
+                ),
+            )
+            .await?;
+    }
+    crate::leases::revoke(
+        state,
+        actor,
+        &store::LeaseSelector::Task(task.id.clone()),
+        &format!("task {} {}", task.id, task.state),
+    )
+    .await?;
+    state.store.task_mark_cleaned(&task.id).await?;
+    Ok(())
+}
+
+impl AppState {
+    /// One pass of the task sweeper (every second, on every replica): tasks past their
+    /// deadline expire (recorded), ended tasks not yet cleaned up are, and pending grant
+    /// requests past their time are denied.
+    pub async fn sweep_tasks(&self) -> Result<(), ApiError> {
+        let now = now_ms();
+        for t in self.store.task_expire_due(now, 100).await? {
+            self.record(
+                NewEvent::new(
+                    "system:tasks",
+                    "task.end",
+                    Outcome::Success,
+                    OcsfClass::UserAccessManagement,
+                )
+                .field("task", t.id.clone())
+                .field("outcome", "expired")
+                .field("reason", "deadline passed"),
+            )
+            .await?;
+        }
+        let uncleaned = self.store.task_uncleaned(100).await?;
+        if !uncleaned.is_empty() {
+            self.refresh_tasks().await?;
+        }
+        for t in uncleaned {
+            cleanup(self, &t).await?;
+        }
+        for r in self.store.request_expire_due(now).await? {
+            self.record(
+                NewEvent::new(
+                    "system:tasks",
+                    "grant.request_expired",
+                    Outcome::Denied,
+                    OcsfClass::UserAccessManagement,
+                )
+                .field("request_id", r.id.clone())
+                .field("task", r.task.clone())
+                .field("agent", r.agent.clone()),
+            )
+            .await?;
+            self.tasks.decided.notify_waiters();
+        }
+        Ok(())
+    }
+}
+
+// ---- risk -----------------------------------------------------------------------------------
+
+/// An operator's risk score for an agent.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SetRisk {
+    /// The agent's SPIFFE ID.
+    agent: String,
+    /// 0.0 - 1.0 (three decimals kept).
+    score: f64,
+    /// Why (1-512 characters).
+    reason: String,
+}
+
+/// Sets an agent's risk score (role `admin`); decisions see it as `context.risk_score` at once
+/// here, within a second elsewhere. (Monitoring will set scores by itself later.)
+#[utoipa::path(post, path = "/v1/risk", tag = "tasks", security(("bearer" = [])), request_body = SetRisk,
+    responses((status = 204), (status = 400, body = ErrorBody)))]
+pub(crate) async fn set_risk(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(req): ApiJson<SetRisk>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Role::Admin)?;
+    let agent = identity::SpiffeId::parse(&req.agent)
+        .map_err(|e| bad("invalid_spiffe_id", e.to_string()))?;
+    if !(0.0..=1.0).contains(&req.score) {
+        return Err(bad("invalid_risk", "a risk score is between 0.0 and 1.0"));
+    }
+    crate::leases::check_reason(&req.reason)?;
+    let milli = (req.score * 1000.0).round() as i64;
+    state
+        .record(
+            NewEvent::new(
+                caller.actor(),
+                "risk.set",
+                Outcome::Success,
+                OcsfClass::UserAccessManagement,
+            )
+            .field("agent", agent.to_string())
+            .field("score_milli", milli)
+            .field("reason", req.reason.clone()),
+        )
+        .await?;
+    state
+        .store
+        .risk_set(&store::RiskRow {
+            agent: agent.to_string(),
+            score_milli: milli,
+            reason: req.reason,
+            set_ms: now_ms(),
+            set_by: caller.actor(),
+        })
+        .await?;
+    state.refresh_tasks().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Lists risk scores (role `auditor` or `admin`).
+#[utoipa::path(get, path = "/v1/risk", tag = "tasks", security(("bearer" = [])),
+    responses((status = 200, description = "agent, score, reason, set_unix_ms, set_by")))]
+pub(crate) async fn list_risk(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<ApiJson<Value>, ApiError> {
+    caller.require(Role::Auditor)?;
+    let rows = state.store.risk_list().await?;
+    Ok(ApiJson(json!(rows
+        .iter()
+        .map(|r| json!({"agent": r.agent, "score": r.score_milli as f64 / 1000.0, "reason": r.reason, "set_unix_ms": r.set_ms, "set_by": r.set_by}))
+        .collect::<Vec<_>>())))
+}
+
+/// Checks that `agent` may use `task` for a credential: the task exists, is open, and the
+/// agent is assigned to it. The refusal's stable code and message otherwise.
+pub(crate) async fn check_on_task(
+    state: &AppState,
+    agent: &str,
+    task: &str,
+) -> Result<(), (&'static str, String)> {
+    let t = match state.store.task_get(task).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return Err(("unknown_task", format!("no task `{task}`"))),
+        Err(e) => return Err(("store_unavailable", e.to_string())),
+    };
+    if let Err(e) = task_open(&t) {
+        return Err(("task_not_open", e.body().message));
+    }
+    match state.store.task_agents(task).await {
+        Ok(agents) if agents.iter().any(|a| a.agent == agent) => Ok(()),
+        Ok(_) => Err((
+            "not_on_task",
+            format!("`{agent}` is not assigned to task `{task}`"),
+        )),
+        Err(e) => Err(("store_unavailable", e.to_string())),
+    }
+}
