@@ -86,6 +86,36 @@ impl Env {
         }
     }
 
+    /// Creates task `id` with `agents` on it (no grants).
+    async fn task(&self, id: &str, agents: &[&str]) {
+        let admin = self.install.admin_token();
+        let resp = self
+            .server
+            .http
+            .post(self.server.at("/v1/tasks"))
+            .bearer_auth(&admin)
+            .json(
+                &json!({"id": id, "type": "patch_bug", "owner": "alice@example.org",
+                "resources": ["repository:warden"], "deadline_s": 3600}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201, "{:?}", resp.text().await);
+        for agent in agents {
+            let resp = self
+                .server
+                .http
+                .post(self.server.at(&format!("/v1/tasks/{id}/agents")))
+                .bearer_auth(&admin)
+                .json(&json!({"agent": agent, "role": "worker"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text().await);
+        }
+    }
+
     /// A JWT-SVID of `id` for `audience` from the Workload API.
     async fn svid_for(&self, id: &str, audience: &str) -> String {
         let mut cmd = warden();
@@ -193,6 +223,39 @@ async fn exchange_introspect_revoke() {
     let env = Env::start(&[]).await;
     let enforcer = env.enforcer().await;
     let svid = env.svid(PLANNER).await;
+    // A token for a task needs the task, open, with the agent on it.
+    let (status, err) = env
+        .exchange(&svid, &[("audience", GIT), ("task", "T-42")])
+        .await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (403, Some("access_denied")),
+        "{err}"
+    );
+    assert!(
+        err["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("no task"),
+        "{err}"
+    );
+    env.task("T-41", &[CODER]).await;
+    let (status, err) = env
+        .exchange(&svid, &[("audience", GIT), ("task", "T-41")])
+        .await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (403, Some("access_denied")),
+        "{err}"
+    );
+    assert!(
+        err["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("not assigned"),
+        "{err}"
+    );
+    env.task("T-42", &[PLANNER]).await;
     let (status, body) = env
         .exchange(
             &svid,
@@ -577,6 +640,8 @@ async fn every_bad_request_gets_its_oauth_error_and_a_ledger_entry() {
 async fn delegation_only_narrows_and_records_every_hop() {
     let env = Env::start(&["--delegation-depth", "2"]).await;
     let enforcer = env.enforcer().await;
+    env.task("T-7", &[PLANNER, CODER, HELPER]).await;
+    env.task("T-8", &[PLANNER, CODER, HELPER]).await;
     let planner = env.svid(PLANNER).await;
     let (_, parent) = env
         .exchange(

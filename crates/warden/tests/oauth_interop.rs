@@ -101,6 +101,30 @@ async fn authlib_and_pyjwt_exchange_validate_introspect_revoke() {
             .unwrap();
         assert_eq!(resp.status().as_u16(), 201, "{:?}", resp.text().await);
     }
+    // The token is for task T-42, on which both agents are.
+    let resp = server
+        .http
+        .post(server.at("/v1/tasks"))
+        .bearer_auth(&admin)
+        .json(
+            &json!({"id": "T-42", "type": "patch_bug", "owner": "alice@example.org",
+            "resources": ["repository:warden"], "deadline_s": 3600}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201, "{:?}", resp.text().await);
+    for id in [PLANNER, CODER] {
+        let resp = server
+            .http
+            .post(server.at("/v1/tasks/T-42/agents"))
+            .bearer_auth(&admin)
+            .json(&json!({"agent": id, "role": "worker"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text().await);
+    }
     let example = |name: &str| {
         format!(
             "{}/../../examples/broker/{name}",
