@@ -869,6 +869,8 @@ pub async fn create_role(
     with_deadline(dsn, async {
         let mut conn = connect(dsn).await?;
         let mut tx = conn.begin().await.map_err(|e| db_error(dsn, e))?;
+        set_local_timeouts(dsn, &mut tx).await?;
+        serialize_ddl(dsn, &mut tx).await?;
         let database: String = sqlx::query_scalar("SELECT current_database()::text")
             .fetch_one(&mut *tx)
             .await
@@ -915,6 +917,7 @@ pub async fn revoke_role(dsn: &AdminDsn, role: &RoleName) -> Result<RevokeOutcom
         // 1. No new sessions, committed before any are terminated so none can slip in between.
         let mut tx = conn.begin().await.map_err(|e| db_error(dsn, e))?;
         set_local_timeouts(dsn, &mut tx).await?;
+        serialize_ddl(dsn, &mut tx).await?;
         let row = sqlx::query(
             "SELECT r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication \
                     OR r.rolbypassrls AS privileged, \
@@ -970,6 +973,7 @@ pub async fn revoke_role(dsn: &AdminDsn, role: &RoleName) -> Result<RevokeOutcom
         // 3. Revoke and drop.
         let mut tx = conn.begin().await.map_err(|e| db_error(dsn, e))?;
         set_local_timeouts(dsn, &mut tx).await?;
+        serialize_ddl(dsn, &mut tx).await?;
         let sql = format!("DROP OWNED BY {quoted}; DROP ROLE {quoted};");
         if let Some(gone) = gone_or(dsn, sqlx::Executor::execute(&mut *tx, sql.as_str()).await)? {
             return Ok(gone);
@@ -1110,6 +1114,18 @@ async fn missing_grants(
     .await
     .map_err(|e| db_error(dsn, e))?;
     Ok(missing)
+}
+
+/// Takes the engine's transaction-scoped advisory lock on this database. Role DDL updates
+/// shared catalog rows — `GRANT CONNECT ON DATABASE` and `DROP OWNED` rewrite the database's
+/// ACL — and two transactions doing so at once fail with "tuple concurrently updated"; so the
+/// engine's transactions on one database take turns (across every Warden replica).
+async fn serialize_ddl(dsn: &AdminDsn, tx: &mut PgConnection) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('warden-broker-role-ddl'))")
+        .execute(tx)
+        .await
+        .map_err(|e| db_error(dsn, e))?;
+    Ok(())
 }
 
 async fn set_local_timeouts(dsn: &AdminDsn, tx: &mut PgConnection) -> Result<()> {

@@ -527,6 +527,18 @@ pub(crate) async fn issue(
                 format!("task `{task}` is on hold"),
             ));
         }
+        // A credential for a task is for an agent on that task, while it is open.
+        if let Err((code, why)) =
+            crate::tasks_api::check_on_task(&state, agent.id.as_str(), task).await
+        {
+            let status = match code {
+                "unknown_task" => StatusCode::NOT_FOUND,
+                "store_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+                "task_not_open" => StatusCode::CONFLICT,
+                _ => StatusCode::FORBIDDEN,
+            };
+            return Err(ApiError::new(status, code, why));
+        }
     }
     let ttl_s = req.ttl_s.unwrap_or(role_row.default_ttl_s);
     if !(1..=role_row.max_ttl_s).contains(&ttl_s) {
@@ -635,9 +647,10 @@ pub(crate) async fn issue(
         .await;
         return Err(engine_error(&e));
     }
-    // A hold that landed while the role was being made: revoke it before the password leaves
-    // (the hold marks the agent before it revokes leases, so one of the two always sees the
-    // other).
+    // A hold or revocation that landed while the role was being made. A hold marks the agent
+    // before it revokes leases; a revocation marks the lease before it drops the role, which
+    // did not exist yet. So after the role is committed, look again: if the agent is held or
+    // the lease is no longer active, drop the role here before the password leaves.
     let held = agent_auth::check_denied(&state, &agent.id)
         .err()
         .map(|r| r.reason)
@@ -647,9 +660,60 @@ pub(crate) async fn issue(
                 .filter(|t| state.held.task(t))
                 .map(|t| format!("task `{t}` is on hold"))
         });
-    if let Some(why) = held {
-        crate::leases::revoke(&state, "system:broker", &LeaseSelector::Id(lease.id), &why).await?;
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "agent_on_hold", why));
+    let now_state = state.store.lease_get(&lease.id).await?.map(|l| l.state);
+    let revoked = now_state.as_deref() != Some("active");
+    if held.is_some() || revoked {
+        let why = held
+            .clone()
+            .unwrap_or_else(|| "the lease was revoked while its role was being created".into());
+        // Ends the lease if it still is active; then the role goes whatever the lease says.
+        crate::leases::revoke(
+            &state,
+            "system:broker",
+            &LeaseSelector::Id(lease.id.clone()),
+            &why,
+        )
+        .await?;
+        let dropped = pg::revoke_role(&dsn, &db_role).await;
+        state
+            .record(
+                NewEvent::new(
+                    "system:broker",
+                    "lease.revoke_upstream",
+                    if dropped.is_ok() {
+                        Outcome::Success
+                    } else {
+                        Outcome::Failure
+                    },
+                    OcsfClass::UserAccessManagement,
+                )
+                .field("lease_id", lease.id.clone())
+                .field("agent", agent.id.to_string())
+                .field("engine", "postgres")
+                .field(
+                    "result",
+                    match &dropped {
+                        Ok(_) => format!("role {db_role} dropped: {why}"),
+                        Err(e) => format!("role {db_role} not dropped ({e}); the sweeper retries"),
+                    },
+                ),
+            )
+            .await?;
+        if dropped.is_err() {
+            // Leave it to the sweeper: back to `revoking`, so it retries until the role is gone.
+            state
+                .store
+                .lease_reopen(
+                    &lease.id,
+                    now_ms(),
+                    "dropping after a racing revocation failed",
+                )
+                .await?;
+        }
+        return Err(match held {
+            Some(why) => ApiError::new(StatusCode::FORBIDDEN, "agent_on_hold", why),
+            None => ApiError::new(StatusCode::CONFLICT, "lease_revoked", why),
+        });
     }
     Ok((
         StatusCode::CREATED,

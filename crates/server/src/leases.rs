@@ -186,7 +186,13 @@ pub(crate) async fn revoke(
             .field("reason", reason),
         )
         .await?;
-    let rows = state.store.lease_revoke(selector, reason, now_ms()).await?;
+    // This call undoes the database leases itself (below): it claims them, so the sweeper
+    // does not do the same work at the same time; it takes over if this call fails.
+    let now = now_ms();
+    let rows = state
+        .store
+        .lease_revoke(selector, reason, now, now + CLAIM_MS)
+        .await?;
     apply_revoked(state, &rows);
     if !rows.is_empty() {
         state

@@ -335,6 +335,7 @@ macro_rules! broker_methods {
             selector: &crate::LeaseSelector,
             reason: &str,
             now_ms: i64,
+            claim_until_ms: i64,
         ) -> crate::Result<Vec<crate::LeaseRow>> {
             let (clause, param) = crate::broker::selector_sql(selector);
             // Leases delegated from a selected lease (at any depth) go with it. Tokens have
@@ -343,7 +344,7 @@ macro_rules! broker_methods {
             let rows = sqlx::query(&format!(
                 "UPDATE leases SET state = CASE engine WHEN 'oauth' THEN 'revoked' \
                  ELSE 'revoking' END, revoke_reason = $2, revoked_ms = $1, \
-                 next_attempt_ms = $1 WHERE state = 'active' AND id IN (\
+                 next_attempt_ms = $4 WHERE state = 'active' AND id IN (\
                  WITH RECURSIVE sel(id) AS (SELECT id FROM leases WHERE {clause} \
                  UNION SELECT l.id FROM leases l JOIN sel ON l.parent = sel.id) \
                  SELECT id FROM sel) RETURNING {}",
@@ -352,6 +353,7 @@ macro_rules! broker_methods {
             .bind(now_ms)
             .bind(reason)
             .bind(param)
+            .bind(claim_until_ms)
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
@@ -422,6 +424,20 @@ macro_rules! broker_methods {
             .map_err(db_err)?
             .rows_affected();
             Ok(n > 0)
+        }
+
+        async fn lease_reopen(&self, id: &str, next_attempt_ms: i64, error: &str) -> crate::Result<()> {
+            sqlx::query(
+                "UPDATE leases SET state = 'revoking', next_attempt_ms = $2, last_error = $3 \
+                 WHERE id = $1 AND state <> 'active'",
+            )
+            .bind(id)
+            .bind(next_attempt_ms)
+            .bind(error)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+            Ok(())
         }
 
         async fn lease_retry_later(

@@ -643,13 +643,15 @@ pub trait BrokerStore: Send + Sync + 'static {
     -> Result<Option<LeaseRow>>;
 
     /// Revokes every active lease `selector` names and every lease delegated from them (at
-    /// any depth), in one statement: tokens become `revoked`, other engines `revoking` (due
-    /// for the sweeper now). Returns them.
+    /// any depth), in one statement: tokens become `revoked`, other engines `revoking`, claimed
+    /// by the caller (the sweeper leaves them alone until `claim_until_ms`, then takes over if
+    /// they are still `revoking`). Returns them.
     async fn lease_revoke(
         &self,
         selector: &LeaseSelector,
         reason: &str,
         now_ms: i64,
+        claim_until_ms: i64,
     ) -> Result<Vec<LeaseRow>>;
 
     /// Ends up to `limit` active leases whose expiry has passed (tokens `expired`, other
@@ -667,6 +669,10 @@ pub trait BrokerStore: Send + Sync + 'static {
 
     /// Marks a `revoking` lease `revoked` once the engine undid it upstream.
     async fn lease_revoked_upstream(&self, id: &str) -> Result<bool>;
+
+    /// Puts an ended lease back to `revoking` (due at `next_attempt_ms`): its upstream
+    /// credential turned out to exist after all and must still be undone.
+    async fn lease_reopen(&self, id: &str, next_attempt_ms: i64, error: &str) -> Result<()>;
 
     /// Records a failed upstream revocation: one more attempt, the next at `next_attempt_ms`.
     async fn lease_retry_later(

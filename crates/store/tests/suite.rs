@@ -1572,7 +1572,7 @@ async fn leases_lifecycle(store: Arc<dyn Store>) {
     // An ended lease is not revoked again and cannot be renewed.
     assert!(
         store
-            .lease_revoke(&LeaseSelector::Id(a.id.clone()), "x", 16_000)
+            .lease_revoke(&LeaseSelector::Id(a.id.clone()), "x", 16_000, 16_000)
             .await
             .unwrap()
             .is_empty()
@@ -1608,6 +1608,19 @@ async fn leases_lifecycle(store: Arc<dyn Store>) {
     );
     assert!(store.lease_revoked_upstream(&p.id).await.unwrap());
     assert!(!store.lease_revoked_upstream(&p.id).await.unwrap());
+    let done = store.lease_get(&p.id).await.unwrap().unwrap();
+    // A revoked lease whose credential turned out to exist is reopened for the sweeper.
+    store
+        .lease_reopen(&p.id, 40_000, "found again")
+        .await
+        .unwrap();
+    let reopened = store.lease_get(&p.id).await.unwrap().unwrap();
+    assert_eq!(
+        (reopened.state.as_str(), reopened.next_attempt_ms),
+        ("revoking", Some(40_000))
+    );
+    assert!(store.lease_revoked_upstream(&p.id).await.unwrap());
+    store.lease_reopen(&a.id, 1, "x").await.unwrap();
     let done = store.lease_get(&p.id).await.unwrap().unwrap();
     assert_eq!(
         (done.state.as_str(), done.next_attempt_ms),
@@ -1679,7 +1692,7 @@ async fn leases_bulk_revoke_and_sweeper_claims(store: Arc<dyn Store>) {
     assert_eq!(page.len() + next.len(), 30);
     // Revoking a lease revokes what was delegated from it.
     let cascade = store
-        .lease_revoke(&LeaseSelector::Id("oauth/r1/lse_01".into()), "parent", 5)
+        .lease_revoke(&LeaseSelector::Id("oauth/r1/lse_01".into()), "parent", 5, 5)
         .await
         .unwrap();
     let mut ids: Vec<&str> = cascade.iter().map(|l| l.id.as_str()).collect();
@@ -1689,6 +1702,7 @@ async fn leases_bulk_revoke_and_sweeper_claims(store: Arc<dyn Store>) {
         .lease_revoke(
             &LeaseSelector::Agent("spiffe://t/agent0".into()),
             "hold",
+            10,
             10,
         )
         .await
@@ -1703,20 +1717,21 @@ async fn leases_bulk_revoke_and_sweeper_claims(store: Arc<dyn Store>) {
         assert_eq!(l.state, want, "{}", l.id);
         assert_eq!(l.revoke_reason.as_deref(), Some("hold"));
     }
+    // The revoking caller's claim keeps the sweeper off until it runs out.
     let task = store
-        .lease_revoke(&LeaseSelector::Task("T1".into()), "task", 20)
+        .lease_revoke(&LeaseSelector::Task("T1".into()), "task", 20, 90)
         .await
         .unwrap();
     assert!(task.iter().all(|l| l.task.as_deref() == Some("T1")));
     let prefix = store
-        .lease_revoke(&LeaseSelector::Prefix("postgres/".into()), "p", 30)
+        .lease_revoke(&LeaseSelector::Prefix("postgres/".into()), "p", 30, 30)
         .await
         .unwrap();
     assert!(!prefix.is_empty() && prefix.iter().all(|l| l.id.starts_with("postgres/")));
     // A prefix is literal: `%` and `_` match only themselves.
     assert!(
         store
-            .lease_revoke(&LeaseSelector::Prefix("%".into()), "p", 30)
+            .lease_revoke(&LeaseSelector::Prefix("%".into()), "p", 30, 30)
             .await
             .unwrap()
             .is_empty()
@@ -1730,6 +1745,15 @@ async fn leases_bulk_revoke_and_sweeper_claims(store: Arc<dyn Store>) {
         active
             .iter()
             .all(|l| l.task.as_deref() != Some("T1") && l.engine == "oauth")
+    );
+    assert!(
+        store
+            .lease_claim_due(89, 89, 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|l| l.task.as_deref() != Some("T1")),
+        "claimed by the revoking call until 90"
     );
     // Two sweepers claiming at once never both get a lease.
     let (a, b) = tokio::join!(

@@ -19,6 +19,7 @@ mod bench_broker;
 mod broker_cli;
 mod client;
 mod config;
+mod git_cli;
 mod identity_keys;
 mod init;
 mod keys;
@@ -26,6 +27,7 @@ mod policy_cli;
 mod policy_test;
 mod rebac_cli;
 mod serve;
+mod task_cli;
 mod trust_cli;
 
 /// Warden: zero-trust identity governance for AI agents.
@@ -199,6 +201,30 @@ enum Command {
         #[command(subcommand)]
         cmd: agent_cli::AgentCmd,
     },
+    /// Tasks: create, assign agents in roles (grants), show, list, complete, fail, cancel
+    Task {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        cmd: task_cli::TaskCmd,
+    },
+    /// Just-in-time grant requests waiting for a human: list, approve, deny
+    Approvals {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        cmd: task_cli::ApprovalsCmd,
+    },
+    /// Operator-set risk scores (policies see them as context.risk_score)
+    Risk {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        cmd: task_cli::RiskCmd,
+    },
+    /// Guard a git repository: Warden authorizes every push, ref by ref (pre-receive hook)
+    #[command(subcommand)]
+    Git(git_cli::GitCmd),
     /// Measure the ledger's performance on this machine
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -284,6 +310,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             broker_cli::secret(&client::Client::new(&client)?, cmd).await?;
         }
         Command::Db { client, cmd } => broker_cli::db(&client::Client::new(&client)?, cmd).await?,
+        // `request-grant` polls as the agent and has its own exit code.
+        Command::Agent {
+            client,
+            socket,
+            spiffe_id,
+            cmd: agent_cli::AgentCmd::RequestGrant(args),
+        } => {
+            return agent_cli::request_grant(
+                &client,
+                client::workload_socket(socket, &cli.data_dir),
+                spiffe_id,
+                args,
+            )
+            .await;
+        }
         Command::Agent {
             client,
             socket,
@@ -321,6 +362,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Deny { client, cmd } => {
             client::deny(&client::Client::new(&client)?, cmd).await?;
         }
+        Command::Task { client, cmd } => {
+            task_cli::task(&client::Client::new(&client)?, cmd).await?;
+        }
+        Command::Approvals { client, cmd } => {
+            task_cli::approvals(&client::Client::new(&client)?, cmd).await?;
+        }
+        Command::Risk { client, cmd } => {
+            task_cli::risk(&client::Client::new(&client)?, cmd).await?;
+        }
+        Command::Git(cmd) => return git_cli::git(cmd).await,
         Command::Bench(cmd) => bench::run(cmd).await?,
     }
     Ok(ExitCode::SUCCESS)
