@@ -23,13 +23,16 @@ CREATE TABLE leases (
     last_error      TEXT,
     alerted         BIGINT NOT NULL DEFAULT 0
 );
-CREATE INDEX leases_agent ON leases (agent, state);
-CREATE INDEX leases_task ON leases (task, state);
-CREATE INDEX leases_parent ON leases (parent);
+-- Issuance is the hot path: an insert touches the agent, subject, handle and expiry
+-- indexes; the others are partial and skip rows they do not need.
+CREATE INDEX leases_agent ON leases (agent);
+CREATE INDEX leases_subject ON leases (subject);
 CREATE INDEX leases_handle ON leases (engine, handle);
-CREATE INDEX leases_expiry ON leases (state, expires_ms);
-CREATE INDEX leases_attempt ON leases (state, next_attempt_ms);
-CREATE INDEX leases_revoked ON leases (revoked_ms, id);
+CREATE INDEX leases_expiry ON leases (expires_ms) WHERE state = 'active';
+CREATE INDEX leases_task ON leases (task) WHERE task IS NOT NULL;
+CREATE INDEX leases_parent ON leases (parent) WHERE parent IS NOT NULL;
+CREATE INDEX leases_attempt ON leases (next_attempt_ms) WHERE state = 'revoking';
+CREATE INDEX leases_revoked ON leases (revoked_ms, id) WHERE revoked_ms IS NOT NULL;
 
 -- Holds (kill switch): an agent (SPIFFE ID), a task id, or a vendor (registration owner).
 CREATE TABLE holds (
