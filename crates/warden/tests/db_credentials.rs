@@ -352,9 +352,19 @@ impl Env {
         max_ttl_s: i64,
         dsn: impl FnOnce(&TestDb) -> String,
     ) -> Option<Env> {
+        Self::start_serving(tag, max_ttl_s, dsn, &[]).await
+    }
+
+    /// Like [`Env::start_with`], with extra `warden serve` flags.
+    async fn start_serving(
+        tag: &str,
+        max_ttl_s: i64,
+        dsn: impl FnOnce(&TestDb) -> String,
+        serve_args: &[&str],
+    ) -> Option<Env> {
         let db = TestDb::create(tag).await?;
         let install = Install::new().await;
-        let server = install.serve().await;
+        let server = install.serve_with(serve_args).await;
         let admin = install.admin_token();
         let exe = std::fs::canonicalize(common::BIN).unwrap();
         let uid = common::own_uid();
@@ -1483,4 +1493,90 @@ async fn sweeper_stays_off_a_revocation_in_progress() {
     );
     drop(env);
     fwd.shut().await;
+}
+
+/// The sweeper never leaves a zombie: a revocation PostgreSQL cannot take is retried with
+/// backoff, raises one alert entry after repeated failure, survives a restart of Warden, and
+/// completes once PostgreSQL is back.
+#[tokio::test]
+async fn failing_revocations_are_retried_alerted_and_survive_a_restart() {
+    let Some(admin_url) = pg_url() else {
+        return;
+    };
+    let fwd = Forwarder::start(0, host_port(&admin_url)).await;
+    let port = fwd.port;
+    let Some(mut env) = Env::start_serving(
+        "zombie",
+        3600,
+        |db| with_port(&db.url, port),
+        &["--lease-retry-base-ms", "100"],
+    )
+    .await
+    else {
+        return;
+    };
+    let svid = env.svid(SUMMARIZER).await;
+    let cred = env.issue(&svid, json!({"ttl_s": 600})).await;
+    let lease_id = s(&cred["lease_id"]).to_owned();
+    let role = s(&cred["username"]).to_owned();
+
+    // PostgreSQL is unreachable when the agent gives the credential back.
+    fwd.shut().await;
+    let resp = env
+        .server
+        .http
+        .post(env.server.at("/v1/agent/leases/revoke"))
+        .bearer_auth(&svid)
+        .json(&json!({"lease_id": lease_id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204, "{:?}", resp.text().await);
+    assert_eq!(env.lease(&lease_id).await["state"], "revoking");
+    assert!(env.db.role_exists(&role).await, "the role is still there");
+
+    // Retries back off (100 ms, 200 ms, …); after five failures one alert entry is written.
+    env.wait_for("an alert entry", Duration::from_secs(30), || async {
+        !env.events("lease.revoke_failing").await.is_empty()
+    })
+    .await;
+    let lease = env.lease(&lease_id).await;
+    assert!(lease["attempts"].as_i64().unwrap() >= 5, "{lease}");
+    assert!(!s(&lease["last_error"]).is_empty(), "{lease}");
+    let alerts = env.events("lease.revoke_failing").await;
+    assert_eq!(alerts.len(), 1, "one alert per lease: {alerts:#?}");
+    assert_eq!(alerts[0]["fields"]["severity"], "alert");
+    assert_eq!(alerts[0]["fields"]["lease_id"], lease_id.as_str());
+
+    // Warden restarts (killed, no goodbye) while the lease is still revoking.
+    env.server.kill9().await;
+    env.server = env
+        .install
+        .serve_with(&["--lease-retry-base-ms", "100"])
+        .await;
+    assert_eq!(env.lease(&lease_id).await["state"], "revoking");
+
+    // PostgreSQL comes back: the sweeper finishes it, the role is gone.
+    let _fwd = Forwarder::start(port, host_port(&admin_url)).await;
+    env.wait_for("the lease is revoked", Duration::from_secs(60), || async {
+        env.lease(&lease_id).await["state"] == "revoked"
+    })
+    .await;
+    assert!(!env.db.role_exists(&role).await, "no zombie role");
+    let done: Vec<Value> = env
+        .events("lease.revoke_upstream")
+        .await
+        .into_iter()
+        .filter(|e| e["fields"]["lease_id"] == lease_id.as_str())
+        .collect();
+    assert_eq!(done.len(), 1, "{done:#?}");
+    assert!(
+        s(&done[0]["fields"]["result"]).contains("dropped"),
+        "{done:#?}"
+    );
+    assert_eq!(
+        env.events("lease.revoke_failing").await.len(),
+        1,
+        "no second alert"
+    );
 }
