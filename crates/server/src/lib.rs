@@ -35,6 +35,7 @@ mod dbcreds;
 mod deny;
 mod entries;
 pub mod error;
+mod git_api;
 mod grants_api;
 mod holds;
 mod join;
@@ -353,6 +354,7 @@ fn route_table() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>)
         .routes(routes!(policy_api::authorize))
         .routes(routes!(policy_api::authzen_evaluation))
         .routes(routes!(policy_api::authzen_evaluations))
+        .routes(routes!(git_api::authorize))
         .routes(routes!(rebac_api::put_model, rebac_api::get_model))
         .routes(routes!(rebac_api::stores))
         .routes(routes!(rebac_api::write, rebac_api::read))
@@ -627,6 +629,7 @@ mod tests {
             ("/v1/authorize", "post"),
             ("/access/v1/evaluation", "post"),
             ("/access/v1/evaluations", "post"),
+            ("/v1/git/authorize", "post"),
             ("/v1/rebac/model", "put"),
             ("/v1/rebac/model", "get"),
             ("/v1/rebac/stores", "get"),
