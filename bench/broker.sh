@@ -86,8 +86,9 @@ ENFORCER=$("$W" api-token create --name gw --role enforcer "${client[@]}" 2>/dev
 
 echo "== revoke every lease of $PLANNER ($issued issued by the runs above, +1)"
 t0=$(date +%s.%N)
-"$W" lease revoke --agent "$PLANNER" --reason "bench: revoke all" "${client[@]}" | head -1
+"$W" lease revoke --agent "$PLANNER" --reason "bench: revoke all" "${client[@]}" >"$TMP/revoked.txt"
 t1=$(date +%s.%N)
+head -1 "$TMP/revoked.txt"
 echo "RESULT revoke_seconds=$(python3 -c "print(round($t1 - $t0, 3))")"
 echo "== a token of the batch, introspected afterwards:"
 curl -sS -X POST "$URL/oauth2/introspect" -H "authorization: Bearer $ENFORCER" --data-urlencode "token=$SAMPLE"

@@ -188,6 +188,44 @@ impl Ledger {
     /// Appends an event and returns once it is durable in the store. An error means the event
     /// was not recorded: the caller must not perform (or acknowledge) the audited operation.
     pub async fn append(&self, event: NewEvent) -> Result<Receipt, LedgerError> {
+        let (pending, rx) = self.prepare(event)?;
+        self.tx
+            .send(pending)
+            .await
+            .map_err(|_| LedgerError::Closed)?;
+        rx.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    /// Appends several events, in order, and returns once all are durable. They are queued
+    /// together, so they usually share one commit: one wait instead of one per event. An error
+    /// means at least one was not recorded.
+    pub async fn append_all(&self, events: Vec<NewEvent>) -> Result<Vec<Receipt>, LedgerError> {
+        let mut waiting = Vec::with_capacity(events.len());
+        let mut pendings = Vec::with_capacity(events.len());
+        for event in events {
+            let (pending, rx) = self.prepare(event)?;
+            pendings.push(pending);
+            waiting.push(rx);
+        }
+        for pending in pendings {
+            self.tx
+                .send(pending)
+                .await
+                .map_err(|_| LedgerError::Closed)?;
+        }
+        let mut receipts = Vec::with_capacity(waiting.len());
+        for rx in waiting {
+            receipts.push(rx.await.map_err(|_| LedgerError::Closed)??);
+        }
+        Ok(receipts)
+    }
+
+    /// Checks an event and makes its queue item, with the receiver of its outcome.
+    #[allow(clippy::type_complexity, reason = "a private pair")]
+    fn prepare(
+        &self,
+        event: NewEvent,
+    ) -> Result<(Pending, oneshot::Receiver<Result<Receipt, LedgerError>>), LedgerError> {
         validate(&event)?;
         let mut fields = BTreeMap::new();
         for (name, value) in event.fields {
@@ -215,11 +253,7 @@ impl Ledger {
             head,
             reply,
         };
-        self.tx
-            .send(pending)
-            .await
-            .map_err(|_| LedgerError::Closed)?;
-        rx.await.map_err(|_| LedgerError::Closed)?
+        Ok((pending, rx))
     }
 
     /// `hmac-sha256:<base64>` of a secret under this install's key.

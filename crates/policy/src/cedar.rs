@@ -39,8 +39,8 @@ pub(crate) struct CedarPackage {
     entity_types: HashMap<String, EntityTypeName>,
     /// The schema's action ids.
     actions: HashSet<String>,
-    /// The actions whose context declares `relations`: Warden fills it in for them.
-    relation_actions: HashSet<String>,
+    /// What each action's context declares of the parts Warden fills in selectively.
+    shape: ContextShape,
 }
 
 impl CedarPackage {
@@ -62,9 +62,9 @@ impl CedarPackage {
                 ));
             }
         }
-        let relation_actions = match schema_files.as_slice() {
-            [(_, text)] => actions_with_relations(text),
-            _ => HashSet::new(),
+        let shape = match schema_files.as_slice() {
+            [(_, text)] => context_shape(text),
+            _ => ContextShape::default(),
         };
         let schema = match schema_files.as_slice() {
             [(name, text)] => match Schema::from_cedarschema_str(text) {
@@ -196,7 +196,7 @@ impl CedarPackage {
                 action_type,
                 entity_types,
                 actions,
-                relation_actions,
+                shape,
             },
             warnings,
         ))
@@ -204,7 +204,23 @@ impl CedarPackage {
 
     /// Whether the context of `action` declares `relations`.
     pub(crate) fn wants_relations(&self, action: &str) -> bool {
-        self.relation_actions.contains(action)
+        self.shape.relation_actions.contains(action)
+    }
+
+    /// The agent's task as `action`'s context declares it: none when the context has no
+    /// `task`, and only the declared task attributes (all of them for an open record). A
+    /// strict schema would otherwise refuse the whole request over an attribute it does not
+    /// know — an operator's task attributes are for the packages that use them.
+    pub(crate) fn fit_task(&self, action: &str, task: Option<crate::Task>) -> Option<crate::Task> {
+        let mut task = task?;
+        match self.shape.task_attributes.get(action) {
+            None | Some(None) => None,
+            Some(Some(None)) => Some(task),
+            Some(Some(Some(declared))) => {
+                task.attributes.retain(|k, _| declared.contains(k));
+                Some(task)
+            }
+        }
     }
 
     /// Decides `request`, whose context has been checked against the limits.
@@ -245,7 +261,7 @@ impl CedarPackage {
             resource,
             cedar_context(
                 &request.context,
-                self.relation_actions.contains(&request.action),
+                self.shape.relation_actions.contains(&request.action),
             )?,
             Some(&self.schema),
         )
@@ -382,14 +398,45 @@ fn json_value(value: &Value, path: &str) -> Result<RestrictedExpression, PolicyE
 /// The actions (ids) whose context record declares an attribute `relations`, read from the
 /// schema's JSON form (following a common-type reference). Empty if the schema does not
 /// parse; compilation reports that.
-fn actions_with_relations(schema_text: &str) -> HashSet<String> {
+/// Follows references to common types: `{"type": "Ctx"}` or
+/// `{"type": "EntityOrCommon", "name": "Ctx"}`.
+fn resolve<'a>(
+    common: &'a serde_json::Value,
+    mut ty: &'a serde_json::Value,
+) -> &'a serde_json::Value {
+    for _ in 0..8 {
+        let name = match ty["type"].as_str() {
+            Some("EntityOrCommon") => ty["name"].as_str(),
+            Some("Record") | None => None,
+            Some(other) => Some(other),
+        };
+        match name.map(|n| &common[n]) {
+            Some(next) if !next.is_null() => ty = next,
+            _ => break,
+        }
+    }
+    ty
+}
+
+/// What the schema says about each action's context, for the parts Warden fills in only as
+/// far as the schema declares them.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ContextShape {
+    /// Actions whose context declares `relations`.
+    pub(crate) relation_actions: HashSet<String>,
+    /// Per action: `None` when its context declares no `task`; else the task attributes it
+    /// declares (`None` inside: any, the record is open).
+    pub(crate) task_attributes: std::collections::HashMap<String, Option<Option<HashSet<String>>>>,
+}
+
+fn context_shape(schema_text: &str) -> ContextShape {
+    let mut out = ContextShape::default();
     let Ok((fragment, _)) = cedar_policy::SchemaFragment::from_cedarschema_str(schema_text) else {
-        return HashSet::new();
+        return out;
     };
     let Ok(json) = fragment.to_json_value() else {
-        return HashSet::new();
+        return out;
     };
-    let mut out = HashSet::new();
     let Some(namespaces) = json.as_object() else {
         return out;
     };
@@ -399,23 +446,28 @@ fn actions_with_relations(schema_text: &str) -> HashSet<String> {
             continue;
         };
         for (id, action) in actions {
-            let mut context = &action["appliesTo"]["context"];
-            // A reference to a common type: `{"type": "Ctx"}` or
-            // `{"type": "EntityOrCommon", "name": "Ctx"}`.
-            for _ in 0..8 {
-                let name = match context["type"].as_str() {
-                    Some("EntityOrCommon") => context["name"].as_str(),
-                    Some("Record") | None => None,
-                    Some(other) => Some(other),
-                };
-                match name.map(|n| &common[n]) {
-                    Some(next) if !next.is_null() => context = next,
-                    _ => break,
-                }
-            }
+            let context = resolve(common, &action["appliesTo"]["context"]);
             if context["attributes"].get("relations").is_some() {
-                out.insert(id.clone());
+                out.relation_actions.insert(id.clone());
             }
+            let task = match context["attributes"].get("task") {
+                None => None,
+                Some(task) => {
+                    let task = resolve(common, task);
+                    let attrs = resolve(common, &task["attributes"]["attributes"]);
+                    if attrs["additionalAttributes"].as_bool() == Some(true) {
+                        Some(None)
+                    } else {
+                        Some(Some(
+                            attrs["attributes"]
+                                .as_object()
+                                .map(|o| o.keys().cloned().collect())
+                                .unwrap_or_default(),
+                        ))
+                    }
+                }
+            };
+            out.task_attributes.insert(id.clone(), task);
         }
     }
     out

@@ -279,6 +279,16 @@ impl CompiledPackage {
         }
     }
 
+    /// The agent's task as this package's `action` can take it: for Cedar, none when the
+    /// action's context declares no `task`, and only the task attributes it declares; for
+    /// Rego, unchanged.
+    pub fn fit_task(&self, action: &str, task: Option<Task>) -> Option<Task> {
+        match &self.engine {
+            Engine::Cedar(c) => c.fit_task(action, task),
+            Engine::Rego(_) => task,
+        }
+    }
+
     fn decide_with(
         &self,
         request: &Request,

@@ -195,3 +195,65 @@ fn rego_rules_evaluate_by_path() {
         Err(policy::PolicyError::ContextTooDeep { limit: 16 })
     ));
 }
+
+/// A task's attributes reach a Cedar package only as far as the action's context declares
+/// them, and a context without `task` gets none: an operator's task attributes for one
+/// package must not make another package's strict schema refuse every request.
+#[test]
+fn task_attributes_fit_each_schema() {
+    let task = || Task {
+        id: "task-1".into(),
+        kind: "patch_bug".into(),
+        attributes: serde_json::json!({"branch": "fix-1", "ticket": 7})
+            .as_object()
+            .cloned()
+            .unwrap(),
+    };
+    // The seed schema declares `task?` with a closed, empty attributes record.
+    let seed = cedar();
+    let fitted = seed.fit_task("write", Some(task())).unwrap();
+    assert!(fitted.attributes.is_empty());
+    assert_eq!(fitted.kind, "patch_bug");
+    let mut req = request(CODER, "write", Some("patch_bug"), 0.2, false);
+    req.context.task = Some(task());
+    assert!(
+        seed.decide(&req, &Limits::default()).is_err(),
+        "undeclared attributes are invalid"
+    );
+    req.context.task = seed.fit_task("write", Some(task()));
+    assert!(seed.decide(&req, &Limits::default()).unwrap().is_allowed());
+
+    // A schema declaring `branch` keeps it; one whose context has no task drops the task.
+    let schema = "entity Agent; entity Repository;
+        action write appliesTo { principal: [Agent], resource: [Repository], context: {
+          task?: { id: String, \"type\": String, attributes: { branch: String } } } };
+        action read appliesTo { principal: [Agent], resource: [Repository], context: {} };";
+    let pkg = CompiledPackage::compile(&PackageSource {
+        language: Language::Cedar,
+        files: vec![
+            (
+                "p.cedar".into(),
+                "permit (principal, action, resource);".into(),
+            ),
+            ("p.cedarschema".into(), schema.into()),
+        ],
+        entrypoint: None,
+    })
+    .unwrap();
+    let fitted = pkg.fit_task("write", Some(task())).unwrap();
+    assert_eq!(
+        fitted.attributes.keys().collect::<Vec<_>>(),
+        ["branch"],
+        "only the declared attribute"
+    );
+    assert!(pkg.fit_task("read", Some(task())).is_none());
+    // Rego sees everything.
+    assert_eq!(
+        rego()
+            .fit_task("write", Some(task()))
+            .unwrap()
+            .attributes
+            .len(),
+        2
+    );
+}

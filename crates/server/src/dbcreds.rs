@@ -478,20 +478,36 @@ fn agent_refused(r: &agent_auth::Refused) -> ApiError {
 }
 
 /// The authenticated agent of a request, or 401.
-pub(crate) fn require_agent(
+pub(crate) async fn require_agent(
     state: &AppState,
     headers: &HeaderMap,
     peer: &PeerSvid,
 ) -> Result<agent_auth::Agent, ApiError> {
-    agent_auth::from_request(state, headers, peer)
-        .map_err(|r| agent_refused(&r))?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "agent_auth_required",
-                "present a JWT-SVID for this server (Authorization: Bearer) or an X.509-SVID over mutual TLS",
+    let refused = match agent_auth::from_request(state, headers, peer) {
+        Ok(Some(agent)) => return Ok(agent),
+        Ok(None) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "agent_auth_required",
+            "present a JWT-SVID for this server (Authorization: Bearer) or an X.509-SVID over mutual TLS",
+        ),
+        Err(r) => agent_refused(&r),
+    };
+    // Recorded like a failed login: within the budget of refusals recorded per second.
+    if state.auth_failures.admit().is_some() {
+        state
+            .record(
+                NewEvent::new(
+                    "anonymous",
+                    "agent.authenticate",
+                    Outcome::Denied,
+                    OcsfClass::Authentication,
+                )
+                .field("code", refused.body().code)
+                .field("reason", refused.body().message),
             )
-        })
+            .await?;
+    }
+    Err(refused)
 }
 
 /// An agent asks for a database credential of role template `role` (authenticated by its
@@ -508,7 +524,7 @@ pub(crate) async fn issue(
     Path(role): Path<String>,
     ApiJson(req): ApiJson<CredentialRequest>,
 ) -> Result<(StatusCode, ApiJson<DbCredential>), ApiError> {
-    let agent = require_agent(&state, &headers, &peer)?;
+    let agent = require_agent(&state, &headers, &peer).await?;
     let actor = format!("agent:{}", agent.id);
     let template_name = TemplateName::parse(&role).map_err(|e| engine_error(&e))?;
     let role_row = state

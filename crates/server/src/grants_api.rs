@@ -162,7 +162,7 @@ pub(crate) async fn create(
     headers: HeaderMap,
     ApiJson(req): ApiJson<NewRequest>,
 ) -> Result<(StatusCode, ApiJson<RequestView>), ApiError> {
-    let agent = require_agent(&state, &headers, &peer)?;
+    let agent = require_agent(&state, &headers, &peer).await?;
     let actor = format!("agent:{}", agent.id);
     match create_core(&state, &actor, &agent.id, &req).await {
         Ok(view) => Ok((StatusCode::CREATED, ApiJson(view))),
@@ -329,7 +329,7 @@ pub(crate) async fn get(
     Path(id): Path<String>,
     Query(q): Query<WaitQuery>,
 ) -> Result<ApiJson<RequestView>, ApiError> {
-    let agent = require_agent(&state, &headers, &peer)?;
+    let agent = require_agent(&state, &headers, &peer).await?;
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(q.wait_s.unwrap_or(0).min(MAX_WAIT_S));
     loop {
@@ -458,36 +458,14 @@ pub(crate) async fn decide(
             return Err(e);
         }
     }
-    state
-        .record(event(
-            Outcome::Success,
-            if approve { "approved" } else { "denied" },
-            json!({}),
-        ))
-        .await?;
-    let decided = state
-        .store
-        .request_decide(
-            &id,
-            if approve { "approved" } else { "denied" },
-            &actor,
-            &req.reason,
-            now_ms(),
-            None,
-        )
-        .await?;
-    if !decided {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "already_decided",
-            format!("grant request `{id}` was decided meanwhile"),
-        ));
-    }
-    if approve {
+    // Granted first, then the request is marked decided with the grant: a poller never sees
+    // `approved` before the permission exists. If another approver decided meanwhile, this
+    // grant is undone.
+    let granted = if approve {
         let agent = identity::SpiffeId::parse(&row.agent)
             .map_err(|e| ApiError::internal(format!("stored agent: {e}")))?;
         let expires_ms = (now_ms() + row.ttl_s.max(1) * 1000).min(task.deadline_ms);
-        let grants = grant(
+        grant(
             &state,
             &actor,
             &task,
@@ -499,11 +477,47 @@ pub(crate) async fn decide(
                 source: &format!("request:{id}"),
             },
         )
+        .await?
+    } else {
+        Vec::new()
+    };
+    let decided = state
+        .store
+        .request_decide(
+            &id,
+            if approve { "approved" } else { "denied" },
+            &actor,
+            &req.reason,
+            now_ms(),
+            granted.first().map(|g| g.id.as_str()),
+        )
         .await?;
-        if let Some(g) = grants.first() {
-            tracing::info!(request = %id, grant = %g.id, "grant request approved");
+    if !decided {
+        for g in &granted {
+            if let Some(ended) = state.store.grant_end_one(&g.id, now_ms()).await? {
+                crate::tasks_api::drop_grant_tuples(&state, &actor, &[ended]).await?;
+            }
         }
+        state
+            .record(event(
+                Outcome::Denied,
+                "refused: decided meanwhile by another approver",
+                json!({}),
+            ))
+            .await?;
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_decided",
+            format!("grant request `{id}` was decided meanwhile"),
+        ));
     }
+    state
+        .record(event(
+            Outcome::Success,
+            if approve { "approved" } else { "denied" },
+            json!({"grant_id": granted.first().map(|g| g.id.clone())}),
+        ))
+        .await?;
     state.tasks.decided.notify_waiters();
     let row = state
         .store

@@ -31,7 +31,7 @@ use crate::{
     error::ApiError,
     mtls::PeerSvid,
     now_ms,
-    policy_api::{Question, RecordAs, ResourceRef, decide_as},
+    policy_api::{Question, ResourceRef, evaluate},
 };
 
 /// The token-exchange grant type.
@@ -605,6 +605,7 @@ async fn exchange(
     delegation.retain(|id| *id != holder);
     let record_actor = format!("agent:{holder}");
     let mut decisions = Vec::new();
+    let mut decision_events = Vec::new();
     for aud in &grant.audiences {
         let mut attributes = Map::new();
         attributes.insert(
@@ -626,9 +627,9 @@ async fn exchange(
         if let Some(t) = &grant.task {
             attributes.insert("task".into(), json!(t));
         }
-        let (_, decision, decision_id) = decide_as(
+        let evaluated = evaluate(
             state,
-            RecordAs::Actor(&record_actor),
+            &record_actor,
             Question {
                 api: "oauth",
                 package: Some(&state.broker.policy_package),
@@ -642,15 +643,23 @@ async fn exchange(
                 delegation: delegation.clone(),
             },
         )
-        .await
         .map_err(|e| OAuthError::from_api(&e))?;
-        if !decision.is_allowed() {
+        if !evaluated.decision.is_allowed() {
+            // Every decision made so far, this deny included, is recorded before the answer.
+            let id = evaluated.id.clone();
+            decision_events.push(evaluated.event);
+            state
+                .ledger
+                .append_all(decision_events)
+                .await
+                .map_err(|e| OAuthError::from_api(&ApiError::audit_unavailable(&e)))?;
             return Err(OAuthError::new(
                 "access_denied",
-                format!("policy denied a token for audience `{aud}` (decision {decision_id})"),
+                format!("policy denied a token for audience `{aud}` (decision {id})"),
             ));
         }
-        decisions.push(decision_id);
+        decisions.push(evaluated.id);
+        decision_events.push(evaluated.event);
     }
 
     // Issue: recorded, leased, then handed out.
@@ -685,56 +694,54 @@ async fn exchange(
         "cnf": claims.cnf,
         "authorization_details": claims.authorization_details,
     });
-    state
-        .record(
-            NewEvent::new(
-                &record_actor,
-                "oauth.token_issue",
-                Outcome::Success,
-                OcsfClass::Authentication,
-            )
-            .field("lease_id", lease_id.to_string())
-            .field("jti", jti.clone())
-            .field("subject", subject_id.to_string())
-            .field("client_id", holder.to_string())
-            .field("audience", json!(claims.aud))
-            .field("scope", claims.scope.clone())
-            .field("task", claims.task.clone().unwrap_or_default())
-            .field("act", claims.act.clone().unwrap_or(Value::Null))
-            .field("bound", claims.cnf.is_some())
-            .field("exp", claims.exp)
-            .field("decisions", json!(decisions))
-            .field(
-                "parent_lease",
-                parent.map(|(_, l)| l.id.clone()).unwrap_or_default(),
-            ),
-        )
-        .await
-        .map_err(|e| OAuthError::from_api(&e))?;
+    let issue_event = NewEvent::new(
+        &record_actor,
+        "oauth.token_issue",
+        Outcome::Success,
+        OcsfClass::Authentication,
+    )
+    .field("lease_id", lease_id.to_string())
+    .field("jti", jti.clone())
+    .field("subject", subject_id.to_string())
+    .field("client_id", holder.to_string())
+    .field("audience", json!(claims.aud))
+    .field("scope", claims.scope.clone())
+    .field("task", claims.task.clone().unwrap_or_default())
+    .field("act", claims.act.clone().unwrap_or(Value::Null))
+    .field("bound", claims.cnf.is_some())
+    .field("exp", claims.exp)
+    .field("decisions", json!(decisions))
+    .field(
+        "parent_lease",
+        parent.map(|(_, l)| l.id.clone()).unwrap_or_default(),
+    );
     let exp_ms = claims.exp * 1000;
-    state
-        .insert_lease(store::LeaseRow {
-            id: lease_id.to_string(),
-            agent: holder.to_string(),
-            subject: subject_id.to_string(),
-            task: claims.task.clone(),
-            engine: Engine::OAuth.as_str().into(),
-            scope: scope_json.to_string(),
-            parent: parent.map(|(_, l)| l.id.clone()),
-            handle: jti,
-            issued_ms: now * 1000,
-            expires_ms: exp_ms,
-            max_expires_ms: exp_ms,
-            state: "active".into(),
-            revoke_reason: None,
-            revoked_ms: None,
-            attempts: 0,
-            next_attempt_ms: None,
-            last_error: None,
-            alerted: false,
-        })
-        .await
-        .map_err(|e| OAuthError::from_api(&e))?;
+    // The decisions and the issuance are recorded and the lease committed together (one commit
+    // wait, not three), all before the token leaves.
+    decision_events.push(issue_event);
+    let lease = state.insert_lease(store::LeaseRow {
+        id: lease_id.to_string(),
+        agent: holder.to_string(),
+        subject: subject_id.to_string(),
+        task: claims.task.clone(),
+        engine: Engine::OAuth.as_str().into(),
+        scope: scope_json.to_string(),
+        parent: parent.map(|(_, l)| l.id.clone()),
+        handle: jti,
+        issued_ms: now * 1000,
+        expires_ms: exp_ms,
+        max_expires_ms: exp_ms,
+        state: "active".into(),
+        revoke_reason: None,
+        revoked_ms: None,
+        attempts: 0,
+        next_attempt_ms: None,
+        last_error: None,
+        alerted: false,
+    });
+    let (recorded, leased) = tokio::join!(state.ledger.append_all(decision_events), lease);
+    recorded.map_err(|e| OAuthError::from_api(&ApiError::audit_unavailable(&e)))?;
+    leased.map_err(|e| OAuthError::from_api(&e))?;
     // A hold (or a parent's revocation) that landed while this token was being issued: the
     // hold marks the agent before it revokes leases, so a lease committed after that
     // revocation sees the mark here and is revoked before the token leaves.

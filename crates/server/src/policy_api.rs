@@ -465,6 +465,40 @@ pub(crate) async fn decide_as(
     record_as: RecordAs<'_>,
     q: Question<'_>,
 ) -> Result<(Arc<Loaded>, policy::Decision, String), ApiError> {
+    let actor = match &record_as {
+        RecordAs::Caller(caller) => caller.actor(),
+        RecordAs::Actor(actor) => (*actor).to_owned(),
+    };
+    let Evaluated {
+        loaded,
+        decision,
+        id,
+        event,
+    } = evaluate(state, &actor, q)?;
+    // Recorded before it is answered; if it cannot be, the answer is 503, never an allow.
+    match record_as {
+        RecordAs::Caller(caller) => caller.record_for_request(state, event).await?,
+        RecordAs::Actor(_) => state.record(event).await?,
+    }
+    Ok((loaded, decision, id))
+}
+
+/// A decision made and not yet recorded: its caller must record `event` before acting on it
+/// or answering.
+pub(crate) struct Evaluated {
+    pub(crate) loaded: Arc<Loaded>,
+    pub(crate) decision: policy::Decision,
+    pub(crate) id: String,
+    pub(crate) event: ledger::NewEvent,
+}
+
+/// Decides one request for `actor` and returns the decision with its ledger entry, unrecorded
+/// (for callers that record it together with what the decision allowed, in one commit).
+pub(crate) fn evaluate(
+    state: &AppState,
+    actor: &str,
+    q: Question<'_>,
+) -> Result<Evaluated, ApiError> {
     let Question {
         api,
         package,
@@ -482,7 +516,9 @@ pub(crate) async fn decide_as(
         || task.as_ref().is_some_and(|t| state.held.task(&t.id));
     let mut context = state.pdp.context(&principal, hold, attributes);
     context.delegation = delegation;
-    context.task = task.as_ref().map(crate::tasks_api::policy_task);
+    context.task = loaded
+        .compiled
+        .fit_task(&action, task.as_ref().map(crate::tasks_api::policy_task));
     context.risk_score = state.risk_score(principal.as_str());
     // Relations are looked up only for packages that use them; an error looking them up
     // denies (fail closed) with the reason.
@@ -519,13 +555,8 @@ pub(crate) async fn decide_as(
     };
     let recorded = pdp::ledger_safe(serde_json::to_value(&request).map_err(ApiError::internal)?);
     let id = pdp::decision_id();
-    // Recorded before it is answered; if it cannot be, the answer is 503, never an allow.
-    let actor = match &record_as {
-        RecordAs::Caller(caller) => caller.actor(),
-        RecordAs::Actor(actor) => (*actor).to_owned(),
-    };
     let event = pdp::decision_event(
-        &actor,
+        actor,
         &id,
         &pdp::Asked {
             api,
@@ -537,11 +568,12 @@ pub(crate) async fn decide_as(
         &loaded,
         &decision,
     );
-    match record_as {
-        RecordAs::Caller(caller) => caller.record_for_request(state, event).await?,
-        RecordAs::Actor(_) => state.record(event).await?,
-    }
-    Ok((loaded, decision, id))
+    Ok(Evaluated {
+        loaded,
+        decision,
+        id,
+        event,
+    })
 }
 
 /// Decides: may `principal` do `action` on `resource`? Warden fills in the context it knows

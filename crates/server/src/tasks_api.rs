@@ -329,7 +329,7 @@ pub(crate) async fn agent_create(
     headers: HeaderMap,
     ApiJson(req): ApiJson<CreateTask>,
 ) -> Result<(StatusCode, ApiJson<TaskView>), ApiError> {
-    let agent = require_agent(&state, &headers, &peer)?;
+    let agent = require_agent(&state, &headers, &peer).await?;
     let actor = format!("agent:{}", agent.id);
     let mut attributes = serde_json::Map::new();
     attributes.insert("owner".into(), json!(req.owner));
@@ -492,7 +492,7 @@ pub(crate) async fn grant(
     let user = rebac::ObjectRef::for_spiffe_id(crate::relations::AGENT_TYPE, agent.as_str())
         .map_err(|e| bad("invalid_spiffe_id", e.to_string()))?;
     let mut tuples = Vec::new();
-    let mut rows = Vec::new();
+    let mut rows: Vec<GrantRow> = Vec::new();
     let now = now_ms();
     for r in resources {
         for p in permissions {
@@ -529,13 +529,45 @@ pub(crate) async fn grant(
                 ),
             )
         })?;
-    // Tuples the agent already holds (e.g. granted again) are left as they are.
-    let fresh: Vec<rebac::Tuple> = {
+    // A tuple that exists already is either another grant's (then it is re-written to expire
+    // at the later of the two ends) or standing — an operator's, covered by no grant — which a
+    // grant never touches, and so never deletes when its task ends (`source` says `standing`).
+    let active = state
+        .store
+        .grant_list(None, Some(agent.as_str()), Some("active"))
+        .await?;
+    let (writes, deletes) = {
         let snap = rel.read();
-        tuples
-            .into_iter()
-            .filter(|t| !snap.graph().contains(&t.key, now))
-            .collect()
+        let mut writes = Vec::new();
+        let mut deletes = Vec::new();
+        for (t, row) in tuples.into_iter().zip(rows.iter_mut()) {
+            match snap.graph().get(&t.key) {
+                Some(existing) if existing.is_none_or(|e| now < e) => {
+                    let by_grant = active.iter().any(|g| {
+                        g.resource == row.resource
+                            && g.permission == row.permission
+                            && !g.source.ends_with(";standing")
+                    });
+                    if !by_grant {
+                        row.source = format!("{source};standing");
+                    } else if existing.is_some_and(|e| e < expires_ms) {
+                        deletes.push(t.key.clone());
+                        writes.push(t);
+                    }
+                }
+                _ => writes.push(t),
+            }
+        }
+        // Checked against the model before anything is recorded. A tuple re-written with a
+        // later expiry is deleted, then written (one write may not hold both).
+        let fresh: Vec<rebac::Tuple> = writes
+            .iter()
+            .filter(|t| !deletes.contains(&t.key))
+            .cloned()
+            .collect();
+        rebac::validate_write(snap.model(), snap.graph(), &fresh, &deletes, now)
+            .map_err(|e| bad("invalid_grant", e.to_string()))?;
+        (writes, deletes)
     };
     state
         .record(
@@ -557,8 +589,12 @@ pub(crate) async fn grant(
             ),
         )
         .await?;
-    if !fresh.is_empty() {
-        crate::rebac_api::write_tuples(state, actor, DEFAULT_STORE, &rel, None, &fresh, &[])
+    if !deletes.is_empty() {
+        crate::rebac_api::write_tuples(state, actor, DEFAULT_STORE, &rel, None, &[], &deletes)
+            .await?;
+    }
+    if !writes.is_empty() {
+        crate::rebac_api::write_tuples(state, actor, DEFAULT_STORE, &rel, None, &writes, &[])
             .await?;
     }
     for row in &rows {
@@ -605,6 +641,20 @@ async fn assign_core(
         Some(_) => return Err(bad("invalid_grant", "ttl_s must be at least 1")),
         None => task.deadline_ms,
     };
+    let grants = grant(
+        state,
+        actor,
+        &task,
+        &agent,
+        &GrantSpec {
+            resources: &resources,
+            permissions: &req.permissions,
+            expires_ms,
+            source: "assignment",
+        },
+    )
+    .await?;
+    // Assigned once its grants are checked and issued: a refused grant leaves no assignment.
     state
         .record(
             NewEvent::new(
@@ -626,19 +676,7 @@ async fn assign_core(
         assigned_by: actor.to_owned(),
     };
     let new = state.store.task_agent_put(&row).await?;
-    let grants = grant(
-        state,
-        actor,
-        &task,
-        &agent,
-        &GrantSpec {
-            resources: &resources,
-            permissions: &req.permissions,
-            expires_ms,
-            source: "assignment",
-        },
-    )
-    .await?;
+
     state.refresh_tasks().await?;
     Ok(json!({
         "task": task.id, "agent": agent.to_string(), "role": req.role, "new": new,
@@ -671,7 +709,7 @@ async fn creator_task(
     peer: &PeerSvid,
     id: &str,
 ) -> Result<(String, TaskRow), ApiError> {
-    let agent = require_agent(state, headers, peer)?;
+    let agent = require_agent(state, headers, peer).await?;
     let actor = format!("agent:{}", agent.id);
     let task = task_or_404(state, id).await?;
     if task.created_by != actor {
@@ -796,34 +834,6 @@ pub(crate) async fn cleanup(state: &AppState, task: &TaskRow) -> Result<(), ApiE
     let now = now_ms();
     let grants = state.store.grant_end(&task.id, now).await?;
     if !grants.is_empty() {
-        // Grants may have been ended before a crash with their tuples still present: delete
-        // every grant tuple of the task that still counts.
-        let all = state.store.grant_list(Some(&task.id), None, None).await?;
-        if let Ok(rel) = crate::rebac_api::open_store(state, DEFAULT_STORE, None).await {
-            let keys: Vec<rebac::TupleKey> = {
-                let snap = rel.read();
-                let mut keys = Vec::new();
-                for g in &all {
-                    let Ok(user) =
-                        rebac::ObjectRef::for_spiffe_id(crate::relations::AGENT_TYPE, &g.agent)
-                    else {
-                        continue;
-                    };
-                    if let Ok(key) =
-                        rebac::TupleKey::parse(&format!("{}#{}@{user}", g.resource, g.permission))
-                    {
-                        if snap.graph().contains(&key, now) && !keys.contains(&key) {
-                            keys.push(key);
-                        }
-                    }
-                }
-                keys
-            };
-            for chunk in keys.chunks(rebac::MAX_TUPLES_PER_WRITE) {
-                crate::rebac_api::write_tuples(state, actor, DEFAULT_STORE, &rel, None, &[], chunk)
-                    .await?;
-            }
-        }
         state
             .record(
                 NewEvent::new(
@@ -841,6 +851,9 @@ pub(crate) async fn cleanup(state: &AppState, task: &TaskRow) -> Result<(), ApiE
             )
             .await?;
     }
+    // Every grant tuple of the task goes, also when its grants were ended before a crash.
+    let all = state.store.grant_list(Some(&task.id), None, None).await?;
+    drop_grant_tuples(state, actor, &all).await?;
     crate::leases::revoke(
         state,
         actor,
@@ -852,13 +865,86 @@ pub(crate) async fn cleanup(state: &AppState, task: &TaskRow) -> Result<(), ApiE
     Ok(())
 }
 
+/// Deletes the relationship tuples of ended `grants` — except a standing one (an operator's),
+/// and one another grant still active needs: that one is re-written to expire when the last
+/// such grant does.
+pub(crate) async fn drop_grant_tuples(
+    state: &AppState,
+    actor: &str,
+    grants: &[GrantRow],
+) -> Result<(), ApiError> {
+    let now = now_ms();
+    let Ok(rel) = crate::rebac_api::open_store(state, DEFAULT_STORE, None).await else {
+        return Ok(());
+    };
+    let mut deletes: Vec<rebac::TupleKey> = Vec::new();
+    let mut rewrites: Vec<rebac::Tuple> = Vec::new();
+    for g in grants.iter().filter(|g| !g.source.ends_with(";standing")) {
+        let Ok(user) = rebac::ObjectRef::for_spiffe_id(crate::relations::AGENT_TYPE, &g.agent)
+        else {
+            continue;
+        };
+        let Ok(key) = rebac::TupleKey::parse(&format!("{}#{}@{user}", g.resource, g.permission))
+        else {
+            continue;
+        };
+        if deletes.contains(&key) || rewrites.iter().any(|t| t.key == key) {
+            continue;
+        }
+        let current = {
+            let snap = rel.read();
+            snap.graph().get(&key).filter(|e| e.is_none_or(|e| now < e))
+        };
+        let Some(current) = current else { continue };
+        let still: Vec<GrantRow> = state
+            .store
+            .grant_list(None, Some(&g.agent), Some("active"))
+            .await?
+            .into_iter()
+            .filter(|o| o.resource == g.resource && o.permission == g.permission)
+            .collect();
+        if still.iter().any(|o| o.source.ends_with(";standing")) {
+            // The tuple is an operator's after all: not ours to change.
+            continue;
+        }
+        match still.iter().map(|o| o.expires_ms).max() {
+            None => deletes.push(key),
+            Some(latest) if current != Some(latest) => {
+                deletes.push(key.clone());
+                rewrites.push(rebac::Tuple {
+                    key,
+                    expires_at_ms: Some(latest),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    // Deleted, then the re-written ones written back with their new expiry (one write may not
+    // hold both a delete and a write of the same tuple).
+    for chunk in deletes.chunks(rebac::MAX_TUPLES_PER_WRITE) {
+        crate::rebac_api::write_tuples(state, actor, DEFAULT_STORE, &rel, None, &[], chunk).await?;
+    }
+    for chunk in rewrites.chunks(rebac::MAX_TUPLES_PER_WRITE) {
+        crate::rebac_api::write_tuples(state, actor, DEFAULT_STORE, &rel, None, chunk, &[]).await?;
+    }
+    Ok(())
+}
+
 impl AppState {
     /// One pass of the task sweeper (every second, on every replica): tasks past their
     /// deadline expire (recorded), ended tasks not yet cleaned up are, and pending grant
     /// requests past their time are denied.
     pub async fn sweep_tasks(&self) -> Result<(), ApiError> {
         let now = now_ms();
-        for t in self.store.task_expire_due(now, 100).await? {
+        // Recorded first, then ended (only if still open: another replica may be first).
+        let due: Vec<TaskRow> = self
+            .store
+            .task_list(Some("open"), None, 1000)
+            .await?
+            .into_iter()
+            .filter(|t| t.deadline_ms <= now)
+            .collect();
+        for t in due {
             self.record(
                 NewEvent::new(
                     "system:tasks",
@@ -871,6 +957,9 @@ impl AppState {
                 .field("reason", "deadline passed"),
             )
             .await?;
+            self.store
+                .task_end(&t.id, "expired", "deadline passed", now)
+                .await?;
         }
         let uncleaned = self.store.task_uncleaned(100).await?;
         if !uncleaned.is_empty() {
@@ -879,7 +968,14 @@ impl AppState {
         for t in uncleaned {
             cleanup(self, &t).await?;
         }
-        for r in self.store.request_expire_due(now).await? {
+        let timed_out: Vec<store::GrantRequestRow> = self
+            .store
+            .request_list(Some("pending"), 1000)
+            .await?
+            .into_iter()
+            .filter(|r| r.expires_ms <= now)
+            .collect();
+        for r in timed_out {
             self.record(
                 NewEvent::new(
                     "system:tasks",
@@ -892,6 +988,16 @@ impl AppState {
                 .field("agent", r.agent.clone()),
             )
             .await?;
+            self.store
+                .request_decide(
+                    &r.id,
+                    "expired",
+                    "timeout",
+                    "no approver decided in time",
+                    now,
+                    None,
+                )
+                .await?;
             self.tasks.decided.notify_waiters();
         }
         Ok(())

@@ -778,6 +778,8 @@ pub trait TaskStore: Send + Sync + 'static {
     ) -> Result<Vec<GrantRow>>;
     /// Ends every active grant of a task; returns them.
     async fn grant_end(&self, task: &str, now_ms: i64) -> Result<Vec<GrantRow>>;
+    /// Ends one active grant; returns it, or `None` if it was not active.
+    async fn grant_end_one(&self, id: &str, now_ms: i64) -> Result<Option<GrantRow>>;
     /// Adds a grant request.
     async fn request_insert(&self, row: &GrantRequestRow) -> Result<()>;
     /// One grant request.

@@ -531,6 +531,20 @@ macro_rules! task_methods {
             Ok(raws.into_iter().map(crate::tasks::grant).collect())
         }
 
+        async fn grant_end_one(&self, id: &str, now_ms: i64) -> crate::Result<Option<crate::GrantRow>> {
+            let raw: Option<crate::tasks::RawGrant> = sqlx::query_as(&format!(
+                "UPDATE grants SET state = 'ended', ended_ms = $2 WHERE id = $1 AND state = 'active' \
+                 RETURNING {}",
+                crate::tasks::GRANT_COLUMNS
+            ))
+            .bind(id)
+            .bind(now_ms)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+            Ok(raw.map(crate::tasks::grant))
+        }
+
         async fn request_insert(&self, r: &crate::GrantRequestRow) -> crate::Result<()> {
             sqlx::query(&format!(
                 "INSERT INTO grant_requests ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \

@@ -1950,6 +1950,20 @@ async fn tasks_grants_requests_risk(store: Arc<dyn Store>) {
     assert!(store.open_task_agents().await.unwrap().is_empty());
     let uncleaned = store.task_uncleaned(10).await.unwrap();
     assert_eq!(uncleaned.len(), 2);
+    let g2 = GrantRow {
+        id: "g2".into(),
+        ..g.clone()
+    };
+    store.grant_insert(&g2).await.unwrap();
+    assert_eq!(
+        store
+            .grant_end_one("g2", 6_500)
+            .await
+            .unwrap()
+            .map(|g| g.state),
+        Some("ended".into())
+    );
+    assert!(store.grant_end_one("g2", 6_600).await.unwrap().is_none());
     let gone = store.grant_end("T1", 7_000).await.unwrap();
     assert_eq!(gone.len(), 1);
     assert!(store.grant_end("T1", 7_000).await.unwrap().is_empty());

@@ -120,9 +120,22 @@ pub(crate) async fn lease(client: &Client, cmd: LeaseCmd) -> Result<()> {
             });
             let body = strip_nulls(body);
             let v = client.post_json("/v1/leases/revoke", &body).await?;
-            println!("revoked {} lease(s)", v["revoked"].as_u64().unwrap_or(0));
-            for id in v["lease_ids"].as_array().into_iter().flatten() {
-                println!("  {}", id.as_str().unwrap_or_default());
+            let n = v["revoked"].as_u64().unwrap_or(0);
+            println!("revoked {n} lease(s)");
+            let ids: Vec<&str> = v["lease_ids"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            for id in ids.iter().take(20) {
+                println!("  {id}");
+            }
+            if n > 20 {
+                println!(
+                    "  … and {} more (warden lease list --state revoked)",
+                    n - 20
+                );
             }
         }
         LeaseCmd::Renew { id, ttl } => {

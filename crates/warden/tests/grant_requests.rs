@@ -860,11 +860,9 @@ async fn refused_requests_have_stable_codes_and_ledger_entries() {
     assert_eq!(mine["state"], "pending");
 }
 
-/// A request with no credentials is refused (401) — and, like every other refusal, should be
-/// on the record (the API-token routes record theirs as `api.authenticate`, rate-limited).
+/// A request with no credentials is refused (401) — and, like every other refusal, is on
+/// the record (`agent.authenticate`, within the same per-second budget as failed logins).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: agent routes record nothing for a 401 (grants_api::create returns from \
-            require_agent before refuse(); no api.authenticate entry either)"]
 async fn an_unauthenticated_request_is_recorded() {
     let env = Env::start().await;
     let resp = env
@@ -878,8 +876,8 @@ async fn an_unauthenticated_request_is_recorded() {
     let entries = env.server.all_entries(&env.admin).await;
     assert!(
         entries.iter().any(|e| e["event"]["outcome"] == "denied"
-            && (e["event"]["action"] == "grant.request"
-                || e["event"]["fields"]["path"] == "/v1/grants/requests")),
+            && e["event"]["action"] == "agent.authenticate"
+            && e["event"]["fields"]["code"] == "agent_auth_required"),
         "the 401 left no ledger entry"
     );
 }

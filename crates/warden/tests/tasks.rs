@@ -1203,9 +1203,6 @@ async fn agents_create_and_run_tasks_under_policy() {
 /// Grants are task-specific: when two open tasks grant an agent the same permission on the
 /// same resource, ending one leaves the other's grant in force until its own end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: tasks_api::grant skips a tuple that already exists and \
-            tasks_api::cleanup deletes every live tuple matching the ended task's grants, \
-            so one task's end removes a relation another open task (or an operator) gave"]
 async fn a_grant_another_open_task_also_gave_survives_the_first_tasks_end() {
     let env = Env::start(true).await;
     env.task("BUG-10", 3600).await;
@@ -1234,8 +1231,6 @@ async fn a_grant_another_open_task_also_gave_survives_the_first_tasks_end() {
 /// A relation an operator wrote by hand is not the task's to take away: a task that also
 /// granted it ends, and the standing tuple stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: tasks_api::cleanup deletes the operator's standing tuple that \
-            tasks_api::grant found already present and did not write"]
 async fn a_standing_relation_survives_a_task_that_also_granted_it() {
     let env = Env::start(true).await;
     let standing = format!("{REPO}#reader@{REVIEWER_USER}");
