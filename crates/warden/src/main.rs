@@ -19,6 +19,9 @@ mod bench_broker;
 mod broker_cli;
 mod client;
 mod config;
+mod demo;
+mod demo_db;
+mod demo_git;
 mod git_cli;
 mod identity_keys;
 mod init;
@@ -48,6 +51,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// A guided tour: runs the scenarios against a throw-away Warden, narrating each step,
+    /// and verifies the ledger at the end (no setup; PostgreSQL only with --database-url)
+    Demo(demo::DemoArgs),
     /// Create the data directory, keys, store and the bootstrap admin token (idempotent)
     Init(init::InitArgs),
     /// Run the API server
@@ -239,6 +245,7 @@ pub(crate) fn now_ms() -> i64 {
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Init(args) => init::run(&cli.data_dir, args).await?,
+        Command::Demo(args) => demo::run(args).await?,
         Command::Serve(overrides) => {
             let file = match config::FileConfig::load(&cli.data_dir)? {
                 Some(file) => file,
