@@ -22,7 +22,11 @@ async fn the_demo_runs_every_scenario_it_can_and_verifies_the_ledger() {
         .env_remove("WARDEN_TOKEN_FILE")
         .env_remove("WARDEN_SERVER")
         .env_remove("SPIFFE_ENDPOINT_SOCKET");
-    let with_db = std::env::var("WARDEN_DEMO_DATABASE_URL").is_ok();
+    let db = std::env::var("WARDEN_DEMO_DATABASE_URL").ok();
+    if let Some(url) = &db {
+        cmd.args(["--database-url", url]);
+    }
+    let with_db = db.is_some();
     let out = run(cmd).await;
     let all = out.all();
     assert_eq!(out.code(), Some(0), "{all}");
