@@ -338,16 +338,17 @@ macro_rules! broker_methods {
             claim_until_ms: i64,
         ) -> crate::Result<Vec<crate::LeaseRow>> {
             let (clause, param) = crate::broker::selector_sql(selector);
-            // Leases delegated from a selected lease (at any depth) go with it. Tokens have
+            // Leases delegated from a selected lease (at any depth) go with it. Only active
+            // leases are walked: an ended lease's delegates ended with it. Tokens have
             // nothing upstream to undo: revoked at once. Other engines go to `revoking` and
             // the sweeper undoes them upstream.
             let rows = sqlx::query(&format!(
                 "UPDATE leases SET state = CASE engine WHEN 'oauth' THEN 'revoked' \
                  ELSE 'revoking' END, revoke_reason = $2, revoked_ms = $1, \
                  next_attempt_ms = $4 WHERE state = 'active' AND id IN (\
-                 WITH RECURSIVE sel(id) AS (SELECT id FROM leases WHERE {clause} \
-                 UNION SELECT l.id FROM leases l JOIN sel ON l.parent = sel.id) \
-                 SELECT id FROM sel) RETURNING {}",
+                 WITH RECURSIVE sel(id) AS (SELECT id FROM leases WHERE state = 'active' \
+                 AND {clause} UNION SELECT l.id FROM leases l JOIN sel ON l.parent = sel.id \
+                 WHERE l.state = 'active') SELECT id FROM sel) RETURNING {}",
                 crate::broker::LEASE_COLUMNS
             ))
             .bind(now_ms)

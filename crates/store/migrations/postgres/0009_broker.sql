@@ -25,8 +25,8 @@ CREATE TABLE leases (
 );
 -- Issuance is the hot path: an insert touches the agent, subject, handle and expiry
 -- indexes; the others are partial and skip rows they do not need.
-CREATE INDEX leases_agent ON leases (agent);
-CREATE INDEX leases_subject ON leases (subject);
+CREATE INDEX leases_agent ON leases (agent, state);
+CREATE INDEX leases_subject ON leases (subject, state);
 CREATE INDEX leases_handle ON leases (engine, handle);
 CREATE INDEX leases_expiry ON leases (expires_ms) WHERE state = 'active';
 CREATE INDEX leases_task ON leases (task) WHERE task IS NOT NULL;
