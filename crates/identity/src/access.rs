@@ -8,14 +8,12 @@
 //! mismatched algorithm, `kid` required, bounded skew) and also requires the `at+jwt` type,
 //! so a JWT-SVID can never pass as an access token nor an access token as a JWT-SVID.
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use ring::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
     SpiffeId,
-    jwt::{ALLOWED_ALGS, Header, JwtError, JwtPublicKey, JwtSigner, MAX_TOKEN_LEN},
+    jwt::{JwtError, JwtPublicKey, JwtSigner, decode_part, split_jws, verify_es256},
 };
 
 /// The media type RFC 9068 §2.1 puts in `typ`.
@@ -101,51 +99,24 @@ pub fn validate_access_token<'k>(
     skew: i64,
     key_for: impl Fn(&str) -> Option<&'k JwtPublicKey>,
 ) -> Result<AccessTokenClaims, JwtError> {
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(JwtError::Malformed(format!(
-            "longer than {MAX_TOKEN_LEN} bytes"
-        )));
-    }
-    let mut parts = token.split('.');
-    let (Some(h64), Some(c64), Some(s64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(JwtError::Malformed(
-            "expected three dot-separated parts".into(),
-        ));
-    };
-    let decode = |part: &str, what: &str| {
-        URL_SAFE_NO_PAD
-            .decode(part)
-            .map_err(|_| JwtError::Malformed(format!("{what} is not base64url")))
-    };
-    let header: Header = serde_json::from_slice(&decode(h64, "header")?)
-        .map_err(|e| JwtError::Malformed(format!("header: {e}")))?;
-    if !ALLOWED_ALGS.contains(&header.alg.as_str()) {
-        return Err(JwtError::BadAlgorithm(header.alg));
-    }
+    let jws = split_jws(token)?;
     // RFC 9068 §4: resource servers must check the type; the media type may be spelled out.
-    let typ = header.typ.unwrap_or_default().to_ascii_lowercase();
+    let typ = jws
+        .header
+        .typ
+        .clone()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     if typ != ACCESS_TOKEN_TYPE && typ != "application/at+jwt" {
         return Err(JwtError::BadType(typ));
     }
-    let kid = header.kid.ok_or(JwtError::MissingKeyId)?;
+    let kid = jws.header.kid.clone().ok_or(JwtError::MissingKeyId)?;
     let key = key_for(&kid).ok_or_else(|| JwtError::UnknownKey {
         kid: kid.clone(),
         trust_domain: issuer.to_owned(),
     })?;
-    if header.alg != "ES256" {
-        return Err(JwtError::AlgorithmKeyMismatch {
-            alg: header.alg,
-            kid,
-        });
-    }
-    let sig = decode(s64, "signature")?;
-    let signed = &token[..h64.len() + 1 + c64.len()];
-    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &key.point)
-        .verify(signed.as_bytes(), &sig)
-        .map_err(|_| JwtError::BadSignature)?;
-    let raw: Value = serde_json::from_slice(&decode(c64, "claims")?)
+    verify_es256(&jws, &kid, key)?;
+    let raw: Value = serde_json::from_slice(&decode_part(jws.claims_b64, "claims")?)
         .map_err(|e| JwtError::Malformed(format!("claims: {e}")))?;
     if raw.get("exp").is_none() {
         return Err(JwtError::MissingExpiry);
@@ -178,8 +149,11 @@ pub fn validate_access_token<'k>(
 
 #[cfg(test)]
 mod tests {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+
     use super::*;
     use crate::jwt::JwtSvidClaims;
+    use crate::jwt::MAX_TOKEN_LEN;
 
     const NOW: i64 = 1_764_457_200;
     const ISS: &str = "https://warden.example.org";

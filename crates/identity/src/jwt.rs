@@ -163,7 +163,7 @@ pub(crate) struct Header {
 
 /// Algorithms JWT-SVID.md §3 allows. Warden signs with ES256 and verifies the EC ones it holds
 /// keys for; the others are recognised so their refusal says "no such key type", not "bad alg".
-pub(crate) const ALLOWED_ALGS: [&str; 9] = [
+const ALLOWED_ALGS: [&str; 9] = [
     "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512",
 ];
 
@@ -359,12 +359,27 @@ impl JwtBundle {
     }
 }
 
-/// Checks everything that does not depend on the clock or the audience: the token's shape,
-/// algorithm, key, signature and claim types.
-fn verify<'b>(
-    token: &str,
-    bundle_for: impl Fn(&TrustDomain) -> Option<&'b JwtBundle>,
-) -> Result<Verified, JwtError> {
+/// A compact JWS taken apart: its decoded header (its `alg` already on the allow-list) and its
+/// still-encoded parts. Shared by JWT-SVID and access-token validation, which differ in the
+/// `typ` they accept and where they find keys.
+pub(crate) struct Jws<'t> {
+    pub(crate) header: Header,
+    pub(crate) claims_b64: &'t str,
+    pub(crate) signature_b64: &'t str,
+    /// The signing input: `header.claims` as sent.
+    pub(crate) signed: &'t str,
+}
+
+/// Decodes one base64url part.
+pub(crate) fn decode_part(part: &str, what: &str) -> Result<Vec<u8>, JwtError> {
+    URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| JwtError::Malformed(format!("{what} is not base64url")))
+}
+
+/// Splits a compact JWS, decodes its header and refuses an algorithm off the allow-list
+/// (`none` and every symmetric one among them).
+pub(crate) fn split_jws(token: &str) -> Result<Jws<'_>, JwtError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(JwtError::Malformed(format!(
             "longer than {MAX_TOKEN_LEN} bytes"
@@ -378,26 +393,52 @@ fn verify<'b>(
             "expected three dot-separated parts".into(),
         ));
     };
-    let decode = |part: &str, what: &str| {
-        URL_SAFE_NO_PAD
-            .decode(part)
-            .map_err(|_| JwtError::Malformed(format!("{what} is not base64url")))
-    };
-    let header: Header = serde_json::from_slice(&decode(h64, "header")?)
+    let header: Header = serde_json::from_slice(&decode_part(h64, "header")?)
         .map_err(|e| JwtError::Malformed(format!("header: {e}")))?;
     if !ALLOWED_ALGS.contains(&header.alg.as_str()) {
         return Err(JwtError::BadAlgorithm(header.alg));
     }
-    if let Some(typ) = header
+    Ok(Jws {
+        header,
+        claims_b64: c64,
+        signature_b64: s64,
+        signed: &token[..h64.len() + 1 + c64.len()],
+    })
+}
+
+/// Checks an ES256 signature over `jws` with the P-256 `key` named by `kid` (any other
+/// algorithm cannot be a key Warden holds).
+pub(crate) fn verify_es256(jws: &Jws<'_>, kid: &str, key: &JwtPublicKey) -> Result<(), JwtError> {
+    if jws.header.alg != "ES256" {
+        return Err(JwtError::AlgorithmKeyMismatch {
+            alg: jws.header.alg.clone(),
+            kid: kid.to_owned(),
+        });
+    }
+    let sig = decode_part(jws.signature_b64, "signature")?;
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &key.point)
+        .verify(jws.signed.as_bytes(), &sig)
+        .map_err(|_| JwtError::BadSignature)
+}
+
+/// Checks everything that does not depend on the clock or the audience: the token's shape,
+/// algorithm, key, signature and claim types.
+fn verify<'b>(
+    token: &str,
+    bundle_for: impl Fn(&TrustDomain) -> Option<&'b JwtBundle>,
+) -> Result<Verified, JwtError> {
+    let jws = split_jws(token)?;
+    if let Some(typ) = jws
+        .header
         .typ
         .as_deref()
         .filter(|t| *t != "JWT" && *t != "JOSE")
     {
         return Err(JwtError::BadType(typ.to_owned()));
     }
-    let kid = header.kid.ok_or(JwtError::MissingKeyId)?;
+    let kid = jws.header.kid.clone().ok_or(JwtError::MissingKeyId)?;
 
-    let payload = decode(c64, "claims")?;
+    let payload = decode_part(jws.claims_b64, "claims")?;
     let raw: Value = serde_json::from_slice(&payload)
         .map_err(|e| JwtError::Malformed(format!("claims: {e}")))?;
     let sub = raw
@@ -411,18 +452,7 @@ fn verify<'b>(
         kid: kid.clone(),
         trust_domain: td.to_string(),
     })?;
-    if header.alg != "ES256" {
-        // Every key Warden holds is P-256; any other algorithm cannot be this key's.
-        return Err(JwtError::AlgorithmKeyMismatch {
-            alg: header.alg,
-            kid,
-        });
-    }
-    let sig = decode(s64, "signature")?;
-    let signed = &token[..h64.len() + 1 + c64.len()];
-    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &key.point)
-        .verify(signed.as_bytes(), &sig)
-        .map_err(|_| JwtError::BadSignature)?;
+    verify_es256(&jws, &kid, key)?;
 
     // Signature is good: now the claims' meaning.
     if raw.get("exp").is_none() {
