@@ -391,6 +391,19 @@ async fn exchange(
         Subject::Token { claims, lease } => (claims.sub.clone(), Some((&**claims, &**lease))),
     };
     ex.subject = Some(subject_id.to_string());
+    // A token bound to a client certificate (RFC 8705) is only exchanged by that certificate's
+    // holder: otherwise a stolen bound token could be traded for an unbound one.
+    if let Some((claims, _)) = parent {
+        if let Some(bound) = claims.cnf.as_ref().and_then(|c| c.get("x5t#S256")) {
+            let presented = cert.as_ref().and_then(|c| c.cert_thumbprint.as_deref());
+            if presented != bound.as_str() {
+                return Err(OAuthError::new(
+                    "invalid_grant",
+                    "subject_token is bound to a client certificate (RFC 8705): exchange it over mutual TLS with that certificate",
+                ));
+            }
+        }
+    }
 
     // The actor (a sub-agent acting for the subject).
     let actor = match form.one("actor_token")? {

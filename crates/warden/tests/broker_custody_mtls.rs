@@ -141,6 +141,38 @@ async fn an_exchange_over_mutual_tls_is_bound_to_the_client_certificate() {
     let want = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&der));
     assert_eq!(claims["cnf"]["x5t#S256"], want.as_str());
 
+    // A bound token is exchanged again only over mutual TLS with its certificate: a stolen
+    // copy cannot be traded for an unbound one.
+    let again = |client: &reqwest::Client| {
+        client
+            .post(server.at("/oauth2/token"))
+            .form(&[
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ),
+                ("subject_token", token),
+                (
+                    "subject_token_type",
+                    "urn:ietf:params:oauth:token-type:access_token",
+                ),
+                ("scope", "repo:read"),
+            ])
+            .send()
+    };
+    let resp = again(&plain).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"], "invalid_grant", "{err}");
+    assert!(
+        err["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("RFC 8705")
+    );
+    let resp = again(&agent).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text().await);
+
     // Without a certificate and without a subject token there is no subject.
     let resp = plain
         .post(server.at("/oauth2/token"))
