@@ -13,28 +13,13 @@
 
 mod common;
 
-use std::{process::Stdio, time::Duration};
-
-use tokio::io::{AsyncRead, AsyncReadExt as _};
+use std::time::Duration;
 
 use common::PG_ENV;
 
 /// The whole example, a server start and a 2-second expiry included, takes about five seconds;
 /// this is the bound for a slow debug build on a busy machine.
 const DEADLINE: Duration = Duration::from_secs(300);
-
-/// Reads a pipe to its end in the background.
-fn read_all<R: AsyncRead + Unpin + Send + 'static>(
-    pipe: Option<R>,
-) -> tokio::task::JoinHandle<Vec<u8>> {
-    tokio::spawn(async move {
-        let mut text = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut text).await;
-        }
-        text
-    })
-}
 
 #[tokio::test]
 async fn least_privilege_db_example_runs() {
@@ -51,53 +36,17 @@ async fn least_privilege_db_example_runs() {
         env!("CARGO_MANIFEST_DIR"),
         "/../../examples/least-privilege-db/run.sh"
     );
-    let mut cmd = tokio::process::Command::new("bash");
-    cmd.arg(script);
-    // Only what the example documents: no WARDEN_* setting of the caller leaks in.
-    for (key, _) in std::env::vars_os() {
-        if key
-            .to_string_lossy()
-            .to_ascii_uppercase()
-            .starts_with("WARDEN")
-        {
-            cmd.env_remove(&key);
-        }
-    }
-    cmd.env("WARDEN", common::BIN)
-        .env(PG_ENV, &database_url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, so a timeout reaches the server it started too.
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().expect("spawn bash");
-    let pgid = child.id().expect("pid of a running child").to_string();
-    let stdout_task = read_all(child.stdout.take());
-    let stderr_task = read_all(child.stderr.take());
-    let status = match tokio::time::timeout(DEADLINE, child.wait()).await {
-        Ok(status) => status.expect("wait for the example"),
-        Err(_) => {
-            // SIGTERM lets the script's trap clean up (server, database, roles) first.
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", "--", &format!("-{pgid}")])
-                .status();
-            if tokio::time::timeout(Duration::from_secs(60), child.wait())
-                .await
-                .is_err()
-            {
-                let _ = std::process::Command::new("kill")
-                    .args(["-KILL", "--", &format!("-{pgid}")])
-                    .status();
-            }
-            let out = String::from_utf8_lossy(&stdout_task.await.unwrap_or_default()).into_owned();
-            panic!("{script} did not finish within {DEADLINE:?}:\n{out}");
-        }
-    };
+    let (status, stdout, stderr) = common::run_example(
+        script,
+        &["WARDEN"],
+        &[(PG_ENV, database_url.as_str())],
+        DEADLINE,
+    )
+    .await;
     let out = std::process::Output {
         status,
-        stdout: stdout_task.await.expect("stdout reader"),
-        stderr: stderr_task.await.expect("stderr reader"),
+        stdout: stdout.into_bytes(),
+        stderr: stderr.into_bytes(),
     };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -762,3 +762,67 @@ pub(crate) fn own_uid() -> String {
         .unwrap()
         .to_owned()
 }
+
+/// Runs an example script (`examples/…/run.sh`) with `bash`, with `WARDEN` set to the binary
+/// under test, none of the caller's variables whose names start with one of `strip` (e.g.
+/// `WARDEN`, `GIT_`), and `env` added; in its own process group, so that on a timeout SIGTERM
+/// lets its trap clean up (server, databases) before SIGKILL. Panics past `deadline`.
+pub(crate) async fn run_example(
+    script: &str,
+    strip: &[&str],
+    env: &[(&str, &str)],
+    deadline: Duration,
+) -> (ExitStatus, String, String) {
+    use tokio::io::AsyncReadExt as _;
+    fn read_all<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+        pipe: Option<R>,
+    ) -> tokio::task::JoinHandle<Vec<u8>> {
+        tokio::spawn(async move {
+            let mut text = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut text).await;
+            }
+            text
+        })
+    }
+    let mut cmd = tokio::process::Command::new("bash");
+    cmd.arg(script);
+    for (key, _) in std::env::vars_os() {
+        let name = key.to_string_lossy().to_ascii_uppercase();
+        if strip.iter().any(|p| name.starts_with(p)) {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.env("WARDEN", BIN)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("spawn bash");
+    let pgid = child.id().expect("pid of a running child").to_string();
+    let stdout_task = read_all(child.stdout.take());
+    let stderr_task = read_all(child.stderr.take());
+    let status = match tokio::time::timeout(deadline, child.wait()).await {
+        Ok(status) => status.expect("wait for the example"),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", "--", &format!("-{pgid}")])
+                .status();
+            if tokio::time::timeout(Duration::from_secs(60), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{pgid}")])
+                    .status();
+            }
+            let out = String::from_utf8_lossy(&stdout_task.await.unwrap_or_default()).into_owned();
+            panic!("{script} did not finish within {deadline:?}:\n{out}");
+        }
+    };
+    let stdout = String::from_utf8_lossy(&stdout_task.await.expect("stdout reader")).into_owned();
+    let stderr = String::from_utf8_lossy(&stderr_task.await.expect("stderr reader")).into_owned();
+    (status, stdout, stderr)
+}
