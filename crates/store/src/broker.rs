@@ -188,9 +188,10 @@ pub(crate) fn selector_sql(selector: &LeaseSelector) -> (&'static str, String) {
     }
 }
 
-/// Implements `BrokerStore` for a backend whose pool is `self.pool`.
+/// Implements `BrokerStore` for a backend whose pool is `self.pool`; `$gate` is the
+/// backend's in-process write gate, if it has one (see `SqliteStore`).
 macro_rules! broker_methods {
-    ($store:ty) => {
+    ($store:ty, |$this:ident| $gate:expr) => {
     #[async_trait::async_trait]
     impl crate::BrokerStore for $store {
         async fn lease_insert(&self, row: &crate::LeaseRow) -> crate::Result<()> {
@@ -223,8 +224,12 @@ macro_rules! broker_methods {
             Ok(())
         }
 
-        async fn lease_insert_many(&self, rows: &[crate::LeaseRow]) -> crate::Result<()> {
-            let mut tx = self.pool.begin().await.map_err(db_err)?;
+        async fn lease_insert_many(&$this, rows: &[crate::LeaseRow]) -> crate::Result<()> {
+            let _gate = match $gate {
+                Some(gate) => Some(gate.lock().await),
+                None => None,
+            };
+            let mut tx = $this.pool.begin().await.map_err(db_err)?;
             for row in rows {
                 sqlx::query(&format!(
                     "INSERT INTO leases ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \

@@ -205,7 +205,7 @@ fn redact(url: &str, message: &str) -> String {
     out
 }
 
-crate::broker::broker_methods!(PostgresStore);
+crate::broker::broker_methods!(PostgresStore, |self| None::<&tokio::sync::Mutex<()>>);
 crate::tasks::task_methods!(PostgresStore);
 crate::rebac::rebac_methods!(PostgresStore, |self| self.pool.begin());
 

@@ -32,6 +32,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Taken by the hot write transactions (ledger appends, lease batches): SQLite has one
+    /// writer at a time, and a second one waits in its busy handler, which sleeps in
+    /// milliseconds; queueing here instead hands the write lock over at once.
+    write_gate: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqliteStore {
@@ -87,7 +91,10 @@ impl SqliteStore {
             .await
             .map_err(|err| StoreError::Migration(err.to_string()))?;
         tracing::debug!(path = %path.display(), "sqlite store opened");
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            write_gate: std::sync::Arc::new(tokio::sync::Mutex::new(())),
+        })
     }
 
     /// Closes every pooled connection, waiting for them to be returned. Dropping the store
@@ -97,7 +104,7 @@ impl SqliteStore {
     }
 }
 
-crate::broker::broker_methods!(SqliteStore);
+crate::broker::broker_methods!(SqliteStore, |self| Some(&self.write_gate));
 crate::tasks::task_methods!(SqliteStore);
 crate::rebac::rebac_methods!(SqliteStore, |self| self.pool.begin_with("BEGIN IMMEDIATE"));
 
@@ -130,6 +137,7 @@ impl Store for SqliteStore {
         let expected = common::check_batch(expected_size, rows)?;
 
         // Take the write lock up front so the size check and the inserts are one atomic step.
+        let _gate = self.write_gate.lock().await;
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
