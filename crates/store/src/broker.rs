@@ -195,33 +195,7 @@ macro_rules! broker_methods {
     #[async_trait::async_trait]
     impl crate::BrokerStore for $store {
         async fn lease_insert(&self, row: &crate::LeaseRow) -> crate::Result<()> {
-            sqlx::query(&format!(
-                "INSERT INTO leases ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-                 $12, $13, $14, $15, $16, $17, $18)",
-                crate::broker::LEASE_COLUMNS
-            ))
-            .bind(&row.id)
-            .bind(&row.agent)
-            .bind(&row.subject)
-            .bind(&row.task)
-            .bind(&row.engine)
-            .bind(&row.scope)
-            .bind(&row.parent)
-            .bind(&row.handle)
-            .bind(row.issued_ms)
-            .bind(row.expires_ms)
-            .bind(row.max_expires_ms)
-            .bind(&row.state)
-            .bind(&row.revoke_reason)
-            .bind(row.revoked_ms)
-            .bind(row.attempts)
-            .bind(row.next_attempt_ms)
-            .bind(&row.last_error)
-            .bind(i64::from(row.alerted))
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-            Ok(())
+            crate::BrokerStore::lease_insert_many(self, std::slice::from_ref(row)).await
         }
 
         async fn lease_insert_many(&$this, rows: &[crate::LeaseRow]) -> crate::Result<()> {
