@@ -478,7 +478,9 @@ impl<'a> Explainer<'a> {
         let agent_held = state.denylist.denies_id(self.agent);
         let hold = agent_held || task.as_ref().is_some_and(|t| state.held.task(&t.id));
         let mut context = state.pdp.context(self.agent, hold, attributes.clone());
-        context.task = task.as_ref().map(crate::tasks_api::policy_task);
+        context.task = loaded
+            .compiled
+            .fit_task(ACTION, task.as_ref().map(crate::tasks_api::policy_task));
         context.risk_score = state.risk_score(self.agent.as_str());
         if loaded.compiled.wants_relations(ACTION) {
             context.relations = state
