@@ -474,20 +474,24 @@ impl<'a> Explainer<'a> {
         attributes: &Map<String, Value>,
     ) -> Option<(policy::Context, Facts)> {
         let state = self.state;
-        let task = state.current_task(self.agent.as_str(), RESOURCE_TYPE, self.repository);
-        let agent_held = state.denylist.denies_id(self.agent);
-        let hold = agent_held || task.as_ref().is_some_and(|t| state.held.task(&t.id));
-        let mut context = state.pdp.context(self.agent, hold, attributes.clone());
-        context.task = loaded
-            .compiled
-            .fit_task(ACTION, task.as_ref().map(crate::tasks_api::policy_task));
-        context.risk_score = state.risk_score(self.agent.as_str());
-        if loaded.compiled.wants_relations(ACTION) {
-            context.relations = state
-                .relations
-                .held(self.agent, RESOURCE_TYPE, self.repository, crate::now_ms())
-                .ok()?;
+        let built = crate::policy_api::decision_context(
+            state,
+            loaded,
+            self.agent,
+            ACTION,
+            &ResourceRef {
+                kind: RESOURCE_TYPE.into(),
+                id: self.repository.to_owned(),
+            },
+            attributes.clone(),
+            Vec::new(),
+        );
+        if built.relation_error.is_some() {
+            return None;
         }
+        let context = built.context;
+        let task = built.task;
+        let agent_held = state.denylist.denies_id(self.agent);
         let object = self.object();
         let task = task.filter(|t| crate::tasks_api::resources_of(t).contains(&object));
         Some((context, Facts { task, agent_held }))

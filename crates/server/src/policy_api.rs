@@ -483,6 +483,55 @@ pub(crate) async fn decide_as(
     Ok((loaded, decision, id))
 }
 
+/// The context Warden fills in for a decision, and what it was built from.
+pub(crate) struct DecisionContext {
+    pub(crate) context: policy::Context,
+    /// The agent's current task (before it was fitted to the package's schema).
+    pub(crate) task: Option<store::TaskRow>,
+    /// Why the relations could not be looked up: the decision must deny (fail closed).
+    pub(crate) relation_error: Option<String>,
+}
+
+/// Builds the context Warden fills in for `principal` doing `action` on `resource` under
+/// `loaded`: agent metadata, hold (the agent's or its task's), the current task fitted to the
+/// package's schema, the risk score, the delegation chain, and — for packages that use them —
+/// the relations held on the resource. The one place decisions get their context (explaining
+/// a refusal rebuilds it here too).
+pub(crate) fn decision_context(
+    state: &AppState,
+    loaded: &Loaded,
+    principal: &SpiffeId,
+    action: &str,
+    resource: &ResourceRef,
+    attributes: Map<String, Value>,
+    delegation: Vec<SpiffeId>,
+) -> DecisionContext {
+    let task = state.current_task(principal.as_str(), &resource.kind, &resource.id);
+    let hold = state.denylist.denies_id(principal)
+        || task.as_ref().is_some_and(|t| state.held.task(&t.id));
+    let mut context = state.pdp.context(principal, hold, attributes);
+    context.delegation = delegation;
+    context.task = loaded
+        .compiled
+        .fit_task(action, task.as_ref().map(crate::tasks_api::policy_task));
+    context.risk_score = state.risk_score(principal.as_str());
+    let mut relation_error = None;
+    if loaded.compiled.wants_relations(action) {
+        match state
+            .relations
+            .held(principal, &resource.kind, &resource.id, crate::now_ms())
+        {
+            Ok(held) => context.relations = held,
+            Err(e) => relation_error = Some(e),
+        }
+    }
+    DecisionContext {
+        context,
+        task,
+        relation_error,
+    }
+}
+
 /// A decision made and not yet recorded: its caller must record `event` before acting on it
 /// or answering.
 pub(crate) struct Evaluated {
@@ -511,27 +560,13 @@ pub(crate) fn evaluate(
     let loaded = state.pdp.choose(package)?;
     let principal = SpiffeId::parse(principal)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_spiffe_id", e.to_string()))?;
-    let task = state.current_task(principal.as_str(), &resource.kind, &resource.id);
-    let hold = state.denylist.denies_id(&principal)
-        || task.as_ref().is_some_and(|t| state.held.task(&t.id));
-    let mut context = state.pdp.context(&principal, hold, attributes);
-    context.delegation = delegation;
-    context.task = loaded
-        .compiled
-        .fit_task(&action, task.as_ref().map(crate::tasks_api::policy_task));
-    context.risk_score = state.risk_score(principal.as_str());
-    // Relations are looked up only for packages that use them; an error looking them up
-    // denies (fail closed) with the reason.
-    let mut relation_error = None;
-    if loaded.compiled.wants_relations(&action) {
-        match state
-            .relations
-            .held(&principal, &resource.kind, &resource.id, crate::now_ms())
-        {
-            Ok(held) => context.relations = held,
-            Err(e) => relation_error = Some(e),
-        }
-    }
+    let DecisionContext {
+        context,
+        relation_error,
+        ..
+    } = decision_context(
+        state, &loaded, &principal, &action, &resource, attributes, delegation,
+    );
     let resource_text = format!("{}::{}", resource.kind, resource.id);
     let request = policy::Request {
         principal: principal.clone(),
