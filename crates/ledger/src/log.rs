@@ -98,6 +98,8 @@ struct Pending {
     actor: String,
     action: String,
     head: Vec<u8>,
+    /// Lease rows to commit in the same transaction as this entry.
+    leases: Vec<store::LeaseRow>,
     reply: oneshot::Sender<Result<Receipt, LedgerError>>,
 }
 
@@ -200,12 +202,31 @@ impl Ledger {
     /// together, so they usually share one commit: one wait instead of one per event. An error
     /// means at least one was not recorded.
     pub async fn append_all(&self, events: Vec<NewEvent>) -> Result<Vec<Receipt>, LedgerError> {
+        self.append_all_with(events, Vec::new()).await
+    }
+
+    /// Like [`Ledger::append_all`], and commits `leases` (the store's lease rows) in the same
+    /// transaction as the entries: a credential's lease exists exactly when its issuance is
+    /// recorded, with one commit for both.
+    pub async fn append_all_with(
+        &self,
+        events: Vec<NewEvent>,
+        leases: Vec<store::LeaseRow>,
+    ) -> Result<Vec<Receipt>, LedgerError> {
+        if events.is_empty() && !leases.is_empty() {
+            return Err(LedgerError::InvalidEvent(
+                "lease rows ride with an entry: none was given".into(),
+            ));
+        }
         let mut waiting = Vec::with_capacity(events.len());
         let mut pendings = Vec::with_capacity(events.len());
         for event in events {
             let (pending, rx) = self.prepare(event)?;
             pendings.push(pending);
             waiting.push(rx);
+        }
+        if let Some(last) = pendings.last_mut() {
+            last.leases = leases;
         }
         for pending in pendings {
             self.tx
@@ -251,6 +272,7 @@ impl Ledger {
             actor: event.actor,
             action: event.action,
             head,
+            leases: Vec::new(),
             reply,
         };
         Ok((pending, rx))
@@ -577,7 +599,11 @@ async fn commit(shared: &Shared, batch: &[Pending]) -> Result<Vec<Receipt>, Ledg
                 action: p.action.clone(),
             });
         }
-        match shared.store.ledger_append(base, &rows).await {
+        let leases: Vec<store::LeaseRow> = batch
+            .iter()
+            .flat_map(|p| p.leases.iter().cloned())
+            .collect();
+        match shared.store.ledger_append_with(base, &rows, &leases).await {
             Ok(()) => {
                 let mut tree = write_tree(&shared.tree);
                 return Ok(rows

@@ -32,63 +32,10 @@ const CLAIM_MS: i64 = 60 * 1000;
 /// Lease ids listed in one ledger entry; a larger revocation records their count and digest.
 const IDS_PER_ENTRY: usize = 100;
 
-/// This replica's position in the revocation feed, and its batch of new leases.
+/// This replica's position in the revocation feed.
 #[derive(Debug, Default)]
 pub(crate) struct Feed {
     after: Mutex<Option<(i64, String)>>,
-    pending: Mutex<Vec<(LeaseRow, Waiter)>>,
-    writing: tokio::sync::Mutex<()>,
-}
-
-/// Told when a queued lease is committed (or why not).
-type Waiter = tokio::sync::oneshot::Sender<Result<(), String>>;
-
-/// Most leases written in one transaction.
-const MAX_INSERT_BATCH: usize = 512;
-
-impl AppState {
-    /// Records a new lease; returns once it is committed. Concurrent issuers share
-    /// transactions (group commit, like the ledger's): whoever holds the write turn commits
-    /// everything queued so far.
-    pub(crate) async fn insert_lease(&self, row: LeaseRow) -> Result<(), ApiError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.leases
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((row, tx));
-        {
-            let _turn = self.leases.writing.lock().await;
-            loop {
-                let batch: Vec<_> = {
-                    let mut pending = self
-                        .leases
-                        .pending
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let n = pending.len().min(MAX_INSERT_BATCH);
-                    pending.drain(..n).collect()
-                };
-                if batch.is_empty() {
-                    break;
-                }
-                let (rows, waiters): (Vec<LeaseRow>, Vec<_>) = batch.into_iter().unzip();
-                let result = self
-                    .store
-                    .lease_insert_many(&rows)
-                    .await
-                    .map_err(|e| e.to_string());
-                for w in waiters {
-                    let _ = w.send(result.clone());
-                }
-            }
-        }
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ApiError::internal(format!("recording the lease: {e}"))),
-            Err(_) => Err(ApiError::internal("the lease writer went away")),
-        }
-    }
 }
 
 /// A lease as the API shows it.

@@ -729,10 +729,10 @@ async fn exchange(
         parent.map(|(_, l)| l.id.clone()).unwrap_or_default(),
     );
     let exp_ms = claims.exp * 1000;
-    // The decisions and the issuance are recorded and the lease committed together (one commit
-    // wait, not three), all before the token leaves.
+    // The decisions, the issuance and the lease commit in one transaction (one commit, and a
+    // lease exists exactly when its issuance is recorded), all before the token leaves.
     decision_events.push(issue_event);
-    let lease = state.insert_lease(store::LeaseRow {
+    let lease = store::LeaseRow {
         id: lease_id.to_string(),
         agent: holder.to_string(),
         subject: subject_id.to_string(),
@@ -751,10 +751,12 @@ async fn exchange(
         next_attempt_ms: None,
         last_error: None,
         alerted: false,
-    });
-    let (recorded, leased) = tokio::join!(state.ledger.append_all(decision_events), lease);
-    recorded.map_err(|e| OAuthError::from_api(&ApiError::audit_unavailable(&e)))?;
-    leased.map_err(|e| OAuthError::from_api(&e))?;
+    };
+    state
+        .ledger
+        .append_all_with(decision_events, vec![lease])
+        .await
+        .map_err(|e| OAuthError::from_api(&ApiError::audit_unavailable(&e)))?;
     // A hold (or a parent's revocation) that landed while this token was being issued: the
     // hold marks the agent before it revokes leases, so a lease committed after that
     // revocation sees the mark here and is revoked before the token leaves.

@@ -191,7 +191,7 @@ pub(crate) fn selector_sql(selector: &LeaseSelector) -> (&'static str, String) {
 /// Implements `BrokerStore` for a backend whose pool is `self.pool`; `$gate` is the
 /// backend's in-process write gate, if it has one (see `SqliteStore`).
 macro_rules! broker_methods {
-    ($store:ty, |$this:ident| $gate:expr) => {
+    ($store:ty, $db:ty, |$this:ident| $gate:expr) => {
     #[async_trait::async_trait]
     impl crate::BrokerStore for $store {
         async fn lease_insert(&self, row: &crate::LeaseRow) -> crate::Result<()> {
@@ -199,39 +199,15 @@ macro_rules! broker_methods {
         }
 
         async fn lease_insert_many(&$this, rows: &[crate::LeaseRow]) -> crate::Result<()> {
+            if rows.is_empty() {
+                return Ok(());
+            }
             let _gate = match $gate {
                 Some(gate) => Some(gate.lock().await),
                 None => None,
             };
             let mut tx = $this.pool.begin().await.map_err(db_err)?;
-            for row in rows {
-                sqlx::query(&format!(
-                    "INSERT INTO leases ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-                     $11, $12, $13, $14, $15, $16, $17, $18)",
-                    crate::broker::LEASE_COLUMNS
-                ))
-                .bind(&row.id)
-                .bind(&row.agent)
-                .bind(&row.subject)
-                .bind(&row.task)
-                .bind(&row.engine)
-                .bind(&row.scope)
-                .bind(&row.parent)
-                .bind(&row.handle)
-                .bind(row.issued_ms)
-                .bind(row.expires_ms)
-                .bind(row.max_expires_ms)
-                .bind(&row.state)
-                .bind(&row.revoke_reason)
-                .bind(row.revoked_ms)
-                .bind(row.attempts)
-                .bind(row.next_attempt_ms)
-                .bind(&row.last_error)
-                .bind(i64::from(row.alerted))
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            }
+            crate::broker::insert_leases!(sqlx::QueryBuilder<'_, $db>, tx, rows);
             tx.commit().await.map_err(db_err)?;
             Ok(())
         }
@@ -702,5 +678,41 @@ pub(crate) fn secret(raw: RawSecret) -> SecretRow {
         created_by,
     }
 }
+
+/// Inserts `rows` into `leases` on the connection `$conn` with the backend's `QueryBuilder`
+/// `$qb`, in chunks of multi-row inserts; `?`-propagates `db_err`s.
+macro_rules! insert_leases {
+    ($qb:ty, $conn:expr, $rows:expr) => {
+        for chunk in $rows.chunks(500) {
+            let mut qb = <$qb>::new(format!(
+                "INSERT INTO leases ({}) ",
+                crate::broker::LEASE_COLUMNS
+            ));
+            qb.push_values(chunk, |mut b, row: &crate::LeaseRow| {
+                b.push_bind(row.id.as_str())
+                    .push_bind(row.agent.as_str())
+                    .push_bind(row.subject.as_str())
+                    .push_bind(row.task.as_deref())
+                    .push_bind(row.engine.as_str())
+                    .push_bind(row.scope.as_str())
+                    .push_bind(row.parent.as_deref())
+                    .push_bind(row.handle.as_str())
+                    .push_bind(row.issued_ms)
+                    .push_bind(row.expires_ms)
+                    .push_bind(row.max_expires_ms)
+                    .push_bind(row.state.as_str())
+                    .push_bind(row.revoke_reason.as_deref())
+                    .push_bind(row.revoked_ms)
+                    .push_bind(row.attempts)
+                    .push_bind(row.next_attempt_ms)
+                    .push_bind(row.last_error.as_deref())
+                    .push_bind(i64::from(row.alerted));
+            });
+            qb.build().execute(&mut *$conn).await.map_err(db_err)?;
+        }
+    };
+}
+
+pub(crate) use insert_leases;
 
 pub(crate) use broker_methods;

@@ -434,6 +434,15 @@ pub trait Store: RebacStore + BrokerStore + TaskStore + Send + Sync + 'static {
     /// appended first. Returns only once the transaction is committed (durable).
     async fn ledger_append(&self, expected_size: u64, rows: &[LedgerRow]) -> Result<()>;
 
+    /// Like [`Store::ledger_append`], and inserts `leases` in the same transaction: all of it
+    /// commits, or none.
+    async fn ledger_append_with(
+        &self,
+        expected_size: u64,
+        rows: &[LedgerRow],
+        leases: &[LeaseRow],
+    ) -> Result<()>;
+
     /// Rows with `seq` in `[from, from + limit)`, ascending.
     async fn ledger_entries(&self, from: u64, limit: u32) -> Result<Vec<LedgerRow>>;
 

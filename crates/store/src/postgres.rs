@@ -205,7 +205,9 @@ fn redact(url: &str, message: &str) -> String {
     out
 }
 
-crate::broker::broker_methods!(PostgresStore, |self| None::<&tokio::sync::Mutex<()>>);
+crate::broker::broker_methods!(PostgresStore, sqlx::Postgres, |self| None::<
+    &tokio::sync::Mutex<()>,
+>);
 crate::tasks::task_methods!(PostgresStore);
 crate::rebac::rebac_methods!(PostgresStore, |self| self.pool.begin());
 
@@ -232,6 +234,15 @@ impl Store for PostgresStore {
     }
 
     async fn ledger_append(&self, expected_size: u64, rows: &[LedgerRow]) -> Result<()> {
+        self.ledger_append_with(expected_size, rows, &[]).await
+    }
+
+    async fn ledger_append_with(
+        &self,
+        expected_size: u64,
+        rows: &[LedgerRow],
+        leases: &[crate::LeaseRow],
+    ) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -275,6 +286,9 @@ impl Store for PostgresStore {
                 .await
                 .map_err(common::ledger_insert_err)?;
         }
+        // Leases issued with these entries commit with them: one exists exactly when the
+        // other does.
+        crate::broker::insert_leases!(QueryBuilder<'_, Postgres>, tx, leases);
         tx.commit().await.map_err(db_err)?;
         Ok(())
     }

@@ -104,7 +104,7 @@ impl SqliteStore {
     }
 }
 
-crate::broker::broker_methods!(SqliteStore, |self| Some(&self.write_gate));
+crate::broker::broker_methods!(SqliteStore, sqlx::Sqlite, |self| Some(&self.write_gate));
 crate::tasks::task_methods!(SqliteStore);
 crate::rebac::rebac_methods!(SqliteStore, |self| self.pool.begin_with("BEGIN IMMEDIATE"));
 
@@ -131,6 +131,15 @@ impl Store for SqliteStore {
     }
 
     async fn ledger_append(&self, expected_size: u64, rows: &[LedgerRow]) -> Result<()> {
+        self.ledger_append_with(expected_size, rows, &[]).await
+    }
+
+    async fn ledger_append_with(
+        &self,
+        expected_size: u64,
+        rows: &[LedgerRow],
+        leases: &[crate::LeaseRow],
+    ) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -174,6 +183,9 @@ impl Store for SqliteStore {
                 .await
                 .map_err(common::ledger_insert_err)?;
         }
+        // Leases issued with these entries commit with them: one exists exactly when the
+        // other does.
+        crate::broker::insert_leases!(QueryBuilder<'_, Sqlite>, tx, leases);
         tx.commit().await.map_err(db_err)?;
         Ok(())
     }

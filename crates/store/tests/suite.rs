@@ -187,6 +187,7 @@ suite! {
         leases_bulk_revoke_and_sweeper_claims,
         holds_connections_roles_secrets,
         tasks_grants_requests_risk,
+        ledger_append_with_leases_is_one_transaction,
     ],
     ctx: [durable_reopen],
 }
@@ -2055,4 +2056,30 @@ async fn tasks_grants_requests_risk(store: Arc<dyn Store>) {
             .await
             .is_err()
     );
+}
+
+async fn ledger_append_with_leases_is_one_transaction(store: Arc<dyn Store>) {
+    let l1 = lease("oauth/token/lse_a1", "spiffe://t/a", None, "oauth", 10_000);
+    store
+        .ledger_append_with(0, &rows(0, 2), std::slice::from_ref(&l1))
+        .await
+        .unwrap();
+    assert_eq!(store.ledger_size().await.unwrap(), 2);
+    assert_eq!(store.lease_get(&l1.id).await.unwrap(), Some(l1.clone()));
+    // A lease that cannot be inserted (its id is taken) takes the entries down with it.
+    let l2 = lease("oauth/token/lse_a2", "spiffe://t/a", None, "oauth", 10_000);
+    assert!(
+        store
+            .ledger_append_with(2, &rows(2, 3), &[l2.clone(), l1.clone()])
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        store.ledger_size().await.unwrap(),
+        2,
+        "no entry without its lease"
+    );
+    assert_eq!(store.lease_get(&l2.id).await.unwrap(), None);
+    store.ledger_append_with(2, &rows(2, 1), &[]).await.unwrap();
+    assert_eq!(store.ledger_size().await.unwrap(), 3);
 }
