@@ -764,8 +764,6 @@ pub trait TaskStore: Send + Sync + 'static {
         reason: &str,
         now_ms: i64,
     ) -> Result<Option<TaskRow>>;
-    /// Ends up to `limit` open tasks whose deadline passed (`expired`); returns them.
-    async fn task_expire_due(&self, now_ms: i64, limit: u32) -> Result<Vec<TaskRow>>;
     /// Ended tasks whose grants and leases have not been ended yet.
     async fn task_uncleaned(&self, limit: u32) -> Result<Vec<TaskRow>>;
     /// Marks an ended task cleaned up.
@@ -805,8 +803,6 @@ pub trait TaskStore: Send + Sync + 'static {
         now_ms: i64,
         grant_id: Option<&str>,
     ) -> Result<bool>;
-    /// Times out pending requests past their expiry (`expired`); returns them.
-    async fn request_expire_due(&self, now_ms: i64) -> Result<Vec<GrantRequestRow>>;
     /// Sets an agent's risk score.
     async fn risk_set(&self, row: &RiskRow) -> Result<()>;
     /// Every risk score.

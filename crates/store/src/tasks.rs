@@ -354,21 +354,6 @@ macro_rules! task_methods {
             Ok(raw.map(crate::tasks::task))
         }
 
-        async fn task_expire_due(&self, now_ms: i64, limit: u32) -> crate::Result<Vec<crate::TaskRow>> {
-            let raws: Vec<crate::tasks::RawTask> = sqlx::query_as(&format!(
-                "UPDATE tasks SET state = 'expired', end_reason = 'deadline passed', ended_ms = $1 \
-                 WHERE id IN (SELECT id FROM tasks WHERE state = 'open' AND deadline_ms <= $1 \
-                 LIMIT $2) AND state = 'open' RETURNING {}",
-                crate::tasks::TASK_COLUMNS
-            ))
-            .bind(now_ms)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-            Ok(raws.into_iter().map(crate::tasks::task).collect())
-        }
-
         async fn task_uncleaned(&self, limit: u32) -> crate::Result<Vec<crate::TaskRow>> {
             let raws: Vec<crate::tasks::RawTask> = sqlx::query_as(&format!(
                 "SELECT {} FROM tasks WHERE state <> 'open' AND cleaned = 0 ORDER BY ended_ms LIMIT $1",
@@ -626,19 +611,6 @@ macro_rules! task_methods {
             .map_err(db_err)?
             .rows_affected();
             Ok(n > 0)
-        }
-
-        async fn request_expire_due(&self, now_ms: i64) -> crate::Result<Vec<crate::GrantRequestRow>> {
-            let raws: Vec<crate::tasks::RawRequest> = sqlx::query_as(&format!(
-                "UPDATE grant_requests SET state = 'expired', decided_by = 'timeout', decided_ms = $1 \
-                 WHERE state = 'pending' AND expires_ms <= $1 RETURNING {}",
-                crate::tasks::REQUEST_COLUMNS
-            ))
-            .bind(now_ms)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-            Ok(raws.into_iter().map(crate::tasks::request).collect())
         }
 
         async fn risk_set(&self, r: &crate::RiskRow) -> crate::Result<()> {

@@ -1925,13 +1925,25 @@ async fn tasks_grants_requests_risk(store: Arc<dyn Store>) {
         vec![g.clone()]
     );
 
-    // Deadline: T2 expires, T1 not yet; ending is once only.
-    let due = store.task_expire_due(6_000, 10).await.unwrap();
+    // Deadline: the sweeper lists open tasks, ends those past their deadline (T2, not T1);
+    // ending is once only.
+    let due: Vec<TaskRow> = store
+        .task_list(Some("open"), None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.deadline_ms <= 6_000)
+        .collect();
     assert_eq!(
         due.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
         ["T2"]
     );
-    assert_eq!(due[0].state, "expired");
+    let expired = store
+        .task_end("T2", "expired", "deadline passed", 6_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(expired.state, "expired");
     let ended = store
         .task_end("T1", "completed", "fixed", 7_000)
         .await
@@ -2001,10 +2013,23 @@ async fn tasks_grants_requests_risk(store: Arc<dyn Store>) {
         store.request_list(Some("pending"), 10).await.unwrap().len(),
         2
     );
-    let expired = store.request_expire_due(1_000).await.unwrap();
+    // Timeout: pending requests past their time are decided `expired` (r2, not r1).
+    let due: Vec<GrantRequestRow> = store
+        .request_list(Some("pending"), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.expires_ms <= 1_000)
+        .collect();
     assert_eq!(
-        expired.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        due.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
         ["r2"]
+    );
+    assert!(
+        store
+            .request_decide("r2", "expired", "timeout", "no approver", 1_000, None)
+            .await
+            .unwrap()
     );
     assert!(
         store
