@@ -682,49 +682,17 @@ pub(crate) async fn issue(
         let why = held
             .clone()
             .unwrap_or_else(|| "the lease was revoked while its role was being created".into());
-        // Ends the lease if it still is active; then the role goes whatever the lease says.
-        crate::leases::revoke(
+        // Ends the lease if it still is active (which drops the role); a lease a racing
+        // revocation ended before the role existed is undone upstream again.
+        let ended = crate::leases::revoke(
             &state,
             "system:broker",
             &LeaseSelector::Id(lease.id.clone()),
             &why,
         )
         .await?;
-        let dropped = pg::revoke_role(&dsn, &db_role).await;
-        state
-            .record(
-                NewEvent::new(
-                    "system:broker",
-                    "lease.revoke_upstream",
-                    if dropped.is_ok() {
-                        Outcome::Success
-                    } else {
-                        Outcome::Failure
-                    },
-                    OcsfClass::UserAccessManagement,
-                )
-                .field("lease_id", lease.id.clone())
-                .field("agent", agent.id.to_string())
-                .field("engine", "postgres")
-                .field(
-                    "result",
-                    match &dropped {
-                        Ok(_) => format!("role {db_role} dropped: {why}"),
-                        Err(e) => format!("role {db_role} not dropped ({e}); the sweeper retries"),
-                    },
-                ),
-            )
-            .await?;
-        if dropped.is_err() {
-            // Leave it to the sweeper: back to `revoking`, so it retries until the role is gone.
-            state
-                .store
-                .lease_reopen(
-                    &lease.id,
-                    now_ms(),
-                    "dropping after a racing revocation failed",
-                )
-                .await?;
+        if ended.is_empty() {
+            crate::leases::undo_again(&state, &lease.id, &why).await?;
         }
         return Err(match held {
             Some(why) => ApiError::new(StatusCode::FORBIDDEN, "agent_on_hold", why),

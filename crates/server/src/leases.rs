@@ -176,6 +176,17 @@ fn apply_revoked(state: &AppState, rows: &[LeaseRow]) {
     }
 }
 
+/// Undoes an ended lease upstream once more: its credential turned out to exist after its
+/// revocation (created while the revocation ran). Back to `revoking`, then undone now; the
+/// sweeper retries if that fails.
+pub(crate) async fn undo_again(state: &AppState, id: &str, why: &str) -> Result<(), ApiError> {
+    state.store.lease_reopen(id, now_ms(), why).await?;
+    if let Some(row) = state.store.lease_get(id).await? {
+        undo_upstream(state, row).await;
+    }
+    Ok(())
+}
+
 /// Undoes one `revoking` lease upstream; on failure schedules a retry with backoff and, after
 /// [`ALERT_AFTER_ATTEMPTS`], writes an alert entry (once).
 async fn undo_upstream(state: &AppState, row: LeaseRow) {
