@@ -544,17 +544,7 @@ pub(crate) async fn issue(
             ));
         }
         // A credential for a task is for an agent on that task, while it is open.
-        if let Err((code, why)) =
-            crate::tasks_api::check_on_task(&state, agent.id.as_str(), task).await
-        {
-            let status = match code {
-                "unknown_task" => StatusCode::NOT_FOUND,
-                "store_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
-                "task_not_open" => StatusCode::CONFLICT,
-                _ => StatusCode::FORBIDDEN,
-            };
-            return Err(ApiError::new(status, code, why));
-        }
+        crate::tasks_api::task_of_agent(&state, agent.id.as_str(), task).await?;
     }
     let ttl_s = req.ttl_s.unwrap_or(role_row.default_ttl_s);
     if !(1..=role_row.max_ttl_s).contains(&ttl_s) {

@@ -176,21 +176,7 @@ async fn create_core(
     agent: &identity::SpiffeId,
     req: &NewRequest,
 ) -> Result<RequestView, ApiError> {
-    let task = task_or_404(state, &req.task).await?;
-    task_open(&task)?;
-    let on_task = state
-        .store
-        .task_agents(&task.id)
-        .await?
-        .iter()
-        .any(|a| a.agent == agent.as_str());
-    if !on_task {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "not_on_task",
-            format!("`{agent}` is not assigned to task `{}`", task.id),
-        ));
-    }
+    let task = crate::tasks_api::task_of_agent(state, agent.as_str(), &req.task).await?;
     if state.held.task(&task.id) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -596,9 +596,9 @@ async fn exchange(
     }
     // A token for a task is for an agent on that task, while it is open.
     if let Some(t) = grant.task.as_deref() {
-        if let Err((_, why)) = crate::tasks_api::check_on_task(state, holder.as_str(), t).await {
-            return Err(OAuthError::new("access_denied", why));
-        }
+        crate::tasks_api::task_of_agent(state, holder.as_str(), t)
+            .await
+            .map_err(|e| OAuthError::from_api(&e))?;
     }
     if grant.expires_at <= now {
         return Err(OAuthError::new(

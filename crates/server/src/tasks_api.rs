@@ -1077,27 +1077,28 @@ pub(crate) async fn list_risk(
         .collect::<Vec<_>>())))
 }
 
-/// Checks that `agent` may use `task` for a credential: the task exists, is open, and the
-/// agent is assigned to it. The refusal's stable code and message otherwise.
-pub(crate) async fn check_on_task(
+/// The task `agent` works on: it exists (404 `unknown_task`), is open (409
+/// `task_not_open`), and the agent is assigned to it (403 `not_on_task`). For credentials and
+/// grant requests made for a task.
+pub(crate) async fn task_of_agent(
     state: &AppState,
     agent: &str,
     task: &str,
-) -> Result<(), (&'static str, String)> {
-    let t = match state.store.task_get(task).await {
-        Ok(Some(t)) => t,
-        Ok(None) => return Err(("unknown_task", format!("no task `{task}`"))),
-        Err(e) => return Err(("store_unavailable", e.to_string())),
-    };
-    if let Err(e) = task_open(&t) {
-        return Err(("task_not_open", e.body().message));
-    }
-    match state.store.task_agents(task).await {
-        Ok(agents) if agents.iter().any(|a| a.agent == agent) => Ok(()),
-        Ok(_) => Err((
+) -> Result<TaskRow, ApiError> {
+    let t = task_or_404(state, task).await?;
+    task_open(&t)?;
+    if !state
+        .store
+        .task_agents(task)
+        .await?
+        .iter()
+        .any(|a| a.agent == agent)
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
             "not_on_task",
             format!("`{agent}` is not assigned to task `{task}`"),
-        )),
-        Err(e) => Err(("store_unavailable", e.to_string())),
+        ));
     }
+    Ok(t)
 }
