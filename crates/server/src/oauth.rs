@@ -208,39 +208,43 @@ enum Subject {
 }
 
 /// Validates an access token of this server: signature, type, issuer, expiry, its lease still
-/// active, and nobody in its chain (or its task) held or denied. The reason when not.
+/// active, and nobody in its chain (or its task) held or denied. When not: the OAuth error a
+/// subject token gets for it, with the reason.
 pub(crate) async fn check_access_token(
     state: &AppState,
     token: &str,
-) -> Result<(AccessTokenClaims, store::LeaseRow), String> {
+) -> Result<(AccessTokenClaims, store::LeaseRow), OAuthError> {
+    // A token that does not verify is `invalid_request` (RFC 8693 §2.2.2); one that verified
+    // but was revoked, or whose agent or task is held, `invalid_grant` (RFC 6749 §5.2).
+    let revoked = |why: String| OAuthError::new("invalid_grant", why);
     let trust = state.keyring.current();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let claims =
         identity::access::validate_access_token(token, &state.issuer, now, SKEW_SECS, |kid| {
             trust.own().jwt().key(kid)
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| OAuthError::new("invalid_request", e.to_string()))?;
     if state.denylist.denies(DenyKind::Jti, &claims.jti) {
-        return Err(format!("token `{}` has been revoked", claims.jti));
+        return Err(revoked(format!("token `{}` has been revoked", claims.jti)));
     }
     let lease = state
         .store
         .lease_by_handle(Engine::OAuth.as_str(), &claims.jti)
         .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("token `{}` has no lease", claims.jti))?;
+        .map_err(|e| OAuthError::new("invalid_request", e.to_string()))?
+        .ok_or_else(|| revoked(format!("token `{}` has no lease", claims.jti)))?;
     if lease.state != "active" || lease.expires_ms <= now_ms() {
-        return Err(format!("lease `{}` is {}", lease.id, lease.state));
+        return Err(revoked(format!("lease `{}` is {}", lease.id, lease.state)));
     }
     let mut chain = vec![claims.sub.to_string(), claims.client_id.clone()];
     chain.extend(claims.actors());
     for id in &chain {
         if let Ok(id) = SpiffeId::parse(id) {
-            agent_auth::check_denied(state, &id).map_err(|r| r.reason)?;
+            agent_auth::check_denied(state, &id).map_err(|r| revoked(r.reason))?;
         }
     }
     if let Some(task) = claims.task.as_deref().filter(|t| state.held.task(t)) {
-        return Err(format!("task `{task}` is on hold"));
+        return Err(revoked(format!("task `{task}` is on hold")));
     }
     Ok((claims, lease))
 }
@@ -847,18 +851,10 @@ async fn subject_from_token(
                 claims: Box::new(claims),
                 lease: Box::new(lease),
             }),
-            Err(reason) => {
-                let error = if reason.contains("revoked")
-                    || reason.contains("on hold")
-                    || reason.contains("denylist")
-                    || reason.contains("lease")
-                {
-                    "invalid_grant"
-                } else {
-                    "invalid_request"
-                };
-                Err(OAuthError::new(error, format!("subject_token: {reason}")))
-            }
+            Err(e) => Err(OAuthError::new(
+                e.error,
+                format!("subject_token: {}", e.description),
+            )),
         };
     }
     let (agent, _) =
@@ -914,7 +910,7 @@ pub(crate) async fn introspect(
             }
             (out, true, String::new())
         }
-        Err(reason) => (json!({"active": false}), false, reason),
+        Err(e) => (json!({"active": false}), false, e.description),
     };
     caller
         .record_for_request(
