@@ -2,11 +2,18 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use cedar_policy::{
-    Authorizer, Context as CedarContext, Entities, EntityId, EntityTypeName, EntityUid, PolicyId,
-    PolicySet, Request as CedarRequest, RestrictedExpression, Schema, ValidationMode, Validator,
+    Context as CedarContext, Entities, EntityTypeName, PolicyId, PolicySet, RestrictedExpression,
+    Schema, ValidationMode, Validator,
 };
+use cedar_policy_core::ast::{
+    self, Eid, EntityType, EntityUID, EntityUIDEntry, Literal, Value as CedarValue, ValueKind,
+};
+use cedar_policy_core::authorizer::Authorizer as CoreAuthorizer;
+use cedar_policy_core::extensions::Extensions;
+use cedar_policy_core::validator::ValidatorEntityTypeKind;
 use serde_json::Value;
 
 use crate::index::{CedarIndex, Outcome};
@@ -31,17 +38,27 @@ pub(crate) struct CedarPackage {
     entities: Entities,
     policies: PolicySet,
     index: CedarIndex,
-    authorizer: Authorizer,
-    principal_type: EntityTypeName,
-    action_type: EntityTypeName,
+    authorizer: CoreAuthorizer,
+    principal_type: EntityType,
     /// The schema's entity types by name, so a request's resource type is looked up, not
     /// parsed.
-    entity_types: HashMap<String, EntityTypeName>,
-    /// The schema's action ids.
-    actions: HashSet<String>,
+    entity_types: HashMap<String, EntityType>,
+    /// The schema's actions by id.
+    actions: HashMap<String, Arc<EntityUID>>,
+    /// Enumerated entity types: whether a request naming one is valid depends on its id, so
+    /// such requests are always validated in full.
+    enumerated: HashSet<EntityType>,
     /// What each action's context declares of the parts Warden fills in selectively.
     shape: ContextShape,
+    /// Request shapes Cedar's request validation has accepted (see [`request_shape`]). Hashed
+    /// with hashbrown's default hasher (foldhash, seeded per process), several times faster
+    /// than SipHash on these keys of a few hundred bytes; there are at most `MAX_SHAPES`.
+    valid_shapes: RwLock<hashbrown::HashSet<String>>,
 }
+
+/// How many accepted request shapes a package remembers; past it, requests of a new shape are
+/// validated in full every time (the first `MAX_SHAPES` stay remembered).
+const MAX_SHAPES: usize = 4_096;
 
 impl CedarPackage {
     /// Compiles sorted `(name, text)` files.
@@ -174,16 +191,27 @@ impl CedarPackage {
             .action_entities()
             .map_err(|e| PolicyError::invalid_package(format!("schema actions: {e}")))?;
         let index = CedarIndex::new(&policies, &schema)?;
-        let principal_type = entity_type(PRINCIPAL_TYPE)?;
+        let principal_type = entity_type(PRINCIPAL_TYPE)?.as_ref().clone();
         let action_type = entity_type(ACTION_TYPE)?;
         let entity_types = schema
             .entity_types()
-            .map(|t| (t.to_string(), t.clone()))
+            .map(|t| (t.to_string(), t.as_ref().clone()))
             .collect();
         let actions = schema
             .actions()
             .filter(|a| *a.type_name() == action_type)
-            .map(|a| a.id().unescaped().to_owned())
+            .map(|a| (a.id().unescaped().to_owned(), Arc::new(a.as_ref().clone())))
+            .collect();
+        let enumerated = schema
+            .entity_types()
+            .map(|t| t.as_ref())
+            .filter(|t| {
+                schema
+                    .as_ref()
+                    .get_entity_type(t)
+                    .is_some_and(|v| matches!(v.kind, ValidatorEntityTypeKind::Enum(_)))
+            })
+            .cloned()
             .collect();
         Ok((
             Self {
@@ -191,12 +219,13 @@ impl CedarPackage {
                 entities,
                 policies,
                 index,
-                authorizer: Authorizer::new(),
+                authorizer: CoreAuthorizer::new(),
                 principal_type,
-                action_type,
                 entity_types,
                 actions,
+                enumerated,
                 shape,
+                valid_shapes: RwLock::new(hashbrown::HashSet::new()),
             },
             warnings,
         ))
@@ -229,162 +258,321 @@ impl CedarPackage {
         request: &Request,
         evaluation: Evaluation,
     ) -> Result<Decision, PolicyError> {
-        if !self.actions.contains(&request.action) {
+        let Some(action) = self.actions.get(&request.action) else {
             return Err(invalid(format!(
                 "action `{}` is not declared in the schema",
                 request.action
             )));
-        }
+        };
         let Some(resource_type) = self.entity_types.get(&request.resource.kind) else {
             return Err(invalid(format!(
                 "resource type `{}` is not declared in the schema",
                 request.resource.kind
             )));
         };
-        let principal = EntityUid::from_type_name_and_id(
+        let principal = EntityUID::from_components(
             self.principal_type.clone(),
-            EntityId::new(request.principal.as_str()),
+            Eid::new(request.principal.as_str()),
+            None,
         );
-        let action = EntityUid::from_type_name_and_id(
-            self.action_type.clone(),
-            EntityId::new(&request.action),
-        );
-        let resource = EntityUid::from_type_name_and_id(
+        let resource = EntityUID::from_components(
             resource_type.clone(),
-            EntityId::new(&request.resource.id),
+            Eid::new(request.resource.id.as_str()),
+            None,
         );
-        // Validating against the schema checks that the principal and resource types apply
-        // to the action and that the context has exactly the declared attributes and types.
-        let cedar_request = CedarRequest::new(
+        let context = cedar_context(
+            &request.context,
+            self.shape.relation_actions.contains(&request.action),
+        )?;
+        let cedar_request = self.validated(
             principal,
             action,
-            resource,
-            cedar_context(
-                &request.context,
-                self.shape.relation_actions.contains(&request.action),
-            )?,
-            Some(&self.schema),
-        )
-        .map_err(|e| invalid(e.to_string()))?;
+            (resource, &request.resource.kind),
+            context,
+        )?;
 
         Ok(match evaluation {
-            Evaluation::Indexed => self.index.is_authorized(&cedar_request, &self.entities),
+            Evaluation::Indexed => self.index.decide(&cedar_request, self.entities.as_ref()),
             Evaluation::Full => {
                 let mut outcome = Outcome::default();
-                outcome.absorb(&self.authorizer.is_authorized(
-                    &cedar_request,
-                    &self.policies,
-                    &self.entities,
+                outcome.absorb_core(self.authorizer.is_authorized(
+                    cedar_request,
+                    self.policies.as_ref(),
+                    self.entities.as_ref(),
                 ));
                 outcome.decision()
             }
         })
     }
+
+    /// The Cedar request, validated against the schema: the principal and resource types
+    /// apply to the action, and the context has exactly the declared attributes and types.
+    ///
+    /// Cedar's validation depends only on the request's *shape* — action, principal and
+    /// resource types, and the type structure of the context ([`request_shape`]) — unless an
+    /// entity type is enumerated or the context holds an entity reference (never, as Warden
+    /// builds it). Once Cedar has accepted a shape, a request of the same shape is valid too
+    /// and is not validated again; every other request goes through Cedar's validator.
+    fn validated(
+        &self,
+        principal: EntityUID,
+        action: &Arc<EntityUID>,
+        (resource, resource_kind): (EntityUID, &str),
+        context: ast::Context,
+    ) -> Result<ast::Request, PolicyError> {
+        let shape = (!self.enumerated.contains(principal.entity_type())
+            && !self.enumerated.contains(resource.entity_type()))
+        .then(|| request_shape(action.eid().as_ref(), resource_kind, &context))
+        .flatten();
+        let known = shape.as_ref().is_some_and(|shape| {
+            self.valid_shapes
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(shape)
+        });
+        if known {
+            return Ok(ast::Request::new_unchecked(
+                EntityUIDEntry::known(principal, None),
+                EntityUIDEntry::Known {
+                    euid: Arc::clone(action),
+                    loc: None,
+                },
+                EntityUIDEntry::known(resource, None),
+                Some(context),
+            ));
+        }
+        let request = ast::Request::new(
+            (principal, None),
+            (EntityUID::clone(action), None),
+            (resource, None),
+            context,
+            Some(self.schema.as_ref()),
+            Extensions::all_available(),
+        )
+        .map_err(|e| invalid(e.to_string()))?;
+        if let Some(shape) = shape {
+            let mut shapes = self
+                .valid_shapes
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if shapes.len() < MAX_SHAPES {
+                shapes.insert(shape);
+            }
+        }
+        Ok(request)
+    }
+}
+
+/// The shape of a request as far as Cedar's request validation can tell requests apart: the
+/// action, the resource type (the principal type is always `Agent`) and the context's type
+/// structure — which attributes each record has and the type of every value, with a set
+/// described by the distinct shapes of its elements. `None` when the context holds an entity
+/// reference, whose validity may depend on its id.
+fn request_shape(action: &str, resource: &str, context: &ast::Context) -> Option<String> {
+    let ast::Context::Value(attributes) = context else {
+        return None;
+    };
+    let mut out = String::with_capacity(256);
+    push_name(&mut out, action);
+    push_name(&mut out, resource);
+    record_shape(attributes.iter(), &mut out).then_some(out)
+}
+
+/// Appends `name` length-prefixed (`5:hello`), so that no name can imitate the notation.
+/// (Without `write!`, whose formatting machinery cost more than the rest of the shape.)
+fn push_name(out: &mut String, name: &str) {
+    let mut digits = [b'0'; 20];
+    let mut n = name.len();
+    let mut at = digits.len();
+    while let Some(slot) = at.checked_sub(1).and_then(|i| digits.get_mut(i)) {
+        *slot = b'0' + u8::try_from(n % 10).unwrap_or(0);
+        at -= 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &digit in digits.get(at..).unwrap_or_default() {
+        out.push(char::from(digit));
+    }
+    out.push(':');
+    out.push_str(name);
+}
+
+fn record_shape<'a, K: AsRef<str> + 'a>(
+    attributes: impl Iterator<Item = (&'a K, &'a CedarValue)>,
+    out: &mut String,
+) -> bool {
+    out.push('{');
+    for (name, value) in attributes {
+        push_name(out, name.as_ref());
+        out.push('=');
+        if !value_shape(value, out) {
+            return false;
+        }
+        out.push(',');
+    }
+    out.push('}');
+    true
+}
+
+fn value_shape(value: &CedarValue, out: &mut String) -> bool {
+    match &value.value {
+        ValueKind::Lit(Literal::Bool(_)) => out.push('b'),
+        ValueKind::Lit(Literal::Long(_)) => out.push('l'),
+        ValueKind::Lit(Literal::String(_)) => out.push('s'),
+        ValueKind::Lit(Literal::EntityUID(_)) => return false,
+        ValueKind::ExtensionValue(v) => {
+            out.push('x');
+            push_name(out, &v.typename().to_string());
+        }
+        ValueKind::Set(set) => {
+            // Literals of each kind, then the other elements' distinct shapes, sorted.
+            let (mut bools, mut longs, mut strings) = (false, false, false);
+            let mut others: Vec<String> = Vec::new();
+            for element in set.iter() {
+                match &element.value {
+                    ValueKind::Lit(Literal::Bool(_)) => bools = true,
+                    ValueKind::Lit(Literal::Long(_)) => longs = true,
+                    ValueKind::Lit(Literal::String(_)) => strings = true,
+                    _ => {
+                        let mut shape = String::new();
+                        if !value_shape(element, &mut shape) {
+                            return false;
+                        }
+                        others.push(shape);
+                    }
+                }
+            }
+            others.sort_unstable();
+            others.dedup();
+            out.push('[');
+            for (present, kind) in [(bools, "b,"), (longs, "l,"), (strings, "s,")] {
+                if present {
+                    out.push_str(kind);
+                }
+            }
+            for shape in others {
+                out.push_str(&shape);
+                out.push(',');
+            }
+            out.push(']');
+        }
+        ValueKind::Record(attributes) => return record_shape(attributes.iter(), out),
+    }
+    true
 }
 
 /// The Cedar context for `context`: the same record as its JSON form, with `risk_score` a
-/// `decimal` and `delegation` a set. Built directly rather than through Cedar's JSON parser,
-/// which costs several times more.
-fn cedar_context(context: &Context, with_relations: bool) -> Result<CedarContext, PolicyError> {
-    let string = |s: &str| RestrictedExpression::new_string(s.to_owned());
-    let mut pairs = vec![
-        (
-            "agent".to_owned(),
-            record(vec![
-                ("kind".to_owned(), string(&context.agent.kind)),
-                ("owner".to_owned(), string(&context.agent.owner)),
+/// `decimal` and `delegation` a set. Built as Cedar's values directly, the way Cedar's own
+/// evaluator builds them from a record expression (`Context::from_pairs` evaluates every
+/// attribute expression, several times the cost; a test checks both give the same context).
+fn cedar_context(context: &Context, with_relations: bool) -> Result<ast::Context, PolicyError> {
+    let string = |s: &str| CedarValue::from(s);
+    let mut pairs: Vec<(&str, CedarValue)> = Vec::with_capacity(8);
+    pairs.push((
+        "agent",
+        CedarValue::record(
+            [
+                ("kind", string(&context.agent.kind)),
+                ("owner", string(&context.agent.owner)),
                 (
-                    "attributes".to_owned(),
+                    "attributes",
                     attributes(&context.agent.attributes, "agent.attributes")?,
                 ),
-            ])?,
+            ],
+            None,
         ),
-        ("risk_score".to_owned(), decimal(context.risk_score)),
-        (
-            "hold".to_owned(),
-            RestrictedExpression::new_bool(context.hold),
+    ));
+    pairs.push(("risk_score", decimal(context.risk_score)?));
+    pairs.push(("hold", CedarValue::from(context.hold)));
+    pairs.push((
+        "delegation",
+        CedarValue::set(
+            context.delegation.iter().map(|id| string(id.as_str())),
+            None,
         ),
-        (
-            "delegation".to_owned(),
-            RestrictedExpression::new_set(context.delegation.iter().map(|id| string(id.as_str()))),
-        ),
-        (
-            "time".to_owned(),
-            RestrictedExpression::new_long(context.time),
-        ),
-        (
-            "request".to_owned(),
-            attributes(&context.request, "request")?,
-        ),
-    ];
+    ));
+    pairs.push(("time", CedarValue::from(context.time)));
+    pairs.push(("request", attributes(&context.request, "request")?));
     if with_relations {
         pairs.push((
-            "relations".to_owned(),
-            RestrictedExpression::new_set(context.relations.iter().map(|r| string(r))),
+            "relations",
+            CedarValue::set(context.relations.iter().map(|r| string(r)), None),
         ));
     }
     if let Some(task) = &context.task {
         pairs.push((
-            "task".to_owned(),
-            record(vec![
-                ("id".to_owned(), string(&task.id)),
-                ("type".to_owned(), string(&task.kind)),
-                (
-                    "attributes".to_owned(),
-                    attributes(&task.attributes, "task.attributes")?,
-                ),
-            ])?,
+            "task",
+            CedarValue::record(
+                [
+                    ("id", string(&task.id)),
+                    ("type", string(&task.kind)),
+                    (
+                        "attributes",
+                        attributes(&task.attributes, "task.attributes")?,
+                    ),
+                ],
+                None,
+            ),
         ));
     }
-    CedarContext::from_pairs(pairs).map_err(|e| invalid(format!("context: {e}")))
+    match CedarValue::record(pairs, None).value {
+        ValueKind::Record(record) => Ok(ast::Context::Value(record)),
+        _ => Err(invalid("context: not a record".to_owned())),
+    }
 }
 
-/// The Cedar `decimal` for a risk score. `RestrictedExpression::new_decimal` runs Cedar's
-/// parser on the name `decimal` at every call (several microseconds, most of a context's
-/// cost); a score has only 10,001 values, so each expression is built once and cloned (a
-/// clone shares its parts).
-fn decimal(score: crate::RiskScore) -> RestrictedExpression {
-    static CACHE: [std::sync::OnceLock<RestrictedExpression>; 10_001] =
-        [const { std::sync::OnceLock::new() }; 10_001];
-    let build = || RestrictedExpression::new_decimal(score.to_cedar_decimal());
-    match CACHE.get(usize::from(score.ten_thousandths())) {
+/// The Cedar `decimal` for a risk score, as Cedar's evaluator makes it from
+/// `decimal("0.2500")`. That evaluation parses the name `decimal` and the literal (several
+/// microseconds); a score has only 10,001 values, so each is made once and cloned (a clone
+/// shares its parts).
+fn decimal(score: crate::RiskScore) -> Result<CedarValue, PolicyError> {
+    static CACHE: [OnceLock<Option<CedarValue>>; 10_001] = [const { OnceLock::new() }; 10_001];
+    let build = || {
+        let expression = RestrictedExpression::new_decimal(score.to_cedar_decimal());
+        let context = CedarContext::from_pairs([("d".to_owned(), expression)]).ok()?;
+        match context.as_ref() {
+            ast::Context::Value(record) => record.get("d").cloned(),
+            ast::Context::RestrictedResidual(_) => None,
+        }
+    };
+    let value = match CACHE.get(usize::from(score.ten_thousandths())) {
         Some(cell) => cell.get_or_init(build).clone(),
         // INVARIANT: a RiskScore is at most 10,000; built directly should that ever change.
         None => build(),
-    }
+    };
+    value.ok_or_else(|| invalid(format!("risk score {score} is no Cedar decimal")))
 }
 
-fn record(pairs: Vec<(String, RestrictedExpression)>) -> Result<RestrictedExpression, PolicyError> {
-    RestrictedExpression::new_record(pairs).map_err(|e| invalid(format!("context: {e}")))
-}
-
-fn attributes(map: &Attributes, path: &str) -> Result<RestrictedExpression, PolicyError> {
+fn attributes(map: &Attributes, path: &str) -> Result<CedarValue, PolicyError> {
     let pairs = map
         .iter()
-        .map(|(k, v)| Ok((k.clone(), json_value(v, &format!("{path}.{k}"))?)))
+        .map(|(k, v)| Ok((k.as_str(), json_value(v, &format!("{path}.{k}"))?)))
         .collect::<Result<Vec<_>, PolicyError>>()?;
-    record(pairs)
+    Ok(CedarValue::record(pairs, None))
 }
 
 /// A plain JSON value as a Cedar value: strings, booleans, integers, arrays (as sets) and
 /// objects (as records). Recursion is bounded by the context depth limit, checked first.
-fn json_value(value: &Value, path: &str) -> Result<RestrictedExpression, PolicyError> {
+fn json_value(value: &Value, path: &str) -> Result<CedarValue, PolicyError> {
     Ok(match value {
-        Value::String(s) => RestrictedExpression::new_string(s.clone()),
-        Value::Bool(b) => RestrictedExpression::new_bool(*b),
+        Value::String(s) => CedarValue::from(s.as_str()),
+        Value::Bool(b) => CedarValue::from(*b),
         Value::Number(n) => match n.as_i64() {
-            Some(i) => RestrictedExpression::new_long(i),
+            Some(i) => CedarValue::from(i),
             None => {
                 return Err(invalid(format!(
                     "context attribute `{path}`: `{n}` is not a 64-bit integer, and Cedar has no other numbers"
                 )));
             }
         },
-        Value::Array(items) => RestrictedExpression::new_set(
+        Value::Array(items) => CedarValue::set(
             items
                 .iter()
                 .map(|v| json_value(v, path))
                 .collect::<Result<Vec<_>, _>>()?,
+            None,
         ),
         Value::Object(map) => attributes(map, path)?,
         Value::Null => {

@@ -29,29 +29,36 @@
 //! property test (`tests/index.rs`) checks it on thousands of randomized requests over large
 //! generated policy sets.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+// hashbrown's default hasher (foldhash): the lookups on every decision hash entity ids several
+// times faster than std's SipHash. The keys come from the operator's policies, not requests.
+use hashbrown::HashMap;
 
 use cedar_policy::{
-    ActionConstraint, Authorizer, Decision as CedarDecision, Entities, EntityTypeName, EntityUid,
-    Policy, PolicySet, PrincipalConstraint, Request, ResourceConstraint, Schema,
+    ActionConstraint, Decision as CedarDecision, Entities, EntityUid, Policy, PolicySet,
+    PrincipalConstraint, Request, ResourceConstraint, Schema,
 };
+use cedar_policy_core::ast::{EntityType, EntityUID, EntityUIDEntry};
+use cedar_policy_core::authorizer::Authorizer as CoreAuthorizer;
+use cedar_policy_core::entities::Entities as CoreEntities;
 
 use crate::{Decision, Effect, PolicyError};
 
 /// Where a policy goes within an action's partition.
 enum Key {
-    Principal(EntityUid),
-    Resource(EntityUid),
-    Type(EntityTypeName),
+    Principal(EntityUID),
+    Resource(EntityUID),
+    Type(EntityType),
     Unkeyed,
 }
 
 #[derive(Default)]
 struct Partition {
-    principal: HashMap<EntityUid, PolicySet>,
-    resource: HashMap<EntityUid, PolicySet>,
+    principal: HashMap<EntityUID, PolicySet>,
+    resource: HashMap<EntityUID, PolicySet>,
     /// Unkeyed policies plus those with `resource is T`.
-    by_type: HashMap<EntityTypeName, PolicySet>,
+    by_type: HashMap<EntityType, PolicySet>,
     /// Unkeyed policies only, for a resource type no policy names.
     other: PolicySet,
 }
@@ -62,8 +69,10 @@ struct Partition {
 /// `CompiledPackage` uses it for every Cedar decision; it is public so that the index can
 /// be measured and checked against the plain authorizer on prebuilt Cedar requests.
 pub struct CedarIndex {
-    by_action: HashMap<EntityUid, Partition>,
-    authorizer: Authorizer,
+    by_action: HashMap<EntityUID, Partition>,
+    /// Cedar's own authorizer, called with Cedar's core types (what `cedar_policy::Authorizer`
+    /// wraps), so that a request built by the PDP is not converted on every call.
+    authorizer: CoreAuthorizer,
 }
 
 impl CedarIndex {
@@ -84,19 +93,20 @@ impl CedarIndex {
             })
             .collect();
         // Every type a `Type` bucket may be asked for: the schema's and those policies name.
-        let mut types: HashSet<EntityTypeName> = schema.entity_types().cloned().collect();
+        let mut types: HashSet<EntityType> =
+            schema.entity_types().map(|t| t.as_ref().clone()).collect();
         for policy in policies.policies() {
             if let ResourceConstraint::Is(t) | ResourceConstraint::IsIn(t, _) =
                 policy.resource_constraint()
             {
-                types.insert(t);
+                types.insert(t.as_ref().clone());
             }
         }
         let add = |set: &mut PolicySet, policy: &Policy| {
             set.add(policy.clone())
                 .map_err(|e| PolicyError::invalid_package(format!("policy index: {e}")))
         };
-        let mut by_action: HashMap<EntityUid, Partition> = HashMap::new();
+        let mut by_action: HashMap<EntityUID, Partition> = HashMap::new();
         for policy in policies.policies() {
             let key = key_of(policy);
             let constraint = policy.action_constraint();
@@ -111,7 +121,7 @@ impl CedarIndex {
                 if !matches {
                     continue;
                 }
-                let partition = by_action.entry(action.clone()).or_default();
+                let partition = by_action.entry(action.as_ref().clone()).or_default();
                 match &key {
                     Key::Principal(p) => {
                         add(partition.principal.entry(p.clone()).or_default(), policy)?;
@@ -131,7 +141,7 @@ impl CedarIndex {
         }
         Ok(Self {
             by_action,
-            authorizer: Authorizer::new(),
+            authorizer: CoreAuthorizer::new(),
         })
     }
 
@@ -141,8 +151,22 @@ impl CedarIndex {
     /// Policy ids are those of the indexed set. A request with an unknown (partial-evaluation)
     /// component is denied.
     pub fn is_authorized(&self, request: &Request, entities: &Entities) -> Decision {
-        let (Some(principal), Some(action), Some(resource)) =
-            (request.principal(), request.action(), request.resource())
+        self.decide(request.as_ref(), entities.as_ref())
+    }
+
+    /// [`is_authorized`](Self::is_authorized) on Cedar's core types.
+    pub(crate) fn decide(
+        &self,
+        request: &cedar_policy_core::ast::Request,
+        entities: &CoreEntities,
+    ) -> Decision {
+        let (
+            EntityUIDEntry::Known {
+                euid: principal, ..
+            },
+            EntityUIDEntry::Known { euid: action, .. },
+            EntityUIDEntry::Known { euid: resource, .. },
+        ) = (request.principal(), request.action(), request.resource())
         else {
             return Decision {
                 effect: Effect::Deny,
@@ -151,20 +175,24 @@ impl CedarIndex {
             };
         };
         let mut outcome = Outcome::default();
-        if let Some(partition) = self.by_action.get(action) {
+        if let Some(partition) = self.by_action.get(action.as_ref()) {
             let sets = [
-                partition.principal.get(principal),
-                partition.resource.get(resource),
+                partition.principal.get(principal.as_ref()),
+                partition.resource.get(resource.as_ref()),
                 Some(
                     partition
                         .by_type
-                        .get(resource.type_name())
+                        .get(resource.entity_type())
                         .unwrap_or(&partition.other),
                 ),
             ];
             for set in sets.into_iter().flatten() {
                 if !set.is_empty() {
-                    outcome.absorb(&self.authorizer.is_authorized(request, set, entities));
+                    outcome.absorb_core(self.authorizer.is_authorized(
+                        request.clone(),
+                        set.as_ref(),
+                        entities,
+                    ));
                 }
             }
         }
@@ -181,15 +209,21 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
-    /// Adds one authorizer response (see the module docs for why this is exact).
-    pub(crate) fn absorb(&mut self, response: &cedar_policy::Response) {
-        let reasons = response.diagnostics().reason().map(ToString::to_string);
-        match response.decision() {
+    /// Adds one response of Cedar's authorizer (see the module docs for why this is exact),
+    /// with the policy ids and error texts `cedar_policy::Response` gives.
+    pub(crate) fn absorb_core(&mut self, response: cedar_policy_core::authorizer::Response) {
+        let reasons = response.diagnostics.reason.iter().map(ToString::to_string);
+        match response.decision {
             CedarDecision::Allow => self.permits.extend(reasons),
             CedarDecision::Deny => self.forbids.extend(reasons),
         }
-        self.errors
-            .extend(response.diagnostics().errors().map(ToString::to_string));
+        self.errors.extend(
+            response
+                .diagnostics
+                .errors
+                .into_iter()
+                .map(|e| cedar_policy::AuthorizationError::from(e).to_string()),
+        );
     }
 
     /// Cedar's combination rule, with sorted ids and errors.
@@ -218,11 +252,11 @@ impl Outcome {
 
 fn key_of(policy: &Policy) -> Key {
     if let PrincipalConstraint::Eq(p) = policy.principal_constraint() {
-        return Key::Principal(p);
+        return Key::Principal(p.as_ref().clone());
     }
     match policy.resource_constraint() {
-        ResourceConstraint::Eq(r) => Key::Resource(r),
-        ResourceConstraint::Is(t) | ResourceConstraint::IsIn(t, _) => Key::Type(t),
+        ResourceConstraint::Eq(r) => Key::Resource(r.as_ref().clone()),
+        ResourceConstraint::Is(t) | ResourceConstraint::IsIn(t, _) => Key::Type(t.as_ref().clone()),
         ResourceConstraint::Any | ResourceConstraint::In(_) => Key::Unkeyed,
     }
 }

@@ -229,19 +229,26 @@ impl Default for Limits {
 
 /// Checks the context against `limits`.
 ///
-/// The depth walk runs first and without recursion, so a hostile, deeply nested attribute
-/// map is refused before anything recursive (serialization, conversion) touches it.
+/// One walk, without recursion, finds the depth and an upper bound of the JSON size, so a
+/// hostile, deeply nested attribute map is refused before anything recursive (serialization,
+/// conversion) touches it. Only a context whose bound passes the size limit is serialized to
+/// count its bytes exactly — a small one is accepted without.
 pub(crate) fn check_context(context: &Context, limits: &Limits) -> Result<(), PolicyError> {
     // context = 1, agent / task = 2, their attributes = 3; delegation array and request = 2.
     let mut depth = 2;
-    let task_attributes = context.task.as_ref().map(|task| &task.attributes);
+    // Every field name, bracket and separator of the context, `hold`, `time` and
+    // `risk_score` (≤ 24 characters each, as numbers go): well under this.
+    let mut bytes = 256usize;
+    let task = context.task.as_ref();
     for (base, map) in [
         (3, Some(&context.agent.attributes)),
-        (3, task_attributes),
+        (3, task.map(|task| &task.attributes)),
         (2, Some(&context.request)),
     ] {
         if let Some(map) = map {
-            depth = depth.max(map_depth(map, base, limits.max_context_depth));
+            let (deepest, size) = walk(map.iter().map(|(k, v)| (Some(k), v)), base, limits);
+            depth = depth.max(deepest);
+            bytes = bytes.saturating_add(size);
         }
     }
     if depth > limits.max_context_depth {
@@ -249,30 +256,42 @@ pub(crate) fn check_context(context: &Context, limits: &Limits) -> Result<(), Po
             limit: limits.max_context_depth,
         });
     }
-    let mut counter = ByteCounter {
-        count: 0,
-        limit: limits.max_context_bytes,
-    };
-    if serde_json::to_writer(&mut counter, context).is_err() || counter.count > counter.limit {
-        return Err(PolicyError::ContextTooLarge {
-            limit: limits.max_context_bytes,
-        });
+    let strings = [&context.agent.kind, &context.agent.owner]
+        .into_iter()
+        .chain(task.into_iter().flat_map(|task| [&task.id, &task.kind]))
+        .chain(&context.relations)
+        .map(|s| string_bound(s))
+        .chain(
+            context
+                .delegation
+                .iter()
+                .map(|id| string_bound(id.as_str())),
+        );
+    for size in strings {
+        bytes = bytes.saturating_add(size.saturating_add(1));
+    }
+    if bytes > limits.max_context_bytes {
+        exact_size(context, limits)?;
     }
     Ok(())
 }
 
 /// Checks an arbitrary JSON document (Rego `input` sent as is) against the context limits.
 pub(crate) fn check_value(value: &Value, limits: &Limits) -> Result<(), PolicyError> {
-    let depth = match value {
-        Value::Object(map) => values_depth(map.values(), 1, limits.max_context_depth),
-        Value::Array(items) => values_depth(items.iter(), 1, limits.max_context_depth),
-        _ => 0,
-    };
+    let (depth, bytes) = walk(std::iter::once((None, value)), 0, limits);
     if depth > limits.max_context_depth {
         return Err(PolicyError::ContextTooDeep {
             limit: limits.max_context_depth,
         });
     }
+    if bytes > limits.max_context_bytes {
+        exact_size(value, limits)?;
+    }
+    Ok(())
+}
+
+/// Serializes `value` to count its bytes, stopping once past the limit.
+fn exact_size(value: &impl Serialize, limits: &Limits) -> Result<(), PolicyError> {
     let mut counter = ByteCounter {
         count: 0,
         limit: limits.max_context_bytes,
@@ -285,31 +304,50 @@ pub(crate) fn check_value(value: &Value, limits: &Limits) -> Result<(), PolicyEr
     Ok(())
 }
 
-/// Depth of the object `map` sitting at level `base`, walked iteratively; stops counting
-/// once past `limit`.
-fn map_depth(map: &Attributes, base: usize, limit: usize) -> usize {
-    values_depth(map.values(), base, limit)
+/// At most the bytes of `s` as a JSON string: quotes, and every byte escaped as `\u00XX`.
+fn string_bound(s: &str) -> usize {
+    s.len().saturating_mul(6).saturating_add(2)
 }
 
-/// Depth of a container at level `base` holding `values`, walked iteratively; stops counting
-/// once past `limit`.
-fn values_depth<'a>(values: impl Iterator<Item = &'a Value>, base: usize, limit: usize) -> usize {
+/// Walks the members of a container at level `base` (with their keys, for an object) without
+/// recursion. Returns the deepest level reached, counting every nested object or array as one
+/// more (it stops once past the depth limit), and an upper bound of the bytes the container
+/// takes as JSON: brackets, separators, keys and values, a number counted as 24 characters
+/// (the longest `serde_json` writes).
+fn walk<'a>(
+    members: impl Iterator<Item = (Option<&'a String>, &'a Value)>,
+    base: usize,
+    limits: &Limits,
+) -> (usize, usize) {
     let mut deepest = base;
-    let mut stack: Vec<(&Value, usize)> = values.map(|v| (v, base)).collect();
-    while let Some((value, parent)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match value {
-            Value::Object(m) => Box::new(m.values()),
-            Value::Array(a) => Box::new(a.iter()),
-            _ => continue,
+    let mut bytes = 2usize;
+    let mut stack: Vec<(Option<&String>, &Value, usize)> =
+        members.map(|(key, value)| (key, value, base)).collect();
+    while let Some((key, value, parent)) = stack.pop() {
+        let key_bytes = key.map_or(0, |k| string_bound(k).saturating_add(1));
+        bytes = bytes.saturating_add(key_bytes.saturating_add(1));
+        let value_bytes = match value {
+            Value::Object(map) => {
+                deepest = deepest.max(parent + 1);
+                stack.extend(map.iter().map(|(k, v)| (Some(k), v, parent + 1)));
+                2
+            }
+            Value::Array(items) => {
+                deepest = deepest.max(parent + 1);
+                stack.extend(items.iter().map(|v| (None, v, parent + 1)));
+                2
+            }
+            Value::String(s) => string_bound(s),
+            Value::Number(_) => 24,
+            Value::Bool(_) => 5,
+            Value::Null => 4,
         };
-        let level = parent + 1;
-        deepest = deepest.max(level);
-        if deepest > limit {
-            return deepest;
+        bytes = bytes.saturating_add(value_bytes);
+        if deepest > limits.max_context_depth {
+            break;
         }
-        stack.extend(children.map(|v| (v, level)));
     }
-    deepest
+    (deepest, bytes)
 }
 
 /// A writer that only counts, and fails once past its limit so serialization stops early.
@@ -393,6 +431,64 @@ mod tests {
         for (len, ok) in [(100, true), (60_000, true), (70_000, false)] {
             let ctx = context(json!({ "blob": "x".repeat(len) }));
             assert_eq!(check_context(&ctx, &limits).is_ok(), ok, "len {len}");
+        }
+    }
+
+    /// The limit is exact at the byte: a context of exactly the limit passes, one byte more is
+    /// refused — whether the quick bound or the serialization decides.
+    #[test]
+    fn size_limit_is_exact_at_the_boundary() {
+        let planner = SpiffeId::parse("spiffe://example.org/agent/planner").unwrap();
+        let cases = [
+            context(json!({})),
+            context(json!({ "blob": "x".repeat(300) })),
+            context(
+                json!({ "quote\"d": "tab\t, newline\n, nul\u{0}, \\ and \u{7f}", "é": "ünï😀" }),
+            ),
+            context(
+                json!({ "n": [1, -9_223_372_036_854_775_808_i64, 18_446_744_073_709_551_615_u64, 1.5e-300, -0.1] }),
+            ),
+            context(json!({ "deep": [[[{ "a": [true, false, null] }]]], "empty": {} })),
+            Context {
+                task: Some(Task {
+                    id: "t\"1".into(),
+                    kind: "patch_bug".into(),
+                    attributes: json!({ "k": "v" }).as_object().cloned().unwrap(),
+                }),
+                delegation: vec![planner.clone(), planner],
+                relations: vec!["writer".into(), "reader".into()],
+                risk_score: RiskScore::from_f64(0.1234).unwrap(),
+                time: -1_767_225_600,
+                hold: true,
+                ..context(json!({ "x": "y" }))
+            },
+        ];
+        for (i, ctx) in cases.iter().enumerate() {
+            let exact = serde_json::to_vec(ctx).unwrap().len();
+            let at = |limit| Limits {
+                max_context_bytes: limit,
+                ..Limits::default()
+            };
+            assert!(
+                check_context(ctx, &at(exact)).is_ok(),
+                "case {i}: {exact} bytes at its size"
+            );
+            assert!(
+                matches!(
+                    check_context(ctx, &at(exact - 1)),
+                    Err(PolicyError::ContextTooLarge { .. })
+                ),
+                "case {i}: {exact} bytes one under"
+            );
+            let value = serde_json::to_value(ctx).unwrap();
+            assert!(
+                check_value(&value, &at(exact)).is_ok(),
+                "case {i} as a value"
+            );
+            assert!(
+                check_value(&value, &at(exact - 1)).is_err(),
+                "case {i} as a value, one under"
+            );
         }
     }
 
