@@ -36,6 +36,12 @@ pub struct SqliteStore {
     /// writer at a time, and a second one waits in its busy handler, which sleeps in
     /// milliseconds; queueing here instead hands the write lock over at once.
     write_gate: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The connection ledger appends write on, taken under `write_gate`. One connection,
+    /// always the same: SQLite empties a connection's page cache when another connection has
+    /// written since it last read, so appends spread over the pool's connections re-read
+    /// the B-tree pages they touch from the file at every commit; this one keeps them.
+    /// `None` once the store is closed.
+    appender: std::sync::Arc<tokio::sync::Mutex<Option<sqlx::SqliteConnection>>>,
 }
 
 impl SqliteStore {
@@ -78,7 +84,7 @@ impl SqliteStore {
             .pragma("cache_size", "-16384");
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|err| {
                 StoreError::Database(format!(
@@ -90,16 +96,30 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|err| StoreError::Migration(err.to_string()))?;
+        let appender = sqlx::Connection::connect_with(&options)
+            .await
+            .map_err(|err| {
+                StoreError::Database(format!(
+                    "cannot open sqlite database {}: {err}",
+                    path.display()
+                ))
+            })?;
         tracing::debug!(path = %path.display(), "sqlite store opened");
         Ok(SqliteStore {
             pool,
             write_gate: std::sync::Arc::new(tokio::sync::Mutex::new(())),
+            appender: std::sync::Arc::new(tokio::sync::Mutex::new(Some(appender))),
         })
     }
 
     /// Closes every pooled connection, waiting for them to be returned. Dropping the store
     /// also closes them, in the background.
     pub async fn close(&self) {
+        if let Some(appender) = self.appender.lock().await.take() {
+            if let Err(err) = sqlx::Connection::close(appender).await {
+                tracing::warn!(error = %err, "closing the sqlite ledger connection failed");
+            }
+        }
         self.pool.close().await;
     }
 }
@@ -147,9 +167,13 @@ impl Store for SqliteStore {
 
         // Take the write lock up front so the size check and the inserts are one atomic step.
         let _gate = self.write_gate.lock().await;
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
+        let mut appender = self.appender.lock().await;
+        let Some(connection) = appender.as_mut() else {
+            return Err(StoreError::Database(
+                "the sqlite store is closed".to_owned(),
+            ));
+        };
+        let mut tx = sqlx::Connection::begin_with(connection, "BEGIN IMMEDIATE")
             .await
             .map_err(db_err)?;
         let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger_entries")
