@@ -466,7 +466,8 @@ fn value_shape(value: &CedarValue, out: &mut String) -> bool {
 /// The Cedar context for `context`: the same record as its JSON form, with `risk_score` a
 /// `decimal` and `delegation` a set. Built as Cedar's values directly, the way Cedar's own
 /// evaluator builds them from a record expression (`Context::from_pairs` evaluates every
-/// attribute expression, several times the cost; a test checks both give the same context).
+/// attribute expression, several times the cost); the tests below check the result equals
+/// the context Cedar parses from the JSON form.
 fn cedar_context(context: &Context, with_relations: bool) -> Result<ast::Context, PolicyError> {
     let string = |s: &str| CedarValue::from(s);
     let mut pairs: Vec<(&str, CedarValue)> = Vec::with_capacity(8);
@@ -478,7 +479,7 @@ fn cedar_context(context: &Context, with_relations: bool) -> Result<ast::Context
                 ("owner", string(&context.agent.owner)),
                 (
                     "attributes",
-                    attributes(&context.agent.attributes, "agent.attributes")?,
+                    attributes(&context.agent.attributes, &|| "agent.attributes".to_owned())?,
                 ),
             ],
             None,
@@ -494,7 +495,10 @@ fn cedar_context(context: &Context, with_relations: bool) -> Result<ast::Context
         ),
     ));
     pairs.push(("time", CedarValue::from(context.time)));
-    pairs.push(("request", attributes(&context.request, "request")?));
+    pairs.push((
+        "request",
+        attributes(&context.request, &|| "request".to_owned())?,
+    ));
     if with_relations {
         pairs.push((
             "relations",
@@ -510,7 +514,7 @@ fn cedar_context(context: &Context, with_relations: bool) -> Result<ast::Context
                     ("type", string(&task.kind)),
                     (
                         "attributes",
-                        attributes(&task.attributes, "task.attributes")?,
+                        attributes(&task.attributes, &|| "task.attributes".to_owned())?,
                     ),
                 ],
                 None,
@@ -545,17 +549,18 @@ fn decimal(score: crate::RiskScore) -> Result<CedarValue, PolicyError> {
     value.ok_or_else(|| invalid(format!("risk score {score} is no Cedar decimal")))
 }
 
-fn attributes(map: &Attributes, path: &str) -> Result<CedarValue, PolicyError> {
+/// The record for an attribute map at `path` (e.g. `agent.attributes`), named in errors only.
+fn attributes(map: &Attributes, path: &dyn Fn() -> String) -> Result<CedarValue, PolicyError> {
     let pairs = map
         .iter()
-        .map(|(k, v)| Ok((k.as_str(), json_value(v, &format!("{path}.{k}"))?)))
+        .map(|(k, v)| Ok((k.as_str(), json_value(v, &|| format!("{}.{k}", path()))?)))
         .collect::<Result<Vec<_>, PolicyError>>()?;
     Ok(CedarValue::record(pairs, None))
 }
 
 /// A plain JSON value as a Cedar value: strings, booleans, integers, arrays (as sets) and
 /// objects (as records). Recursion is bounded by the context depth limit, checked first.
-fn json_value(value: &Value, path: &str) -> Result<CedarValue, PolicyError> {
+fn json_value(value: &Value, path: &dyn Fn() -> String) -> Result<CedarValue, PolicyError> {
     Ok(match value {
         Value::String(s) => CedarValue::from(s.as_str()),
         Value::Bool(b) => CedarValue::from(*b),
@@ -563,7 +568,8 @@ fn json_value(value: &Value, path: &str) -> Result<CedarValue, PolicyError> {
             Some(i) => CedarValue::from(i),
             None => {
                 return Err(invalid(format!(
-                    "context attribute `{path}`: `{n}` is not a 64-bit integer, and Cedar has no other numbers"
+                    "context attribute `{}`: `{n}` is not a 64-bit integer, and Cedar has no other numbers",
+                    path()
                 )));
             }
         },
@@ -577,7 +583,8 @@ fn json_value(value: &Value, path: &str) -> Result<CedarValue, PolicyError> {
         Value::Object(map) => attributes(map, path)?,
         Value::Null => {
             return Err(invalid(format!(
-                "context attribute `{path}` is null, which Cedar has no value for"
+                "context attribute `{}` is null, which Cedar has no value for",
+                path()
             )));
         }
     })
@@ -668,4 +675,107 @@ fn entity_type(name: &str) -> Result<EntityTypeName, PolicyError> {
 
 fn invalid(reason: String) -> PolicyError {
     PolicyError::InvalidRequest { reason }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use identity::SpiffeId;
+    use serde_json::json;
+
+    use super::*;
+    use crate::{Agent, RiskScore, Task};
+
+    /// The context built directly equals the one Cedar parses from the context's JSON form
+    /// (with the risk score as Cedar's `decimal` escape), attribute by attribute.
+    #[test]
+    fn context_values_equal_cedars_own_parse() {
+        let planner = SpiffeId::parse("spiffe://example.org/agent/planner").unwrap();
+        let object = |v: serde_json::Value| v.as_object().cloned().unwrap();
+        let base = Context {
+            agent: Agent {
+                kind: "coder".into(),
+                owner: "platform".into(),
+                attributes: object(json!({ "team": "red", "level": 3 })),
+            },
+            task: None,
+            risk_score: RiskScore::ZERO,
+            hold: false,
+            delegation: Vec::new(),
+            time: 0,
+            request: Attributes::new(),
+            relations: Vec::new(),
+        };
+        let cases = [
+            base.clone(),
+            Context {
+                task: Some(Task {
+                    id: "t-1".into(),
+                    kind: "patch_bug".into(),
+                    attributes: object(json!({ "ticket": "BUG-42", "labels": ["a", "b", "a"] })),
+                }),
+                risk_score: RiskScore::from_f64(0.4999).unwrap(),
+                hold: true,
+                delegation: vec![planner.clone(), planner],
+                time: -1_767_225_600,
+                request: object(json!({
+                    "nested": { "deep": [[1, 2], [], [true]], "empty": {} },
+                    "unicode \"key\"": "ünï😀",
+                    "min": i64::MIN,
+                })),
+                relations: vec!["writer".into(), "reader".into()],
+                ..base.clone()
+            },
+            Context {
+                risk_score: RiskScore::MAX,
+                ..base
+            },
+        ];
+        for (i, context) in cases.iter().enumerate() {
+            for with_relations in [false, true] {
+                let built = cedar_context(context, with_relations).unwrap();
+                let mut json = serde_json::to_value(context).unwrap();
+                json["risk_score"] = json!({
+                    "__extn": { "fn": "decimal", "arg": context.risk_score.to_cedar_decimal() }
+                });
+                if !with_relations {
+                    if let Some(map) = json.as_object_mut() {
+                        map.remove("relations");
+                    }
+                } else if context.relations.is_empty() {
+                    json["relations"] = json!([]);
+                }
+                let parsed = CedarContext::from_json_value(json, None).unwrap();
+                assert_eq!(
+                    &built,
+                    parsed.as_ref(),
+                    "case {i}, relations {with_relations}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_attribute_is_named_by_its_path() {
+        let context = Context {
+            agent: Agent {
+                kind: "coder".into(),
+                owner: "platform".into(),
+                attributes: json!({ "nested": { "n": 1.5 } })
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            },
+            task: None,
+            risk_score: RiskScore::ZERO,
+            hold: false,
+            delegation: Vec::new(),
+            time: 0,
+            request: json!({ "gone": null }).as_object().cloned().unwrap(),
+            relations: Vec::new(),
+        };
+        let err = cedar_context(&context, false).unwrap_err().to_string();
+        assert!(err.contains("`agent.attributes.nested.n`"), "{err}");
+    }
 }
