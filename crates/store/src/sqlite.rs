@@ -82,28 +82,24 @@ impl SqliteStore {
             // 16 MiB of page cache per connection (SQLite's default is 2 MiB): the ledger,
             // leases and tuples are read back hot.
             .pragma("cache_size", "-16384");
+        let cannot_open = |err: sqlx::Error| {
+            StoreError::Database(format!(
+                "cannot open sqlite database {}: {err}",
+                path.display()
+            ))
+        };
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .connect_with(options.clone())
             .await
-            .map_err(|err| {
-                StoreError::Database(format!(
-                    "cannot open sqlite database {}: {err}",
-                    path.display()
-                ))
-            })?;
+            .map_err(cannot_open)?;
         MIGRATOR
             .run(&pool)
             .await
             .map_err(|err| StoreError::Migration(err.to_string()))?;
         let appender = sqlx::Connection::connect_with(&options)
             .await
-            .map_err(|err| {
-                StoreError::Database(format!(
-                    "cannot open sqlite database {}: {err}",
-                    path.display()
-                ))
-            })?;
+            .map_err(cannot_open)?;
         tracing::debug!(path = %path.display(), "sqlite store opened");
         Ok(SqliteStore {
             pool,
