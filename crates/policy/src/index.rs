@@ -212,7 +212,7 @@ impl Outcome {
     /// Adds one response of Cedar's authorizer (see the module docs for why this is exact),
     /// with the policy ids and error texts `cedar_policy::Response` gives.
     pub(crate) fn absorb_core(&mut self, response: cedar_policy_core::authorizer::Response) {
-        let reasons = response.diagnostics.reason.iter().map(ToString::to_string);
+        let reasons = response.diagnostics.reason.iter().map(policy_id);
         match response.decision {
             CedarDecision::Allow => self.permits.extend(reasons),
             CedarDecision::Deny => self.forbids.extend(reasons),
@@ -250,6 +250,20 @@ impl Outcome {
     }
 }
 
+/// A policy id as `cedar_policy::PolicyId` displays it (`str::escape_debug`), without the
+/// formatting machinery for the ids that need no escaping — nearly all.
+fn policy_id(id: &cedar_policy_core::ast::PolicyID) -> String {
+    let text: &str = id.as_ref();
+    if text
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !matches!(b, b'\\' | b'"' | b'\''))
+    {
+        text.to_owned()
+    } else {
+        id.to_string()
+    }
+}
+
 fn key_of(policy: &Policy) -> Key {
     if let PrincipalConstraint::Eq(p) = policy.principal_constraint() {
         return Key::Principal(p.as_ref().clone());
@@ -258,5 +272,33 @@ fn key_of(policy: &Policy) -> Key {
         ResourceConstraint::Eq(r) => Key::Resource(r.as_ref().clone()),
         ResourceConstraint::Is(t) | ResourceConstraint::IsIn(t, _) => Key::Type(t.as_ref().clone()),
         ResourceConstraint::Any | ResourceConstraint::In(_) => Key::Unkeyed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cedar_policy_core::ast::PolicyID;
+
+    use super::policy_id;
+
+    #[test]
+    fn policy_ids_read_as_cedar_displays_them() {
+        for id in [
+            "policy0",
+            "generic-12",
+            "allow_coder.write@v2",
+            "with space",
+            "quote\"d",
+            "back\\slash",
+            "it's",
+            "tab\there",
+            "new\nline",
+            "ünïcode",
+            "😀",
+            "",
+        ] {
+            let id = PolicyID::from_string(id);
+            assert_eq!(policy_id(&id), id.to_string(), "{id:?}");
+        }
     }
 }
