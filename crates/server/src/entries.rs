@@ -196,6 +196,7 @@ pub(crate) async fn create(
         let _ = state.store.entry_delete(&entry.id).await;
         return Err(e);
     }
+    refresh_agent_facts(&state).await;
     Ok((StatusCode::CREATED, ApiJson(entry)))
 }
 
@@ -258,5 +259,15 @@ pub(crate) async fn delete(
         let _ = state.store.entry_insert(&row).await;
         return Err(e);
     }
+    refresh_agent_facts(&state).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Brings this replica's agent metadata for decisions (`context.agent`) up to date at once
+/// after an entry changed, instead of at the next one-second refresh (which other replicas
+/// wait for). The change is already stored and recorded, so a failure here only delays it.
+async fn refresh_agent_facts(state: &AppState) {
+    if let Err(e) = state.pdp.refresh_agents(state.store.as_ref()).await {
+        tracing::warn!(error = %e, "agent metadata not refreshed after an entry change; the next refresh brings it");
+    }
 }
