@@ -432,7 +432,9 @@ pub trait Store: RebacStore + BrokerStore + TaskStore + Send + Sync + 'static {
     /// Fails with [`StoreError::Conflict`] (and writes nothing) if the ledger does not hold
     /// exactly `expected_size` rows when the transaction starts, e.g. because another writer
     /// appended first. Returns only once the transaction is committed (durable).
-    async fn ledger_append(&self, expected_size: u64, rows: &[LedgerRow]) -> Result<()>;
+    async fn ledger_append(&self, expected_size: u64, rows: &[LedgerRow]) -> Result<()> {
+        self.ledger_append_with(expected_size, rows, &[]).await
+    }
 
     /// Like [`Store::ledger_append`], and inserts `leases` in the same transaction: all of it
     /// commits, or none.

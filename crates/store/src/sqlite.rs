@@ -146,10 +146,6 @@ impl Store for SqliteStore {
         common::from_i64("ledger_entries", "seq", size)
     }
 
-    async fn ledger_append(&self, expected_size: u64, rows: &[LedgerRow]) -> Result<()> {
-        self.ledger_append_with(expected_size, rows, &[]).await
-    }
-
     async fn ledger_append_with(
         &self,
         expected_size: u64,
