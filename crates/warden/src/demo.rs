@@ -146,10 +146,22 @@ impl Demo {
         path: &str,
         body: Value,
     ) -> Result<Value> {
+        self.call(method, path, &self.admin, body).await
+    }
+
+    /// An API call with bearer credential `bearer`: the JSON answer (null when there is none),
+    /// or the status and body of a refusal as the error.
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: &str,
+        body: Value,
+    ) -> Result<Value> {
         let resp = self
             .http
             .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.admin)
+            .bearer_auth(bearer)
             .json(&body)
             .send()
             .await?;

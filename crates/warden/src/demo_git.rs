@@ -76,19 +76,19 @@ async fn push(demo: &Demo, dir: &Path, who: &str, refspec: &str) -> Result<(bool
 /// An agent API call with `who`'s JWT-SVID.
 async fn as_agent(demo: &Demo, who: &str, path: &str, body: Value) -> Result<Value> {
     let svid = demo.svid(who).await?;
-    let resp = demo
-        .http
-        .post(format!("{}{path}", demo.url))
-        .bearer_auth(svid)
-        .json(&body)
-        .send()
-        .await?;
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    if !status.is_success() {
-        bail!("{path}: {status}: {text}");
+    demo.call(reqwest::Method::POST, path, &svid, body).await
+}
+
+/// Clones `from` into `to` (`--bare` when `bare`).
+async fn clone(demo: &Demo, from: &Path, to: &Path, bare: bool) -> Result<()> {
+    let (from, to) = (from.display().to_string(), to.display().to_string());
+    let mut args = vec!["clone", "-q"];
+    if bare {
+        args.push("--bare");
     }
-    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    args.extend([from.as_str(), to.as_str()]);
+    git_ok(demo, &demo.dir, &args).await?;
+    Ok(())
 }
 
 pub(crate) async fn bug_fix(demo: &mut Demo) -> Result<()> {
@@ -134,18 +134,7 @@ pub(crate) async fn bug_fix(demo: &mut Demo) -> Result<()> {
     git_ok(demo, &src, &["commit", "-q", "-m", "Pagination helpers"]).await?;
     let bare = demo.dir.join(format!("srv/{REPO}.git"));
     std::fs::create_dir_all(demo.dir.join("srv"))?;
-    git_ok(
-        demo,
-        &demo.dir,
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            &src.display().to_string(),
-            &bare.display().to_string(),
-        ],
-    )
-    .await?;
+    clone(demo, &src, &bare, true).await?;
     let token = demo
         .api(
             reqwest::Method::POST,
@@ -203,17 +192,7 @@ pub(crate) async fn bug_fix(demo: &mut Demo) -> Result<()> {
 
     demo.step("The Coder clones, fixes the off-by-one bug and pushes to its task branch");
     let coder = demo.dir.join("coder");
-    git_ok(
-        demo,
-        &demo.dir,
-        &[
-            "clone",
-            "-q",
-            &bare.display().to_string(),
-            &coder.display().to_string(),
-        ],
-    )
-    .await?;
+    clone(demo, &bare, &coder, false).await?;
     let file = coder.join("pagination.py");
     let fixed = std::fs::read_to_string(&file)?.replace(
         "    return total_items // per_page",
@@ -253,17 +232,7 @@ pub(crate) async fn bug_fix(demo: &mut Demo) -> Result<()> {
 
     demo.step("The Reviewer fetches and reads the diff, but may not push");
     let reviewer = demo.dir.join("reviewer");
-    git_ok(
-        demo,
-        &demo.dir,
-        &[
-            "clone",
-            "-q",
-            &bare.display().to_string(),
-            &reviewer.display().to_string(),
-        ],
-    )
-    .await?;
+    clone(demo, &bare, &reviewer, false).await?;
     git_ok(
         demo,
         &reviewer,
