@@ -16,6 +16,7 @@ mod common;
 mod postgres;
 mod rebac;
 mod sqlite;
+mod sqlite_wal;
 mod tasks;
 
 pub use broker::{
