@@ -306,7 +306,7 @@ pub(crate) fn validate(event: &NewEvent) -> Result<(), LedgerError> {
         }
         if let FieldValue::Plain(v) = value {
             check_value(v)?;
-            total += v.to_string().len();
+            total += json_len(v);
         }
     }
     if total > MAX_FIELDS_BYTES {
@@ -315,6 +315,24 @@ pub(crate) fn validate(event: &NewEvent) -> Result<(), LedgerError> {
         )));
     }
     Ok(())
+}
+
+/// Bytes of `value`'s compact JSON text, counted without building it.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail, and a Value always serializes.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// Formats milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
