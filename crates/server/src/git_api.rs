@@ -493,7 +493,9 @@ impl<'a> Explainer<'a> {
         let task = built.task;
         let agent_held = state.denylist.denies_id(self.agent);
         let object = self.object();
-        let task = task.filter(|t| crate::tasks_api::resources_of(t).contains(&object));
+        let task = task
+            .filter(|t| t.resources.contains(&object))
+            .map(|t| t.row.clone());
         Some((context, Facts { task, agent_held }))
     }
 

@@ -487,7 +487,7 @@ pub(crate) async fn decide_as(
 pub(crate) struct DecisionContext {
     pub(crate) context: policy::Context,
     /// The agent's current task (before it was fitted to the package's schema).
-    pub(crate) task: Option<store::TaskRow>,
+    pub(crate) task: Option<Arc<crate::tasks_api::OpenTask>>,
     /// Why the relations could not be looked up: the decision must deny (fail closed).
     pub(crate) relation_error: Option<String>,
 }
@@ -508,12 +508,12 @@ pub(crate) fn decision_context(
 ) -> DecisionContext {
     let task = state.current_task(principal.as_str(), &resource.kind, &resource.id);
     let hold = state.denylist.denies_id(principal)
-        || task.as_ref().is_some_and(|t| state.held.task(&t.id));
+        || task.as_ref().is_some_and(|t| state.held.task(&t.row.id));
     let mut context = state.pdp.context(principal, hold, attributes);
     context.delegation = delegation;
     context.task = loaded
         .compiled
-        .fit_task(action, task.as_ref().map(crate::tasks_api::policy_task));
+        .fit_task(action, task.as_ref().map(|t| t.policy.clone()));
     context.risk_score = state.risk_score(principal.as_str());
     let mut relation_error = None;
     if loaded.compiled.wants_relations(action) {

@@ -36,8 +36,28 @@ use crate::{
 /// Longest a task may run, seconds (30 days).
 const MAX_TASK_SECS: i64 = 30 * 86_400;
 
-/// Each agent's open tasks with its role in each.
-type AgentTasks = HashMap<String, Vec<(TaskRow, String)>>;
+/// An open task as decisions read it: the row, with its resources and its policy view parsed
+/// once per refresh instead of at every decision.
+#[derive(Debug)]
+pub(crate) struct OpenTask {
+    pub(crate) row: TaskRow,
+    /// The task's resources, `type:id`.
+    pub(crate) resources: Vec<String>,
+    pub(crate) policy: policy::Task,
+}
+
+impl OpenTask {
+    fn new(row: TaskRow) -> Self {
+        Self {
+            resources: resources_of(&row),
+            policy: policy_task(&row),
+            row,
+        }
+    }
+}
+
+/// Each agent's open tasks.
+type AgentTasks = HashMap<String, Vec<Arc<OpenTask>>>;
 
 /// The open tasks of every agent and the operator-set risk scores, as decisions read them;
 /// re-read every second and after every change here.
@@ -58,11 +78,14 @@ impl AppState {
     /// Re-reads open tasks with their agents, and risk scores.
     pub async fn refresh_tasks(&self) -> Result<(), store::StoreError> {
         let mut by_agent: AgentTasks = HashMap::new();
+        let mut parsed: HashMap<String, Arc<OpenTask>> = HashMap::new();
         for (task, agent) in self.store.open_task_agents().await? {
-            by_agent
-                .entry(agent.agent)
-                .or_default()
-                .push((task, agent.role));
+            let open = Arc::clone(
+                parsed
+                    .entry(task.id.clone())
+                    .or_insert_with(|| Arc::new(OpenTask::new(task))),
+            );
+            by_agent.entry(agent.agent).or_default().push(open);
         }
         let mut risk = HashMap::new();
         for row in self.store.risk_list().await? {
@@ -98,7 +121,7 @@ impl AppState {
 
     /// The agent's current task for a decision on `kind::id`: of its open tasks, the one whose
     /// resources hold that resource, else the only one, else the most recently assigned.
-    pub(crate) fn current_task(&self, agent: &str, kind: &str, id: &str) -> Option<TaskRow> {
+    pub(crate) fn current_task(&self, agent: &str, kind: &str, id: &str) -> Option<Arc<OpenTask>> {
         let all = Arc::clone(
             &self
                 .tasks
@@ -108,16 +131,12 @@ impl AppState {
         );
         let tasks = all.get(agent)?;
         let now = now_ms();
-        let open: Vec<&TaskRow> = tasks
-            .iter()
-            .map(|(t, _)| t)
-            .filter(|t| t.deadline_ms > now)
-            .collect();
+        let open: Vec<&Arc<OpenTask>> = tasks.iter().filter(|t| t.row.deadline_ms > now).collect();
         let object = object_of(kind, id);
         open.iter()
-            .find(|t| resources_of(t).contains(&object))
+            .find(|t| t.resources.contains(&object))
             .or_else(|| open.last())
-            .map(|t| (*t).clone())
+            .map(|t| Arc::clone(t))
     }
 }
 
