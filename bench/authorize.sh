@@ -28,6 +28,7 @@
 #   WARMUP=5s           one unmeasured run at 64 connections first (0 to skip)
 #   MAX_LOAD=1.0        before each run, wait until the 1-minute load average is below this …
 #   LOAD_WAIT=900       … for at most this many seconds (then run anyway, and say so)
+#   DENY=1              leave the Coder without a task (the decision asked is then a deny)
 #   NO_BUILD=1          use the existing binary
 #   CARGO_TARGET_DIR    default /work/target
 #   KEEP=1              keep the temporary data directory
