@@ -73,6 +73,34 @@ pub(crate) fn check_batch(expected_size: u64, rows: &[LedgerRow]) -> Result<i64>
     Ok(expected)
 }
 
+/// Pushes `VALUES (seq, leaf_hash, leaf, time_unix_ms, actor, action), …` for `rows` onto an
+/// `INSERT INTO ledger_entries (…)` of either backend.
+pub(crate) fn push_ledger_values<'a, DB>(
+    qb: &mut sqlx::QueryBuilder<'a, DB>,
+    rows: &'a [LedgerRow],
+) -> Result<()>
+where
+    DB: sqlx::Database,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    &'a [u8]: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    // Validated by check_batch; re-checked here without casts.
+    let mut seqs = Vec::with_capacity(rows.len());
+    for row in rows {
+        seqs.push(to_i64("seq", row.seq)?);
+    }
+    qb.push_values(rows.iter().zip(seqs), |mut b, (row, seq)| {
+        b.push_bind(seq)
+            .push_bind(&row.leaf_hash[..])
+            .push_bind(&row.leaf[..])
+            .push_bind(row.time_unix_ms)
+            .push_bind(row.actor.as_str())
+            .push_bind(row.action.as_str());
+    });
+    Ok(())
+}
+
 /// The conflict returned when the ledger does not hold `expected` rows.
 pub(crate) fn size_conflict(expected: u64, actual: u64) -> StoreError {
     StoreError::Conflict(format!(

@@ -265,18 +265,7 @@ impl Store for PostgresStore {
             let mut qb = QueryBuilder::<Postgres>::new(
                 "INSERT INTO ledger_entries (seq, leaf_hash, leaf, time_unix_ms, actor, action) ",
             );
-            let mut seqs = Vec::with_capacity(chunk.len());
-            for row in chunk {
-                seqs.push(to_i64("seq", row.seq)?);
-            }
-            qb.push_values(chunk.iter().zip(seqs), |mut b, (row, seq)| {
-                b.push_bind(seq)
-                    .push_bind(&row.leaf_hash[..])
-                    .push_bind(&row.leaf[..])
-                    .push_bind(row.time_unix_ms)
-                    .push_bind(row.actor.as_str())
-                    .push_bind(row.action.as_str());
-            });
+            common::push_ledger_values(&mut qb, chunk)?;
             qb.build()
                 .execute(&mut *tx)
                 .await

@@ -163,24 +163,6 @@ fn wal_bytes(rows: &[LedgerRow]) -> u64 {
     rows.iter().map(|r| r.leaf.len() as u64 + 64).sum()
 }
 
-/// `VALUES (seq, leaf_hash, leaf, time_unix_ms, actor, action), …` for `rows`.
-fn push_ledger_values<'a>(qb: &mut QueryBuilder<'a, Sqlite>, rows: &'a [LedgerRow]) -> Result<()> {
-    // Validated by check_batch; re-checked here without casts.
-    let mut seqs = Vec::with_capacity(rows.len());
-    for row in rows {
-        seqs.push(to_i64("seq", row.seq)?);
-    }
-    qb.push_values(rows.iter().zip(seqs), |mut b, (row, seq)| {
-        b.push_bind(seq)
-            .push_bind(&row.leaf_hash[..])
-            .push_bind(&row.leaf[..])
-            .push_bind(row.time_unix_ms)
-            .push_bind(row.actor.as_str())
-            .push_bind(row.action.as_str());
-    });
-    Ok(())
-}
-
 /// Appends `rows` (the ledger holding `expected` entries) as ONE statement in autocommit
 /// mode: it is its own transaction, takes the write lock before it reads, inserts nothing
 /// unless the ledger's size is still `expected` (and the primary key refuses any seq already
@@ -197,7 +179,7 @@ async fn one_statement_append(
         "INSERT INTO ledger_entries (seq, leaf_hash, leaf, time_unix_ms, actor, action) \
          SELECT column1, column2, column3, column4, column5, column6 FROM (",
     );
-    push_ledger_values(&mut qb, rows)?;
+    common::push_ledger_values(&mut qb, rows)?;
     qb.push(") WHERE (SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger_entries) = ");
     qb.push_bind(expected);
     let done = qb
@@ -286,7 +268,7 @@ impl Store for SqliteStore {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO ledger_entries (seq, leaf_hash, leaf, time_unix_ms, actor, action) ",
             );
-            push_ledger_values(&mut qb, chunk)?;
+            common::push_ledger_values(&mut qb, chunk)?;
             qb.build()
                 .execute(&mut *tx)
                 .await
