@@ -221,7 +221,7 @@ for c in $CONNS; do
         PERF_PID=
         {
             echo "# server threads (perf record -F 999, $c connections)"
-            perf report -i "$TMP/perf.data" --sort comm --stdio 2>/dev/null | grep '%' | grep -v '^#'
+            perf report -i "$TMP/perf.data" --sort comm,dso --stdio 2>/dev/null | grep '%' | grep -v '^#'
             echo "# hottest symbols"
             perf report -i "$TMP/perf.data" --sort comm,dso,sym --stdio 2>/dev/null |
                 grep '%' | grep -v '^#' | head -60

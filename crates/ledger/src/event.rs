@@ -5,6 +5,7 @@
 //! whitespace, integers only (no floats). Anyone can re-derive the bytes from the decoded
 //! event with any JCS library, and [`Event::from_leaf`] refuses bytes that are not canonical.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -75,7 +76,7 @@ pub struct NewEvent {
     pub(crate) action: String,
     pub(crate) outcome: Outcome,
     pub(crate) class: OcsfClass,
-    pub(crate) fields: Vec<(String, FieldValue)>,
+    pub(crate) fields: Vec<(Cow<'static, str>, FieldValue)>,
 }
 
 impl NewEvent {
@@ -96,14 +97,14 @@ impl NewEvent {
     }
 
     /// Adds a plain field.
-    pub fn field(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+    pub fn field(mut self, name: impl Into<Cow<'static, str>>, value: impl Into<Value>) -> Self {
         self.fields
             .push((name.into(), FieldValue::Plain(value.into())));
         self
     }
 
     /// Adds a secret-bearing field, stored only as an HMAC.
-    pub fn secret(mut self, name: impl Into<String>, value: impl AsRef<[u8]>) -> Self {
+    pub fn secret(mut self, name: impl Into<Cow<'static, str>>, value: impl AsRef<[u8]>) -> Self {
         self.fields
             .push((name.into(), FieldValue::Secret(value.as_ref().to_vec())));
         self
@@ -143,14 +144,18 @@ pub struct Event {
 }
 
 impl Event {
-    /// The canonical leaf bytes (RFC 8785 JCS).
-    pub fn to_leaf(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
-        // INVARIANT: a struct of strings, integers and `Value`s always converts to a `Value`.
-        if let Ok(value) = serde_json::to_value(self) {
-            write_canonical(&value, &mut out);
-        }
-        out
+    /// The canonical leaf bytes (RFC 8785 JCS). Refuses an event with a float in a field,
+    /// which has no canonical integer-only encoding.
+    pub fn to_leaf(&self) -> Result<Vec<u8>, LedgerError> {
+        let fields = self.fields.iter().map(|(k, v)| (k.as_str(), v));
+        let (head, _) = Self::leaf_head(
+            &self.actor,
+            &self.action,
+            self.outcome,
+            self.class_uid,
+            fields,
+        )?;
+        Ok(leaf_from_head(&head, self.seq, &self.time))
     }
 
     /// The leaf split at its sequence number: the canonical bytes of everything that sorts
@@ -158,25 +163,45 @@ impl Event {
     /// can be encoded before the event has a place in the log. [`leaf_from_head`] completes
     /// it; together they give exactly [`to_leaf`](Self::to_leaf) (RFC 8785 orders the keys
     /// `action`, `actor`, `class_uid`, `fields`, `outcome`, `seq`, `time`, `v`).
-    pub(crate) fn leaf_head(
+    ///
+    /// `fields` may come in any order and must have distinct names. Also returns how many
+    /// bytes the fields' values take (the event's size, which [`crate::Ledger`] bounds).
+    /// Refuses a float anywhere in a field: it has no canonical integer-only spelling.
+    pub(crate) fn leaf_head<'a>(
         actor: &str,
         action: &str,
         outcome: Outcome,
         class_uid: u32,
-        fields: &BTreeMap<String, Value>,
-    ) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
+        fields: impl Iterator<Item = (&'a str, &'a Value)>,
+    ) -> Result<(Vec<u8>, usize), LedgerError> {
+        let mut out = Vec::with_capacity(1024);
         out.extend_from_slice(b"{\"action\":");
         write_string(action, &mut out);
         out.extend_from_slice(b",\"actor\":");
         write_string(actor, &mut out);
-        out.extend_from_slice(format!(",\"class_uid\":{class_uid},\"fields\":").as_bytes());
-        write_canonical_map(fields, &mut out);
-        out.extend_from_slice(b",\"outcome\":");
-        let outcome = serde_json::to_value(outcome).unwrap_or(Value::Null);
-        write_canonical(&outcome, &mut out);
-        out.push(b',');
-        out
+        write_int(b",\"class_uid\":", class_uid.into(), &mut out);
+        out.extend_from_slice(b",\"fields\":");
+        let fields_at = out.len();
+        let (mut members, mut names) = (0usize, 0usize);
+        write_object(
+            fields.inspect(|(name, _)| {
+                members += 1;
+                names += name.len();
+            }),
+            &mut out,
+        )?;
+        // The values' bytes: the object less its braces, and per member its name, two
+        // quotes, a colon and a comma (one comma fewer). Exact for names that need no
+        // escaping, which is every name an appended event may have.
+        let values = (out.len() - fields_at)
+            .saturating_sub(2 + names + 4 * members)
+            .saturating_add(usize::from(members > 0));
+        out.extend_from_slice(match outcome {
+            Outcome::Success => b",\"outcome\":\"success\",",
+            Outcome::Failure => b",\"outcome\":\"failure\",",
+            Outcome::Denied => b",\"outcome\":\"denied\",",
+        });
+        Ok((out, values))
     }
 
     /// Decodes a leaf, refusing anything that is not the canonical encoding of an event.
@@ -189,8 +214,10 @@ impl Event {
                 event.v
             )));
         }
-        check_value(&Value::Object(event.fields.clone().into_iter().collect()))?;
-        if event.to_leaf() != bytes {
+        let canonical = event
+            .to_leaf()
+            .map_err(|e| LedgerError::BadLeaf(e.to_string()))?;
+        if canonical != bytes {
             return Err(LedgerError::BadLeaf("leaf is not in canonical form".into()));
         }
         Ok(event)
@@ -201,21 +228,37 @@ impl Event {
 pub(crate) fn leaf_from_head(head: &[u8], seq: u64, time: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(head.len() + 64);
     out.extend_from_slice(head);
-    out.extend_from_slice(format!("\"seq\":{seq},\"time\":").as_bytes());
+    write_int(b"\"seq\":", seq, &mut out);
+    out.extend_from_slice(b",\"time\":");
     write_string(time, &mut out);
-    out.extend_from_slice(format!(",\"v\":{LEAF_VERSION}}}").as_bytes());
+    write_int(b",\"v\":", LEAF_VERSION.into(), &mut out);
+    out.push(b'}');
     out
 }
 
-/// [`write_canonical`] of an object given as a map, without copying it into a `Value`.
-fn write_canonical_map(map: &BTreeMap<String, Value>, out: &mut Vec<u8>) {
-    write_object(map.iter(), out);
+/// `prefix` and then the decimal digits of `n`.
+fn write_int(prefix: &[u8], n: u64, out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    out.extend_from_slice(prefix);
+    // INVARIANT: writing to a Vec cannot fail.
+    let _ = write!(out, "{n}");
 }
 
-/// An object's members in RFC 8785 order (keys by UTF-16 code units).
-fn write_object<'a>(members: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut Vec<u8>) {
-    let mut entries: Vec<(&String, &Value)> = members.collect();
-    entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+/// An object's members in RFC 8785 order: keys by UTF-16 code units. That is the order of
+/// their UTF-8 bytes unless a key holds a character from U+E000 up (UTF-8 lead byte 0xEE or
+/// above), so the common case sorts bytes, and skips sorting members already in order.
+fn write_object<'a>(
+    members: impl Iterator<Item = (&'a str, &'a Value)>,
+    out: &mut Vec<u8>,
+) -> Result<(), LedgerError> {
+    let mut entries: Vec<(&str, &Value)> = members.collect();
+    if entries.iter().all(|(k, _)| k.bytes().all(|b| b < 0xEE)) {
+        if !entries.is_sorted_by(|a, b| a.0.as_bytes() <= b.0.as_bytes()) {
+            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        }
+    } else {
+        entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+    }
     out.push(b'{');
     for (i, (key, val)) in entries.into_iter().enumerate() {
         if i > 0 {
@@ -223,58 +266,63 @@ fn write_object<'a>(members: impl Iterator<Item = (&'a String, &'a Value)>, out:
         }
         write_string(key, out);
         out.push(b':');
-        write_canonical(val, out);
+        write_canonical(val, out)?;
     }
     out.push(b'}');
+    Ok(())
 }
 
-/// RFC 8785 serialization of an integer-only JSON value: object keys sorted by code point
-/// (all Warden keys are ASCII, where UTF-16 and UTF-8 order agree), no whitespace, strings
-/// escaped as ECMAScript `JSON.stringify` does. Sorting is done here, explicitly, so the
-/// encoding does not depend on how `serde_json::Map` happens to be ordered in this build.
-pub(crate) fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+/// RFC 8785 serialization of an integer-only JSON value: object keys sorted by UTF-16 code
+/// units, no whitespace, strings escaped as ECMAScript `JSON.stringify` does. Sorting is done
+/// here, explicitly, so the encoding does not depend on how `serde_json::Map` happens to be
+/// ordered in this build. A float has no canonical integer-only spelling: refused.
+pub(crate) fn write_canonical(value: &Value, out: &mut Vec<u8>) -> Result<(), LedgerError> {
     match value {
-        Value::Object(map) => write_object(map.iter(), out),
+        Value::Object(map) => write_object(map.iter().map(|(k, v)| (k.as_str(), v)), out),
         Value::Array(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_canonical(item, out);
+                write_canonical(item, out)?;
             }
             out.push(b']');
+            Ok(())
         }
-        Value::String(s) => write_string(s, out),
+        Value::String(s) => {
+            write_string(s, out);
+            Ok(())
+        }
+        Value::Number(n) if !(n.is_i64() || n.is_u64()) => Err(LedgerError::InvalidEvent(
+            "floating-point numbers are not allowed in audit fields".into(),
+        )),
         // Null, booleans and integers have one spelling; serde_json writes exactly it.
         // INVARIANT: writing to a Vec cannot fail.
         other => {
             let _ = serde_json::to_writer(&mut *out, other);
+            Ok(())
         }
     }
 }
 
 fn write_string(s: &str, out: &mut Vec<u8>) {
+    // Most strings need no escaping: copied between quotes as they are.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // serde_json escapes `"`, `\`, \b \f \n \r \t and other controls as lowercase \u00xx,
     // exactly the JCS rules.
     // INVARIANT: writing to a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-/// Refuses values that have no canonical integer-only encoding.
-pub(crate) fn check_value(value: &Value) -> Result<(), LedgerError> {
-    match value {
-        Value::Number(n) if !(n.is_i64() || n.is_u64()) => Err(LedgerError::InvalidEvent(
-            "floating-point numbers are not allowed in audit fields".into(),
-        )),
-        Value::Array(items) => items.iter().try_for_each(check_value),
-        Value::Object(map) => map.values().try_for_each(check_value),
-        _ => Ok(()),
-    }
-}
-
-/// Checks the shape of a new event before it is encoded.
-pub(crate) fn validate(event: &NewEvent) -> Result<(), LedgerError> {
+/// Checks the names in a new event before it is encoded.
+fn validate(event: &NewEvent) -> Result<(), LedgerError> {
     if event.actor.is_empty() || event.actor.len() > MAX_ACTOR {
         return Err(LedgerError::InvalidEvent(format!(
             "actor must be 1..={MAX_ACTOR} bytes"
@@ -292,8 +340,7 @@ pub(crate) fn validate(event: &NewEvent) -> Result<(), LedgerError> {
             event.action
         )));
     }
-    let mut total = 0usize;
-    for (name, value) in &event.fields {
+    for (name, _) in &event.fields {
         if name.is_empty()
             || name.len() > 64
             || !name
@@ -304,35 +351,58 @@ pub(crate) fn validate(event: &NewEvent) -> Result<(), LedgerError> {
                 "field name `{name}` must be 1..=64 characters of [a-z0-9._]"
             )));
         }
-        if let FieldValue::Plain(v) = value {
-            check_value(v)?;
-            total += json_len(v);
-        }
-    }
-    if total > MAX_FIELDS_BYTES {
-        return Err(LedgerError::InvalidEvent(format!(
-            "fields exceed {MAX_FIELDS_BYTES} bytes"
-        )));
     }
     Ok(())
 }
 
-/// Bytes of `value`'s compact JSON text, counted without building it.
-fn json_len(value: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len();
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+/// An event checked and encoded up to its sequence number ([`Event::leaf_head`]).
+pub(crate) struct Encoded {
+    pub(crate) actor: String,
+    pub(crate) action: String,
+    pub(crate) head: Vec<u8>,
+}
+
+/// Checks `event` and encodes its head, with its secret-bearing fields replaced by `hmac` of
+/// them. Refuses bad names, a field given twice, floats, and values over 64 KiB in all.
+pub(crate) fn encode(
+    event: NewEvent,
+    hmac: impl Fn(&[u8]) -> Result<String, LedgerError>,
+) -> Result<Encoded, LedgerError> {
+    validate(&event)?;
+    let mut fields = Vec::with_capacity(event.fields.len());
+    for (name, value) in event.fields {
+        let value = match value {
+            FieldValue::Plain(v) => v,
+            FieldValue::Secret(bytes) => Value::from(hmac(&bytes)?),
+        };
+        fields.push((name, value));
     }
-    let mut count = Count(0);
-    // Writing to a counter cannot fail, and a Value always serializes.
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
+    // Names are ASCII (checked above): byte order is the canonical order, and sorted fields
+    // are written without sorting again.
+    fields.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    if let Some(twice) = fields.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(LedgerError::InvalidEvent(format!(
+            "field `{}` given twice",
+            twice[0].0
+        )));
+    }
+    let (head, values) = Event::leaf_head(
+        &event.actor,
+        &event.action,
+        event.outcome,
+        event.class.uid(),
+        fields.iter().map(|(k, v)| (k.as_ref(), v)),
+    )?;
+    if values > MAX_FIELDS_BYTES {
+        return Err(LedgerError::InvalidEvent(format!(
+            "fields exceed {MAX_FIELDS_BYTES} bytes"
+        )));
+    }
+    Ok(Encoded {
+        actor: event.actor,
+        action: event.action,
+        head,
+    })
 }
 
 /// Formats milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
@@ -401,19 +471,18 @@ mod tests {
         empty.fields.clear();
         events.push(empty);
         for e in events {
-            let head = Event::leaf_head(&e.actor, &e.action, e.outcome, e.class_uid, &e.fields);
-            assert_eq!(
-                leaf_from_head(&head, e.seq, &e.time),
-                e.to_leaf(),
-                "{}",
-                String::from_utf8_lossy(&e.to_leaf())
-            );
+            // The whole event as one JSON value, written by the generic path (every key of
+            // every object sorted by UTF-16 code units), against the head + tail the log uses.
+            let mut whole = Vec::new();
+            write_canonical(&serde_json::to_value(&e).unwrap(), &mut whole).unwrap();
+            let leaf = e.to_leaf().unwrap();
+            assert_eq!(leaf, whole, "{}", String::from_utf8_lossy(&whole));
         }
     }
 
     #[test]
     fn leaf_is_jcs_canonical() {
-        let leaf = sample().to_leaf();
+        let leaf = sample().to_leaf().unwrap();
         let text = std::str::from_utf8(&leaf).unwrap();
         assert_eq!(
             text,
@@ -424,7 +493,7 @@ mod tests {
 
     #[test]
     fn non_canonical_leaves_are_refused() {
-        let leaf = String::from_utf8(sample().to_leaf()).unwrap();
+        let leaf = String::from_utf8(sample().to_leaf().unwrap()).unwrap();
         let cases = [
             leaf.replacen('{', "{ ", 1),                                 // whitespace
             leaf.replace(r#""v":1"#, r#""v":1.0"#),                      // float
@@ -444,19 +513,37 @@ mod tests {
 
     #[test]
     fn validation_rules() {
-        let ok = NewEvent::new("a", "x.y", Outcome::Success, OcsfClass::ApiActivity);
-        assert!(validate(&ok).is_ok());
+        let check = |event: NewEvent| encode(event, |s| Ok(format!("hmac:{}", s.len())));
+        let new = || NewEvent::new("a", "x.y", Outcome::Success, OcsfClass::ApiActivity);
+        assert!(check(new()).is_ok());
+        assert!(check(new().field("f", "x".repeat(60_000)).secret("s", "k")).is_ok());
         let bad = [
             NewEvent::new("", "x", Outcome::Success, OcsfClass::ApiActivity),
             NewEvent::new("a", "X", Outcome::Success, OcsfClass::ApiActivity),
-            NewEvent::new("a", "x", Outcome::Success, OcsfClass::ApiActivity).field("Bad", 1),
-            NewEvent::new("a", "x", Outcome::Success, OcsfClass::ApiActivity).field("f", 1.5),
-            NewEvent::new("a", "x", Outcome::Success, OcsfClass::ApiActivity)
-                .field("f", "x".repeat(70_000)),
+            new().field("Bad", 1),
+            new().field("f", 1.5),
+            new().field("f", serde_json::json!({"deep": [1, {"x": 0.5}]})),
+            new().field("f", "x".repeat(70_000)),
+            new().field("f", "x".repeat(40_000)).field("g", "x".repeat(40_000)),
+            new().field("f", 1).field("f", 2),
+            new().field("f", 1).secret("f", "k"),
         ];
         for event in bad {
-            assert!(validate(&event).is_err(), "{event:?}");
+            let shown = format!("{event:?}");
+            assert!(check(event).is_err(), "{shown}");
         }
+    }
+
+    /// The size limit counts the values' bytes exactly: names, quotes, colons and commas
+    /// are not counted.
+    #[test]
+    fn size_limit_is_on_the_values() {
+        let check = |event: NewEvent| encode(event, |_| Ok(String::new()));
+        let new = || NewEvent::new("a", "x.y", Outcome::Success, OcsfClass::ApiActivity);
+        // A string of n characters takes n + 2 bytes.
+        let at = |n: usize| new().field("a", 1).field("long_name", "x".repeat(n));
+        assert!(check(at(MAX_FIELDS_BYTES - 3)).is_ok());
+        assert!(check(at(MAX_FIELDS_BYTES - 2)).is_err());
     }
 
     #[test]

@@ -287,7 +287,8 @@ mod tests {
                 class_uid: 6003,
                 fields,
             }
-            .to_leaf();
+            .to_leaf()
+            .unwrap();
             tree.push(leaf_hash(&leaf));
             leaves.push(leaf);
         }

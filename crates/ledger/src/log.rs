@@ -2,7 +2,6 @@
 //! checkpoint signing and proofs.
 
 use std::{
-    collections::BTreeMap,
     sync::{
         Arc, RwLock,
         atomic::{AtomicU64, Ordering},
@@ -13,7 +12,6 @@ use std::{
 use base64::{Engine, engine::general_purpose::STANDARD};
 use hmac::{Hmac, Mac};
 use merkle::{Hash, MemoryTree, leaf_hash, verify_consistency};
-use serde_json::Value;
 use sha2::Sha256;
 use store::{CheckpointRow, LedgerRow, Store, StoreError};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
@@ -21,7 +19,7 @@ use zeroize::Zeroizing;
 
 use crate::{
     LedgerError,
-    event::{Event, FieldValue, NewEvent, format_time, leaf_from_head, validate},
+    event::{Encoded, Event, NewEvent, encode, format_time, leaf_from_head},
     note::{Checkpoint, NoteSigner},
 };
 
@@ -247,30 +245,11 @@ impl Ledger {
         &self,
         event: NewEvent,
     ) -> Result<(Pending, oneshot::Receiver<Result<Receipt, LedgerError>>), LedgerError> {
-        validate(&event)?;
-        let mut fields = BTreeMap::new();
-        for (name, value) in event.fields {
-            let value = match value {
-                FieldValue::Plain(v) => v,
-                FieldValue::Secret(bytes) => Value::from(self.hmac(&bytes)?),
-            };
-            if fields.insert(name.clone(), value).is_some() {
-                return Err(LedgerError::InvalidEvent(format!(
-                    "field `{name}` given twice"
-                )));
-            }
-        }
+        let Encoded { actor, action, head } = encode(event, |secret| self.hmac(secret))?;
         let (reply, rx) = oneshot::channel();
-        let head = Event::leaf_head(
-            &event.actor,
-            &event.action,
-            event.outcome,
-            event.class.uid(),
-            &fields,
-        );
         let pending = Pending {
-            actor: event.actor,
-            action: event.action,
+            actor,
+            action,
             head,
             leases: Vec::new(),
             reply,

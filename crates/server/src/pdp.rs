@@ -252,12 +252,17 @@ pub(crate) struct Asked<'a> {
 pub(crate) fn decision_event(
     actor: &str,
     decision_id: &str,
-    asked: &Asked<'_>,
+    asked: Asked<'_>,
     loaded: &Loaded,
     decision: &policy::Decision,
 ) -> NewEvent {
-    let (api, principal, action, resource) =
-        (asked.api, asked.principal, asked.action, asked.resource);
+    let Asked {
+        api,
+        principal,
+        action,
+        resource,
+        request,
+    } = asked;
     let allowed = decision.is_allowed();
     NewEvent::new(
         actor,
@@ -280,22 +285,28 @@ pub(crate) fn decision_event(
     .field("policy_sha256", loaded.compiled.content_hash())
     .field("determining", decision.determining.clone())
     .field("errors", decision.errors.clone())
-    .field("request", asked.request.clone())
+    .field("request", request)
 }
 
 /// `value` as the ledger can hold it: the ledger's canonical JSON has no floating-point
 /// numbers, so every non-integer number becomes its decimal text (e.g. a risk score `0.2`
 /// becomes `"0.2"`). Integers, strings and structure are unchanged.
-pub(crate) fn ledger_safe(value: serde_json::Value) -> serde_json::Value {
+pub(crate) fn ledger_safe(mut value: serde_json::Value) -> serde_json::Value {
+    make_ledger_safe(&mut value);
+    value
+}
+
+/// [`ledger_safe`] in place: only the floats change.
+fn make_ledger_safe(value: &mut serde_json::Value) {
     use serde_json::Value;
     match value {
-        Value::Number(n) if n.is_i64() || n.is_u64() => Value::Number(n),
-        Value::Number(n) => Value::String(n.to_string()),
-        Value::Array(items) => Value::Array(items.into_iter().map(ledger_safe).collect()),
-        Value::Object(map) => {
-            Value::Object(map.into_iter().map(|(k, v)| (k, ledger_safe(v))).collect())
+        Value::Number(n) if !(n.is_i64() || n.is_u64()) => {
+            let text = n.to_string();
+            *value = Value::String(text);
         }
-        other => other,
+        Value::Array(items) => items.iter_mut().for_each(make_ledger_safe),
+        Value::Object(map) => map.values_mut().for_each(make_ledger_safe),
+        _ => {}
     }
 }
 

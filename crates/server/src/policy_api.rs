@@ -593,7 +593,7 @@ pub(crate) fn evaluate(
     let event = pdp::decision_event(
         actor,
         &id,
-        &pdp::Asked {
+        pdp::Asked {
             api,
             principal: principal.as_str(),
             action: &action,
@@ -896,7 +896,7 @@ pub(crate) async fn opa_data(
             pdp::decision_event(
                 &caller.actor(),
                 &id,
-                &pdp::Asked {
+                pdp::Asked {
                     api: "opa",
                     principal: "",
                     action: &rule,

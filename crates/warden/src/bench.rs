@@ -427,7 +427,7 @@ fn verify(entries: u64, keep: Option<PathBuf>) -> Result<()> {
             class_uid: 6003,
             fields,
         }
-        .to_leaf();
+        .to_leaf()?;
         let hash = merkle::leaf_hash(&leaf);
         tree.push(hash);
         export::write_entry(&mut body, seq, &hash, &leaf)?;
