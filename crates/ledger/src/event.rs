@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::LedgerError;
+use crate::canonical::CanonicalJson;
 
 /// Version of the leaf encoding written into every leaf as `v`.
 pub const LEAF_VERSION: u32 = 1;
@@ -67,6 +68,8 @@ pub enum FieldValue {
     /// Secret-bearing: recorded only as `hmac-sha256:<base64>` under the install's HMAC key,
     /// so equal secrets can be correlated without ever being disclosed.
     Secret(Vec<u8>),
+    /// Already in canonical form ([`NewEvent::field_serialized`]).
+    Canonical(CanonicalJson),
 }
 
 /// An event to append: everything but the sequence number and time, which the log assigns.
@@ -101,6 +104,21 @@ impl NewEvent {
         self.fields
             .push((name.into(), FieldValue::Plain(value.into())));
         self
+    }
+
+    /// Adds a field serialized straight to canonical JSON, without a `serde_json::Value` in
+    /// between. Unlike [`field`](Self::field), a float is recorded as its decimal text, as
+    /// `serde_json` prints it (`0.25` → `"0.25"`; NaN and infinities as `null`). Fails only
+    /// for what JSON cannot hold: a non-string object key, an integer beyond 64 bits, a
+    /// `serde_json::value::RawValue`, or an error of `value`'s own `Serialize`.
+    pub fn field_serialized<T: serde::Serialize + ?Sized>(
+        mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: &T,
+    ) -> Result<Self, LedgerError> {
+        let json = CanonicalJson::of(value)?;
+        self.fields.push((name.into(), FieldValue::Canonical(json)));
+        Ok(self)
     }
 
     /// Adds a secret-bearing field, stored only as an HMAC.
@@ -147,7 +165,10 @@ impl Event {
     /// The canonical leaf bytes (RFC 8785 JCS). Refuses an event with a float in a field,
     /// which has no canonical integer-only encoding.
     pub fn to_leaf(&self) -> Result<Vec<u8>, LedgerError> {
-        let fields = self.fields.iter().map(|(k, v)| (k.as_str(), v));
+        let fields = self
+            .fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), Member::Value(v)));
         let (head, _) = Self::leaf_head(
             &self.actor,
             &self.action,
@@ -172,7 +193,7 @@ impl Event {
         action: &str,
         outcome: Outcome,
         class_uid: u32,
-        fields: impl Iterator<Item = (&'a str, &'a Value)>,
+        fields: impl Iterator<Item = (&'a str, Member<'a>)>,
     ) -> Result<(Vec<u8>, usize), LedgerError> {
         let mut out = Vec::with_capacity(1024);
         out.extend_from_slice(b"{\"action\":");
@@ -237,28 +258,34 @@ pub(crate) fn leaf_from_head(head: &[u8], seq: u64, time: &str) -> Vec<u8> {
 }
 
 /// `prefix` and then the decimal digits of `n`.
-fn write_int(prefix: &[u8], n: u64, out: &mut Vec<u8>) {
+pub(crate) fn write_int(prefix: &[u8], n: u64, out: &mut Vec<u8>) {
     use std::io::Write as _;
     out.extend_from_slice(prefix);
     // INVARIANT: writing to a Vec cannot fail.
     let _ = write!(out, "{n}");
 }
 
-/// An object's members in RFC 8785 order: keys by UTF-16 code units. That is the order of
-/// their UTF-8 bytes unless a key holds a character from U+E000 up (UTF-8 lead byte 0xEE or
-/// above), so the common case sorts bytes, and skips sorting members already in order.
-fn write_object<'a>(
-    members: impl Iterator<Item = (&'a str, &'a Value)>,
-    out: &mut Vec<u8>,
-) -> Result<(), LedgerError> {
-    let mut entries: Vec<(&str, &Value)> = members.collect();
-    if entries.iter().all(|(k, _)| k.bytes().all(|b| b < 0xEE)) {
-        if !entries.is_sorted_by(|a, b| a.0.as_bytes() <= b.0.as_bytes()) {
-            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+/// Sorts an object's members into RFC 8785 order: keys by UTF-16 code units. That is the
+/// order of their UTF-8 bytes unless a key holds a character from U+E000 up (UTF-8 lead byte
+/// 0xEE or above), so the common case sorts bytes, and skips sorting members already in
+/// order. The sort is stable.
+pub(crate) fn sort_members<T>(members: &mut [T], key: impl Fn(&T) -> &str) {
+    if members.iter().all(|m| key(m).bytes().all(|b| b < 0xEE)) {
+        if !members.is_sorted_by(|a, b| key(a).as_bytes() <= key(b).as_bytes()) {
+            members.sort_by(|a, b| key(a).as_bytes().cmp(key(b).as_bytes()));
         }
     } else {
-        entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+        members.sort_by(|a, b| key(a).encode_utf16().cmp(key(b).encode_utf16()));
     }
+}
+
+/// An object's members, written in RFC 8785 order.
+fn write_object<'a>(
+    members: impl Iterator<Item = (&'a str, Member<'a>)>,
+    out: &mut Vec<u8>,
+) -> Result<(), LedgerError> {
+    let mut entries: Vec<(&str, Member<'_>)> = members.collect();
+    sort_members(&mut entries, |e| e.0);
     out.push(b'{');
     for (i, (key, val)) in entries.into_iter().enumerate() {
         if i > 0 {
@@ -266,10 +293,20 @@ fn write_object<'a>(
         }
         write_string(key, out);
         out.push(b':');
-        write_canonical(val, out)?;
+        match val {
+            Member::Value(v) => write_canonical(v, out)?,
+            Member::Canonical(bytes) => out.extend_from_slice(bytes),
+        }
     }
     out.push(b'}');
     Ok(())
+}
+
+/// A member's value: one to encode, or one in canonical form already.
+#[derive(Clone, Copy)]
+pub(crate) enum Member<'a> {
+    Value(&'a Value),
+    Canonical(&'a [u8]),
 }
 
 /// RFC 8785 serialization of an integer-only JSON value: object keys sorted by UTF-16 code
@@ -278,7 +315,9 @@ fn write_object<'a>(
 /// ordered in this build. A float has no canonical integer-only spelling: refused.
 pub(crate) fn write_canonical(value: &Value, out: &mut Vec<u8>) -> Result<(), LedgerError> {
     match value {
-        Value::Object(map) => write_object(map.iter().map(|(k, v)| (k.as_str(), v)), out),
+        Value::Object(map) => {
+            write_object(map.iter().map(|(k, v)| (k.as_str(), Member::Value(v))), out)
+        }
         Value::Array(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
@@ -306,7 +345,7 @@ pub(crate) fn write_canonical(value: &Value, out: &mut Vec<u8>) -> Result<(), Le
     }
 }
 
-fn write_string(s: &str, out: &mut Vec<u8>) {
+pub(crate) fn write_string(s: &str, out: &mut Vec<u8>) {
     // Most strings need no escaping: copied between quotes as they are.
     if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
         out.reserve(s.len() + 2);
@@ -369,11 +408,16 @@ pub(crate) fn encode(
     hmac: impl Fn(&[u8]) -> Result<String, LedgerError>,
 ) -> Result<Encoded, LedgerError> {
     validate(&event)?;
+    enum Resolved {
+        Value(Value),
+        Canonical(Vec<u8>),
+    }
     let mut fields = Vec::with_capacity(event.fields.len());
     for (name, value) in event.fields {
         let value = match value {
-            FieldValue::Plain(v) => v,
-            FieldValue::Secret(bytes) => Value::from(hmac(&bytes)?),
+            FieldValue::Plain(v) => Resolved::Value(v),
+            FieldValue::Secret(bytes) => Resolved::Value(Value::from(hmac(&bytes)?)),
+            FieldValue::Canonical(json) => Resolved::Canonical(json.0),
         };
         fields.push((name, value));
     }
@@ -386,12 +430,19 @@ pub(crate) fn encode(
             twice[0].0
         )));
     }
+    let members = fields.iter().map(|(k, v)| {
+        let member = match v {
+            Resolved::Value(v) => Member::Value(v),
+            Resolved::Canonical(bytes) => Member::Canonical(bytes),
+        };
+        (k.as_ref(), member)
+    });
     let (head, values) = Event::leaf_head(
         &event.actor,
         &event.action,
         event.outcome,
         event.class.uid(),
-        fields.iter().map(|(k, v)| (k.as_ref(), v)),
+        members,
     )?;
     if values > MAX_FIELDS_BYTES {
         return Err(LedgerError::InvalidEvent(format!(
@@ -524,7 +575,9 @@ mod tests {
             new().field("f", 1.5),
             new().field("f", serde_json::json!({"deep": [1, {"x": 0.5}]})),
             new().field("f", "x".repeat(70_000)),
-            new().field("f", "x".repeat(40_000)).field("g", "x".repeat(40_000)),
+            new()
+                .field("f", "x".repeat(40_000))
+                .field("g", "x".repeat(40_000)),
             new().field("f", 1).field("f", 2),
             new().field("f", 1).secret("f", "k"),
         ];
@@ -532,6 +585,28 @@ mod tests {
             let shown = format!("{event:?}");
             assert!(check(event).is_err(), "{shown}");
         }
+    }
+
+    /// A field serialized straight to canonical JSON is recorded exactly as the same value
+    /// given as a `Value` would be, and counts the same against the size limit.
+    #[test]
+    fn serialized_fields_equal_plain_ones() {
+        let hmac = |s: &[u8]| Ok(format!("hmac:{}", s.len()));
+        let value = serde_json::json!({"z": [1, "\u{1f600}"], "a": {"\u{e000}": null, "b": true}});
+        let new = || NewEvent::new("a", "x.y", Outcome::Denied, OcsfClass::AuthorizeSession);
+        let plain = encode(new().field("f", value.clone()).secret("s", "k"), hmac).unwrap();
+        let serialized = encode(
+            new()
+                .field_serialized("f", &value)
+                .unwrap()
+                .secret("s", "k"),
+            hmac,
+        )
+        .unwrap();
+        assert_eq!(plain.head, serialized.head);
+        let big = "x".repeat(MAX_FIELDS_BYTES - 1);
+        assert!(encode(new().field_serialized("f", &big).unwrap(), hmac).is_err());
+        assert!(encode(new().field_serialized("f", &big[2..]).unwrap(), hmac).is_ok());
     }
 
     /// The size limit counts the values' bytes exactly: names, quotes, colons and commas

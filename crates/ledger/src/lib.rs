@@ -9,11 +9,13 @@
 
 #![forbid(unsafe_code)]
 
+mod canonical;
 pub mod event;
 pub mod export;
 mod log;
 pub mod note;
 
+pub use canonical::CanonicalJson;
 pub use event::{Event, NewEvent, OcsfClass, Outcome};
 pub use log::{Ledger, LedgerConfig, LedgerStats, Receipt, SignedCheckpoint, StoredEntry};
 pub use note::{Checkpoint, NoteSigner, NoteVerifier};

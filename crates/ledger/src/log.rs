@@ -245,7 +245,11 @@ impl Ledger {
         &self,
         event: NewEvent,
     ) -> Result<(Pending, oneshot::Receiver<Result<Receipt, LedgerError>>), LedgerError> {
-        let Encoded { actor, action, head } = encode(event, |secret| self.hmac(secret))?;
+        let Encoded {
+            actor,
+            action,
+            head,
+        } = encode(event, |secret| self.hmac(secret))?;
         let (reply, rx) = oneshot::channel();
         let pending = Pending {
             actor,

@@ -234,7 +234,7 @@ pub(crate) fn decision_id() -> String {
 }
 
 /// What was asked, as the ledger records it.
-pub(crate) struct Asked<'a> {
+pub(crate) struct Asked<'a, R: serde::Serialize + ?Sized> {
     /// Which API asked: `authorize`, `authzen`, `opa`.
     pub(crate) api: &'a str,
     /// The agent (empty for the OPA data API, whose input is opaque).
@@ -243,19 +243,21 @@ pub(crate) struct Asked<'a> {
     pub(crate) action: &'a str,
     /// `Type::id`.
     pub(crate) resource: &'a str,
-    /// The whole question as evaluated — the `policy::Request` JSON (the OPA input for the
-    /// data API) — so a candidate policy can be replayed against it (`simulate`).
-    pub(crate) request: serde_json::Value,
+    /// The whole question as evaluated — the `policy::Request` (the OPA input for the data
+    /// API) — so a candidate policy can be replayed against it (`simulate`). Recorded as
+    /// [`ledger_safe`] would make it: floats as their decimal text.
+    pub(crate) request: &'a R,
 }
 
-/// The ledger record of a decision (OCSF 3003 Authorize Session).
-pub(crate) fn decision_event(
+/// The ledger record of a decision (OCSF 3003 Authorize Session). Fails only if the request
+/// has no JSON form (see [`NewEvent::field_serialized`]).
+pub(crate) fn decision_event<R: serde::Serialize + ?Sized>(
     actor: &str,
     decision_id: &str,
-    asked: Asked<'_>,
+    asked: Asked<'_, R>,
     loaded: &Loaded,
     decision: &policy::Decision,
-) -> NewEvent {
+) -> Result<NewEvent, ledger::LedgerError> {
     let Asked {
         api,
         principal,
@@ -285,7 +287,7 @@ pub(crate) fn decision_event(
     .field("policy_sha256", loaded.compiled.content_hash())
     .field("determining", decision.determining.clone())
     .field("errors", decision.errors.clone())
-    .field("request", request)
+    .field_serialized("request", request)
 }
 
 /// `value` as the ledger can hold it: the ledger's canonical JSON has no floating-point
@@ -356,7 +358,11 @@ mod tests {
                 relations: Vec::new(),
             },
         };
-        let safe = ledger_safe(serde_json::to_value(&request).unwrap());
+        // What a decision records (straight from the request) is what `ledger_safe` makes
+        // of its JSON value.
+        let recorded = ledger::CanonicalJson::of(&request).unwrap();
+        let safe: serde_json::Value = serde_json::from_slice(recorded.as_bytes()).unwrap();
+        assert_eq!(safe, ledger_safe(serde_json::to_value(&request).unwrap()));
         assert_eq!(safe["context"]["risk_score"], "0.25");
         assert_eq!(safe["context"]["request"]["x"], "1.5");
         assert_eq!(safe["context"]["request"]["n"], 3);

@@ -588,7 +588,6 @@ pub(crate) fn evaluate(
             .decide(&request, &state.pdp.limits)
             .map_err(|e| policy_error(&e))?,
     };
-    let recorded = pdp::ledger_safe(serde_json::to_value(&request).map_err(ApiError::internal)?);
     let id = pdp::decision_id();
     let event = pdp::decision_event(
         actor,
@@ -598,11 +597,12 @@ pub(crate) fn evaluate(
             principal: principal.as_str(),
             action: &action,
             resource: &resource_text,
-            request: recorded,
+            request: &request,
         },
         &loaded,
         &decision,
-    );
+    )
+    .map_err(ApiError::internal)?;
     Ok(Evaluated {
         loaded,
         decision,
@@ -901,11 +901,12 @@ pub(crate) async fn opa_data(
                     principal: "",
                     action: &rule,
                     resource: "",
-                    request: pdp::ledger_safe(req.input),
+                    request: &req.input,
                 },
                 &loaded,
                 &decision,
-            ),
+            )
+            .map_err(ApiError::internal)?,
         )
         .await?;
     let mut out = serde_json::json!({ "decision_id": id });
