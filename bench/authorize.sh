@@ -33,6 +33,11 @@
 #   CARGO_TARGET_DIR    default /work/target
 #   KEEP=1              keep the temporary data directory
 #   PERF=1              also profile the server (perf record) during the first run
+#   CALLGRIND=1         run the server under valgrind's callgrind and count the instructions
+#                       it executes (all threads, SQLite's included) during each run, per
+#                       request: repeatable whatever the machine's speed. Under valgrind the
+#                       server is ~50x slower and SHA-256 runs without the CPU's SHA
+#                       extensions. Use with MAX_LOAD=99 WARMUP=0 CONNS=64 DURATION=30s.
 #
 # wrk and warden share the machine's cores: the figure is for both on the same 2 cores.
 set -euo pipefail
@@ -85,9 +90,18 @@ trap cleanup EXIT
 echo "== commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates Cargo.lock || echo ' + uncommitted changes in crates/'), binary $(stat -c '%y' "$CARGO_TARGET_DIR/release/warden" | cut -d. -f1)"
 echo "== $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
 
-"$W" --data-dir "$DATA" serve --listen "127.0.0.1:$PORT" --log warn >"$TMP/server.log" 2>&1 &
+SERVE=("$W" --data-dir "$DATA" serve --listen "127.0.0.1:$PORT" --log warn)
+if [[ -n ${CALLGRIND:-} ]]; then
+    command -v valgrind >/dev/null || {
+        echo "valgrind is missing: apt-get install -y valgrind" >&2
+        exit 1
+    }
+    SERVE=(valgrind --tool=callgrind --dump-instr=no
+        --callgrind-out-file="$TMP/callgrind.out" "${SERVE[@]}")
+fi
+"${SERVE[@]}" >"$TMP/server.log" 2>&1 &
 SERVER_PID=$!
-for _ in $(seq 100); do
+for _ in $(seq 1200); do
     curl -fs "$URL/healthz" >/dev/null 2>&1 && break
     sleep 0.1
 done
@@ -211,7 +225,14 @@ for c in $CONNS; do
     commits0=$(commits)
     cpu0=$(server_cpu)
     read -r busy0 total0 iow0 < <(machine_cpu)
+    # Counting starts from zero here; the dump right after the run holds what it cost.
+    [[ -z ${CALLGRIND:-} ]] || callgrind_control -z "$SERVER_PID" >/dev/null 2>&1
     out=$(run_wrk "$c" "$DURATION")
+    if [[ -n ${CALLGRIND:-} ]]; then
+        rm -f "$TMP"/callgrind.out.*
+        callgrind_control -d "$SERVER_PID" >/dev/null 2>&1
+        instructions=$(awk '/^summary:/ {n = $2} END {print n + 0}' "$TMP"/callgrind.out.*)
+    fi
     read -r busy1 total1 iow1 < <(machine_cpu)
     cpu1=$(server_cpu)
     commits1=$(commits)
@@ -240,6 +261,10 @@ for c in $CONNS; do
     result=$(echo "$out" | grep '^RESULT')
     requests=$(echo "$result" | sed 's/.*requests=\([0-9]*\).*/\1/')
     grown=$((seq1 - seq0 - 1)) # the second ledger_seq call's own entry
+    if [[ -n ${CALLGRIND:-} ]]; then
+        echo "   callgrind: $instructions instructions, $((instructions / requests)) per request"
+        cpu+=" instructions_per_request=$((instructions / requests))"
+    fi
     expected=$((requests * PER_REQUEST))
     echo "   ledger: seq $seq0 -> $seq1, grew by $grown; $requests requests x $PER_REQUEST = $expected (the rest: requests in flight when wrk stopped)"
     ncommits=$((commits1 - commits0))

@@ -336,38 +336,26 @@ impl ser::SerializeSeq for Seq<'_, '_> {
     }
 }
 
-impl ser::SerializeTuple for Seq<'_, '_> {
-    type Ok = ();
-    type Error = LedgerError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), LedgerError> {
-        ser::SerializeSeq::serialize_element(self, value)
-    }
-    fn end(self) -> Result<(), LedgerError> {
-        ser::SerializeSeq::end(self)
-    }
+/// Tuples of every kind are written as arrays.
+macro_rules! like_seq {
+    ($($trait:ident :: $method:ident),*) => {
+        $(impl ser::$trait for Seq<'_, '_> {
+            type Ok = ();
+            type Error = LedgerError;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), LedgerError> {
+                ser::SerializeSeq::serialize_element(self, value)
+            }
+            fn end(self) -> Result<(), LedgerError> {
+                ser::SerializeSeq::end(self)
+            }
+        })*
+    };
 }
-
-impl ser::SerializeTupleStruct for Seq<'_, '_> {
-    type Ok = ();
-    type Error = LedgerError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), LedgerError> {
-        ser::SerializeSeq::serialize_element(self, value)
-    }
-    fn end(self) -> Result<(), LedgerError> {
-        ser::SerializeSeq::end(self)
-    }
-}
-
-impl ser::SerializeTupleVariant for Seq<'_, '_> {
-    type Ok = ();
-    type Error = LedgerError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), LedgerError> {
-        ser::SerializeSeq::serialize_element(self, value)
-    }
-    fn end(self) -> Result<(), LedgerError> {
-        ser::SerializeSeq::end(self)
-    }
-}
+like_seq!(
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
 impl ser::SerializeMap for Obj<'_, '_> {
     type Ok = ();
@@ -388,34 +376,34 @@ impl ser::SerializeMap for Obj<'_, '_> {
     }
 }
 
-impl ser::SerializeStruct for Obj<'_, '_> {
-    type Ok = ();
-    type Error = LedgerError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), LedgerError> {
-        self.member(Cow::Borrowed(key), value)
-    }
-    fn end(self) -> Result<(), LedgerError> {
-        self.finish()
-    }
+/// Structs of both kinds are objects with their field names as keys.
+macro_rules! like_struct {
+    ($($trait:ident),*) => {
+        $(impl ser::$trait for Obj<'_, '_> {
+            type Ok = ();
+            type Error = LedgerError;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<(), LedgerError> {
+                self.member(Cow::Borrowed(key), value)
+            }
+            fn end(self) -> Result<(), LedgerError> {
+                self.finish()
+            }
+        })*
+    };
 }
+like_struct!(SerializeStruct, SerializeStructVariant);
 
-impl ser::SerializeStructVariant for Obj<'_, '_> {
-    type Ok = ();
-    type Error = LedgerError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), LedgerError> {
-        self.member(Cow::Borrowed(key), value)
-    }
-    fn end(self) -> Result<(), LedgerError> {
-        self.finish()
-    }
+/// `fn name(self, v: T) -> Result<String, _> { Ok(v.to_string()) }` for each `name: T`.
+macro_rules! key_as_text {
+    ($($name:ident: $t:ty),* $(,)?) => {
+        $(fn $name(self, v: $t) -> Result<String, LedgerError> {
+            Ok(v.to_string())
+        })*
+    };
 }
 
 /// Object keys: strings, and what `serde_json` turns into strings (integers, booleans,
@@ -437,41 +425,16 @@ impl ser::Serializer for KeyWriter {
     type SerializeStruct = ser::Impossible<String, LedgerError>;
     type SerializeStructVariant = ser::Impossible<String, LedgerError>;
 
-    fn serialize_bool(self, v: bool) -> Result<String, LedgerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_i8(self, v: i8) -> Result<String, LedgerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_i16(self, v: i16) -> Result<String, LedgerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_i32(self, v: i32) -> Result<String, LedgerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_i64(self, v: i64) -> Result<String, LedgerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_u8(self, v: u8) -> Result<String, LedgerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_u16(self, v: u16) -> Result<String, LedgerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_u32(self, v: u32) -> Result<String, LedgerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_u64(self, v: u64) -> Result<String, LedgerError> {
-        Ok(v.to_string())
+    key_as_text! {
+        serialize_bool: bool, serialize_i8: i8, serialize_i16: i16, serialize_i32: i32,
+        serialize_i64: i64, serialize_u8: u8, serialize_u16: u16, serialize_u32: u32,
+        serialize_u64: u64, serialize_char: char
     }
     fn serialize_f32(self, _v: f32) -> Result<String, LedgerError> {
         Err(key_error())
     }
     fn serialize_f64(self, _v: f64) -> Result<String, LedgerError> {
         Err(key_error())
-    }
-    fn serialize_char(self, v: char) -> Result<String, LedgerError> {
-        Ok(v.to_string())
     }
     fn serialize_str(self, v: &str) -> Result<String, LedgerError> {
         Ok(v.to_owned())
