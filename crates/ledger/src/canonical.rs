@@ -610,6 +610,65 @@ mod tests {
         assert_eq!(to_canonical(&keys).unwrap().0, reference(&keys).unwrap());
     }
 
+    /// Random JSON values — nesting, keys and strings from every part of Unicode that sorts
+    /// differently in UTF-8 and UTF-16, escapes, integers at the edges, floats — written both
+    /// ways must give the same bytes.
+    #[test]
+    fn equals_the_value_path_on_random_values() {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        const CHARS: &[char] = &[
+            'a',
+            'Z',
+            '0',
+            '_',
+            '"',
+            '\\',
+            '\n',
+            '\u{1}',
+            '\u{7f}',
+            'é',
+            '\u{2028}',
+            '\u{d7ff}',
+            '\u{e000}',
+            '\u{ff61}',
+            '\u{fffd}',
+            '\u{10000}',
+            '\u{1f600}',
+            '\u{10ffff}',
+        ];
+        fn text(rng: &mut StdRng) -> String {
+            (0..rng.gen_range(0..6))
+                .map(|_| CHARS[rng.gen_range(0..CHARS.len())])
+                .collect()
+        }
+        fn value(rng: &mut StdRng, depth: u32) -> Value {
+            match rng.gen_range(0..if depth == 0 { 6 } else { 8 }) {
+                0 => Value::Null,
+                1 => Value::Bool(rng.r#gen()),
+                2 => [json!(i64::MIN), json!(-1), json!(0), json!(u64::MAX)][rng.gen_range(0..4)]
+                    .clone(),
+                3 => json!(rng.gen_range(-1e6..1e6)),
+                4 => json!([0.5, -0.0, 1e-7, 1e300, 0.1][rng.gen_range(0..5)]),
+                5 => Value::String(text(rng)),
+                6 => Value::Array(
+                    (0..rng.gen_range(0..4))
+                        .map(|_| value(rng, depth - 1))
+                        .collect(),
+                ),
+                _ => Value::Object(
+                    (0..rng.gen_range(0..5))
+                        .map(|_| (text(rng), value(rng, depth - 1)))
+                        .collect(),
+                ),
+            }
+        }
+        let mut rng = StdRng::seed_from_u64(8785);
+        for _ in 0..3000 {
+            let v = value(&mut rng, 4);
+            assert_eq!(to_canonical(&v).unwrap().0, reference(&v).unwrap(), "{v}");
+        }
+    }
+
     #[test]
     fn refuses_what_has_no_canonical_form() {
         let raw = serde_json::value::RawValue::from_string("{ }".into()).unwrap();

@@ -531,6 +531,79 @@ mod tests {
         }
     }
 
+    /// RFC 8785 §3.2.3's sorting example, and random keys against a plain UTF-16 sort: the
+    /// byte-order fast path must never change the order.
+    #[test]
+    fn members_sort_by_utf16_code_units() {
+        let mut keys = vec![
+            "\u{20ac}",
+            "\r",
+            "\u{fb33}",
+            "1",
+            "\u{1f600}",
+            "\u{80}",
+            "\u{f6}",
+        ];
+        sort_members(&mut keys, |k| k);
+        assert_eq!(
+            keys,
+            [
+                "\r",
+                "1",
+                "\u{80}",
+                "\u{f6}",
+                "\u{20ac}",
+                "\u{1f600}",
+                "\u{fb33}"
+            ]
+        );
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        const CHARS: &[char] = &[
+            'a',
+            'b',
+            '\u{7f}',
+            '\u{80}',
+            '\u{d7ff}',
+            '\u{e000}',
+            '\u{ffff}',
+            '\u{10000}',
+            '\u{1f600}',
+        ];
+        let mut rng = StdRng::seed_from_u64(3);
+        for _ in 0..5000 {
+            let mut keys: Vec<String> = (0..rng.gen_range(0..8))
+                .map(|_| {
+                    (0..rng.gen_range(0..4))
+                        .map(|_| CHARS[rng.gen_range(0..CHARS.len())])
+                        .collect()
+                })
+                .collect();
+            let mut expected = keys.clone();
+            expected.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
+            sort_members(&mut keys, String::as_str);
+            assert_eq!(keys, expected);
+        }
+    }
+
+    /// Strings copied without escaping are exactly what serde_json's escaper writes.
+    #[test]
+    fn strings_are_escaped_as_serde_json_does() {
+        let cases = [
+            "",
+            "plain",
+            "tab\there",
+            "\"q\"",
+            "back\\slash",
+            "\u{0}\u{1f}\u{7f}",
+            "é\u{2028}\u{1f600}",
+        ];
+        for s in cases {
+            let mut out = Vec::new();
+            write_string(s, &mut out);
+            assert_eq!(out, serde_json::to_vec(s).unwrap(), "{s:?}");
+        }
+    }
+
     #[test]
     fn leaf_is_jcs_canonical() {
         let leaf = sample().to_leaf().unwrap();
