@@ -2,8 +2,8 @@
 //! a `serde_json::Value` first: the bytes are exactly those of
 //! `write_canonical(&ledger_safe(serde_json::to_value(x)))`, where floats become their decimal
 //! text as `serde_json` prints them (`0.25` → `"0.25"`; NaN and infinities → `null`, as
-//! `serde_json::to_value` makes them). Objects are buffered per member and sorted like
-//! [`crate::event`] sorts them.
+//! `serde_json::to_value` makes them). An object's member values are written into one scratch
+//! buffer and copied out in key order, sorted as [`crate::event`] sorts keys.
 
 use std::borrow::Cow;
 use std::ops::Range;
