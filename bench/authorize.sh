@@ -37,7 +37,7 @@
 #                       it executes (all threads, SQLite's included) during each run, per
 #                       request: repeatable whatever the machine's speed. Under valgrind the
 #                       server is ~50x slower and SHA-256 runs without the CPU's SHA
-#                       extensions. Use with MAX_LOAD=99 WARMUP=0 CONNS=64 DURATION=30s.
+#                       extensions. Use with MAX_LOAD=99 WARMUP=5s CONNS=64 DURATION=30s.
 #
 # wrk and warden share the machine's cores: the figure is for both on the same 2 cores.
 set -euo pipefail
@@ -262,8 +262,9 @@ for c in $CONNS; do
     requests=$(echo "$result" | sed 's/.*requests=\([0-9]*\).*/\1/')
     grown=$((seq1 - seq0 - 1)) # the second ledger_seq call's own entry
     if [[ -n ${CALLGRIND:-} ]]; then
-        echo "   callgrind: $instructions instructions, $((instructions / requests)) per request"
-        cpu+=" instructions_per_request=$((instructions / requests))"
+        per_request=$((instructions / (requests > 0 ? requests : 1)))
+        echo "   callgrind: $instructions instructions, $per_request per request"
+        cpu+=" instructions_per_request=$per_request"
     fi
     expected=$((requests * PER_REQUEST))
     echo "   ledger: seq $seq0 -> $seq1, grew by $grown; $requests requests x $PER_REQUEST = $expected (the rest: requests in flight when wrk stopped)"
