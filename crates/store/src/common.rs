@@ -101,6 +101,10 @@ where
     Ok(())
 }
 
+/// The ledger's size: one past its highest sequence number, 0 when empty. Every size check
+/// of an append uses this one expression, the one-statement append's guard included.
+pub(crate) const LEDGER_SIZE_SQL: &str = "SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger_entries";
+
 /// The conflict returned when the ledger does not hold `expected` rows.
 pub(crate) fn size_conflict(expected: u64, actual: u64) -> StoreError {
     StoreError::Conflict(format!(

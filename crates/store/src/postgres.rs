@@ -226,7 +226,7 @@ impl Store for PostgresStore {
     }
 
     async fn ledger_size(&self) -> Result<u64> {
-        let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger_entries")
+        let size: i64 = sqlx::query_scalar(common::LEDGER_SIZE_SQL)
             .fetch_one(&self.pool)
             .await
             .map_err(db_err)?;
@@ -252,7 +252,7 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger_entries")
+        let size: i64 = sqlx::query_scalar(common::LEDGER_SIZE_SQL)
             .fetch_one(&mut *tx)
             .await
             .map_err(db_err)?;

@@ -180,7 +180,9 @@ async fn one_statement_append(
          SELECT column1, column2, column3, column4, column5, column6 FROM (",
     );
     common::push_ledger_values(&mut qb, rows)?;
-    qb.push(") WHERE (SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger_entries) = ");
+    qb.push(") WHERE (");
+    qb.push(common::LEDGER_SIZE_SQL);
+    qb.push(") = ");
     qb.push_bind(expected);
     let done = qb
         .build()
@@ -191,7 +193,7 @@ async fn one_statement_append(
         return Ok(());
     }
     // Nothing was inserted: the size differed. Say what it is.
-    let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger_entries")
+    let size: i64 = sqlx::query_scalar(common::LEDGER_SIZE_SQL)
         .fetch_one(&mut *connection)
         .await
         .map_err(db_err)?;
@@ -221,7 +223,7 @@ impl Store for SqliteStore {
     }
 
     async fn ledger_size(&self) -> Result<u64> {
-        let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger_entries")
+        let size: i64 = sqlx::query_scalar(common::LEDGER_SIZE_SQL)
             .fetch_one(&self.pool)
             .await
             .map_err(db_err)?;
@@ -255,7 +257,7 @@ impl Store for SqliteStore {
         let mut tx = sqlx::Connection::begin_with(connection, "BEGIN IMMEDIATE")
             .await
             .map_err(db_err)?;
-        let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger_entries")
+        let size: i64 = sqlx::query_scalar(common::LEDGER_SIZE_SQL)
             .fetch_one(&mut *tx)
             .await
             .map_err(db_err)?;
@@ -929,10 +931,7 @@ mod tests {
     /// Frames in the WAL, and how many are copied into the database file.
     async fn wal_frames(store: &SqliteStore) -> (i64, i64) {
         let mut conn = store.pool.acquire().await.unwrap();
-        let (_, log, copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
+        let (_, log, copied) = sqlite_wal::passive(&mut conn).await.unwrap();
         (log, copied)
     }
 

@@ -97,7 +97,7 @@ pub(crate) async fn run(mut conn: SqliteConnection, gate: Arc<Mutex<()>>, wal: W
 }
 
 /// `PRAGMA wal_checkpoint(PASSIVE)`: (busy, frames in the log, frames copied).
-async fn passive(conn: &mut SqliteConnection) -> Result<(i64, i64, i64), sqlx::Error> {
+pub(crate) async fn passive(conn: &mut SqliteConnection) -> Result<(i64, i64, i64), sqlx::Error> {
     sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
         .fetch_one(conn)
         .await
