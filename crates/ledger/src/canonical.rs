@@ -21,20 +21,15 @@ impl CanonicalJson {
     /// `value` as canonical JSON, floats as their decimal text (see
     /// [`crate::NewEvent::field_serialized`]).
     pub fn of<T: Serialize + ?Sized>(value: &T) -> Result<Self, LedgerError> {
-        to_canonical(value)
+        let mut out = Vec::with_capacity(512);
+        value.serialize(&mut Writer { out: &mut out })?;
+        Ok(Self(out))
     }
 
     /// The JSON text.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
-}
-
-/// `value` as canonical JSON, floats as decimal text.
-pub(crate) fn to_canonical<T: Serialize + ?Sized>(value: &T) -> Result<CanonicalJson, LedgerError> {
-    let mut out = Vec::with_capacity(512);
-    value.serialize(&mut Writer { out: &mut out })?;
-    Ok(CanonicalJson(out))
 }
 
 impl ser::Error for LedgerError {
@@ -578,7 +573,11 @@ mod tests {
             json!({"risk_score": 0.0, "n": u64::MAX, "m": i64::MIN, "s": "\u{2028}é"}),
         ];
         for v in &values {
-            assert_eq!(to_canonical(v).unwrap().0, reference(v).unwrap(), "{v}");
+            assert_eq!(
+                CanonicalJson::of(v).unwrap().0,
+                reference(v).unwrap(),
+                "{v}"
+            );
         }
         let mut rest = serde_json::Map::new();
         rest.insert("mid".into(), json!(0.25));
@@ -605,9 +604,12 @@ mod tests {
             big: u128::from(u64::MAX),
             neg: i128::from(i64::MIN),
         };
-        assert_eq!(to_canonical(&x).unwrap().0, reference(&x).unwrap());
+        assert_eq!(CanonicalJson::of(&x).unwrap().0, reference(&x).unwrap());
         let keys: std::collections::BTreeMap<i32, &str> = [(10, "a"), (9, "b"), (-1, "c")].into();
-        assert_eq!(to_canonical(&keys).unwrap().0, reference(&keys).unwrap());
+        assert_eq!(
+            CanonicalJson::of(&keys).unwrap().0,
+            reference(&keys).unwrap()
+        );
     }
 
     /// Random JSON values — nesting, keys and strings from every part of Unicode that sorts
@@ -665,17 +667,21 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(8785);
         for _ in 0..3000 {
             let v = value(&mut rng, 4);
-            assert_eq!(to_canonical(&v).unwrap().0, reference(&v).unwrap(), "{v}");
+            assert_eq!(
+                CanonicalJson::of(&v).unwrap().0,
+                reference(&v).unwrap(),
+                "{v}"
+            );
         }
     }
 
     #[test]
     fn refuses_what_has_no_canonical_form() {
         let raw = serde_json::value::RawValue::from_string("{ }".into()).unwrap();
-        assert!(to_canonical(&raw).is_err());
+        assert!(CanonicalJson::of(&raw).is_err());
         let float_keys: Vec<(f64, i32)> = vec![(1.5, 1)];
         let map: std::collections::HashMap<String, i32> = [("k".to_owned(), 1)].into();
-        assert!(to_canonical(&map).is_ok());
+        assert!(CanonicalJson::of(&map).is_ok());
         struct FloatKey;
         impl Serialize for FloatKey {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -685,8 +691,8 @@ mod tests {
                 m.end()
             }
         }
-        assert!(to_canonical(&FloatKey).is_err());
-        assert!(to_canonical(&float_keys).is_ok());
-        assert!(to_canonical(&u128::MAX).is_err());
+        assert!(CanonicalJson::of(&FloatKey).is_err());
+        assert!(CanonicalJson::of(&float_keys).is_ok());
+        assert!(CanonicalJson::of(&u128::MAX).is_err());
     }
 }

@@ -173,7 +173,9 @@ pub(crate) async fn operation(
             .field("task", task)
             .field("action", op.action)
             .field("resource", op.resource)
-            .field("detail", crate::pdp::ledger_safe(detail))
+            // Floats in the caller's detail are recorded as their decimal text.
+            .field_serialized("detail", &detail)
+            .map_err(ApiError::internal)?
             .field("authenticated_by", agent.via),
         )
         .await

@@ -244,8 +244,8 @@ pub(crate) struct Asked<'a, R: serde::Serialize + ?Sized> {
     /// `Type::id`.
     pub(crate) resource: &'a str,
     /// The whole question as evaluated — the `policy::Request` (the OPA input for the data
-    /// API) — so a candidate policy can be replayed against it (`simulate`). Recorded as
-    /// [`ledger_safe`] would make it: floats as their decimal text.
+    /// API) — so a candidate policy can be replayed against it (`simulate`). Floats are
+    /// recorded as their decimal text ([`NewEvent::field_serialized`]).
     pub(crate) request: &'a R,
 }
 
@@ -290,28 +290,6 @@ pub(crate) fn decision_event<R: serde::Serialize + ?Sized>(
     .field_serialized("request", request)
 }
 
-/// `value` as the ledger can hold it: the ledger's canonical JSON has no floating-point
-/// numbers, so every non-integer number becomes its decimal text (e.g. a risk score `0.2`
-/// becomes `"0.2"`). Integers, strings and structure are unchanged.
-pub(crate) fn ledger_safe(mut value: serde_json::Value) -> serde_json::Value {
-    make_ledger_safe(&mut value);
-    value
-}
-
-/// [`ledger_safe`] in place: only the floats change.
-fn make_ledger_safe(value: &mut serde_json::Value) {
-    use serde_json::Value;
-    match value {
-        Value::Number(n) if !(n.is_i64() || n.is_u64()) => {
-            let text = n.to_string();
-            *value = Value::String(text);
-        }
-        Value::Array(items) => items.iter_mut().for_each(make_ledger_safe),
-        Value::Object(map) => map.values_mut().for_each(make_ledger_safe),
-        _ => {}
-    }
-}
-
 /// The request recorded with a decision, read back for replay. Only `context.risk_score` is
 /// a number in a request, so only it is turned back from its recorded text; other attributes
 /// that were floats stay text (and a candidate sees them as such).
@@ -330,6 +308,20 @@ pub(crate) fn replayable(recorded: &serde_json::Value) -> Option<policy::Request
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reference for what a decision records: the request's JSON value with every float
+    /// turned into its decimal text (a risk score `0.2` becomes `"0.2"`).
+    fn ledger_safe(value: serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match value {
+            Value::Number(n) if !(n.is_i64() || n.is_u64()) => Value::String(n.to_string()),
+            Value::Array(items) => Value::Array(items.into_iter().map(ledger_safe).collect()),
+            Value::Object(map) => {
+                Value::Object(map.into_iter().map(|(k, v)| (k, ledger_safe(v))).collect())
+            }
+            other => other,
+        }
+    }
 
     #[test]
     fn recorded_requests_hold_no_floats_and_replay_exactly() {
