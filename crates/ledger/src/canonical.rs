@@ -1,7 +1,7 @@
 //! RFC 8785 canonical JSON written straight from a `serde::Serialize` value, without building
-//! a `serde_json::Value` first: the bytes are exactly those of
-//! `write_canonical(&ledger_safe(serde_json::to_value(x)))`, where floats become their decimal
-//! text as `serde_json` prints them (`0.25` → `"0.25"`; NaN and infinities → `null`, as
+//! a `serde_json::Value` first: the bytes are exactly those `write_canonical` writes for
+//! `serde_json::to_value(x)` with every float replaced by its decimal text as `serde_json`
+//! prints it (`0.25` → `"0.25"`; NaN and infinities → `null`, as
 //! `serde_json::to_value` makes them). An object's member values are written into one scratch
 //! buffer and copied out in key order, sorted as [`crate::event`] sorts keys.
 
