@@ -21,15 +21,22 @@
 //! A request `(P, A, R)` evaluates the three buckets `Principal(P)`, `Resource(R)` and
 //! `Type(type of R)` (`Other` when no bucket exists for that type) of action `A`. Every policy
 //! whose scope matches the request is in exactly one of them; the other policies in them are
-//! unsatisfied without error. The authorizer responses are merged by Cedar's own rule: a deny
-//! response's determining policies are its satisfied `forbid`s, an allow response's its
-//! satisfied `permit`s; the merged decision is deny if any `forbid` is satisfied, else allow
-//! if any `permit` is, else deny; errors are concatenated. This reproduces exactly the
-//! decision, determining policies and errors of the plain authorizer over the whole set — a
-//! property test (`tests/index.rs`) checks it on thousands of randomized requests over large
-//! generated policy sets.
+//! unsatisfied without error.
+//!
+//! The candidates are evaluated the way Cedar's authorizer evaluates every policy of a set
+//! (`Authorizer::is_authorized_core`): one Cedar `Evaluator` for the request, each policy's
+//! condition (scope, `when` and `unless` as one expression) interpreted by it, a policy whose
+//! evaluation fails skipped with the error Cedar reports for it. Only the bookkeeping is
+//! Warden's: each condition is built once when the package is compiled instead of on every
+//! evaluation, and no per-set response is assembled and taken apart. The decision follows
+//! Cedar's rule: deny, determined by the satisfied `forbid`s, if any is satisfied; else
+//! allow, determined by the satisfied `permit`s, if any is; else deny. This reproduces
+//! exactly the decision, determining policies and errors of the plain authorizer over the
+//! whole set — a property test (`tests/index.rs`) checks it on thousands of randomized
+//! requests over large generated policy sets, errors included.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 // hashbrown's default hasher (foldhash): the lookups on every decision hash entity ids several
 // times faster than std's SipHash. The keys come from the operator's policies, not requests.
@@ -39,9 +46,13 @@ use cedar_policy::{
     ActionConstraint, Decision as CedarDecision, Entities, EntityUid, Policy, PolicySet,
     PrincipalConstraint, Request, ResourceConstraint, Schema,
 };
-use cedar_policy_core::ast::{EntityType, EntityUID, EntityUIDEntry};
-use cedar_policy_core::authorizer::Authorizer as CoreAuthorizer;
+use cedar_policy_core::ast::{
+    self as core_ast, EntityType, EntityUID, EntityUIDEntry, Expr, Literal, ValueKind,
+};
+use cedar_policy_core::authorizer::AuthorizationError;
 use cedar_policy_core::entities::Entities as CoreEntities;
+use cedar_policy_core::evaluator::Evaluator;
+use cedar_policy_core::extensions::Extensions;
 
 use crate::{Decision, Effect, PolicyError};
 
@@ -53,14 +64,29 @@ enum Key {
     Unkeyed,
 }
 
+/// One indexed policy, ready to evaluate.
+struct Candidate {
+    /// Cedar's policy: its id and its slot values (none for a static policy).
+    policy: core_ast::Policy,
+    /// The policy's condition — its scope, `when` and `unless` clauses as one expression,
+    /// exactly what Cedar's authorizer evaluates — built once here: Cedar's own
+    /// `Policy::condition` assembles a fresh expression tree on every evaluation.
+    condition: Expr,
+    forbid: bool,
+    /// The id as Warden reports it ([`policy_id`]).
+    name: String,
+}
+
+type Bucket = Vec<Arc<Candidate>>;
+
 #[derive(Default)]
 struct Partition {
-    principal: HashMap<EntityUID, PolicySet>,
-    resource: HashMap<EntityUID, PolicySet>,
+    principal: HashMap<EntityUID, Bucket>,
+    resource: HashMap<EntityUID, Bucket>,
     /// Unkeyed policies plus those with `resource is T`.
-    by_type: HashMap<EntityType, PolicySet>,
+    by_type: HashMap<EntityType, Bucket>,
     /// Unkeyed policies only, for a resource type no policy names.
-    other: PolicySet,
+    other: Bucket,
 }
 
 /// A Cedar policy set indexed by scope; [`is_authorized`](Self::is_authorized) gives exactly
@@ -70,9 +96,6 @@ struct Partition {
 /// be measured and checked against the plain authorizer on prebuilt Cedar requests.
 pub struct CedarIndex {
     by_action: HashMap<EntityUID, Partition>,
-    /// Cedar's own authorizer, called with Cedar's core types (what `cedar_policy::Authorizer`
-    /// wraps), so that a request built by the PDP is not converted on every call.
-    authorizer: CoreAuthorizer,
 }
 
 impl CedarIndex {
@@ -102,9 +125,26 @@ impl CedarIndex {
                 types.insert(t.as_ref().clone());
             }
         }
-        let add = |set: &mut PolicySet, policy: &Policy| {
-            set.add(policy.clone())
-                .map_err(|e| PolicyError::invalid_package(format!("policy index: {e}")))
+        let candidates: HashMap<&core_ast::PolicyID, Arc<Candidate>> = policies
+            .as_ref()
+            .policies()
+            .map(|p| {
+                let candidate = Candidate {
+                    policy: p.clone(),
+                    condition: p.condition(),
+                    forbid: p.effect() == core_ast::Effect::Forbid,
+                    name: policy_id(p.id()),
+                };
+                (p.id(), Arc::new(candidate))
+            })
+            .collect();
+        let add = |bucket: &mut Bucket, policy: &Policy| {
+            let id: &core_ast::PolicyID = policy.id().as_ref();
+            let candidate = candidates.get(id).ok_or_else(|| {
+                PolicyError::invalid_package(format!("policy index: no policy `{}`", policy.id()))
+            })?;
+            bucket.push(Arc::clone(candidate));
+            Ok::<(), PolicyError>(())
         };
         let mut by_action: HashMap<EntityUID, Partition> = HashMap::new();
         for policy in policies.policies() {
@@ -139,10 +179,7 @@ impl CedarIndex {
                 }
             }
         }
-        Ok(Self {
-            by_action,
-            authorizer: CoreAuthorizer::new(),
-        })
+        Ok(Self { by_action })
     }
 
     /// Decides `request` like `Authorizer::is_authorized(request, policies, entities)` over
@@ -175,26 +212,33 @@ impl CedarIndex {
             };
         };
         let mut outcome = Outcome::default();
-        if let Some(partition) = self.by_action.get(action.as_ref()) {
-            let sets = [
-                partition.principal.get(principal.as_ref()),
-                partition.resource.get(resource.as_ref()),
-                Some(
-                    partition
-                        .by_type
-                        .get(resource.entity_type())
-                        .unwrap_or(&partition.other),
-                ),
-            ];
-            for set in sets.into_iter().flatten() {
-                if !set.is_empty() {
-                    outcome.absorb_core(self.authorizer.is_authorized(
-                        request.clone(),
-                        set.as_ref(),
-                        entities,
-                    ));
-                }
-            }
+        let Some(partition) = self.by_action.get(action.as_ref()) else {
+            return outcome.decision();
+        };
+        if request.context().is_none() {
+            return Decision {
+                effect: Effect::Deny,
+                determining: Vec::new(),
+                errors: vec!["request has an unknown context".to_owned()],
+            };
+        }
+        let buckets = [
+            partition.principal.get(principal.as_ref()),
+            partition.resource.get(resource.as_ref()),
+            Some(
+                partition
+                    .by_type
+                    .get(resource.entity_type())
+                    .unwrap_or(&partition.other),
+            ),
+        ];
+        if buckets.iter().flatten().all(|b| b.is_empty()) {
+            return outcome.decision();
+        }
+        // One evaluator for every candidate, as Cedar's authorizer makes one per call.
+        let evaluator = Evaluator::new(request.clone(), entities, Extensions::all_available());
+        for candidate in buckets.into_iter().flatten().flatten() {
+            outcome.evaluate(&evaluator, candidate);
         }
         outcome.decision()
     }
@@ -209,6 +253,34 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
+    /// Evaluates one policy as Cedar's authorizer does (`Authorizer::is_authorized_core`): a
+    /// satisfied policy determines the decision by its effect, an unsatisfied one does
+    /// nothing, and one whose evaluation fails is skipped with the error Cedar reports.
+    fn evaluate(&mut self, evaluator: &Evaluator<'_>, candidate: &Candidate) {
+        match evaluator.interpret(&candidate.condition, candidate.policy.env()) {
+            Ok(value) => match value.value {
+                ValueKind::Lit(Literal::Bool(true)) if candidate.forbid => {
+                    self.forbids.push(candidate.name.clone());
+                }
+                ValueKind::Lit(Literal::Bool(true)) => self.permits.push(candidate.name.clone()),
+                ValueKind::Lit(Literal::Bool(false)) => {}
+                // A condition is a conjunction, which is a boolean or an error; should that
+                // ever change, the policy is skipped with an error, never counted.
+                _ => self.errors.push(format!(
+                    "while evaluating policy `{}`: its condition is not a boolean",
+                    candidate.name
+                )),
+            },
+            Err(error) => self.errors.push(
+                cedar_policy::AuthorizationError::from(AuthorizationError::PolicyEvaluationError {
+                    id: candidate.policy.id().clone(),
+                    error,
+                })
+                .to_string(),
+            ),
+        }
+    }
+
     /// Adds one response of Cedar's authorizer (see the module docs for why this is exact),
     /// with the policy ids and error texts `cedar_policy::Response` gives.
     pub(crate) fn absorb_core(&mut self, response: cedar_policy_core::authorizer::Response) {
