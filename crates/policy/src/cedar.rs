@@ -292,7 +292,7 @@ impl CedarPackage {
         )?;
 
         Ok(match evaluation {
-            Evaluation::Indexed => self.index.decide(&cedar_request, self.entities.as_ref()),
+            Evaluation::Indexed => self.index.decide(cedar_request, self.entities.as_ref()),
             Evaluation::Full => {
                 let mut outcome = Outcome::default();
                 outcome.absorb_core(self.authorizer.is_authorized(
@@ -424,7 +424,14 @@ fn value_shape(value: &CedarValue, out: &mut String) -> bool {
         ValueKind::Lit(Literal::EntityUID(_)) => return false,
         ValueKind::ExtensionValue(v) => {
             out.push('x');
-            push_name(out, &v.typename().to_string());
+            // An unqualified name (`decimal`, `ipaddr`, ...) as it is, without formatting;
+            // a qualified one holds `::`, which no unqualified name does.
+            let name = v.typename();
+            if name.is_unqualified() {
+                push_name(out, name.basename().as_ref());
+            } else {
+                push_name(out, &name.to_string());
+            }
         }
         ValueKind::Set(set) => {
             // Literals of each kind, then the other elements' distinct shapes, sorted.

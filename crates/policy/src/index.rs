@@ -188,13 +188,13 @@ impl CedarIndex {
     /// Policy ids are those of the indexed set. A request with an unknown (partial-evaluation)
     /// component is denied.
     pub fn is_authorized(&self, request: &Request, entities: &Entities) -> Decision {
-        self.decide(request.as_ref(), entities.as_ref())
+        self.decide(request.as_ref().clone(), entities.as_ref())
     }
 
     /// [`is_authorized`](Self::is_authorized) on Cedar's core types.
     pub(crate) fn decide(
         &self,
-        request: &cedar_policy_core::ast::Request,
+        request: cedar_policy_core::ast::Request,
         entities: &CoreEntities,
     ) -> Decision {
         let (
@@ -236,7 +236,7 @@ impl CedarIndex {
             return outcome.decision();
         }
         // One evaluator for every candidate, as Cedar's authorizer makes one per call.
-        let evaluator = Evaluator::new(request.clone(), entities, Extensions::all_available());
+        let evaluator = Evaluator::new(request, entities, Extensions::all_available());
         for candidate in buckets.into_iter().flatten().flatten() {
             outcome.evaluate(&evaluator, candidate);
         }
