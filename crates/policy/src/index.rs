@@ -281,7 +281,7 @@ impl Outcome {
         }
     }
 
-    /// Adds one response of Cedar's authorizer (see the module docs for why this is exact),
+    /// Adds the response of Cedar's authorizer over a whole policy set (the unindexed path),
     /// with the policy ids and error texts `cedar_policy::Response` gives.
     pub(crate) fn absorb_core(&mut self, response: cedar_policy_core::authorizer::Response) {
         let reasons = response.diagnostics.reason.iter().map(policy_id);
