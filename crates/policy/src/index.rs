@@ -138,16 +138,13 @@ impl CedarIndex {
                 (p.id(), Arc::new(candidate))
             })
             .collect();
-        let add = |bucket: &mut Bucket, policy: &Policy| {
+        let mut by_action: HashMap<EntityUID, Partition> = HashMap::new();
+        for policy in policies.policies() {
             let id: &core_ast::PolicyID = policy.id().as_ref();
             let candidate = candidates.get(id).ok_or_else(|| {
                 PolicyError::invalid_package(format!("policy index: no policy `{}`", policy.id()))
             })?;
-            bucket.push(Arc::clone(candidate));
-            Ok::<(), PolicyError>(())
-        };
-        let mut by_action: HashMap<EntityUID, Partition> = HashMap::new();
-        for policy in policies.policies() {
+            let add = |bucket: &mut Bucket| bucket.push(Arc::clone(candidate));
             let key = key_of(policy);
             let constraint = policy.action_constraint();
             for &action in &actions {
@@ -163,17 +160,13 @@ impl CedarIndex {
                 }
                 let partition = by_action.entry(action.as_ref().clone()).or_default();
                 match &key {
-                    Key::Principal(p) => {
-                        add(partition.principal.entry(p.clone()).or_default(), policy)?;
-                    }
-                    Key::Resource(r) => {
-                        add(partition.resource.entry(r.clone()).or_default(), policy)?;
-                    }
-                    Key::Type(t) => add(partition.by_type.entry(t.clone()).or_default(), policy)?,
+                    Key::Principal(p) => add(partition.principal.entry(p.clone()).or_default()),
+                    Key::Resource(r) => add(partition.resource.entry(r.clone()).or_default()),
+                    Key::Type(t) => add(partition.by_type.entry(t.clone()).or_default()),
                     Key::Unkeyed => {
-                        add(&mut partition.other, policy)?;
+                        add(&mut partition.other);
                         for t in &types {
-                            add(partition.by_type.entry(t.clone()).or_default(), policy)?;
+                            add(partition.by_type.entry(t.clone()).or_default());
                         }
                     }
                 }
