@@ -3,7 +3,7 @@
 
 use std::{
     sync::{
-        Arc, RwLock,
+        Arc, OnceLock, RwLock,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -104,8 +104,18 @@ struct Pending {
 struct Shared {
     store: Arc<dyn Store>,
     // INVARIANT: the tree holds exactly the leaves the store has committed, in order, up to
-    // tree.size(); the writer task is the only one that pushes to it.
+    // tree.size(); the writer task is the only one that pushes to it. Committed is not yet
+    // durable: see `durable`.
     tree: RwLock<MemoryTree>,
+    // INVARIANT: the first `durable` leaves of the tree are durable in the store (a
+    // `Store::ledger_sync` started after they were committed has returned). Only they are
+    // shown: `Ledger::size`, entries, checkpoints. Never decreases; at most tree.size().
+    durable: AtomicU64,
+    // Set once, when making entries durable failed. After a failed fsync the operating
+    // system may have dropped the data it could not write, so no later sync can be trusted
+    // to have saved it: every append is refused from then on, until a restart reloads the
+    // log from what the store really holds.
+    sync_failed: OnceLock<String>,
     signer: NoteSigner,
     hmac_key: Zeroizing<[u8; 32]>,
     latest: Mutex<Option<SignedCheckpoint>>,
@@ -163,6 +173,10 @@ impl Ledger {
     ) -> Result<Self, LedgerError> {
         let mut tree = MemoryTree::new();
         load_leaves(&*store, &mut tree).await?;
+        // What the store holds is durable from here on (a crash of the previous process may
+        // have left committed entries that were never synced).
+        store.ledger_sync().await?;
+        let durable = AtomicU64::new(tree.size());
         let latest = match store.checkpoint_latest().await? {
             None => None,
             Some(row) => Some(check_stored_checkpoint(&signer, &tree, row)?),
@@ -171,6 +185,8 @@ impl Ledger {
         let shared = Arc::new(Shared {
             store,
             tree: RwLock::new(tree),
+            durable,
+            sync_failed: OnceLock::new(),
             signer,
             hmac_key,
             latest: Mutex::new(latest),
@@ -272,14 +288,27 @@ impl Ledger {
         ))
     }
 
-    /// Whether the group-commit writer is running (appends can succeed).
+    /// Whether the group-commit writer is running and the store has not failed to make
+    /// entries durable (appends can succeed).
     pub fn is_open(&self) -> bool {
-        !self.tx.is_closed()
+        self.refusal().is_none()
     }
 
-    /// Entries durably in the log and in the tree.
+    /// Why appends are refused, if they are: the writer stopped, or the store failed to make
+    /// entries durable (then until a restart).
+    pub fn refusal(&self) -> Option<String> {
+        if let Some(why) = self.shared.sync_failed.get() {
+            return Some(sync_failed_error(why).to_string());
+        }
+        self.tx
+            .is_closed()
+            .then(|| "the ledger writer stopped".to_owned())
+    }
+
+    /// Entries durably in the log (and in the tree). Entries committed but not yet synced
+    /// are not counted, shown or signed.
     pub fn size(&self) -> u64 {
-        read_tree(&self.shared.tree).size()
+        self.shared.durable.load(Ordering::Acquire)
     }
 
     /// The log's origin (also the checkpoint key name).
@@ -303,24 +332,45 @@ impl Ledger {
         }
     }
 
-    /// Root hash at `size`.
+    /// Root hash at `size` (at most [`Ledger::size`]).
     pub fn root_at(&self, size: u64) -> Result<Hash, LedgerError> {
+        self.within_durable(size)?;
         Ok(read_tree(&self.shared.tree).root_at(size)?)
     }
 
-    /// Leaf hash of entry `index`, from memory.
+    /// Leaf hash of entry `index`, from memory (entries below [`Ledger::size`] only).
     pub fn leaf_hash(&self, index: u64) -> Option<Hash> {
+        if index >= self.size() {
+            return None;
+        }
         read_tree(&self.shared.tree).leaf(index)
     }
 
-    /// Inclusion proof of `index` in the tree of `size` leaves.
+    /// Inclusion proof of `index` in the tree of `size` leaves (at most [`Ledger::size`]).
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, LedgerError> {
+        self.within_durable(size)?;
         Ok(read_tree(&self.shared.tree).inclusion_proof(index, size)?)
     }
 
-    /// Consistency proof from `size1` to `size2`.
+    /// Consistency proof from `size1` to `size2` (at most [`Ledger::size`]).
     pub fn consistency_proof(&self, size1: u64, size2: u64) -> Result<Vec<Hash>, LedgerError> {
+        self.within_durable(size2)?;
         Ok(read_tree(&self.shared.tree).consistency_proof(size1, size2)?)
+    }
+
+    /// Refuses tree sizes past the durable entries, as the tree refuses sizes past its end:
+    /// a root over entries that are committed but not yet synced is never shown.
+    fn within_durable(&self, size: u64) -> Result<(), LedgerError> {
+        let durable = self.size();
+        if size > durable {
+            return Err(merkle::ProofError::InvalidSizes {
+                size1: size,
+                size2: durable,
+                detail: ": size is beyond the log",
+            }
+            .into());
+        }
+        Ok(())
     }
 
     /// Entries `[from, from + limit)` that are in the tree, with their decoded events.
@@ -359,7 +409,7 @@ impl Ledger {
         let mut latest = shared.latest.lock().await;
         let (size, root, proof) = {
             let tree = read_tree(&shared.tree);
-            let size = tree.size();
+            let size = self.size();
             let proof = match &*latest {
                 Some(prev) if prev.size > 0 && prev.size <= size => {
                     Some(tree.consistency_proof(prev.size, size)?)
@@ -413,8 +463,14 @@ impl Ledger {
     /// Loads entries other writers (replicas sharing the database) appended since this
     /// process last looked, re-hashing each. Returns the new size.
     pub async fn refresh(&self) -> Result<u64, LedgerError> {
-        let _step = self.shared.sync.lock().await;
-        catch_up(&self.shared).await?;
+        let upto = {
+            let _step = self.shared.sync.lock().await;
+            catch_up(&self.shared).await?;
+            read_tree(&self.shared.tree).size()
+        };
+        if upto > self.size() {
+            make_durable(&self.shared, upto).await?;
+        }
         Ok(self.size())
     }
 
@@ -512,7 +568,22 @@ fn check_stored_checkpoint(
 /// before it starts the next commit (a few microseconds each; see `writer`).
 const GATHER_YIELDS: usize = 16;
 
+/// Committed batches waiting for the syncer: at most this many before the writer waits.
+const SYNC_QUEUE: usize = 64;
+
+/// A batch committed to the store, not yet known to be durable.
+struct Written {
+    /// Log size once this batch is in.
+    end: u64,
+    replies: Vec<(oneshot::Sender<Result<Receipt, LedgerError>>, Receipt)>,
+}
+
+/// The group-commit writer. Commits batches one after the other; the syncer makes them
+/// durable and answers their appenders, so the next batch is written while the previous one
+/// is being synced.
 async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
+    let (written_tx, written_rx) = mpsc::channel(SYNC_QUEUE);
+    tokio::spawn(syncer(Arc::clone(&shared), written_rx));
     let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
     // How many appenders were active around the last commit: the batch just acknowledged
     // plus those already queued behind it.
@@ -535,12 +606,16 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>, max_batch:
         active = batch.len() + rx.len();
         match result {
             Ok(receipts) => {
-                shared
-                    .appended
-                    .fetch_add(receipts.len() as u64, Ordering::Relaxed);
                 shared.batches.fetch_add(1, Ordering::Relaxed);
-                for (p, r) in batch.drain(..).zip(receipts) {
-                    let _ = p.reply.send(Ok(r));
+                let written = Written {
+                    end: receipts.last().map_or(0, |r| r.seq + 1),
+                    replies: batch.drain(..).map(|p| p.reply).zip(receipts).collect(),
+                };
+                if let Err(mpsc::error::SendError(lost)) = written_tx.send(written).await {
+                    // The syncer only stops when this writer does; answer anyway.
+                    for (reply, _) in lost.replies {
+                        let _ = reply.send(Err(LedgerError::Closed));
+                    }
                 }
             }
             Err(e) => {
@@ -556,6 +631,54 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>, max_batch:
     }
 }
 
+/// Makes committed batches durable and answers their appenders: one `Store::ledger_sync`
+/// for every batch committed while the previous sync ran (they are in the same log, so one
+/// sync started after the last of them covers them all).
+async fn syncer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Written>) {
+    let mut round: Vec<Written> = Vec::with_capacity(SYNC_QUEUE);
+    while rx.recv_many(&mut round, SYNC_QUEUE).await > 0 {
+        let upto = round.iter().map(|w| w.end).max().unwrap_or(0);
+        let outcome = make_durable(&shared, upto).await;
+        let entries: usize = round.iter().map(|w| w.replies.len()).sum();
+        let counter = if outcome.is_ok() {
+            &shared.appended
+        } else {
+            &shared.failures
+        };
+        counter.fetch_add(entries as u64, Ordering::Relaxed);
+        for (reply, receipt) in round.drain(..).flat_map(|w| w.replies) {
+            let _ = reply.send(outcome.clone().map(|()| receipt));
+        }
+    }
+}
+
+/// Syncs the store and then counts the first `upto` leaves as durable. The caller read
+/// `upto` before calling: only leaves committed before the sync started.
+async fn make_durable(shared: &Shared, upto: u64) -> Result<(), LedgerError> {
+    if let Some(why) = shared.sync_failed.get() {
+        return Err(sync_failed_error(why));
+    }
+    match shared.store.ledger_sync().await {
+        Ok(()) => {
+            shared.durable.fetch_max(upto, Ordering::AcqRel);
+            Ok(())
+        }
+        Err(e) => {
+            let why = e.to_string();
+            tracing::error!(error = %why, "making ledger entries durable failed; refusing every append until restart");
+            let _ = shared.sync_failed.set(why.clone());
+            Err(sync_failed_error(&why))
+        }
+    }
+}
+
+fn sync_failed_error(why: &str) -> LedgerError {
+    LedgerError::Store(format!(
+        "making ledger entries durable failed ({why}); appends are refused until Warden \
+         restarts and reloads the log from the store"
+    ))
+}
+
 /// Most tries to append one batch while other writers keep appending first. Each lost try
 /// means another writer made progress, so the log as a whole never stalls; past this many the
 /// batch is refused (fail closed) rather than retried forever.
@@ -564,6 +687,9 @@ const MAX_APPEND_ATTEMPTS: u32 = 64;
 /// Writes one batch in one transaction, retrying after catching up if another writer (a
 /// replica sharing the database) appended first.
 async fn commit(shared: &Shared, batch: &[Pending]) -> Result<Vec<Receipt>, LedgerError> {
+    if let Some(why) = shared.sync_failed.get() {
+        return Err(sync_failed_error(why));
+    }
     let _step = shared.sync.lock().await;
     for attempt in 0..MAX_APPEND_ATTEMPTS {
         let base = read_tree(&shared.tree).size();
@@ -586,7 +712,11 @@ async fn commit(shared: &Shared, batch: &[Pending]) -> Result<Vec<Receipt>, Ledg
             .iter()
             .flat_map(|p| p.leases.iter().cloned())
             .collect();
-        match shared.store.ledger_append_with(base, &rows, &leases).await {
+        match shared
+            .store
+            .ledger_append_unsynced(base, &rows, &leases)
+            .await
+        {
             Ok(()) => {
                 let mut tree = write_tree(&shared.tree);
                 return Ok(rows

@@ -172,6 +172,49 @@ async fn appends_fail_closed_when_the_store_fails() {
     assert_eq!(ledger.stats().failures, 1);
 }
 
+/// After the store fails to make entries durable, the ledger answers that append with an
+/// error and refuses every later one, without retrying the sync: after a failed fsync the
+/// data may be gone even if a later fsync succeeds.
+#[tokio::test]
+async fn a_failed_sync_refuses_every_later_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(&dir, "a.db").await;
+    let signer = NoteSigner::generate(ORIGIN).unwrap();
+    let ledger = open(Arc::new(store.clone()), &signer).await.unwrap();
+    ledger.append(event(0)).await.unwrap();
+    assert!(ledger.is_open());
+    // The write-ahead log vanishes: SQLite still commits into the open file, but it can no
+    // longer be synced by name.
+    std::fs::remove_file(dir.path().join("a.db-wal")).unwrap();
+    let err = ledger.append(event(1)).await.unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::Store(m) if m.contains("durable") && m.contains("a.db-wal")),
+        "{err}"
+    );
+    assert_eq!(ledger.size(), 1, "an entry not known durable is not shown");
+    assert!(ledger.entries(0, 10).await.unwrap().len() == 1);
+    // Entry 1 was committed (the tree holds it) but is not durable: no root, proof or leaf.
+    assert!(ledger.root_at(2).is_err());
+    assert!(ledger.inclusion_proof(0, 2).is_err());
+    assert!(ledger.consistency_proof(1, 2).is_err());
+    assert_eq!(ledger.leaf_hash(1), None);
+    assert!(ledger.leaf_hash(0).is_some() && ledger.inclusion_proof(0, 1).is_ok());
+    assert!(!ledger.is_open(), "readiness reports the failure");
+    let why = ledger.refusal().unwrap();
+    assert!(why.contains("durable") && why.contains("restarts"), "{why}");
+    let err = ledger.append(event(2)).await.unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::Store(m) if m.contains("restarts")),
+        "{err}"
+    );
+    assert_eq!(ledger.stats().failures, 2);
+    // The store itself now fails too (SQLite misses its log); if it could still sign, the
+    // checkpoint would cover the durable entry only.
+    if let Ok(cp) = ledger.checkpoint().await {
+        assert_eq!(cp.size, 1);
+    }
+}
+
 #[tokio::test]
 async fn secrets_are_recorded_only_as_hmac_and_bad_events_are_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -164,11 +164,10 @@ pub(crate) struct Ready {
     responses((status = 200, body = Ready), (status = 503, body = Ready)))]
 pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, ApiJson<Ready>) {
     let (status, store) = match state.store.ping().await {
-        Ok(()) if state.ledger.is_open() => (StatusCode::OK, "ok".to_owned()),
-        Ok(()) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ledger writer stopped".to_owned(),
-        ),
+        Ok(()) => match state.ledger.refusal() {
+            None => (StatusCode::OK, "ok".to_owned()),
+            Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+        },
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
     (

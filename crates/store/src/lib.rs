@@ -446,6 +446,27 @@ pub trait Store: RebacStore + BrokerStore + TaskStore + Send + Sync + 'static {
         leases: &[LeaseRow],
     ) -> Result<()>;
 
+    /// Like [`Store::ledger_append_with`], but may return once the transaction is committed
+    /// and visible, before it is durable: it is durable once a [`Store::ledger_sync`] that
+    /// starts after this returns has returned. Until then nobody may be told the rows are
+    /// recorded. This lets the ledger write its next batch while the previous one is being
+    /// made durable. Backends whose commits are always durable need not override it.
+    async fn ledger_append_unsynced(
+        &self,
+        expected_size: u64,
+        rows: &[LedgerRow],
+        leases: &[LeaseRow],
+    ) -> Result<()> {
+        self.ledger_append_with(expected_size, rows, leases).await
+    }
+
+    /// Makes every ledger append that returned before this call durable. An error means some
+    /// may not be: the caller must not acknowledge them, and must not trust a later call to
+    /// repair that (after a failed fsync the operating system may have dropped the data).
+    async fn ledger_sync(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Rows with `seq` in `[from, from + limit)`, ascending.
     async fn ledger_entries(&self, from: u64, limit: u32) -> Result<Vec<LedgerRow>>;
 

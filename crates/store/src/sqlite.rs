@@ -1,6 +1,15 @@
 //! Embedded SQLite backend (WAL mode, `synchronous = FULL`).
+//!
+//! One exception to `FULL`: the connection ledger appends write on commits without syncing
+//! the write-ahead log, and the ledger syncs it itself ([`Store::ledger_sync`]) before it
+//! acknowledges anything. While one batch is being synced the next one is already being
+//! written, instead of the two waiting for each other.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use sqlx::{
@@ -41,8 +50,12 @@ pub struct SqliteStore {
     /// always the same: SQLite empties a connection's page cache when another connection has
     /// written since it last read, so appends spread over the pool's connections re-read
     /// the B-tree pages they touch from the file at every commit; this one keeps them.
-    /// `None` once the store is closed.
+    /// `None` once the store is closed. It commits with `synchronous = NORMAL`: its commits
+    /// are durable once [`Store::ledger_sync`] has synced `wal_file`.
     appender: Arc<tokio::sync::Mutex<Option<sqlx::SqliteConnection>>>,
+    /// SQLite's write-ahead log of this database: the canonical path of the database file
+    /// with `-wal` appended, as SQLite names it. It exists as long as a connection is open.
+    wal_file: Arc<PathBuf>,
     /// Shared with the task that copies the WAL back into the database file.
     wal: Arc<Wal>,
     wal_task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
@@ -52,9 +65,9 @@ impl SqliteStore {
     /// Opens the database file at `path`, creating the file (not its directory) if missing,
     /// and applies pending migrations.
     ///
-    /// The connection runs in WAL mode with `synchronous = FULL`, so a committed transaction
-    /// survives a crash or power loss; foreign keys are on and writers wait up to 5 s for the
-    /// write lock.
+    /// The connections run in WAL mode with `synchronous = FULL`, so a committed transaction
+    /// survives a crash or power loss (ledger appends once [`Store::ledger_sync`] has
+    /// returned); foreign keys are on and writers wait up to 5 s for the write lock.
     pub async fn open(path: &Path) -> Result<SqliteStore> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             match tokio::fs::metadata(dir).await {
@@ -107,10 +120,18 @@ impl SqliteStore {
         // The appender's temporary data — the copy of the rows a guarded insert makes before
         // it reads the table, the statement journal of an insert inside a transaction — in
         // memory, not in temporary files written at every batch.
-        let appender =
-            sqlx::Connection::connect_with(&options.clone().pragma("temp_store", "memory"))
-                .await
-                .map_err(cannot_open)?;
+        //
+        // Its commits do not fsync the log (`NORMAL`): `ledger_sync` does, off the writer's
+        // path, before any of them is acknowledged.
+        let appender = sqlx::Connection::connect_with(
+            &options
+                .clone()
+                .pragma("temp_store", "memory")
+                .synchronous(SqliteSynchronous::Normal),
+        )
+        .await
+        .map_err(cannot_open)?;
+        let wal_file = Arc::new(wal_file_of(path).await?);
         let checkpointer = sqlx::Connection::connect_with(&options)
             .await
             .map_err(cannot_open)?;
@@ -126,6 +147,7 @@ impl SqliteStore {
             pool,
             write_gate,
             appender: Arc::new(tokio::sync::Mutex::new(Some(appender))),
+            wal_file,
             wal,
             wal_task: Arc::new(std::sync::Mutex::new(Some(wal_task))),
         })
@@ -154,6 +176,46 @@ impl SqliteStore {
     }
 }
 
+/// Finds the write-ahead log SQLite keeps for the database at `path` (open, in WAL mode) and
+/// makes its directory entry durable, so that syncing the file's contents is enough.
+async fn wal_file_of(path: &Path) -> Result<PathBuf> {
+    let path = path.to_owned();
+    let found = tokio::task::spawn_blocking(move || -> std::io::Result<PathBuf> {
+        // SQLite names the log after the database's full path, symbolic links resolved.
+        let mut wal = std::fs::canonicalize(&path)?.into_os_string();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
+        std::fs::metadata(&wal)?;
+        if let Some(dir) = wal.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(wal)
+    })
+    .await
+    .map_err(|e| StoreError::Database(format!("finding the sqlite write-ahead log: {e}")))?;
+    found.map_err(|e| {
+        StoreError::Database(format!(
+            "cannot use the sqlite write-ahead log next to the database: {e}"
+        ))
+    })
+}
+
+/// `fdatasync` of the write-ahead log: everything written to it so far is on disk when this
+/// returns. The file is opened anew each time, so a log SQLite had deleted and recreated
+/// could not be missed.
+fn sync_wal(wal: &Path) -> Result<()> {
+    let failed = |e: std::io::Error| {
+        StoreError::Database(format!(
+            "syncing the sqlite write-ahead log {}: {e}",
+            wal.display()
+        ))
+    };
+    std::fs::File::open(wal)
+        .map_err(failed)?
+        .sync_data()
+        .map_err(failed)
+}
+
 /// Most rows appended by [`one_statement_append`] (six parameters each, far below SQLite's
 /// 32,766; the ledger's batches are at most 1,024 entries by default).
 const ONE_STATEMENT_ROWS: usize = 2_048;
@@ -166,10 +228,10 @@ fn wal_bytes(rows: &[LedgerRow]) -> u64 {
 /// Appends `rows` (the ledger holding `expected` entries) as ONE statement in autocommit
 /// mode: it is its own transaction, takes the write lock before it reads, inserts nothing
 /// unless the ledger's size is still `expected` (and the primary key refuses any seq already
-/// taken), and commits durably when it finishes. One statement is one round trip to the
-/// connection's thread instead of four (begin, size check, insert, commit): under load each
-/// round trip waits for a scheduler, and those waits, not SQLite's work, were most of a
-/// commit's time.
+/// taken), and commits when it finishes (durably once the log is synced). One statement is
+/// one round trip to the connection's thread instead of four (begin, size check, insert,
+/// commit): under load each round trip waits for a scheduler, and those waits, not SQLite's
+/// work, were most of a commit's time.
 async fn one_statement_append(
     connection: &mut sqlx::SqliteConnection,
     expected: i64,
@@ -231,6 +293,24 @@ impl Store for SqliteStore {
     }
 
     async fn ledger_append_with(
+        &self,
+        expected_size: u64,
+        rows: &[LedgerRow],
+        leases: &[crate::LeaseRow],
+    ) -> Result<()> {
+        self.ledger_append_unsynced(expected_size, rows, leases)
+            .await?;
+        self.ledger_sync().await
+    }
+
+    async fn ledger_sync(&self) -> Result<()> {
+        let wal = Arc::clone(&self.wal_file);
+        tokio::task::spawn_blocking(move || sync_wal(&wal))
+            .await
+            .map_err(|e| StoreError::Database(format!("the sqlite log sync task failed: {e}")))?
+    }
+
+    async fn ledger_append_unsynced(
         &self,
         expected_size: u64,
         rows: &[LedgerRow],
@@ -913,6 +993,61 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(autocheckpoint, 0, "only the checkpoint task checkpoints");
+        drop(conn);
+
+        // The appender alone leaves the fsync of its commits to `ledger_sync`.
+        let mut appender = store.appender.lock().await;
+        let appender = appender.as_mut().unwrap();
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *appender)
+            .await
+            .unwrap();
+        assert_eq!(
+            synchronous, 1,
+            "the appender commits with synchronous = NORMAL"
+        );
+        assert_eq!(
+            *store.wal_file,
+            std::fs::canonicalize(dir.path()).unwrap().join("p.db-wal")
+        );
+        assert!(store.wal_file.exists());
+    }
+
+    #[tokio::test]
+    async fn a_log_that_cannot_be_synced_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).await.unwrap();
+        store.ledger_append(0, &rows(0, 2, 100)).await.unwrap();
+        std::fs::remove_file(&*store.wal_file).unwrap();
+        store
+            .ledger_append_unsynced(2, &rows(2, 1, 100), &[])
+            .await
+            .unwrap();
+        let err = store.ledger_sync().await.unwrap_err().to_string();
+        assert!(
+            err.contains("syncing the sqlite write-ahead log") && err.contains("s.db-wal"),
+            "{err}"
+        );
+        let err = store.ledger_append(3, &rows(3, 1, 100)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Database(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_log_is_found_through_a_symbolic_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+        let store = SqliteStore::open(&dir.path().join("link").join("l.db"))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .wal_file
+                .starts_with(std::fs::canonicalize(&real).unwrap())
+        );
+        store.ledger_append(0, &rows(0, 3, 100)).await.unwrap();
+        assert_eq!(store.ledger_size().await.unwrap(), 3);
     }
 
     fn rows(from: u64, n: u64, leaf_bytes: usize) -> Vec<LedgerRow> {

@@ -188,6 +188,7 @@ suite! {
         holds_connections_roles_secrets,
         tasks_grants_requests_risk,
         ledger_append_with_leases_is_one_transaction,
+        unsynced_appends_are_visible_conflict_alike_and_sync,
     ],
     ctx: [durable_reopen],
 }
@@ -2081,6 +2082,35 @@ async fn tasks_grants_requests_risk(store: Arc<dyn Store>) {
             .await
             .is_err()
     );
+}
+
+/// The split append (commit now, sync later) that lets the ledger write one batch while the
+/// previous one is synced: same visibility and conflict rules as the durable append.
+async fn unsynced_appends_are_visible_conflict_alike_and_sync(store: Arc<dyn Store>) {
+    store
+        .ledger_append_unsynced(0, &rows(0, 3), &[])
+        .await
+        .unwrap();
+    store
+        .ledger_append_unsynced(3, &rows(3, 2), &[])
+        .await
+        .unwrap();
+    assert_eq!(store.ledger_size().await.unwrap(), 5);
+    assert_eq!(store.ledger_entries(0, 100).await.unwrap(), rows(0, 5));
+    let r = store.ledger_append_unsynced(3, &rows(3, 1), &[]).await;
+    assert!(is_conflict(&r), "{r:?}");
+    let r = store.ledger_append_unsynced(9, &rows(9, 1), &[]).await;
+    assert!(is_conflict(&r), "{r:?}");
+    store.ledger_sync().await.unwrap();
+    // Leases ride along exactly as with the durable append.
+    let l = lease("oauth/token/lse_u1", "spiffe://t/a", None, "oauth", 10_000);
+    store
+        .ledger_append_unsynced(5, &rows(5, 1), std::slice::from_ref(&l))
+        .await
+        .unwrap();
+    store.ledger_sync().await.unwrap();
+    assert_eq!(store.lease_get(&l.id).await.unwrap(), Some(l));
+    assert_eq!(store.ledger_size().await.unwrap(), 6);
 }
 
 async fn ledger_append_with_leases_is_one_transaction(store: Arc<dyn Store>) {
