@@ -564,7 +564,7 @@ fn check_stored_checkpoint(
     })
 }
 
-/// Most scheduler yields the writer spends waiting for just-acknowledged callers to come back
+/// Most scheduler yields the writer spends waiting for just-answered callers to come back
 /// before it starts the next commit (a few microseconds each; see `writer`).
 const GATHER_YIELDS: usize = 16;
 
@@ -585,14 +585,16 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>, max_batch:
     let (written_tx, written_rx) = mpsc::channel(SYNC_QUEUE);
     tokio::spawn(syncer(Arc::clone(&shared), written_rx));
     let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
-    // How many appenders were active around the last commit: the batch just acknowledged
-    // plus those already queued behind it.
+    // How many appenders were active around the last commit: the batch just committed plus
+    // those already queued behind it.
     let mut active = 0usize;
     loop {
-        // Adaptive group commit: callers acknowledged a moment ago usually append again at
-        // once. Without this short gather, N steady writers settle into two alternating
-        // half-size batches, one fsync each; with it they share one. Bounded by a few yields,
-        // so a lone writer loses only microseconds.
+        // Adaptive group commit: callers answered a moment ago usually append again at once.
+        // Without this short gather, N steady writers settle into two alternating half-size
+        // batches; with it they share one when they come back in time. Since the syncer
+        // answers a batch only after its sync, they often do not, and batches are smaller
+        // than with a commit that waited for the disk (docs/benchmarks.md, issue 4, eighth
+        // session). Bounded by a few yields, so a lone writer loses only microseconds.
         for _ in 0..GATHER_YIELDS {
             if rx.len() >= active.min(max_batch) {
                 break;
