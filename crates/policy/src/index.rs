@@ -125,26 +125,17 @@ impl CedarIndex {
                 types.insert(t.as_ref().clone());
             }
         }
-        let candidates: HashMap<&core_ast::PolicyID, Arc<Candidate>> = policies
-            .as_ref()
-            .policies()
-            .map(|p| {
-                let candidate = Candidate {
-                    policy: p.clone(),
-                    condition: p.condition(),
-                    forbid: p.effect() == core_ast::Effect::Forbid,
-                    name: policy_id(p.id()),
-                };
-                (p.id(), Arc::new(candidate))
-            })
-            .collect();
         let mut by_action: HashMap<EntityUID, Partition> = HashMap::new();
         for policy in policies.policies() {
-            let id: &core_ast::PolicyID = policy.id().as_ref();
-            let candidate = candidates.get(id).ok_or_else(|| {
-                PolicyError::invalid_package(format!("policy index: no policy `{}`", policy.id()))
-            })?;
-            let add = |bucket: &mut Bucket| bucket.push(Arc::clone(candidate));
+            // One candidate per policy, shared by every bucket it joins.
+            let core: &core_ast::Policy = policy.as_ref();
+            let candidate = Arc::new(Candidate {
+                policy: core.clone(),
+                condition: core.condition(),
+                forbid: core.effect() == core_ast::Effect::Forbid,
+                name: policy_id(core.id()),
+            });
+            let add = |bucket: &mut Bucket| bucket.push(Arc::clone(&candidate));
             let key = key_of(policy);
             let constraint = policy.action_constraint();
             for &action in &actions {
