@@ -297,8 +297,8 @@ impl Ledger {
     /// Why appends are refused, if they are: the writer stopped, or the store failed to make
     /// entries durable (then until a restart).
     pub fn refusal(&self) -> Option<String> {
-        if let Some(why) = self.shared.sync_failed.get() {
-            return Some(sync_failed_error(why).to_string());
+        if let Err(e) = not_poisoned(&self.shared) {
+            return Some(e.to_string());
         }
         self.tx
             .is_closed()
@@ -657,9 +657,7 @@ async fn syncer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Written>) {
 /// Syncs the store and then counts the first `upto` leaves as durable. The caller read
 /// `upto` before calling: only leaves committed before the sync started.
 async fn make_durable(shared: &Shared, upto: u64) -> Result<(), LedgerError> {
-    if let Some(why) = shared.sync_failed.get() {
-        return Err(sync_failed_error(why));
-    }
+    not_poisoned(shared)?;
     match shared.store.ledger_sync().await {
         Ok(()) => {
             shared.durable.fetch_max(upto, Ordering::AcqRel);
@@ -672,6 +670,14 @@ async fn make_durable(shared: &Shared, upto: u64) -> Result<(), LedgerError> {
             Err(sync_failed_error(&why))
         }
     }
+}
+
+/// Refuses once a sync has failed (see `Shared::sync_failed`).
+fn not_poisoned(shared: &Shared) -> Result<(), LedgerError> {
+    shared
+        .sync_failed
+        .get()
+        .map_or(Ok(()), |why| Err(sync_failed_error(why)))
 }
 
 fn sync_failed_error(why: &str) -> LedgerError {
@@ -689,9 +695,7 @@ const MAX_APPEND_ATTEMPTS: u32 = 64;
 /// Writes one batch in one transaction, retrying after catching up if another writer (a
 /// replica sharing the database) appended first.
 async fn commit(shared: &Shared, batch: &[Pending]) -> Result<Vec<Receipt>, LedgerError> {
-    if let Some(why) = shared.sync_failed.get() {
-        return Err(sync_failed_error(why));
-    }
+    not_poisoned(shared)?;
     let _step = shared.sync.lock().await;
     for attempt in 0..MAX_APPEND_ATTEMPTS {
         let base = read_tree(&shared.tree).size();
