@@ -95,12 +95,22 @@ impl OAuthError {
         }
     }
 
+    /// The store could not answer: the exchange cannot be decided now (not the caller's
+    /// fault, so not `invalid_request`). The cause is logged, not shown.
+    fn store_unavailable(e: &store::StoreError) -> Self {
+        tracing::error!(error = %e, "store error during a token check");
+        Self::new(
+            "temporarily_unavailable",
+            "the store is unavailable; nothing was done, try again",
+        )
+    }
+
     fn from_api(e: &ApiError) -> Self {
         match e.status() {
-            StatusCode::SERVICE_UNAVAILABLE => Self::new(
-                "temporarily_unavailable",
-                "the audit ledger cannot record this exchange; nothing was issued",
-            ),
+            // The ledger or the store: the body says which, and that nothing was done.
+            StatusCode::SERVICE_UNAVAILABLE => {
+                Self::new("temporarily_unavailable", e.body().message)
+            }
             StatusCode::INTERNAL_SERVER_ERROR => Self::new("server_error", e.body().message),
             _ => Self::new("access_denied", e.body().message),
         }
@@ -231,7 +241,7 @@ pub(crate) async fn check_access_token(
         .store
         .lease_by_handle(Engine::OAuth.as_str(), &claims.jti)
         .await
-        .map_err(|e| OAuthError::new("invalid_request", e.to_string()))?
+        .map_err(|e| OAuthError::store_unavailable(&e))?
         .ok_or_else(|| revoked(format!("token `{}` has no lease", claims.jti)))?;
     if lease.state != "active" || lease.expires_ms <= now_ms() {
         return Err(revoked(format!("lease `{}` is {}", lease.id, lease.state)));
@@ -781,7 +791,7 @@ async fn exchange(
                 .store
                 .lease_get(&parent_lease.id)
                 .await
-                .map_err(|e| OAuthError::new("server_error", e.to_string()))?;
+                .map_err(|e| OAuthError::store_unavailable(&e))?;
             if now_parent.is_none_or(|p| p.state != "active") {
                 cut = Some(format!(
                     "the subject token's lease `{}` was revoked during issuance",
@@ -883,6 +893,9 @@ pub(crate) async fn introspect(
         Ok(t) => t,
         Err(e) => return Ok(e.into_response()),
     };
+    // A token whose lease cannot be read now is neither active nor inactive: 503, so the
+    // resource server denies for now and asks again, instead of treating it as revoked.
+    let mut unavailable = None;
     let (body, active, reason) = match check_access_token(&state, token).await {
         Ok((c, lease)) => {
             let mut out = json!({
@@ -910,7 +923,13 @@ pub(crate) async fn introspect(
             }
             (out, true, String::new())
         }
-        Err(e) => (json!({"active": false}), false, e.description),
+        Err(e) => {
+            let reason = e.description.clone();
+            if e.status == StatusCode::SERVICE_UNAVAILABLE {
+                unavailable = Some(e);
+            }
+            (json!({"active": false}), false, reason)
+        }
     };
     caller
         .record_for_request(
@@ -920,6 +939,8 @@ pub(crate) async fn introspect(
                 "oauth.introspect",
                 if active {
                     Outcome::Success
+                } else if unavailable.is_some() {
+                    Outcome::Failure
                 } else {
                     Outcome::Denied
                 },
@@ -930,6 +951,9 @@ pub(crate) async fn introspect(
             .field("reason", reason),
         )
         .await?;
+    if let Some(e) = unavailable {
+        return Ok(e.into_response());
+    }
     let mut resp = axum::Json(body).into_response();
     no_store(resp.headers_mut());
     Ok(resp)
@@ -960,11 +984,18 @@ pub(crate) async fn revoke(
         trust.own().jwt().key(kid)
     });
     if let Ok(claims) = claims {
-        if let Ok(Some(lease)) = state
+        // A lease that cannot be read is not "unknown": answering 200 would tell the holder
+        // its token is dead while it still works. 503, which RFC 7009 §2.2.1 says a client
+        // must take as "the token still exists", and retry.
+        let lease = match state
             .store
             .lease_by_handle(Engine::OAuth.as_str(), &claims.jti)
             .await
         {
+            Ok(lease) => lease,
+            Err(e) => return OAuthError::store_unavailable(&e).into_response(),
+        };
+        if let Some(lease) = lease {
             let actor = format!("agent:{}", claims.client_id);
             if let Err(e) = crate::leases::revoke(
                 &state,

@@ -131,10 +131,16 @@ impl Env {
     }
 
     async fn token(&self, form: &[(&str, &str)]) -> (u16, Value) {
+        self.token_at("/oauth2/token", form).await
+    }
+
+    /// POSTs `form` to one of the OAuth endpoints; a body that is not JSON (RFC 7009's empty
+    /// 200) reads as `null`.
+    async fn token_at(&self, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
         let resp = self
             .server
             .http
-            .post(self.server.at("/oauth2/token"))
+            .post(self.server.at(path))
             .form(form)
             .send()
             .await
@@ -147,7 +153,8 @@ impl Env {
             Some("no-store"),
             "RFC 6749 §5.1"
         );
-        (status, resp.json().await.unwrap())
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
     async fn exchange(&self, subject: &str, extra: &[(&str, &str)]) -> (u16, Value) {
@@ -634,6 +641,77 @@ async fn every_bad_request_gets_its_oauth_error_and_a_ledger_entry() {
     assert!(refused.iter().all(|e| e["outcome"] == "denied"));
     // Nothing was issued.
     assert!(env.entries("oauth.token_issue").await.is_empty());
+}
+
+/// Renames a table of the install's SQLite database under the running server: a real store
+/// failure for every statement that reads it, undone by renaming it back.
+async fn rename_table(env: &Env, from: &str, to: &str) {
+    use sqlx::{ConnectOptions as _, Executor as _};
+    let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(env.install.data_dir.join("warden.db"))
+        .busy_timeout(std::time::Duration::from_secs(10))
+        .connect()
+        .await
+        .unwrap();
+    db.execute(format!("ALTER TABLE {from} RENAME TO {to}").as_str())
+        .await
+        .unwrap();
+}
+
+/// When the store cannot be read, a token check answers "try again" (503
+/// `temporarily_unavailable`, RFC 7009 §2.2.1 for revocation): never "your token is bad"
+/// (400), "inactive", or — for a revocation — "done" (200) while the token still works.
+#[tokio::test]
+async fn a_store_failure_is_try_again_not_a_verdict_on_the_token() {
+    let env = Env::start(&[]).await;
+    let enforcer = env.enforcer().await;
+    env.task("T-9", &[PLANNER]).await;
+    let svid = env.svid(PLANNER).await;
+    let (status, body) = env
+        .exchange(
+            &svid,
+            &[("audience", GIT), ("scope", "repo:read"), ("task", "T-9")],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap().to_owned();
+
+    rename_table(&env, "leases", "leases_away").await;
+    let (status, err) = env.exchange(&token, &[("audience", GIT)]).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (503, Some("temporarily_unavailable")),
+        "{err}"
+    );
+    let resp = env
+        .server
+        .http
+        .post(env.server.at("/oauth2/introspect"))
+        .bearer_auth(&enforcer)
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"], "temporarily_unavailable", "{err}");
+    let (status, err) = env.token_at("/oauth2/revoke", &[("token", &token)]).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (503, Some("temporarily_unavailable")),
+        "{err}"
+    );
+    // The failed introspection is on record as a failure, not as a denial.
+    let introspections = env.entries("oauth.introspect").await;
+    let last = introspections.last().unwrap();
+    assert_eq!(last["outcome"], "failure", "{last}");
+
+    // The store back: the token was never revoked, and now it can be.
+    rename_table(&env, "leases_away", "leases").await;
+    assert_eq!(env.introspect(&token, &enforcer).await["active"], true);
+    let (status, _) = env.token_at("/oauth2/revoke", &[("token", &token)]).await;
+    assert_eq!(status, 200);
+    assert_eq!(env.introspect(&token, &enforcer).await["active"], false);
 }
 
 #[tokio::test]
