@@ -622,14 +622,7 @@ async fn exchange(
     }
 
     // The policy decides, once per audience.
-    let mut delegation: Vec<SpiffeId> = vec![subject_id.clone()];
-    delegation.extend(
-        previous_actors
-            .iter()
-            .rev()
-            .filter_map(|a| SpiffeId::parse(a).ok()),
-    );
-    delegation.retain(|id| *id != holder);
+    let delegation = delegation_chain(&subject_id, &previous_actors, &holder);
     let record_actor = format!("agent:{holder}");
     let mut decisions = Vec::new();
     let mut decision_events = Vec::new();
@@ -820,6 +813,54 @@ async fn exchange(
         "lease_id": lease_id.to_string(),
     }))
     .into_response())
+}
+
+/// `context.delegation` for a decision about `holder`: the agents before it in the chain,
+/// the subject first, then the actors (`actors` as [`AccessTokenClaims::actors`] lists them,
+/// the latest first).
+fn delegation_chain(subject: &SpiffeId, actors: &[String], holder: &SpiffeId) -> Vec<SpiffeId> {
+    let mut chain = vec![subject.clone()];
+    chain.extend(actors.iter().rev().filter_map(|a| SpiffeId::parse(a).ok()));
+    chain.retain(|id| id != holder);
+    chain
+}
+
+/// A token an agent presented to an enforcer, checked for a decision about `principal`: it
+/// must verify and be live (as for introspection) and be held by `principal`. Returns the
+/// delegation chain it carries and its `jti`.
+pub(crate) async fn presented_token(
+    state: &AppState,
+    token: &str,
+    principal: &str,
+) -> Result<(Vec<SpiffeId>, String), ApiError> {
+    let (claims, _) = check_access_token(state, token).await.map_err(|e| {
+        if e.status == StatusCode::SERVICE_UNAVAILABLE {
+            ApiError::new(e.status, "store_unavailable", e.description)
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_token",
+                format!("token: {}", e.description),
+            )
+        }
+    })?;
+    let holder = SpiffeId::parse(&claims.client_id)
+        .ok()
+        .filter(|h| h.as_str() == principal)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_token",
+                format!(
+                    "token: it is held by `{}`, not by the principal `{principal}`",
+                    claims.client_id
+                ),
+            )
+        })?;
+    Ok((
+        delegation_chain(&claims.sub, &claims.actors(), &holder),
+        claims.jti,
+    ))
 }
 
 /// RFC 8693 §2.2.2: an invalid or unacceptable subject or actor token is `invalid_request`;

@@ -410,6 +410,11 @@ pub(crate) struct Authorize {
     /// The caller's request attributes (they appear as `context.request`).
     #[serde(default)]
     context: Map<String, Value>,
+    /// An access token the agent presented to the caller (from `/oauth2/token`). Warden checks
+    /// it as introspection does, requires the principal to hold it, and fills
+    /// `context.delegation` from its chain; the entry records its `jti`, never the token.
+    #[serde(default)]
+    token: Option<String>,
 }
 
 /// A decision.
@@ -438,8 +443,8 @@ pub(crate) struct Question<'a> {
     pub(crate) action: String,
     pub(crate) resource: ResourceRef,
     pub(crate) attributes: Map<String, Value>,
-    /// The delegation chain of the presented token (the broker knows it; the decision APIs
-    /// have no token to read it from).
+    /// The delegation chain of the presented token (the broker's subject token, or the
+    /// `token` given to `/v1/authorize`; empty without one).
     pub(crate) delegation: Vec<SpiffeId>,
 }
 
@@ -622,9 +627,21 @@ pub(crate) async fn authorize(
     ApiJson(req): ApiJson<Authorize>,
 ) -> Result<ApiJson<AuthorizeResponse>, ApiError> {
     caller.require(Role::Enforcer)?;
-    let (loaded, decision, decision_id) = decide(
+    let (delegation, token_jti) = match req.token.as_deref() {
+        Some(token) => {
+            let (chain, jti) = crate::oauth::presented_token(&state, token, &req.principal).await?;
+            (chain, Some(jti))
+        }
+        None => (Vec::new(), None),
+    };
+    let Evaluated {
+        loaded,
+        decision,
+        id: decision_id,
+        event,
+    } = evaluate(
         &state,
-        &caller,
+        &caller.actor(),
         Question {
             api: "authorize",
             package: req.package.as_deref(),
@@ -632,10 +649,15 @@ pub(crate) async fn authorize(
             action: req.action,
             resource: req.resource,
             attributes: req.context,
-            delegation: Vec::new(),
+            delegation,
         },
-    )
-    .await?;
+    )?;
+    let event = match token_jti {
+        Some(jti) => event.field("token_jti", jti),
+        None => event,
+    };
+    // Recorded before it is answered; if it cannot be, the answer is 503, never an allow.
+    caller.record_for_request(&state, event).await?;
     let allowed = decision.is_allowed();
     Ok(ApiJson(AuthorizeResponse {
         decision: if allowed { "allow" } else { "deny" },

@@ -714,6 +714,138 @@ async fn a_store_failure_is_try_again_not_a_verdict_on_the_token() {
     assert_eq!(env.introspect(&token, &enforcer).await["active"], false);
 }
 
+/// An enforcer that passes `/v1/authorize` the token an agent showed it gets a decision whose
+/// `context.delegation` is that token's chain; the token is checked as introspection checks
+/// it, must be the principal's, and is recorded by its `jti` only.
+#[tokio::test]
+async fn a_presented_token_fills_in_the_delegation_chain() {
+    let env = Env::start(&[]).await;
+    let enforcer = env.enforcer().await;
+    let seed = format!(
+        "{}/../../examples/policies/coder",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    run(env.install.client(
+        &env.server,
+        &[
+            "policy",
+            "push",
+            "coder",
+            &format!("{seed}/coder.cedar"),
+            &format!("{seed}/coder.cedarschema"),
+        ],
+    ))
+    .await
+    .ok();
+    env.task("T-5", &[PLANNER, CODER]).await;
+    let planner = env.svid(PLANNER).await;
+    let (status, parent) = env
+        .exchange(
+            &planner,
+            &[
+                ("audience", GIT),
+                ("scope", "repo:read repo:write"),
+                ("task", "T-5"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{parent}");
+    let parent_token = parent["access_token"].as_str().unwrap().to_owned();
+    let coder = env.svid(CODER).await;
+    let (status, child) = env
+        .token(&[
+            ("grant_type", EXCHANGE),
+            ("subject_token", &parent_token),
+            ("subject_token_type", JWT),
+            ("actor_token", &coder),
+            ("actor_token_type", JWT),
+            ("scope", "repo:write"),
+        ])
+        .await;
+    assert_eq!(status, 200, "{child}");
+    let child_token = child["access_token"].as_str().unwrap().to_owned();
+
+    let authorize = |principal: &str, token: &str| {
+        let body = json!({
+            "package": "coder",
+            "principal": principal,
+            "action": "write",
+            "resource": {"type": "Repository", "id": "warden"},
+            "token": token,
+        });
+        let env = &env;
+        let enforcer = enforcer.clone();
+        async move {
+            let resp = env
+                .server
+                .http
+                .post(env.server.at("/v1/authorize"))
+                .bearer_auth(enforcer)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let recorded = |decision: Value| {
+        let env = &env;
+        async move {
+            env.entries("policy.decision")
+                .await
+                .into_iter()
+                .find(|e| e["fields"]["decision_id"] == decision["decision_id"])
+                .unwrap()
+        }
+    };
+    // The Coder holds a token on the Planner's behalf: the Planner is before it.
+    let (status, decision) = authorize(CODER, &child_token).await;
+    assert_eq!(status, 200, "{decision}");
+    let entry = recorded(decision).await;
+    assert_eq!(
+        entry["fields"]["request"]["context"]["delegation"],
+        json!([PLANNER]),
+        "{entry}"
+    );
+    assert_eq!(entry["fields"]["token_jti"], claims(&child_token)["jti"]);
+    assert!(!entry.to_string().contains(&child_token));
+    // The Planner's own token: nobody before it.
+    let (status, decision) = authorize(PLANNER, &parent_token).await;
+    assert_eq!(status, 200, "{decision}");
+    let entry = recorded(decision).await;
+    assert_eq!(
+        entry["fields"]["request"]["context"]["delegation"],
+        json!([])
+    );
+    // Another agent's token, a malformed one, a JWT-SVID: refused, no decision made.
+    let before = env.entries("policy.decision").await.len();
+    for (principal, token, why) in [
+        (PLANNER, child_token.as_str(), "held by"),
+        (CODER, "not.a.token", "token"),
+        (CODER, coder.as_str(), "token"),
+    ] {
+        let (status, err) = authorize(principal, token).await;
+        assert_eq!(
+            (status, err["code"].as_str()),
+            (400, Some("invalid_token")),
+            "{err}"
+        );
+        assert!(err["message"].as_str().unwrap().contains(why), "{err}");
+    }
+    // Revoking the Planner's token revokes the Coder's, and the Coder's is refused at once.
+    let (status, _) = env
+        .token_at("/oauth2/revoke", &[("token", &parent_token)])
+        .await;
+    assert_eq!(status, 200);
+    let (status, err) = authorize(CODER, &child_token).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (400, Some("invalid_token")),
+        "{err}"
+    );
+    assert_eq!(env.entries("policy.decision").await.len(), before);
+}
+
 #[tokio::test]
 async fn delegation_only_narrows_and_records_every_hop() {
     let env = Env::start(&["--delegation-depth", "2"]).await;
