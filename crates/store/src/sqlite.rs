@@ -38,6 +38,25 @@ const MAX_CONNECTIONS: u32 = 4;
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Creates a missing database file readable and writable by its owner only: it holds the
+/// ledger, token hashes and sealed secrets, and SQLite would create it `0644` (less the
+/// umask). SQLite gives the `-wal` and `-shm` files the database file's mode. An existing
+/// file is left as it is.
+fn create_private(path: &Path) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Database(format!(
+            "cannot create sqlite database {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 /// A store in one SQLite database file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -89,6 +108,7 @@ impl SqliteStore {
             }
         }
 
+        create_private(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -962,6 +982,29 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A new database and its log are the owner's alone, whatever the umask; an existing
+    /// file keeps the mode the operator gave it.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_new_database_is_private_and_an_existing_one_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.ledger_append(0, &rows(0, 1, 10)).await.unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("w.db-wal")), 0o600);
+        drop(store);
+
+        let shared = dir.path().join("shared.db");
+        std::fs::write(&shared, b"").unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let store = SqliteStore::open(&shared).await.unwrap();
+        assert!(store.ledger_leaf_hashes(0, 10).await.unwrap().is_empty());
+        assert_eq!(mode(&shared), 0o640);
+    }
 
     #[tokio::test]
     async fn connections_use_durable_pragmas() {
