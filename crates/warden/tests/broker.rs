@@ -168,6 +168,12 @@ impl Env {
     }
 
     async fn introspect(&self, token: &str, bearer: &str) -> Value {
+        let (status, body) = self.introspect_status(token, bearer).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    async fn introspect_status(&self, token: &str, bearer: &str) -> (u16, Value) {
         let resp = self
             .server
             .http
@@ -177,8 +183,7 @@ impl Env {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status().as_u16(), 200);
-        resp.json().await.unwrap()
+        (resp.status().as_u16(), resp.json().await.unwrap())
     }
 
     async fn enforcer(&self) -> String {
@@ -683,18 +688,12 @@ async fn a_store_failure_is_try_again_not_a_verdict_on_the_token() {
         (503, Some("temporarily_unavailable")),
         "{err}"
     );
-    let resp = env
-        .server
-        .http
-        .post(env.server.at("/oauth2/introspect"))
-        .bearer_auth(&enforcer)
-        .form(&[("token", token.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 503);
-    let err: Value = resp.json().await.unwrap();
-    assert_eq!(err["error"], "temporarily_unavailable", "{err}");
+    let (status, err) = env.introspect_status(&token, &enforcer).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (503, Some("temporarily_unavailable")),
+        "{err}"
+    );
     let (status, err) = env.token_at("/oauth2/revoke", &[("token", &token)]).await;
     assert_eq!(
         (status, err["error"].as_str()),
