@@ -95,16 +95,6 @@ impl OAuthError {
         }
     }
 
-    /// The store could not answer: the exchange cannot be decided now (not the caller's
-    /// fault, so not `invalid_request`). The cause is logged, not shown.
-    fn store_unavailable(e: &store::StoreError) -> Self {
-        tracing::error!(error = %e, "store error during a token check");
-        Self::new(
-            "temporarily_unavailable",
-            "the store is unavailable; nothing was done, try again",
-        )
-    }
-
     fn from_api(e: &ApiError) -> Self {
         match e.status() {
             // The ledger or the store: the body says which, and that nothing was done.
@@ -241,7 +231,8 @@ pub(crate) async fn check_access_token(
         .store
         .lease_by_handle(Engine::OAuth.as_str(), &claims.jti)
         .await
-        .map_err(|e| OAuthError::store_unavailable(&e))?
+        // Not the token's fault: 503 `temporarily_unavailable`, logged, as the API's own.
+        .map_err(|e| OAuthError::from_api(&e.into()))?
         .ok_or_else(|| revoked(format!("token `{}` has no lease", claims.jti)))?;
     if lease.state != "active" || lease.expires_ms <= now_ms() {
         return Err(revoked(format!("lease `{}` is {}", lease.id, lease.state)));
@@ -784,7 +775,7 @@ async fn exchange(
                 .store
                 .lease_get(&parent_lease.id)
                 .await
-                .map_err(|e| OAuthError::store_unavailable(&e))?;
+                .map_err(|e| OAuthError::from_api(&e.into()))?;
             if now_parent.is_none_or(|p| p.state != "active") {
                 cut = Some(format!(
                     "the subject token's lease `{}` was revoked during issuance",
@@ -1034,7 +1025,7 @@ pub(crate) async fn revoke(
             .await
         {
             Ok(lease) => lease,
-            Err(e) => return OAuthError::store_unavailable(&e).into_response(),
+            Err(e) => return OAuthError::from_api(&e.into()).into_response(),
         };
         if let Some(lease) = lease {
             let actor = format!("agent:{}", claims.client_id);
