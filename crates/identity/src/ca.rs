@@ -3,18 +3,27 @@
 //!
 //! - exactly one URI SAN, the SPIFFE ID, whose path is not empty (a leaf never carries the
 //!   trust domain's own ID);
-//! - leaf basic constraints `cA=false`; key usage marked critical with `digitalSignature` and
-//!   never `keyCertSign` or `cRLSign`; extended key usage `serverAuth` and `clientAuth`;
+//! - leaf basic constraints critical with `cA=false`; key usage marked critical with
+//!   `digitalSignature` and never `keyCertSign` or `cRLSign`; extended key usage `serverAuth`
+//!   and `clientAuth`;
 //! - the signing certificate has `cA=true`, `keyCertSign` (+ `cRLSign`) and the trust domain
 //!   ID as its URI SAN;
 //! - a random positive 128-bit serial; validity starts a little in the past (clock skew) and
 //!   never outlives the CA.
 //!
+//! Every certificate is strict DER (X.690 §11), which strict parsers such as Python's
+//! `cryptography` insist on. So key usage and a leaf's basic constraints are encoded here, not
+//! by rcgen 0.13: it pads key usage to nine bits although a named bit list ends at its last bit
+//! set (X.690 §11.2.2, RFC 5280 Appendix B), and writes a leaf's `cA FALSE` although DER leaves
+//! a DEFAULT value out (X.690 §11.5). A leaf's subject key identifier, which rcgen writes only
+//! together with basic constraints, is encoded here too.
+//!
 //! Keys never leave this module except as PKCS#8 for storage by the caller.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType,
+    SerialNumber,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use time::{Duration, OffsetDateTime};
@@ -73,6 +82,59 @@ fn random_serial() -> Result<SerialNumber, CaError> {
 
 fn uri_san(id: &SpiffeId) -> Result<SanType, CaError> {
     Ok(SanType::URI(id.as_str().try_into().map_err(crypto)?))
+}
+
+/// `id-ce-basicConstraints` (RFC 5280 §4.2.1.9).
+const OID_BASIC_CONSTRAINTS: &[u64] = &[2, 5, 29, 19];
+/// `id-ce-keyUsage` (RFC 5280 §4.2.1.3).
+const OID_KEY_USAGE: &[u64] = &[2, 5, 29, 15];
+/// `id-ce-subjectKeyIdentifier` (RFC 5280 §4.2.1.2).
+const OID_SUBJECT_KEY_IDENTIFIER: &[u64] = &[2, 5, 29, 14];
+
+/// A leaf's basic constraints, critical: `SEQUENCE { cA BOOLEAN DEFAULT FALSE, … }` with `cA`
+/// false is the empty SEQUENCE, since DER leaves a DEFAULT value out (X.690 §11.5).
+fn leaf_basic_constraints() -> CustomExtension {
+    let mut ext = CustomExtension::from_oid_content(OID_BASIC_CONSTRAINTS, vec![0x30, 0x00]);
+    ext.set_criticality(true);
+    ext
+}
+
+/// The bits of the key usage `BIT STRING` that Warden sets (RFC 5280 §4.2.1.3).
+#[derive(Debug, Clone, Copy)]
+enum KeyUsage {
+    DigitalSignature = 0,
+    KeyCertSign = 5,
+    CrlSign = 6,
+}
+
+/// The key usage extension with exactly `usages`, critical (RFC 5280 §4.2.1.3: "conforming
+/// CAs SHOULD mark this extension as critical"; X509-SVID.md §4.3 requires it). A named bit
+/// list ends at its last bit set (X.690 §11.2.2).
+fn key_usage(usages: &[KeyUsage]) -> CustomExtension {
+    // Bit n of the BIT STRING is the n-th most significant bit here (RFC 5280 has 9 bits).
+    let bits = usages
+        .iter()
+        .fold(0u16, |bits, usage| bits | (0x8000 >> *usage as u16));
+    // INVARIANT: at most 16 bits, so every count below fits a byte.
+    let used_bits = (16 - bits.trailing_zeros()) as u8;
+    let used_bytes = used_bits.div_ceil(8);
+    let unused_bits = used_bytes * 8 - used_bits;
+    // BIT STRING: tag, length, the number of unused bits in the last byte, the bytes.
+    let mut content = vec![0x03, 1 + used_bytes, unused_bits];
+    content.extend_from_slice(&bits.to_be_bytes()[..usize::from(used_bytes)]);
+    let mut ext = CustomExtension::from_oid_content(OID_KEY_USAGE, content);
+    ext.set_criticality(true);
+    ext
+}
+
+/// A leaf's subject key identifier: the leftmost 160 bits of the SHA-256 hash of the
+/// `subjectPublicKey` bits (RFC 7093 §2 method 1). RFC 5280 §4.2.1.2: end entity certificates
+/// SHOULD carry one.
+fn subject_key_identifier(subject_public_key: &[u8]) -> CustomExtension {
+    let digest = ring::digest::digest(&ring::digest::SHA256, subject_public_key);
+    let mut content = vec![0x04, 20];
+    content.extend_from_slice(&digest.as_ref()[..20]);
+    CustomExtension::from_oid_content(OID_SUBJECT_KEY_IDENTIFIER, content)
 }
 
 /// Checks that `csr_pem` is a self-signed PKCS#10 request for an ECDSA P-256 key, without
@@ -270,12 +332,13 @@ fn ca_params(
     dn.push(DnType::CommonName, format!("{trust_domain} {name}"));
     params.distinguished_name = dn;
     params.subject_alt_names = vec![uri_san(&trust_domain.id())?];
+    // rcgen writes `cA TRUE` (and the path length) as DER wants it, with a subject key ID.
     params.is_ca = IsCa::Ca(constraints);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    params.custom_extensions = vec![key_usage(&[
+        KeyUsage::DigitalSignature,
+        KeyUsage::KeyCertSign,
+        KeyUsage::CrlSign,
+    ])];
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(random_serial()?);
     params.not_before = now - BACKDATE;
@@ -473,10 +536,11 @@ impl Ca {
         self.not_after
     }
 
-    /// Checks an SVID request and builds its certificate parameters.
+    /// Checks an SVID request and builds its certificate parameters for `public_key`.
     fn svid_params(
         &self,
         id: &SpiffeId,
+        public_key: &impl PublicKeyData,
         ttl: Duration,
         now: OffsetDateTime,
     ) -> Result<(CertificateParams, SerialNumber, OffsetDateTime), CaError> {
@@ -502,8 +566,13 @@ impl Ca {
         dn.push(DnType::OrganizationName, "Warden");
         params.distinguished_name = dn;
         params.subject_alt_names = vec![uri_san(id)?];
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        // Not `IsCa::ExplicitNoCa`: rcgen would write the DEFAULT `cA FALSE` (not DER).
+        params.is_ca = IsCa::NoCa;
+        params.custom_extensions = vec![
+            key_usage(&[KeyUsage::DigitalSignature]),
+            subject_key_identifier(public_key.der_bytes()),
+            leaf_basic_constraints(),
+        ];
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
@@ -523,8 +592,8 @@ impl Ca {
         ttl: Duration,
         now: OffsetDateTime,
     ) -> Result<X509Svid, CaError> {
-        let (params, serial, not_after) = self.svid_params(id, ttl, now)?;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(crypto)?;
+        let (params, serial, not_after) = self.svid_params(id, &key, ttl, now)?;
         let cert = params
             .signed_by(&key, &self.cert, &self.key)
             .map_err(crypto)?;
@@ -552,7 +621,7 @@ impl Ca {
         check_csr(csr_pem)?;
         let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| CaError::BadCsr(e.to_string()))?;
-        let (params, serial, not_after) = self.svid_params(id, ttl, now)?;
+        let (params, serial, not_after) = self.svid_params(id, &csr.public_key, ttl, now)?;
         let cert = params
             .signed_by(&csr.public_key, &self.cert, &self.key)
             .map_err(crypto)?;
@@ -738,6 +807,125 @@ mod tests {
             ca.issue_x509_svid_for_csr(&id, &csr384, Duration::hours(1), now()),
             Err(CaError::BadCsr(_))
         ));
+    }
+
+    /// An upstream root CA, as an operator would supply it.
+    fn upstream() -> UpstreamCa {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Upstream Root CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        params.not_before = now() - Duration::days(1);
+        params.not_after = now() + Duration::days(3650);
+        let cert = params.self_signed(&key).unwrap();
+        UpstreamCa::from_pem(&cert.pem(), &key.serialize_pem()).unwrap()
+    }
+
+    /// X.690 §11.2.2: a named bit list ends at its last bit set.
+    #[test]
+    fn key_usage_is_a_minimal_named_bit_list() {
+        use KeyUsage::*;
+        let cases: [(&[KeyUsage], &[u8]); 5] = [
+            (&[], &[0x03, 0x01, 0x00]),
+            (&[DigitalSignature], &[0x03, 0x02, 0x07, 0x80]),
+            (&[KeyCertSign], &[0x03, 0x02, 0x02, 0x04]),
+            (&[CrlSign, KeyCertSign], &[0x03, 0x02, 0x01, 0x06]),
+            (
+                &[DigitalSignature, KeyCertSign, CrlSign],
+                &[0x03, 0x02, 0x01, 0x86],
+            ),
+        ];
+        for (usages, want) in cases {
+            let ext = key_usage(usages);
+            assert_eq!(ext.content(), want, "{usages:?}");
+            assert!(ext.criticality(), "{usages:?}");
+        }
+    }
+
+    /// Strict DER in the two extensions Warden encodes itself, on every kind of certificate it
+    /// makes: a leaf's basic constraints are the empty SEQUENCE (`cA` is DEFAULT FALSE, so DER
+    /// leaves it out) and critical, whoever issued the leaf and however; key usage ends at its
+    /// last bit set. x509-parser still reads a leaf as "not a CA".
+    #[test]
+    fn extensions_are_strict_der() {
+        use x509_parser::oid_registry::{
+            OID_X509_EXT_BASIC_CONSTRAINTS, OID_X509_EXT_KEY_USAGE,
+            OID_X509_EXT_SUBJECT_KEY_IDENTIFIER,
+        };
+        const LEAF_BC: &[u8] = &[0x30, 0x00];
+        const ROOT_BC: &[u8] = &[0x30, 0x03, 0x01, 0x01, 0xff];
+        const INTERMEDIATE_BC: &[u8] = &[0x30, 0x06, 0x01, 0x01, 0xff, 0x02, 0x01, 0x00];
+        // digitalSignature; digitalSignature, keyCertSign, cRLSign.
+        const LEAF_KU: &[u8] = &[0x03, 0x02, 0x07, 0x80];
+        const CA_KU: &[u8] = &[0x03, 0x02, 0x01, 0x86];
+
+        let td = TrustDomain::parse("example.org").unwrap();
+        let root = ca();
+        let inter = Ca::generate_intermediate(&td, &upstream(), Duration::days(30), now()).unwrap();
+        let id = SpiffeId::parse("spiffe://example.org/agent/coder").unwrap();
+        let csr_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let csr = CertificateParams::default()
+            .serialize_request(&csr_key)
+            .unwrap()
+            .pem()
+            .unwrap();
+        let leaf = |ca: &Ca| {
+            ca.issue_x509_svid(&id, Duration::hours(1), now())
+                .unwrap()
+                .cert_der
+        };
+        let csr_leaf = |ca: &Ca| {
+            ca.issue_x509_svid_for_csr(&id, &csr, Duration::hours(1), now())
+                .unwrap()
+                .0
+        };
+        let cases = [
+            ("leaf from the root", leaf(&root), LEAF_BC, LEAF_KU),
+            ("leaf from the root, CSR", csr_leaf(&root), LEAF_BC, LEAF_KU),
+            ("leaf from an intermediate", leaf(&inter), LEAF_BC, LEAF_KU),
+            (
+                "leaf from an intermediate, CSR",
+                csr_leaf(&inter),
+                LEAF_BC,
+                LEAF_KU,
+            ),
+            ("root", root.cert_der().to_vec(), ROOT_BC, CA_KU),
+            (
+                "intermediate",
+                inter.cert_der().to_vec(),
+                INTERMEDIATE_BC,
+                CA_KU,
+            ),
+        ];
+        for (what, der, bc, ku) in cases {
+            let (rest, cert) = X509Certificate::from_der(&der).unwrap();
+            assert!(rest.is_empty(), "{what}: trailing bytes");
+            for (oid, name, want) in [
+                (OID_X509_EXT_BASIC_CONSTRAINTS, "basicConstraints", bc),
+                (OID_X509_EXT_KEY_USAGE, "keyUsage", ku),
+            ] {
+                let got = cert
+                    .get_extension_unique(&oid)
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("{what}: no {name}"));
+                assert_eq!(got.value, want, "{what}: {name}");
+                assert!(got.critical, "{what}: {name} must be critical");
+            }
+            let ski = cert
+                .get_extension_unique(&OID_X509_EXT_SUBJECT_KEY_IDENTIFIER)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{what}: no subjectKeyIdentifier"));
+            assert!(!ski.critical, "{what}: subjectKeyIdentifier");
+            let parsed = cert.basic_constraints().unwrap().unwrap();
+            assert_eq!(parsed.value.ca, bc != LEAF_BC, "{what}: cA");
+            assert!(parsed.critical, "{what}");
+        }
     }
 
     #[test]
