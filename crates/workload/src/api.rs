@@ -30,7 +30,10 @@ use tonic::{Request, Response, transport::server::UdsConnectInfo};
 /// The gRPC status type the Workload API answers with.
 pub use tonic::Status;
 
-use crate::Attestor;
+use crate::{
+    Attestor,
+    front::{self, Limits},
+};
 
 /// Generated Workload API types and service.
 #[allow(
@@ -529,21 +532,39 @@ fn to_prost(v: serde_json::Value) -> prost_types::Value {
     prost_types::Value { kind: Some(kind) }
 }
 
-/// Serves the Workload API on `listener` until `shutdown` turns true.
+/// Serves the Workload API on `listener` until `shutdown` turns true, with the connection
+/// limits of this process ([`Limits::for_this_process`]).
 pub async fn serve(
     api: WorkloadApi,
     listener: tokio::net::UnixListener,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with(api, listener, Limits::for_this_process()).await
+}
+
+/// Serves the Workload API on `listener` until `shutdown` turns true, every connection through
+/// the HTTP/2 front ([`crate::front`]) that lets every gRPC client in whatever `:authority` it
+/// sends.
+pub async fn serve_with(
+    api: WorkloadApi,
+    listener: tokio::net::UnixListener,
+    limits: Limits,
+) -> Result<(), tonic::transport::Error> {
     let mut shutdown = api.shutdown.clone();
-    tonic::transport::Server::builder()
+    let (conns_tx, conns_rx) = mpsc::channel(64);
+    let acceptor = tokio::spawn(front::accept(
+        listener,
+        conns_tx,
+        limits,
+        api.shutdown.clone(),
+    ));
+    let served = tonic::transport::Server::builder()
         .add_service(proto::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(api))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::UnixListenerStream::new(listener),
-            async move {
-                let _ = shutdown.wait_for(|s| *s).await;
-            },
-        )
-        .await
+        .serve_with_incoming_shutdown(ReceiverStream::new(conns_rx), async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await;
+    acceptor.abort();
+    served
 }
 
 /// A Workload API client over a Unix socket, sending the security header on every call —

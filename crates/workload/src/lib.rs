@@ -7,5 +7,6 @@
 
 pub mod api;
 pub mod attest;
+pub mod front;
 
 pub use attest::{AttestError, Attestation, Attestor};

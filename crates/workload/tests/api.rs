@@ -14,57 +14,23 @@
 use std::sync::Arc;
 
 use identity::{TrustDomain, ca::Ca, jwt::JwtSigner};
-use ledger::{Ledger, LedgerConfig, NoteSigner};
 use tonic::{Code, Request};
-use workload::api::{
-    WorkloadApi,
-    proto::{
-        JwtBundlesRequest, JwtsvidRequest, X509BundlesRequest, X509svidRequest,
-        spiffe_workload_api_client::SpiffeWorkloadApiClient,
-    },
+use workload::api::proto::{
+    JwtBundlesRequest, JwtsvidRequest, X509BundlesRequest, X509svidRequest,
+    spiffe_workload_api_client::SpiffeWorkloadApiClient,
 };
-use zeroize::Zeroizing;
+
+mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_and_bundle_pushes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn store::Store> = Arc::new(
-        store::SqliteStore::open(&dir.path().join("w.db"))
-            .await
-            .unwrap(),
+    let running = common::Running::start(workload::front::Limits::for_this_process()).await;
+    let (ca, jwt, keyring) = (
+        Arc::clone(&running.ca),
+        Arc::clone(&running.jwt),
+        Arc::clone(&running.keyring),
     );
-    let ledger = Ledger::open(
-        Arc::clone(&store),
-        NoteSigner::generate("t.example/ledger").unwrap(),
-        Zeroizing::new([1; 32]),
-        LedgerConfig::default(),
-    )
-    .await
-    .unwrap();
-    let td = TrustDomain::parse("example.org").unwrap();
-    let ca = Ca::generate_root(
-        &td,
-        time::Duration::days(1),
-        time::OffsetDateTime::now_utc(),
-    )
-    .unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (ca, jwt) = (Arc::new(ca), Arc::new(JwtSigner::generate().unwrap()));
-    let keyring = Arc::new(identity::trust::Keyring::new(
-        identity::trust::Trust::single(Arc::clone(&ca), Arc::clone(&jwt)),
-    ));
-    let api = WorkloadApi::new(
-        td,
-        store,
-        ledger,
-        Arc::clone(&keyring),
-        Arc::new(identity::deny::Denylist::new()),
-        stop_rx,
-    );
-    let sock = dir.path().join("api.sock");
-    let listener = tokio::net::UnixListener::bind(&sock).unwrap();
-    let server = tokio::spawn(workload::api::serve(api, listener));
-
+    let sock = running.sock.clone();
     let path = sock.clone();
     let channel = tonic::transport::Endpoint::try_from("http://localhost")
         .unwrap()
@@ -169,6 +135,5 @@ async fn refusals_and_bundle_pushes() {
         partner_ca.cert_der()
     );
 
-    stop_tx.send(true).unwrap();
-    server.await.unwrap().unwrap();
+    running.stop().await;
 }
