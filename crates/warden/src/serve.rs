@@ -46,7 +46,7 @@ async fn shutdown_signal(tx: watch::Sender<bool>) {
 /// another kind of file), and the socket is open to every local user — attestation, not file
 /// permissions, decides what a caller gets.
 fn bind_workload_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::fs::FileTypeExt;
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
             bail!(
@@ -56,10 +56,8 @@ fn bind_workload_socket(path: &std::path::Path) -> Result<tokio::net::UnixListen
         }
         std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
     }
-    let listener = tokio::net::UnixListener::bind(path)
-        .with_context(|| format!("binding the workload api socket {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))?;
-    Ok(listener)
+    workload::front::bind(path)
+        .with_context(|| format!("binding the workload api socket {}", path.display()))
 }
 
 /// Reads the denylist from the store into `denylist` (entries that no longer parse are

@@ -25,14 +25,14 @@ use rand::RngCore;
 use store::{EntryRow, Store};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
-use tonic::{Request, Response, transport::server::UdsConnectInfo};
+use tonic::{Request, Response};
 
 /// The gRPC status type the Workload API answers with.
 pub use tonic::Status;
 
 use crate::{
-    Attestor,
-    front::{self, Limits},
+    Attestor, ExeSample,
+    front::{self, Limits, PeerInfo},
 };
 
 /// Generated Workload API types and service.
@@ -159,12 +159,20 @@ fn check_header<T>(req: &Request<T>) -> Result<(), Status> {
 }
 
 /// Attests the caller and returns the identities its selectors entitle it to.
-async fn entitled(api: &Inner, pid: i32, uid: u32, gid: u32) -> Result<Vec<Granted>, Status> {
+async fn entitled(api: &Inner, caller: &Caller) -> Result<Vec<Granted>, Status> {
     let attestor = Arc::clone(&api.attestor);
-    let att = tokio::task::spawn_blocking(move || attestor.attest_cred(pid, uid, gid))
-        .await
-        .map_err(|_| Status::internal("attestation failed"))?
-        .map_err(|e| Status::permission_denied(format!("caller could not be attested: {e}")))?;
+    let Caller {
+        pid,
+        uid,
+        gid,
+        exe_at_connect,
+    } = caller.clone();
+    let att = tokio::task::spawn_blocking(move || {
+        attestor.attest_connected(pid, uid, gid, &exe_at_connect)
+    })
+    .await
+    .map_err(|_| Status::internal("attestation failed"))?
+    .map_err(|e| Status::permission_denied(format!("caller could not be attested: {e}")))?;
     let selectors = att.selectors();
     let entries = api
         .store
@@ -214,16 +222,36 @@ impl WorkloadApi {
     }
 }
 
-fn peer<T>(req: &Request<T>) -> Result<(i32, u32, u32), Status> {
-    let cred = req
+/// The calling process, as the kernel described it when it connected.
+#[derive(Clone)]
+struct Caller {
+    pid: i32,
+    uid: u32,
+    gid: u32,
+    exe_at_connect: ExeSample,
+}
+
+fn peer<T>(req: &Request<T>) -> Result<Caller, Status> {
+    let info = req
         .extensions()
-        .get::<UdsConnectInfo>()
-        .and_then(|info| info.peer_cred)
+        .get::<PeerInfo>()
+        .ok_or_else(|| Status::permission_denied("caller could not be attested"))?;
+    let cred = info
+        .uds
+        .peer_cred
         .ok_or_else(|| Status::permission_denied("caller could not be attested"))?;
     let pid = cred
         .pid()
         .ok_or_else(|| Status::permission_denied("caller could not be attested: no pid"))?;
-    Ok((pid, cred.uid(), cred.gid()))
+    let exe_at_connect = info.exe_at_connect.clone().ok_or_else(|| {
+        Status::permission_denied("caller could not be attested: it was gone when it connected")
+    })?;
+    Ok(Caller {
+        pid,
+        uid: cred.uid(),
+        gid: cred.gid(),
+        exe_at_connect,
+    })
 }
 
 async fn record(ledger: &Ledger, event: NewEvent) -> Result<(), Status> {
@@ -338,10 +366,11 @@ impl SpiffeWorkloadApi for WorkloadApi {
         req: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         check_header(&req)?;
-        let (pid, uid, gid) = peer(&req)?;
+        let caller = peer(&req)?;
+        let pid = caller.pid;
         let api = self.inner();
         // The first answer (or refusal) comes back on the call itself.
-        let granted = entitled(&api, pid, uid, gid).await?;
+        let granted = entitled(&api, &caller).await?;
         let (first, mut shortest) = x509_response(&api, &granted, pid).await?;
         let (tx, rx) = mpsc::channel(1);
         let mut shutdown = self.shutdown.clone();
@@ -363,7 +392,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
                     _ = shutdown.wait_for(|s| *s) => return,
                 }
                 changes.borrow_and_update();
-                let next = match entitled(&api, pid, uid, gid).await {
+                let next = match entitled(&api, &caller).await {
                     Ok(granted) => x509_response(&api, &granted, pid).await,
                     Err(status) => Err(status),
                 };
@@ -404,13 +433,14 @@ impl SpiffeWorkloadApi for WorkloadApi {
         req: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
         check_header(&req)?;
-        let (pid, uid, gid) = peer(&req)?;
+        let caller = peer(&req)?;
+        let pid = caller.pid;
         let body = req.get_ref();
         if body.audience.is_empty() || body.audience.iter().any(String::is_empty) {
             return Err(Status::invalid_argument("audience must be specified"));
         }
         let api = self.inner();
-        let mut granted = entitled(&api, pid, uid, gid).await?;
+        let mut granted = entitled(&api, &caller).await?;
         if !body.spiffe_id.is_empty() {
             granted.retain(|g| g.id.as_str() == body.spiffe_id);
             if granted.is_empty() {

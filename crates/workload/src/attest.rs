@@ -7,6 +7,12 @@
 //! process while we look, the process start time (`/proc/<pid>/stat`, field 22) is read before
 //! and after; if it changed, or the process is gone, attestation fails. Anything that cannot be
 //! read yields no selector — entries that require it then do not match (fail closed).
+//!
+//! SO_PEERCRED names the process that connected, not the program it runs when it calls: a
+//! process could connect and then exec a program whose entry it wants. So what a process runs
+//! is sampled when it connects ([`ExeSample`]), and a call is refused if the process has since
+//! exec'd something else. (That a call's bytes come from the connecting process at all is
+//! checked per message by the Workload API's front, from SCM_CREDENTIALS.)
 
 use std::{
     collections::HashMap,
@@ -33,6 +39,32 @@ pub enum AttestError {
     /// The process exited or its pid was reused while being examined.
     #[error("process {0} exited or was replaced during attestation")]
     ProcessChanged(i32),
+    /// The process runs another program than when it connected (it exec'd since).
+    #[error("process {0} runs another executable than when it connected")]
+    ExecutableChanged(i32),
+}
+
+/// What a process was running when it connected: its start time and its executable (the
+/// path and the file's identity), read from `/proc` without hashing anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExeSample {
+    start: u64,
+    exe: Option<PathBuf>,
+    file: Option<FileKey>,
+}
+
+impl ExeSample {
+    /// Samples process `pid` now; `None` if it is gone. Blocking (it reads `/proc`).
+    pub fn of(pid: i32) -> Option<Self> {
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        let start = start_time(&proc_dir)?;
+        let exe = std::fs::read_link(proc_dir.join("exe")).ok();
+        let file = std::fs::metadata(proc_dir.join("exe"))
+            .ok()
+            .map(|meta| file_key(&meta));
+        // The pid must still be the process whose executable was read.
+        (start_time(&proc_dir) == Some(start)).then_some(Self { start, exe, file })
+    }
 }
 
 /// What the kernel says about a peer.
@@ -110,6 +142,27 @@ impl Attestor {
         self.attest_pid(pid, uid, gid)
     }
 
+    /// Attests a process that connected running `at_connect`, refusing it if it now runs
+    /// something else ([`AttestError::ExecutableChanged`]) or is another process. Blocking.
+    pub fn attest_connected(
+        &self,
+        pid: i32,
+        uid: u32,
+        gid: u32,
+        at_connect: &ExeSample,
+    ) -> Result<Attestation, AttestError> {
+        let attestation = self.attest_pid(pid, uid, gid)?;
+        // Sampled after attesting: a program exec'd in between shows here.
+        let now = ExeSample::of(pid).ok_or(AttestError::ProcessChanged(pid))?;
+        if now.start != at_connect.start {
+            return Err(AttestError::ProcessChanged(pid));
+        }
+        if now != *at_connect || attestation.exe != at_connect.exe {
+            return Err(AttestError::ExecutableChanged(pid));
+        }
+        Ok(attestation)
+    }
+
     fn attest_pid(&self, pid: i32, uid: u32, gid: u32) -> Result<Attestation, AttestError> {
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
         let started = start_time(&proc_dir).ok_or(AttestError::ProcessChanged(pid))?;
@@ -133,14 +186,7 @@ impl Attestor {
 
     fn digest(&self, exe: &Path) -> Option<String> {
         let mut file = std::fs::File::open(exe).ok()?;
-        let meta = file.metadata().ok()?;
-        let key = (
-            meta.dev(),
-            meta.ino(),
-            meta.size(),
-            meta.mtime(),
-            meta.mtime_nsec(),
-        );
+        let key = file_key(&file.metadata().ok()?);
         if let Some(hex) = self.cache().get(&key) {
             return Some(hex.clone());
         }
@@ -173,6 +219,16 @@ impl Attestor {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+fn file_key(meta: &std::fs::Metadata) -> FileKey {
+    (
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+    )
 }
 
 /// Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot). The command name
@@ -236,6 +292,29 @@ mod tests {
         assert!(sel.contains(&Selector::parse(&format!("unix:uid:{uid}")).unwrap()));
         // The digest is cached: a second attestation returns the same value.
         assert_eq!(a.attest_pid(me, uid, 0).unwrap().exe_sha256, att.exe_sha256);
+        // Sampled at connect and unchanged since: attested. A sample of another program (here
+        // another path) is an exec since connecting: refused.
+        let sample = ExeSample::of(me).unwrap();
+        assert_eq!(
+            a.attest_connected(me, uid, 0, &sample).unwrap().exe,
+            att.exe
+        );
+        let other = ExeSample {
+            exe: Some(PathBuf::from("/usr/bin/true")),
+            ..sample.clone()
+        };
+        assert_eq!(
+            a.attest_connected(me, uid, 0, &other),
+            Err(AttestError::ExecutableChanged(me))
+        );
+        let restarted = ExeSample {
+            start: sample.start + 1,
+            ..sample
+        };
+        assert_eq!(
+            a.attest_connected(me, uid, 0, &restarted),
+            Err(AttestError::ProcessChanged(me))
+        );
         // A wrong uid claim (the pid's real uid differs) is refused.
         assert_eq!(
             a.attest_pid(me, uid.wrapping_add(1), 0),

@@ -14,6 +14,12 @@
 //! `workload.spiffe.io: true` header, callers are still attested from SO_PEERCRED of the real
 //! socket, and the HTTP API on TCP never passes through here.
 //!
+//! Each connection's bytes must come from the process that connected: the listener has
+//! SO_PASSCRED, so the kernel labels every message with its sender (SCM_CREDENTIALS), and a
+//! connection whose bytes come from another process — one it was handed to — is dropped.
+//! What the connecting process runs is sampled before the gRPC server sees the connection
+//! ([`PeerInfo`]), so a call from a process that has exec'd since is refused.
+//!
 //! A connection is dropped — the gRPC server never sees the rest — when the client breaks the
 //! framing this front relies on: a wrong connection preface, a header block interrupted or
 //! carried by a frame of the wrong stream, bad padding, a header block or frame over the
@@ -24,19 +30,25 @@
 //! never starves the agents already connected.
 
 use std::{
-    io,
+    io::{self, IoSliceMut},
+    os::fd::{AsRawFd, RawFd},
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
     time::{Duration, Instant},
 };
 
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, UnixCredentials, recvmsg, setsockopt, sockopt,
+};
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt, DuplexStream, Interest, ReadBuf},
     net::{UnixListener, UnixStream},
     sync::{Semaphore, mpsc, watch},
 };
 use tonic::transport::server::{Connected, UdsConnectInfo};
+
+use crate::ExeSample;
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -497,18 +509,27 @@ fn open_file_limit() -> Option<usize> {
     soft.parse().ok()
 }
 
-/// One client connection as the gRPC server sees it: the rewritten byte stream, with the
-/// credentials the kernel gave for the real socket.
+/// What the kernel said about a client when it connected, as each of its calls sees it.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// The peer's credentials (SO_PEERCRED) and address.
+    pub uds: UdsConnectInfo,
+    /// What the peer was running when it connected; `None` if it was gone by then.
+    pub exe_at_connect: Option<ExeSample>,
+}
+
+/// One client connection as the gRPC server sees it: the rewritten byte stream, with what the
+/// kernel said about the real socket's peer.
 #[derive(Debug)]
 pub struct Conn {
     io: DuplexStream,
-    info: UdsConnectInfo,
+    info: PeerInfo,
 }
 
 impl Connected for Conn {
-    type ConnectInfo = UdsConnectInfo;
+    type ConnectInfo = PeerInfo;
 
-    fn connect_info(&self) -> UdsConnectInfo {
+    fn connect_info(&self) -> PeerInfo {
         self.info.clone()
     }
 }
@@ -541,6 +562,28 @@ impl AsyncWrite for Conn {
     }
 }
 
+/// Binds the Workload API socket at `path` (whose directory must exist and which must not
+/// exist), so that every message on every connection carries its sender's credentials: the
+/// socket is bound under a temporary name beside it, given SO_PASSCRED and mode 0777 (any
+/// local process may connect; the kernel says who it is), and only then renamed to `path` —
+/// no client can connect before the kernel labels what it sends.
+pub fn bind(path: &std::path::Path) -> io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_file_name(format!(".wl{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = std::os::unix::net::UnixListener::bind(&tmp)?;
+    let ready = setsockopt(&listener, sockopt::PassCred, &true)
+        .map_err(io::Error::from)
+        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o777)))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = ready {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    listener.set_nonblocking(true)?;
+    UnixListener::from_std(listener)
+}
+
 /// How much of one direction is buffered between the client and the gRPC server.
 const PIPE: usize = 64 * 1024;
 
@@ -552,6 +595,11 @@ pub(crate) async fn accept(
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Already set by [`bind`]; a listener made elsewhere gets it here, and a client that
+    // connected before has its bytes refused (they carry no credentials).
+    if let Err(e) = setsockopt(&listener, sockopt::PassCred, &true) {
+        tracing::error!(error = %e, "workload API: cannot ask for sender credentials; every connection will be dropped");
+    }
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut refused_since_log = 0u64;
     let mut last_log = Instant::now();
@@ -584,25 +632,42 @@ pub(crate) async fn accept(
             }
             continue;
         };
-        let info = UdsConnectInfo {
-            peer_addr: stream.peer_addr().ok().map(Arc::new),
-            peer_cred: stream.peer_cred().ok(),
-        };
-        let (client_side, server_side) = tokio::io::duplex(PIPE);
-        if conns
-            .send(Ok(Conn {
-                io: server_side,
-                info,
-            }))
-            .await
-            .is_err()
-        {
-            return;
-        }
+        let conns = conns.clone();
         let mut stopping = shutdown.clone();
         tokio::spawn(async move {
+            let connection = async {
+                let uds = UdsConnectInfo {
+                    peer_addr: stream.peer_addr().ok().map(Arc::new),
+                    peer_cred: stream.peer_cred().ok(),
+                };
+                let pid = uds.peer_cred.and_then(|cred| cred.pid());
+                // Sampled before the gRPC server sees the connection (and so before it says
+                // anything to the client).
+                let exe_at_connect = match pid {
+                    Some(pid) => tokio::task::spawn_blocking(move || ExeSample::of(pid))
+                        .await
+                        .ok()
+                        .flatten(),
+                    None => None,
+                };
+                let (client_side, server_side) = tokio::io::duplex(PIPE);
+                let info = PeerInfo {
+                    uds,
+                    exe_at_connect,
+                };
+                if conns
+                    .send(Ok(Conn {
+                        io: server_side,
+                        info,
+                    }))
+                    .await
+                    .is_ok()
+                {
+                    relay(stream, pid, client_side, limits.handshake_timeout).await;
+                }
+            };
             tokio::select! {
-                () = relay(stream, client_side, limits.handshake_timeout) => {}
+                () = connection => {}
                 () = async {
                     let _ = stopping.wait_for(|s| *s).await;
                     tokio::time::sleep(limits.shutdown_grace).await;
@@ -613,30 +678,70 @@ pub(crate) async fn accept(
     }
 }
 
+/// Receives the client's next bytes and the pid of the process that sent them, from the
+/// SCM_CREDENTIALS the kernel attaches to each message. Never blocks.
+fn receive(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<i32>)> {
+    let mut space = nix::cmsg_space!(UnixCredentials);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        fd,
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut sender = None;
+    // A truncated control block (the client also sent descriptors) is an error here.
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmCredentials(cred) = cmsg {
+            sender = Some(cred.pid());
+        }
+    }
+    Ok((msg.bytes, sender))
+}
+
 /// Moves one connection's bytes: the client's through a [`Rewriter`] to the gRPC server, the
-/// server's back unchanged. Ends when either side closes or the client breaks the rules.
-async fn relay(client: UnixStream, server: DuplexStream, handshake_timeout: Duration) {
-    let (mut from_client, mut to_client) = client.into_split();
+/// server's back unchanged. Ends when either side closes or the client breaks the rules; the
+/// client's bytes must come from `connector`, the process that connected.
+async fn relay(
+    client: UnixStream,
+    connector: Option<i32>,
+    server: DuplexStream,
+    handshake_timeout: Duration,
+) {
+    let (from_client, mut to_client) = client.into_split();
     let (mut from_server, mut to_server) = tokio::io::split(server);
     let upstream = async {
+        let socket: &UnixStream = from_client.as_ref();
+        let fd = socket.as_raw_fd();
         let mut rewriter = Rewriter::new();
         let mut buf = vec![0u8; MAX_FRAME];
         let mut out = Vec::with_capacity(MAX_FRAME);
         let deadline = tokio::time::Instant::now() + handshake_timeout;
         loop {
-            let read = if rewriter.header_blocks() == 0 {
-                match tokio::time::timeout_at(deadline, from_client.read(&mut buf)).await {
-                    Ok(read) => read,
-                    Err(_) => return Err("no request within the handshake time".to_owned()),
-                }
+            if rewriter.header_blocks() == 0 {
+                tokio::time::timeout_at(deadline, socket.readable())
+                    .await
+                    .map_err(|_| "no request within the handshake time".to_owned())?
             } else {
-                from_client.read(&mut buf).await
+                socket.readable().await
+            }
+            .map_err(|e| e.to_string())?;
+            let (n, sender) = match socket.try_io(Interest::READABLE, || receive(fd, &mut buf)) {
+                Ok(read) => read,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e.to_string()),
             };
-            let n = read.map_err(|e| e.to_string())?;
             if n == 0 {
                 // The client is done sending; the server may still answer.
                 let _ = to_server.shutdown().await;
                 return Ok(());
+            }
+            if sender != connector {
+                return Err(format!(
+                    "bytes from process {} on a connection made by process {}",
+                    sender.map_or("unknown".to_owned(), |p| p.to_string()),
+                    connector.map_or("unknown".to_owned(), |p| p.to_string()),
+                ));
             }
             out.clear();
             rewriter

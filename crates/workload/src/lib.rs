@@ -9,4 +9,4 @@ pub mod api;
 pub mod attest;
 pub mod front;
 
-pub use attest::{AttestError, Attestation, Attestor};
+pub use attest::{AttestError, Attestation, Attestor, ExeSample};

@@ -18,8 +18,8 @@ use std::{path::Path, time::Duration};
 
 use prost::Message;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::UnixStream,
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::{UnixListener, UnixStream},
 };
 use workload::{
     api::proto::{JwtsvidRequest, ValidateJwtsvidRequest},
@@ -49,8 +49,8 @@ enum Outcome {
 }
 
 /// A hand-written HTTP/2 client for unary gRPC calls.
-struct RawClient {
-    stream: UnixStream,
+struct RawClient<S = UnixStream> {
+    stream: S,
     encoder: loona_hpack::Encoder<'static>,
     decoder: loona_hpack::Decoder<'static>,
     next_stream: u32,
@@ -58,10 +58,19 @@ struct RawClient {
 
 impl RawClient {
     async fn connect(sock: &Path) -> Self {
-        let mut stream = UnixStream::connect(sock).await.unwrap();
-        let mut hello = PREFACE.to_vec();
-        hello.extend(frame(0x4, 0, 0, &[])); // SETTINGS, all defaults
-        stream.write_all(&hello).await.unwrap();
+        RawClient::over(UnixStream::connect(sock).await.unwrap(), true).await
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
+    /// A client on `stream`, sending the connection preface first if `hello` (else someone
+    /// already did).
+    async fn over(mut stream: S, hello: bool) -> Self {
+        if hello {
+            let mut hello = PREFACE.to_vec();
+            hello.extend(frame(0x4, 0, 0, &[])); // SETTINGS, all defaults
+            stream.write_all(&hello).await.unwrap();
+        }
         Self {
             stream,
             encoder: loona_hpack::Encoder::new(),
@@ -172,6 +181,17 @@ impl RawClient {
                 _ => {}
             }
         }
+    }
+
+    /// FetchJWTSVID for `warden-test`: an identity if the caller is entitled to one.
+    async fn fetch_jwt(&mut self) -> Outcome {
+        let body = JwtsvidRequest {
+            audience: vec!["warden-test".into()],
+            spiffe_id: String::new(),
+        }
+        .encode_to_vec();
+        self.call(Some(b"localhost"), true, "FetchJWTSVID", &body)
+            .await
     }
 
     /// ValidateJWTSVID with a token that is not one: an answer from Warden's own code.
@@ -358,4 +378,136 @@ async fn broken_clients_are_dropped_and_the_others_served() {
     tokio::time::timeout(DEADLINE, running.stop())
         .await
         .expect("the server stops with clients still connected");
+}
+
+/// The Python helper that hands a Workload API connection to another program.
+const HANDOFF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/handoff.py");
+
+/// The real path of the `python3` on PATH, or `None` (then the test says it skipped, unless
+/// in CI).
+fn python3() -> Option<std::path::PathBuf> {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import os; print(os.path.realpath('/proc/self/exe'))"])
+        .output();
+    match out {
+        Ok(out) if out.status.success() => Some(
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .trim()
+                .to_owned()
+                .into(),
+        ),
+        _ => {
+            assert!(std::env::var_os("CI").is_none(), "python3 is needed in CI");
+            eprintln!("skipped: python3 is not available");
+            None
+        }
+    }
+}
+
+/// A connection made by one process but used by another is dropped: SO_PEERCRED names the
+/// process that connected, and the bytes must come from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_handed_to_another_process_is_dropped() {
+    let Some(_) = python3() else { return };
+    let running = common::Running::start(Limits::for_this_process()).await;
+    // This test process is entitled to an identity.
+    let me = std::fs::canonicalize("/proc/self/exe").unwrap();
+    running
+        .register("spiffe://example.org/agent/test", &me)
+        .await;
+    let mut own = RawClient::connect(&running.sock).await;
+    assert!(
+        matches!(own.fetch_jwt().await, Outcome::Status(0, _)),
+        "the registered process itself gets its identity"
+    );
+
+    // It connects, then hands the connection to a Python process (as its standard input),
+    // which is entitled to nothing and relays our frames onto it.
+    let relay_path = running.dir.path().join("relay.sock");
+    let relay = UnixListener::bind(&relay_path).unwrap();
+    let connection = std::os::unix::net::UnixStream::connect(&running.sock).unwrap();
+    let mut child = tokio::process::Command::new("python3")
+        .arg(HANDOFF)
+        .arg("relay")
+        .arg(&relay_path)
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+            connection,
+        )))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (relayed, _) = tokio::time::timeout(DEADLINE, relay.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut borrowed = RawClient::over(relayed, true).await;
+    assert_eq!(borrowed.fetch_jwt().await, Outcome::Closed);
+    let _ = child.kill().await;
+    running.stop().await;
+}
+
+/// A process that connects and then execs a program entitled to an identity gets nothing:
+/// what it ran when it connected is what counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_execs_after_connecting_is_refused() {
+    let Some(python) = python3() else { return };
+    // Another Python executable, the one entitled to an identity.
+    let Some(trusted) = ["/usr/bin/python3", "/usr/local/bin/python3"]
+        .iter()
+        .filter_map(|p| std::fs::canonicalize(p).ok())
+        .find(|p| *p != python)
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "a second python3 (Debian's /usr/bin/python3) is needed in CI"
+        );
+        eprintln!("skipped: no second python3 executable to exec into");
+        return;
+    };
+    let running = common::Running::start(Limits::for_this_process()).await;
+    running
+        .register("spiffe://example.org/agent/trusted", &trusted)
+        .await;
+    let relay_path = running.dir.path().join("relay.sock");
+    let relay = UnixListener::bind(&relay_path).unwrap();
+    // The untrusted interpreter connects, says hello, waits until Warden has accepted the
+    // connection (its first frame), then execs the trusted one, which relays our frames.
+    let mut child = tokio::process::Command::new(&python)
+        .arg(HANDOFF)
+        .arg("exec")
+        .arg(&running.sock)
+        .arg(&trusted)
+        .arg(&relay_path)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (relayed, _) = tokio::time::timeout(DEADLINE, relay.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut execd = RawClient::over(relayed, false).await;
+    let outcome = execd.fetch_jwt().await;
+    assert!(
+        matches!(&outcome, Outcome::Status(7, m) if m.contains("another executable")),
+        "{outcome:?}"
+    );
+    // The trusted program connecting by itself is entitled (the entry is right).
+    let mut child2 = tokio::process::Command::new(&trusted)
+        .arg(HANDOFF)
+        .arg("connect")
+        .arg(&running.sock)
+        .arg(&relay_path)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (relayed, _) = tokio::time::timeout(DEADLINE, relay.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut honest = RawClient::over(relayed, false).await;
+    assert!(matches!(honest.fetch_jwt().await, Outcome::Status(0, _)));
+    let _ = child.kill().await;
+    let _ = child2.kill().await;
+    running.stop().await;
 }

@@ -27,6 +27,8 @@ pub(crate) struct Running {
     pub(crate) jwt: Arc<JwtSigner>,
     /// The keyring the API issues from.
     pub(crate) keyring: Arc<Keyring>,
+    /// The store the API reads registration entries from.
+    pub(crate) store: Arc<dyn store::Store>,
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -65,14 +67,14 @@ impl Running {
         let (stop, stop_rx) = watch::channel(false);
         let api = WorkloadApi::new(
             td,
-            store,
+            Arc::clone(&store),
             ledger,
             Arc::clone(&keyring),
             Arc::new(identity::deny::Denylist::new()),
             stop_rx,
         );
         let sock = dir.path().join("api.sock");
-        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        let listener = workload::front::bind(&sock).unwrap();
         let server = tokio::spawn(workload::api::serve_with(api, listener, limits));
         Self {
             dir,
@@ -80,9 +82,37 @@ impl Running {
             ca,
             jwt,
             keyring,
+            store,
             stop,
             server,
         }
+    }
+
+    /// Registers `spiffe_id` for processes of this uid running `exe`.
+    pub(crate) async fn register(&self, spiffe_id: &str, exe: &std::path::Path) {
+        let uid = std::fs::metadata("/proc/self").map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.uid()
+        });
+        let mut selectors = [
+            format!("unix:path:{}", exe.display()),
+            format!("unix:uid:{}", uid.unwrap()),
+        ];
+        selectors.sort();
+        self.store
+            .entry_insert(&store::EntryRow {
+                id: format!("ent_{}", spiffe_id.rsplit('/').next().unwrap()),
+                spiffe_id: spiffe_id.to_owned(),
+                selectors: selectors.join("\n"),
+                x509_ttl_secs: None,
+                jwt_ttl_secs: None,
+                agent_kind: None,
+                owner: None,
+                description: None,
+                created_unix_ms: 0,
+            })
+            .await
+            .unwrap();
     }
 
     /// Stops the server and checks it ended cleanly.
