@@ -6,7 +6,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -40,6 +40,7 @@ mod grants_api;
 mod holds;
 mod join;
 mod leases;
+mod listen;
 pub mod mtls;
 mod oauth;
 mod ops;
@@ -54,6 +55,7 @@ mod trust_api;
 
 pub use auth::{Caller, NewToken, Role, generate_token, hash_token};
 pub use error::{ApiError, ErrorBody};
+pub use listen::{ConnLimits, serve};
 pub use oauth::BrokerSettings;
 pub use relations::Relations;
 pub use tls::TlsListener;
@@ -553,26 +555,6 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
-}
-
-/// Serves `router` on `listener` (plain TCP or [`TlsListener`]) until `shutdown` completes,
-/// then drains in-flight requests.
-pub async fn serve<L>(
-    listener: L,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-    mtls::Peer: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
-{
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<mtls::Peer>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
 }
 
 #[cfg(test)]

@@ -174,23 +174,10 @@ pub struct Peer {
     pub chain: Option<Arc<Vec<Vec<u8>>>>,
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::TlsListener>>
-    for Peer
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::TlsListener>) -> Self {
-        stream.remote_addr().clone()
-    }
-}
-
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
-    for Peer
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        Peer {
-            addr: *stream.remote_addr(),
-            chain: None,
-        }
+impl From<SocketAddr> for Peer {
+    /// A plain-TCP peer: an address, no certificate.
+    fn from(addr: SocketAddr) -> Self {
+        Peer { addr, chain: None }
     }
 }
 

@@ -302,12 +302,13 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
                 server::TlsListener::new(listener, config)?,
                 router,
                 shutdown,
+                server::ConnLimits::default(),
             )
             .await
         }
         None => {
             eprintln!("warden listening on http://{local}");
-            server::serve(listener, router, shutdown).await
+            server::serve(listener, router, shutdown, server::ConnLimits::default()).await
         }
     }
     .context("serving")?;
