@@ -590,8 +590,8 @@ pub(crate) async fn issue(
     let db_role = pg::role_name(&template_name, lease_id.as_str());
     let password = pg::generate_password();
     let now = now_ms();
-    let expires_ms = now + ttl_s * 1000;
-    let max_expires_ms = now + role_row.max_ttl_s * 1000;
+    let expires_ms = crate::ms_after(now, ttl_s);
+    let max_expires_ms = crate::ms_after(now, role_row.max_ttl_s);
     let lease = LeaseRow {
         id: lease_id.to_string(),
         agent: agent.id.to_string(),

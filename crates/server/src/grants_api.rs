@@ -202,7 +202,7 @@ async fn create_core(
     crate::leases::check_reason(&req.reason)?;
     let now = now_ms();
     let expires_ms = match req.ttl_s {
-        Some(t) if t >= 1 => (now + t * 1000).min(task.deadline_ms),
+        Some(t) if t >= 1 => crate::ms_after(now, t).min(task.deadline_ms),
         Some(_) => return Err(ApiError::bad_request("ttl_s must be at least 1")),
         None => task.deadline_ms,
     };
@@ -246,7 +246,7 @@ async fn create_core(
         state: st.into(),
         decision_id: decision_id.clone(),
         created_ms: now,
-        expires_ms: now + timeout * 1000,
+        expires_ms: crate::ms_after(now, timeout),
         decided_by: (st != "pending").then(|| "policy".to_owned()),
         decided_ms: (st != "pending").then_some(now),
         decision_reason: None,
@@ -450,7 +450,7 @@ pub(crate) async fn decide(
     let granted = if approve {
         let agent = identity::SpiffeId::parse(&row.agent)
             .map_err(|e| ApiError::internal(format!("stored agent: {e}")))?;
-        let expires_ms = (now_ms() + row.ttl_s.max(1) * 1000).min(task.deadline_ms);
+        let expires_ms = crate::ms_after(now_ms(), row.ttl_s.max(1)).min(task.deadline_ms);
         grant(
             &state,
             &actor,

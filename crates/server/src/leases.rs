@@ -532,7 +532,7 @@ pub(crate) async fn renew(
         ));
     }
     let now = now_ms();
-    let wanted = now.saturating_add(ttl_s * 1000);
+    let wanted = crate::ms_after(now, ttl_s);
     if wanted > row.max_expires_ms {
         record_renewal(state, actor, &row, wanted, Outcome::Denied).await?;
         return Err(ApiError::new(

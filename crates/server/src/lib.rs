@@ -271,6 +271,12 @@ async fn oidc_keys(
 #[derive(Debug, Clone)]
 pub(crate) struct RequestId(pub(crate) String);
 
+/// `secs` seconds after `ms` (milliseconds since the Unix epoch), saturating: a lifetime of
+/// 2^62 seconds from a request is "as long as the other bounds allow", never a wrap to the past.
+pub(crate) fn ms_after(ms: i64, secs: i64) -> i64 {
+    ms.saturating_add(secs.saturating_mul(1000))
+}
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -726,7 +726,7 @@ async fn exchange(
         "parent_lease",
         parent.map(|(_, l)| l.id.clone()).unwrap_or_default(),
     );
-    let exp_ms = claims.exp * 1000;
+    let exp_ms = claims.exp.saturating_mul(1000);
     // The decisions, the issuance and the lease commit in one transaction (one commit, and a
     // lease exists exactly when its issuance is recorded), all before the token leaves.
     decision_events.push(issue_event);

@@ -292,7 +292,7 @@ async fn create_core(state: &AppState, actor: &str, req: CreateTask) -> Result<T
         owner: req.owner,
         resources: json!(resources).to_string(),
         attributes: attributes.to_string(),
-        deadline_ms: now + req.deadline_s * 1000,
+        deadline_ms: crate::ms_after(now, req.deadline_s),
         state: "open".into(),
         created_ms: now,
         created_by: actor.to_owned(),
@@ -656,7 +656,7 @@ async fn assign_core(
         }
     };
     let expires_ms = match req.ttl_s {
-        Some(ttl) if ttl >= 1 => (now_ms() + ttl * 1000).min(task.deadline_ms),
+        Some(ttl) if ttl >= 1 => crate::ms_after(now_ms(), ttl).min(task.deadline_ms),
         Some(_) => return Err(bad("invalid_grant", "ttl_s must be at least 1")),
         None => task.deadline_ms,
     };

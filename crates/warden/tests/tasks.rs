@@ -1060,6 +1060,23 @@ async fn bad_input_is_refused_with_stable_codes() {
     assert_eq!(resp.status().as_u16(), 400, "{:?}", resp.text().await);
     assert_eq!(env.show("BUG-6").await["grants"], json!([]));
 
+    // A lifetime too large to count in milliseconds is "until the task's deadline", not a
+    // multiplication that wraps (or, in a debug build, panics).
+    let assigned = env
+        .ok(
+            "/v1/tasks/BUG-6/agents",
+            &admin,
+            &json!({"agent": CODER, "role": "coder", "permissions": ["reader"],
+                    "ttl_s": 1_i64 << 62}),
+            200,
+        )
+        .await;
+    let task = env.show("BUG-6").await;
+    assert_eq!(
+        assigned["grants"][0]["expires_unix_ms"], task["deadline_unix_ms"],
+        "{assigned}"
+    );
+
     // Ending: bad outcome, no reason; then assigning to or ending the ended task is 409.
     let resp = env
         .post(
