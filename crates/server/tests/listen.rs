@@ -31,7 +31,7 @@ struct Running {
 async fn start(limits: ConnLimits) -> Running {
     let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/forever", get(|| std::future::pending::<&'static str>()));
+        .route("/forever", get(std::future::pending::<&'static str>));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
