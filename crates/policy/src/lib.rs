@@ -25,7 +25,9 @@
 //!
 //! Pure logic: no I/O, no clock reads (the decision time is an input), no randomness. The
 //! one exception is Rego's evaluation time limit, which regorus enforces with a monotonic
-//! clock.
+//! clock. A Rego evaluation is bounded in time and in what each built-in call may allocate
+//! (see [`MAX_GENERATED_ELEMENTS`] and `docs/policy.md`, "The evaluation budget"); a package
+//! calling a built-in whose cost cannot be bounded is refused at upload.
 //!
 //! Cedar packages are evaluated through an index ([`index`]) that hands the Cedar
 //! authorizer only the policies whose scope can match the request; results are identical to
@@ -47,6 +49,9 @@ pub use index::CedarIndex;
 mod rego;
 mod request;
 
+pub use rego::budget::{
+    MAX_FORMAT_BYTES, MAX_FORMAT_WIDTH, MAX_GENERATED_BYTES, MAX_GENERATED_ELEMENTS,
+};
 pub use request::{Agent, Attributes, Context, Limits, Request, Resource, RiskScore, Task};
 
 /// Largest package accepted, all files together, in bytes.

@@ -4,7 +4,7 @@
 
 use identity::{SpiffeId, deny::DenyKind, jwt::JwtSvidClaims};
 
-use crate::{AppState, mtls::PeerSvid};
+use crate::{AppState, holds::Cut, mtls::PeerSvid};
 
 /// Clock skew allowed when validating agent tokens, seconds.
 pub(crate) const SKEW_SECS: i64 = 30;
@@ -65,21 +65,24 @@ pub(crate) fn jwt_svid(state: &AppState, token: &str) -> Result<(Agent, JwtSvidC
     ))
 }
 
-/// Refuses an identity on the denylist or on hold.
+/// Refuses an identity on the denylist or on hold (itself or its vendor), as
+/// [`AppState::identity_cut`] says.
 pub(crate) fn check_denied(state: &AppState, id: &SpiffeId) -> Result<(), Refused> {
-    if state.denylist.is_held(id.as_str()) {
-        return Err(Refused::new(
+    match state.identity_cut(id) {
+        None => Ok(()),
+        Some(Cut::AgentHold) => Err(Refused::new(
             "agent_on_hold",
             format!("agent `{id}` is on hold"),
-        ));
-    }
-    if state.denylist.denies_id(id) {
-        return Err(Refused::new(
+        )),
+        Some(Cut::VendorHold(vendor)) => Err(Refused::new(
+            "agent_on_hold",
+            format!("agent `{id}` is on hold (vendor `{vendor}`)"),
+        )),
+        Some(Cut::Denylisted) => Err(Refused::new(
             "credential_revoked",
             format!("identity `{id}` is on the denylist"),
-        ));
+        )),
     }
-    Ok(())
 }
 
 /// The agent behind a request: its mutual-TLS X.509-SVID, else a JWT-SVID bearer token.

@@ -558,7 +558,7 @@ pub(crate) async fn issue(
     if let Some(task) = &req.task {
         attributes.insert("task".into(), json!(task));
     }
-    let (_, decision, decision_id) = decide_as(
+    let decided = decide_as(
         &state,
         RecordAs::Actor(&actor),
         Question {
@@ -572,10 +572,16 @@ pub(crate) async fn issue(
             },
             attributes,
             delegation: Vec::new(),
+            task: req.task.clone(),
+            token: None,
         },
     )
     .await?;
-    if !decision.is_allowed() {
+    let decision_id = &decided.id;
+    if let Some(barred) = &decided.barred {
+        return Err(barred.refusal(decision_id));
+    }
+    if !decided.decision.is_allowed() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "access_denied",
@@ -635,7 +641,7 @@ pub(crate) async fn issue(
             .field("target", dsn.target().to_owned())
             .field("task", req.task.clone().unwrap_or_default())
             .field("expires_unix_ms", expires_ms)
-            .field("decision_id", decision_id),
+            .field("decision_id", decision_id.as_str()),
         )
         .await?;
     state.store.lease_insert(&lease).await?;

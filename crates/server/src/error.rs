@@ -31,6 +31,9 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     details: Option<serde_json::Value>,
+    /// Seconds to wait before trying again (`Retry-After`), for refusals that pass. (Small:
+    /// it fits beside `status`, so `ApiError` does not grow.)
+    retry_after: Option<std::num::NonZeroU16>,
 }
 
 impl ApiError {
@@ -41,12 +44,20 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            retry_after: None,
         }
     }
 
     /// Adds structured detail to the body.
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
         self.details = Some(details);
+        self
+    }
+
+    /// Answers with `Retry-After: seconds`: the refusal is temporary (capacity, not the
+    /// request). Zero seconds sends no header.
+    pub fn with_retry_after(mut self, seconds: u16) -> Self {
+        self.retry_after = std::num::NonZeroU16::new(seconds);
         self
     }
 
@@ -113,7 +124,7 @@ impl From<store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut resp = (
             self.status,
             Json(ErrorBody {
                 code: self.code.to_owned(),
@@ -121,7 +132,12 @@ impl IntoResponse for ApiError {
                 details: self.details,
             }),
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = self.retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.get().into());
+        }
+        resp
     }
 }
 

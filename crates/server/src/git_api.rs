@@ -27,7 +27,7 @@ use crate::{
     auth::{Caller, Role},
     error::{ApiError, ApiJson, ErrorBody},
     pdp::Loaded,
-    policy_api::{Question, RecordAs, ResourceRef, decide_as},
+    policy_api::{Decided, Question, RecordAs, ResourceRef, decide_as},
     relations::DEFAULT_STORE,
 };
 
@@ -321,12 +321,21 @@ pub(crate) async fn authorize(
                 },
                 attributes: attributes.clone(),
                 delegation: Vec::new(),
+                task: None,
+                token: None,
             },
         )
         .await;
         match asked {
-            Ok((loaded, decision, decision_id)) => {
-                let reason = if decision.is_allowed() {
+            Ok(Decided {
+                loaded,
+                decision,
+                id: decision_id,
+                barred,
+            }) => {
+                let reason = if let Some(barred) = barred {
+                    barred.reason()
+                } else if decision.is_allowed() {
                     match policies(&decision.determining) {
                         Some(p) if decision.determining.len() == 1 => format!("{p} permits it"),
                         Some(p) => format!("{p} permit it"),

@@ -130,7 +130,7 @@ async fn ask(
     attributes.insert("task".into(), json!(req.task));
     attributes.insert("task_type".into(), json!(task_kind));
     attributes.insert("reason".into(), json!(req.reason));
-    let (_, decision, id) = decide_as(
+    let decided = decide_as(
         state,
         RecordAs::Actor(actor),
         Question {
@@ -144,10 +144,16 @@ async fn ask(
             },
             attributes,
             delegation: Vec::new(),
+            task: Some(req.task.clone()),
+            token: None,
         },
     )
     .await?;
-    Ok((decision.is_allowed(), id))
+    // Held or denied: refused outright, not a request an approver could grant.
+    if let Some(barred) = &decided.barred {
+        return Err(barred.refusal(&decided.id));
+    }
+    Ok((decided.decision.is_allowed(), decided.id))
 }
 
 /// An agent asks for a permission it lacks on one of its task's resources. The broker policy

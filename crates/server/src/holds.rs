@@ -2,10 +2,17 @@
 //! registration names it as owner) in one step refuses new issuance, revokes every lease
 //! (database roles dropped), denies every live token and SVID on every verification path, and
 //! is recorded. Release lifts the hold; what was revoked stays revoked.
+//!
+//! [`AppState::barred`] is the one check every decision path makes before any policy runs:
+//! a principal on hold or on the denylist, an agent in its delegation chain that is, or its
+//! task on hold, is denied whatever the policy says.
 
 use std::{
     collections::HashSet,
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicI64, Ordering},
+    },
 };
 
 use axum::{
@@ -13,8 +20,10 @@ use axum::{
     extract::{Path, Query, State},
     http::StatusCode,
 };
+use identity::SpiffeId;
 use ledger::{NewEvent, OcsfClass, Outcome};
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use store::{HoldRow, LeaseSelector};
 use utoipa::ToSchema;
 
@@ -25,41 +34,261 @@ use crate::{
     now_ms,
 };
 
+/// How old the holds read from the store may be before a decision cannot trust them: they
+/// are re-read every second, so past this the store has not answered for several rounds and
+/// another replica's hold may be missing here. Decisions then fail closed (503).
+const HOLDS_MAX_AGE_MS: i64 = 5_000;
+
 /// Held tasks and vendors (held agents live in the denylist, where every verification path
 /// already looks).
 #[derive(Debug, Default)]
 pub(crate) struct Held {
     tasks: RwLock<Arc<HashSet<String>>>,
+    vendors: RwLock<Arc<HashSet<String>>>,
+    /// When the holds were last read from the store in full (Unix ms; 0: never).
+    read_ms: AtomicI64,
     /// Serializes a refresh (read the store, replace the sets) with a hold (write the store,
     /// add to the sets), so a refresh that read the store just before a hold cannot put back
     /// the set without it.
     lock: tokio::sync::Mutex<()>,
 }
 
+fn read_set(set: &RwLock<Arc<HashSet<String>>>) -> Arc<HashSet<String>> {
+    Arc::clone(
+        &set.read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+}
+
+fn add_to(set: &RwLock<Arc<HashSet<String>>>, value: &str) {
+    let mut guard = set
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut next = (**guard).clone();
+    next.insert(value.to_owned());
+    *guard = Arc::new(next);
+}
+
 impl Held {
     /// Whether a task is on hold.
     pub(crate) fn task(&self, task: &str) -> bool {
-        self.tasks
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(task)
+        read_set(&self.tasks).contains(task)
     }
 
-    fn set_tasks(&self, tasks: HashSet<String>) {
+    /// The vendors (registration owners) on hold.
+    fn vendors(&self) -> Arc<HashSet<String>> {
+        read_set(&self.vendors)
+    }
+
+    fn set(&self, tasks: HashSet<String>, vendors: HashSet<String>) {
         *self
             .tasks
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(tasks);
+        *self
+            .vendors
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(vendors);
+        self.read_ms.store(now_ms(), Ordering::Release);
     }
 
-    fn add_task(&self, task: &str) {
-        let mut guard = self
-            .tasks
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut next = (**guard).clone();
-        next.insert(task.to_owned());
-        *guard = Arc::new(next);
+    /// Fails closed when the holds have not been read from the store lately.
+    fn known(&self) -> Result<(), ApiError> {
+        let age = now_ms().saturating_sub(self.read_ms.load(Ordering::Acquire));
+        if age <= HOLDS_MAX_AGE_MS {
+            return Ok(());
+        }
+        tracing::error!(
+            age_ms = age,
+            "the holds could not be read from the store lately; refusing decisions"
+        );
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the holds cannot be read from the store; no decision is made until they can",
+        ))
+    }
+}
+
+/// Why an identity is cut off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Cut {
+    /// The agent is on hold (`warden hold agent`).
+    AgentHold,
+    /// The agent's vendor (its registration's owner) is on hold.
+    VendorHold(String),
+    /// The SPIFFE ID is on the denylist (`warden deny add --spiffe-id`).
+    Denylisted,
+}
+
+/// Where a cut-off agent stands in a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Position {
+    /// The principal the decision is about.
+    Principal,
+    /// An agent before the principal in the delegation chain of a presented token.
+    Delegation,
+}
+
+/// Why a request is denied before any policy runs: who is cut off, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Barred {
+    /// An agent is on hold or on the denylist.
+    Agent {
+        /// Its SPIFFE ID.
+        id: String,
+        /// The principal, or one in its delegation chain.
+        position: Position,
+        /// Hold or denylist.
+        cut: Cut,
+    },
+    /// A task is on hold: the principal's current task, or the task a token or credential is
+    /// for.
+    Task {
+        /// The task.
+        task: String,
+        /// The principal, when there is one.
+        agent: Option<String>,
+    },
+}
+
+impl Barred {
+    /// The stable code: `agent_on_hold`, `identity_denied` or `task_on_hold`.
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            Barred::Agent {
+                cut: Cut::Denylisted,
+                ..
+            } => "identity_denied",
+            Barred::Agent { .. } => "agent_on_hold",
+            Barred::Task { .. } => "task_on_hold",
+        }
+    }
+
+    /// Why, in plain words.
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            Barred::Agent { id, position, cut } => {
+                let who = match position {
+                    Position::Principal => format!("`{id}`"),
+                    Position::Delegation => format!("`{id}` (in the delegation chain)"),
+                };
+                match cut {
+                    Cut::AgentHold => format!("agent {who} is on hold"),
+                    Cut::VendorHold(v) => format!("agent {who} is on hold (vendor `{v}`)"),
+                    Cut::Denylisted => format!("identity {who} is on the denylist"),
+                }
+            }
+            Barred::Task { task, .. } => format!("task `{task}` is on hold"),
+        }
+    }
+
+    /// The record of it, for ledger entries and responses: `code`, `reason`, and who —
+    /// `agent` with its `position` (`principal` or `delegation`), `vendor`, `task`.
+    pub(crate) fn to_json(&self) -> Value {
+        let mut out = json!({ "code": self.code(), "reason": self.reason() });
+        match self {
+            Barred::Agent { id, position, cut } => {
+                out["agent"] = json!(id);
+                out["position"] = json!(match position {
+                    Position::Principal => "principal",
+                    Position::Delegation => "delegation",
+                });
+                if let Cut::VendorHold(v) = cut {
+                    out["vendor"] = json!(v);
+                }
+            }
+            Barred::Task { task, agent } => {
+                out["task"] = json!(task);
+                if let Some(a) = agent {
+                    out["agent"] = json!(a);
+                    out["position"] = json!("principal");
+                }
+            }
+        }
+        out
+    }
+
+    /// The refusal of an API that answers a denial with an error (the OPA data API, the
+    /// broker's own routes): 403 with the code, the reason and the decision that recorded it.
+    pub(crate) fn refusal(&self, decision_id: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            self.code(),
+            format!("{} (decision {decision_id})", self.reason()),
+        )
+        .with_details(json!({ "decision_id": decision_id, "barred": self.to_json() }))
+    }
+}
+
+/// Who a decision is about, as the hold check sees it.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Subjects<'a> {
+    /// The agent the decision is about.
+    pub(crate) principal: Option<&'a SpiffeId>,
+    /// The resource asked about (`type`, `id`): it picks the principal's current task, as
+    /// the decision context does.
+    pub(crate) resource: Option<(&'a str, &'a str)>,
+    /// The agents before the principal in a presented token's delegation chain.
+    pub(crate) delegation: &'a [SpiffeId],
+    /// A task the request names (a token's, a credential's).
+    pub(crate) task: Option<&'a str>,
+}
+
+impl AppState {
+    /// Whether one identity is cut off, and how: on hold (itself, or its vendor) or on the
+    /// denylist.
+    pub(crate) fn identity_cut(&self, id: &SpiffeId) -> Option<Cut> {
+        if self.denylist.is_held(id.as_str()) {
+            return Some(Cut::AgentHold);
+        }
+        // A held vendor's agents are in the denylist's held set already; this catches an
+        // entry registered under it since the last refresh.
+        let vendors = self.held.vendors();
+        if !vendors.is_empty() {
+            if let Some(vendor) = self.pdp.owner(id.as_str()).filter(|v| vendors.contains(v)) {
+                return Some(Cut::VendorHold(vendor));
+            }
+        }
+        self.denylist.denies_id(id).then_some(Cut::Denylisted)
+    }
+
+    /// The one hold check, made by every decision path before any policy runs (the decision
+    /// APIs, the git hook's decisions, the broker's and tasks' decisions, relationship
+    /// checks, and presented access tokens): `Some` when the principal, an agent in its
+    /// delegation chain, the principal's current task for the resource, or a task the request
+    /// names is on hold, or one of those agents is on the denylist. Fails closed — 503, no
+    /// verdict — when the holds have not been read from the store lately.
+    pub(crate) fn barred(&self, who: &Subjects<'_>) -> Result<Option<Barred>, ApiError> {
+        self.held.known()?;
+        let agents = who
+            .principal
+            .map(|p| (p, Position::Principal))
+            .into_iter()
+            .chain(who.delegation.iter().map(|d| (d, Position::Delegation)));
+        for (id, position) in agents {
+            if let Some(cut) = self.identity_cut(id) {
+                return Ok(Some(Barred::Agent {
+                    id: id.to_string(),
+                    position,
+                    cut,
+                }));
+            }
+        }
+        let current = match (who.principal, who.resource) {
+            (Some(p), Some((kind, id))) => self
+                .current_task(p.as_str(), kind, id)
+                .map(|t| t.row.id.clone()),
+            _ => None,
+        };
+        let held = current
+            .into_iter()
+            .chain(who.task.map(str::to_owned))
+            .find(|t| self.held.task(t));
+        Ok(held.map(|task| Barred::Task {
+            task,
+            agent: who.principal.map(ToString::to_string),
+        }))
     }
 }
 
@@ -154,7 +383,8 @@ async fn vendor_agents(state: &AppState, vendor: &str) -> Result<Vec<String>, Ap
 
 impl AppState {
     /// Re-reads the holds (every second, on every replica): held agents and every agent of a
-    /// held vendor into the denylist, held tasks into the task set.
+    /// held vendor into the denylist, held tasks and vendors into their sets. Decisions trust
+    /// what was read for [`HOLDS_MAX_AGE_MS`] only.
     pub async fn refresh_holds(&self) -> Result<(), store::StoreError> {
         let _serial = self.held.lock.lock().await;
         let rows = self.store.hold_list().await?;
@@ -182,7 +412,7 @@ impl AppState {
             }
         }
         self.denylist.replace_held(agents);
-        self.held.set_tasks(tasks);
+        self.held.set(tasks, vendors);
         Ok(())
     }
 }
@@ -260,8 +490,12 @@ pub(crate) async fn hold(
         .await?;
     // In force here before anything else: no new issuance, no verification passes.
     match kind {
-        Kind::Task => state.held.add_task(&value),
-        Kind::Agent | Kind::Vendor => state.denylist.hold(agents.iter().cloned()),
+        Kind::Task => add_to(&state.held.tasks, &value),
+        Kind::Agent => state.denylist.hold(agents.iter().cloned()),
+        Kind::Vendor => {
+            add_to(&state.held.vendors, &value);
+            state.denylist.hold(agents.iter().cloned());
+        }
     }
     drop(serial);
     let reason = format!("hold: {}", req.reason);
@@ -383,4 +617,79 @@ pub(crate) async fn release(
     state.store.hold_delete(kind.as_str(), &value).await?;
     state.refresh_holds().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Holds never read, or not read for longer than the bound: no verdict (503), so a
+    /// decision fails closed instead of missing another replica's hold.
+    #[test]
+    fn holds_not_read_lately_fail_closed() {
+        let held = Held::default();
+        let err = held.known().unwrap_err();
+        assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(err.body().code, "store_unavailable");
+        held.set(HashSet::from(["T-1".to_owned()]), HashSet::new());
+        assert!(held.known().is_ok());
+        assert!(held.task("T-1") && !held.task("T-2"));
+        held.read_ms
+            .store(now_ms() - HOLDS_MAX_AGE_MS - 1_000, Ordering::Release);
+        assert!(held.known().is_err());
+    }
+
+    #[test]
+    fn a_bar_says_who_and_why() {
+        let coder = "spiffe://example.org/agent/coder";
+        let cases = [
+            (
+                Barred::Agent {
+                    id: coder.into(),
+                    position: Position::Principal,
+                    cut: Cut::AgentHold,
+                },
+                "agent_on_hold",
+                format!("agent `{coder}` is on hold"),
+            ),
+            (
+                Barred::Agent {
+                    id: coder.into(),
+                    position: Position::Delegation,
+                    cut: Cut::VendorHold("acme".into()),
+                },
+                "agent_on_hold",
+                format!("agent `{coder}` (in the delegation chain) is on hold (vendor `acme`)"),
+            ),
+            (
+                Barred::Agent {
+                    id: coder.into(),
+                    position: Position::Principal,
+                    cut: Cut::Denylisted,
+                },
+                "identity_denied",
+                format!("identity `{coder}` is on the denylist"),
+            ),
+            (
+                Barred::Task {
+                    task: "T-1".into(),
+                    agent: Some(coder.into()),
+                },
+                "task_on_hold",
+                "task `T-1` is on hold".to_owned(),
+            ),
+        ];
+        for (barred, code, reason) in cases {
+            assert_eq!(barred.code(), code);
+            assert_eq!(barred.reason(), reason);
+            let record = barred.to_json();
+            assert_eq!(record["code"], code);
+            assert_eq!(record["reason"], reason.as_str());
+            assert_eq!(record["agent"], coder);
+            let refusal = barred.refusal("dec_1");
+            assert_eq!(refusal.status(), StatusCode::FORBIDDEN);
+            assert_eq!(refusal.body().code, code);
+            assert_eq!(refusal.body().message, format!("{reason} (decision dec_1)"));
+        }
+    }
 }

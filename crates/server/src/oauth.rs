@@ -207,23 +207,27 @@ enum Subject {
     },
 }
 
-/// Validates an access token of this server: signature, type, issuer, expiry, its lease still
-/// active, and nobody in its chain (or its task) held or denied. When not: the OAuth error a
-/// subject token gets for it, with the reason.
-pub(crate) async fn check_access_token(
-    state: &AppState,
-    token: &str,
-) -> Result<(AccessTokenClaims, store::LeaseRow), OAuthError> {
-    // A token that does not verify is `invalid_request` (RFC 8693 §2.2.2); one that verified
-    // but was revoked, or whose agent or task is held, `invalid_grant` (RFC 6749 §5.2).
-    let revoked = |why: String| OAuthError::new("invalid_grant", why);
+/// Verifies an access token of this server: signature, type, issuer, expiry. A token that
+/// does not verify is `invalid_request` (RFC 8693 §2.2.2).
+fn verify_access_token(state: &AppState, token: &str) -> Result<AccessTokenClaims, OAuthError> {
     let trust = state.keyring.current();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let claims =
-        identity::access::validate_access_token(token, &state.issuer, now, SKEW_SECS, |kid| {
-            trust.own().jwt().key(kid)
-        })
-        .map_err(|e| OAuthError::new("invalid_request", e.to_string()))?;
+    identity::access::validate_access_token(token, &state.issuer, now, SKEW_SECS, |kid| {
+        trust.own().jwt().key(kid)
+    })
+    .map_err(|e| OAuthError::new("invalid_request", e.to_string()))
+}
+
+/// One that verified but was revoked is `invalid_grant` (RFC 6749 §5.2).
+fn revoked(why: String) -> OAuthError {
+    OAuthError::new("invalid_grant", why)
+}
+
+/// Whether a verified token is still live: its `jti` not denied and its lease active.
+async fn token_lease(
+    state: &AppState,
+    claims: &AccessTokenClaims,
+) -> Result<store::LeaseRow, OAuthError> {
     if state.denylist.denies(DenyKind::Jti, &claims.jti) {
         return Err(revoked(format!("token `{}` has been revoked", claims.jti)));
     }
@@ -237,17 +241,54 @@ pub(crate) async fn check_access_token(
     if lease.state != "active" || lease.expires_ms <= now_ms() {
         return Err(revoked(format!("lease `{}` is {}", lease.id, lease.state)));
     }
-    let mut chain = vec![claims.sub.to_string(), claims.client_id.clone()];
-    chain.extend(claims.actors());
-    for id in &chain {
-        if let Ok(id) = SpiffeId::parse(id) {
-            agent_auth::check_denied(state, &id).map_err(|r| revoked(r.reason))?;
+    Ok(lease)
+}
+
+/// The holder of a verified token, and the agents before it in its chain (its subject, then
+/// earlier actors first); ids that do not parse name nobody.
+fn token_agents(claims: &AccessTokenClaims) -> (Option<SpiffeId>, Vec<SpiffeId>) {
+    match SpiffeId::parse(&claims.client_id) {
+        Ok(holder) => {
+            let chain = delegation_chain(&claims.sub, &claims.actors(), &holder);
+            (Some(holder), chain)
+        }
+        Err(_) => {
+            let mut chain = vec![claims.sub.clone()];
+            chain.extend(
+                claims
+                    .actors()
+                    .iter()
+                    .rev()
+                    .filter_map(|a| SpiffeId::parse(a).ok()),
+            );
+            (None, chain)
         }
     }
-    if let Some(task) = claims.task.as_deref().filter(|t| state.held.task(t)) {
-        return Err(revoked(format!("task `{task}` is on hold")));
+}
+
+/// Validates an access token of this server: signature, type, issuer, expiry, its lease still
+/// active, and nobody in its chain (or its task) held or denied ([`AppState::barred`]). When
+/// not: the OAuth error a subject token gets for it, with the reason.
+pub(crate) async fn check_access_token(
+    state: &AppState,
+    token: &str,
+) -> Result<(AccessTokenClaims, store::LeaseRow), OAuthError> {
+    let claims = verify_access_token(state, token)?;
+    let lease = token_lease(state, &claims).await?;
+    let (holder, chain) = token_agents(&claims);
+    let barred = state
+        .barred(&crate::holds::Subjects {
+            principal: holder.as_ref(),
+            resource: None,
+            delegation: &chain,
+            task: claims.task.as_deref(),
+        })
+        // Holds that cannot be read: no verdict (503), never "active".
+        .map_err(|e| OAuthError::from_api(&e))?;
+    match barred {
+        Some(b) => Err(revoked(b.reason())),
+        None => Ok((claims, lease)),
     }
-    Ok((claims, lease))
 }
 
 /// The outcome of a token exchange, for the ledger.
@@ -652,8 +693,11 @@ async fn exchange(
                 },
                 attributes,
                 delegation: delegation.clone(),
+                task: grant.task.clone(),
+                token: None,
             },
         )
+        .await
         .map_err(|e| OAuthError::from_api(&e))?;
         if !evaluated.decision.is_allowed() {
             // Every decision made so far, this deny included, is recorded before the answer.
@@ -666,7 +710,10 @@ async fn exchange(
                 .map_err(|e| OAuthError::from_api(&ApiError::audit_unavailable(&e)))?;
             return Err(OAuthError::new(
                 "access_denied",
-                format!("policy denied a token for audience `{aud}` (decision {id})"),
+                match &evaluated.barred {
+                    Some(b) => format!("{} (decision {id})", b.reason()),
+                    None => format!("policy denied a token for audience `{aud}` (decision {id})"),
+                },
             ));
         }
         decisions.push(evaluated.id);
@@ -816,15 +863,31 @@ fn delegation_chain(subject: &SpiffeId, actors: &[String], holder: &SpiffeId) ->
     chain
 }
 
+/// An access token an agent presented to an enforcer (`/v1/authorize`'s `token`), verified and
+/// held by the decision's principal.
+pub(crate) struct Presented {
+    /// The agents before the principal in its delegation chain, the subject first.
+    pub(crate) chain: Vec<SpiffeId>,
+    /// Its `jti` (recorded with the decision; never the token).
+    pub(crate) jti: String,
+    /// The task it is for.
+    pub(crate) task: Option<String>,
+    /// Why it is no longer live (revoked, its lease ended, or its lease unreadable): the
+    /// decision refuses it after the hold check, so a token revoked by a hold is a recorded
+    /// deny that names the hold.
+    pub(crate) refused: Option<ApiError>,
+}
+
 /// A token an agent presented to an enforcer, checked for a decision about `principal`: it
-/// must verify and be live (as for introspection) and be held by `principal`. Returns the
-/// delegation chain it carries and its `jti`.
+/// must verify and be held by `principal` (else 400 `invalid_token`, no decision). Whether it
+/// is live (as introspection checks) is returned for the decision, whose hold check comes
+/// first.
 pub(crate) async fn presented_token(
     state: &AppState,
     token: &str,
     principal: &str,
-) -> Result<(Vec<SpiffeId>, String), ApiError> {
-    let (claims, _) = check_access_token(state, token).await.map_err(|e| {
+) -> Result<Presented, ApiError> {
+    let invalid = |e: OAuthError| {
         if e.status == StatusCode::SERVICE_UNAVAILABLE {
             ApiError::new(e.status, "store_unavailable", e.description)
         } else {
@@ -834,24 +897,26 @@ pub(crate) async fn presented_token(
                 format!("token: {}", e.description),
             )
         }
-    })?;
-    let holder = SpiffeId::parse(&claims.client_id)
-        .ok()
-        .filter(|h| h.as_str() == principal)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_token",
-                format!(
-                    "token: it is held by `{}`, not by the principal `{principal}`",
-                    claims.client_id
-                ),
-            )
-        })?;
-    Ok((
-        delegation_chain(&claims.sub, &claims.actors(), &holder),
-        claims.jti,
-    ))
+    };
+    let claims = verify_access_token(state, token).map_err(invalid)?;
+    let (holder, chain) = token_agents(&claims);
+    if holder.as_ref().is_none_or(|h| h.as_str() != principal) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_token",
+            format!(
+                "token: it is held by `{}`, not by the principal `{principal}`",
+                claims.client_id
+            ),
+        ));
+    }
+    let refused = token_lease(state, &claims).await.err().map(invalid);
+    Ok(Presented {
+        chain,
+        jti: claims.jti,
+        task: claims.task,
+        refused,
+    })
 }
 
 /// RFC 8693 §2.2.2: an invalid or unacceptable subject or actor token is `invalid_request`;

@@ -9,8 +9,9 @@ use std::{
 
 use identity::SpiffeId;
 use ledger::{NewEvent, OcsfClass, Outcome};
-use policy::{CompiledPackage, Language, PackageSource};
+use policy::{CompiledPackage, Language, PackageSource, PolicyError};
 use store::{PolicyVersionRow, Store};
+use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
 
@@ -36,6 +37,28 @@ pub(crate) struct Pdp {
     packages: RwLock<Arc<BTreeMap<String, Arc<Loaded>>>>,
     agents: RwLock<Arc<HashMap<String, AgentFacts>>>,
     pub(crate) limits: policy::Limits,
+    /// Rego evaluations run on the async worker that asked (a hop to another thread would
+    /// cost more than a typical evaluation), but at most this many at once: one fewer than the
+    /// runtime's workers, so however long evaluations take — up to their budget, plus one
+    /// built-in call ([`policy::MAX_GENERATED_ELEMENTS`]) — a worker is always left for
+    /// everything else. Cedar decisions (microseconds, no built-ins) do not queue here.
+    rego_slots: Semaphore,
+    /// Simulations running at once (`POST /v1/policies/{name}/simulate`), each on a blocking
+    /// thread of its own.
+    pub(crate) simulations: Arc<Semaphore>,
+}
+
+/// Most simulations that run at once; more are refused (429 `simulation_busy`).
+pub(crate) const MAX_SIMULATIONS: usize = 2;
+
+/// How many Rego evaluations may run at once on the async workers: one fewer than the
+/// runtime has workers (at least one).
+fn rego_slots() -> usize {
+    let workers = tokio::runtime::Handle::try_current().map_or_else(
+        |_| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        |runtime| runtime.metrics().num_workers(),
+    );
+    workers.saturating_sub(1).max(1)
 }
 
 /// Largest decision context accepted over the API: the whole request is recorded with the
@@ -51,6 +74,8 @@ impl Default for Pdp {
                 max_context_bytes: MAX_CONTEXT_BYTES,
                 ..policy::Limits::default()
             },
+            rego_slots: Semaphore::new(rego_slots()),
+            simulations: Arc::new(Semaphore::new(MAX_SIMULATIONS)),
         }
     }
 }
@@ -196,6 +221,45 @@ impl Pdp {
         Ok(())
     }
 
+    /// The owner (vendor) an agent's registration names, if any.
+    pub(crate) fn owner(&self, principal: &str) -> Option<String> {
+        self.agents
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(principal)
+            .map(|f| f.owner.clone())
+            .filter(|o| !o.is_empty())
+    }
+
+    /// Decides `request` with `loaded`'s package: a Cedar package at once; a Rego package once
+    /// a Rego slot is free, within its evaluation budget (an exceeded budget is a deny with the
+    /// reason).
+    pub(crate) async fn decide(
+        &self,
+        loaded: &Loaded,
+        request: &policy::Request,
+    ) -> Result<policy::Decision, PolicyError> {
+        if loaded.compiled.language() == Language::Cedar {
+            return loaded.compiled.decide(request, &self.limits);
+        }
+        // INVARIANT: `rego_slots` is never closed, so this waits for a permit and gets one.
+        let _slot = self.rego_slots.acquire().await.ok();
+        loaded.compiled.decide(request, &self.limits)
+    }
+
+    /// The value of the Rego rule at `path` for `input` (OPA's data API), once a Rego slot is
+    /// free, within the evaluation budget.
+    pub(crate) async fn eval_rule(
+        &self,
+        loaded: &Loaded,
+        path: &str,
+        input: serde_json::Value,
+    ) -> Result<Option<serde_json::Value>, PolicyError> {
+        // INVARIANT: never closed, as above.
+        let _slot = self.rego_slots.acquire().await.ok();
+        loaded.compiled.eval_rule(path, input, &self.limits)
+    }
+
     /// The context Warden fills in for `principal`, with the caller's `request` attributes.
     pub(crate) fn context(
         &self,
@@ -290,6 +354,81 @@ pub(crate) fn decision_event<R: serde::Serialize + ?Sized>(
     .field_serialized("request", request)
 }
 
+/// The ledger record of a decision Warden made before any policy ran, because the principal,
+/// an agent in its delegation chain or its task is on hold or on the denylist
+/// ([`AppState::barred`](crate::AppState::barred)): a `policy.decision` like
+/// [`decision_event`]'s — deny, no determining policy — with `reason` and `barred` saying
+/// why. It names the package in force the question went to, but carries no `request`: no
+/// policy evaluated one (so `simulate` has nothing to replay). The caller adds what was asked
+/// (`attributes`, `delegation`, or the OPA `input`).
+pub(crate) fn barred_event(
+    actor: &str,
+    decision_id: &str,
+    asked: Asked<'_, ()>,
+    loaded: &Loaded,
+    barred: &crate::holds::Barred,
+) -> NewEvent {
+    let Asked {
+        api,
+        principal,
+        action,
+        resource,
+        request: (),
+    } = asked;
+    NewEvent::new(
+        actor,
+        "policy.decision",
+        Outcome::Denied,
+        OcsfClass::AuthorizeSession,
+    )
+    .field("decision_id", decision_id)
+    .field("api", api)
+    .field("principal", principal)
+    .field("action", action)
+    .field("resource", resource)
+    .field("decision", "deny")
+    .field("package", loaded.name.clone())
+    .field("policy_version", loaded.version)
+    .field("policy_sha256", loaded.compiled.content_hash())
+    .field("determining", Vec::<String>::new())
+    .field("errors", Vec::<String>::new())
+    .field("reason", barred.reason())
+    .field("barred", barred.to_json())
+}
+
+/// Refuses what is too large or too deep to record with a decision that no policy saw (a
+/// barred one), as a decision's own limits would: over [`MAX_CONTEXT_BYTES`] as JSON, or
+/// nested deeper than the context may be below `base` levels.
+pub(crate) fn check_asked(value: &serde_json::Value, base: usize) -> Result<(), ApiError> {
+    use axum::http::StatusCode;
+    let limit = policy::Limits::default().max_context_depth;
+    let mut stack = vec![(value, base)];
+    while let Some((v, level)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &serde_json::Value>> = match v {
+            serde_json::Value::Object(m) => Box::new(m.values()),
+            serde_json::Value::Array(a) => Box::new(a.iter()),
+            _ => continue,
+        };
+        let level = level + 1;
+        if level > limit {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "context_too_deep",
+                format!("context nested deeper than {limit} levels"),
+            ));
+        }
+        stack.extend(children.map(|c| (c, level)));
+    }
+    if serde_json::to_vec(value).map_or(usize::MAX, |v| v.len()) > MAX_CONTEXT_BYTES {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "context_too_large",
+            format!("context is larger than {MAX_CONTEXT_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
 /// The request recorded with a decision, read back for replay. Only `context.risk_score` is
 /// a number in a request, so only it is turned back from its recorded text; other attributes
 /// that were floats stay text (and a candidate sees them as such).
@@ -321,6 +460,25 @@ mod tests {
             }
             other => other,
         }
+    }
+
+    /// Rego evaluations leave one async worker free: one slot fewer than the runtime's
+    /// workers, and one on a single worker.
+    #[test]
+    fn rego_slots_leave_a_worker_free() {
+        for (workers, slots) in [(1, 1), (2, 1), (4, 3)] {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .build()
+                .unwrap();
+            assert_eq!(runtime.block_on(async { rego_slots() }), slots, "{workers}");
+            let pdp = runtime.block_on(async { Pdp::default() });
+            assert_eq!(pdp.rego_slots.available_permits(), slots, "{workers}");
+        }
+        assert_eq!(
+            Pdp::default().simulations.available_permits(),
+            MAX_SIMULATIONS
+        );
     }
 
     #[test]

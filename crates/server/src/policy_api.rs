@@ -3,7 +3,13 @@
 //! (`POST /v1/data/{path}`). Every upload, rollback and decision is a ledger entry; a decision
 //! is recorded before it is answered.
 
-use std::sync::Arc;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use axum::{
     Extension,
@@ -21,6 +27,7 @@ use crate::{
     AppState,
     auth::{Caller, Role},
     error::{ApiError, ApiJson, ErrorBody},
+    holds::{Barred, Subjects},
     now_ms,
     pdp::{self, Loaded},
 };
@@ -433,6 +440,14 @@ pub(crate) struct AuthorizeResponse {
     policy_sha256: String,
     /// The id of the ledger record of this decision.
     decision_id: String,
+    /// Why Warden denied before any policy ran (the principal, an agent in the token's
+    /// delegation chain, or the task is on hold or on the denylist); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// The same, for machines: `code`, `reason`, `agent`, `position`, `vendor`, `task`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    barred: Option<Value>,
 }
 
 /// One question for the decision core.
@@ -446,6 +461,21 @@ pub(crate) struct Question<'a> {
     /// The delegation chain of the presented token (the broker's subject token, or the
     /// `token` given to `/v1/authorize`; empty without one).
     pub(crate) delegation: Vec<SpiffeId>,
+    /// A task the request is for (the token's, the credential's), besides the principal's
+    /// current task: on hold, the request is denied before any policy runs.
+    pub(crate) task: Option<String>,
+    /// The access token presented with `/v1/authorize`, already verified.
+    pub(crate) token: Option<crate::oauth::Presented>,
+}
+
+/// A decision made and recorded.
+pub(crate) struct Decided {
+    pub(crate) loaded: Arc<Loaded>,
+    pub(crate) decision: policy::Decision,
+    /// Its id (`dec_…`).
+    pub(crate) id: String,
+    /// Why Warden denied before any policy ran, if it did.
+    pub(crate) barred: Option<Barred>,
 }
 
 /// Who a decision is recorded for: an API caller (the entry stands for its request), or the
@@ -455,21 +485,13 @@ pub(crate) enum RecordAs<'a> {
     Actor(&'a str),
 }
 
-/// Decides one request and records it; the shared core of the three APIs.
-async fn decide(
-    state: &AppState,
-    caller: &Caller,
-    q: Question<'_>,
-) -> Result<(Arc<Loaded>, policy::Decision, String), ApiError> {
-    decide_as(state, RecordAs::Caller(caller), q).await
-}
-
-/// Decides one request and records it as `record_as` says.
+/// Decides one request and records it as `record_as` says: the shared core of every decision
+/// path.
 pub(crate) async fn decide_as(
     state: &AppState,
     record_as: RecordAs<'_>,
     q: Question<'_>,
-) -> Result<(Arc<Loaded>, policy::Decision, String), ApiError> {
+) -> Result<Decided, ApiError> {
     let actor = match &record_as {
         RecordAs::Caller(caller) => caller.actor(),
         RecordAs::Actor(actor) => (*actor).to_owned(),
@@ -479,13 +501,19 @@ pub(crate) async fn decide_as(
         decision,
         id,
         event,
-    } = evaluate(state, &actor, q)?;
+        barred,
+    } = evaluate(state, &actor, q).await?;
     // Recorded before it is answered; if it cannot be, the answer is 503, never an allow.
     match record_as {
         RecordAs::Caller(caller) => caller.record_for_request(state, event).await?,
         RecordAs::Actor(_) => state.record(event).await?,
     }
-    Ok((loaded, decision, id))
+    Ok(Decided {
+        loaded,
+        decision,
+        id,
+        barred,
+    })
 }
 
 /// The context Warden fills in for a decision, and what it was built from.
@@ -544,11 +572,26 @@ pub(crate) struct Evaluated {
     pub(crate) decision: policy::Decision,
     pub(crate) id: String,
     pub(crate) event: ledger::NewEvent,
+    /// Why Warden denied before any policy ran, if it did.
+    pub(crate) barred: Option<Barred>,
+}
+
+/// A deny no policy made.
+fn denied() -> policy::Decision {
+    policy::Decision {
+        effect: policy::Effect::Deny,
+        determining: Vec::new(),
+        errors: Vec::new(),
+    }
 }
 
 /// Decides one request for `actor` and returns the decision with its ledger entry, unrecorded
 /// (for callers that record it together with what the decision allowed, in one commit).
-pub(crate) fn evaluate(
+///
+/// Holds and the denylist come first ([`AppState::barred`]): a principal, an agent in its
+/// delegation chain, or a task that is on hold or denied gets a deny recorded with the
+/// reason, and no policy runs.
+pub(crate) async fn evaluate(
     state: &AppState,
     actor: &str,
     q: Question<'_>,
@@ -561,10 +604,63 @@ pub(crate) fn evaluate(
         resource,
         attributes,
         delegation,
+        task,
+        token,
     } = q;
     let loaded = state.pdp.choose(package)?;
     let principal = SpiffeId::parse(principal)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_spiffe_id", e.to_string()))?;
+    let resource_text = format!("{}::{}", resource.kind, resource.id);
+    let token_jti = token.as_ref().map(|t| t.jti.clone());
+    let barred = state.barred(&Subjects {
+        principal: Some(&principal),
+        resource: Some((&resource.kind, &resource.id)),
+        delegation: &delegation,
+        task: task.as_deref(),
+    })?;
+    if let Some(barred) = barred {
+        let attributes = Value::Object(attributes);
+        // What the policy path would refuse as too large is refused here too: it is recorded.
+        pdp::check_asked(&attributes, 1)?;
+        let id = pdp::decision_id();
+        let mut event = pdp::barred_event(
+            actor,
+            &id,
+            pdp::Asked {
+                api,
+                principal: principal.as_str(),
+                action: &action,
+                resource: &resource_text,
+                request: &(),
+            },
+            &loaded,
+            &barred,
+        )
+        .field_serialized("attributes", &attributes)
+        .map_err(ApiError::internal)?
+        .field(
+            "delegation",
+            delegation
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+        );
+        if let Some(jti) = token_jti {
+            event = event.field("token_jti", jti);
+        }
+        return Ok(Evaluated {
+            loaded,
+            decision: denied(),
+            id,
+            event,
+            barred: Some(barred),
+        });
+    }
+    // A presented token that is no longer live is refused (no decision) once the holds had
+    // their say: a token revoked because its agent was held is a recorded deny above.
+    if let Some(refused) = token.and_then(|t| t.refused) {
+        return Err(refused);
+    }
     let DecisionContext {
         context,
         relation_error,
@@ -572,7 +668,6 @@ pub(crate) fn evaluate(
     } = decision_context(
         state, &loaded, &principal, &action, &resource, attributes, delegation,
     );
-    let resource_text = format!("{}::{}", resource.kind, resource.id);
     let request = policy::Request {
         principal: principal.clone(),
         action: action.clone(),
@@ -588,13 +683,14 @@ pub(crate) fn evaluate(
             determining: Vec::new(),
             errors: vec![e],
         },
-        None => loaded
-            .compiled
-            .decide(&request, &state.pdp.limits)
+        None => state
+            .pdp
+            .decide(&loaded, &request)
+            .await
             .map_err(|e| policy_error(&e))?,
     };
     let id = pdp::decision_id();
-    let event = pdp::decision_event(
+    let mut event = pdp::decision_event(
         actor,
         &id,
         pdp::Asked {
@@ -608,11 +704,15 @@ pub(crate) fn evaluate(
         &decision,
     )
     .map_err(ApiError::internal)?;
+    if let Some(jti) = token_jti {
+        event = event.field("token_jti", jti);
+    }
     Ok(Evaluated {
         loaded,
         decision,
         id,
         event,
+        barred: None,
     })
 }
 
@@ -627,21 +727,18 @@ pub(crate) async fn authorize(
     ApiJson(req): ApiJson<Authorize>,
 ) -> Result<ApiJson<AuthorizeResponse>, ApiError> {
     caller.require(Role::Enforcer)?;
-    let (delegation, token_jti) = match req.token.as_deref() {
-        Some(token) => {
-            let (chain, jti) = crate::oauth::presented_token(&state, token, &req.principal).await?;
-            (chain, Some(jti))
-        }
-        None => (Vec::new(), None),
+    let token = match req.token.as_deref() {
+        Some(token) => Some(crate::oauth::presented_token(&state, token, &req.principal).await?),
+        None => None,
     };
-    let Evaluated {
+    let Decided {
         loaded,
         decision,
         id: decision_id,
-        event,
-    } = evaluate(
+        barred,
+    } = decide_as(
         &state,
-        &caller.actor(),
+        RecordAs::Caller(&caller),
         Question {
             api: "authorize",
             package: req.package.as_deref(),
@@ -649,15 +746,12 @@ pub(crate) async fn authorize(
             action: req.action,
             resource: req.resource,
             attributes: req.context,
-            delegation,
+            delegation: token.as_ref().map(|t| t.chain.clone()).unwrap_or_default(),
+            task: token.as_ref().and_then(|t| t.task.clone()),
+            token,
         },
-    )?;
-    let event = match token_jti {
-        Some(jti) => event.field("token_jti", jti),
-        None => event,
-    };
-    // Recorded before it is answered; if it cannot be, the answer is 503, never an allow.
-    caller.record_for_request(&state, event).await?;
+    )
+    .await?;
     let allowed = decision.is_allowed();
     Ok(ApiJson(AuthorizeResponse {
         decision: if allowed { "allow" } else { "deny" },
@@ -668,6 +762,8 @@ pub(crate) async fn authorize(
         policy_version: loaded.version,
         policy_sha256: loaded.compiled.content_hash().to_owned(),
         decision_id,
+        reason: barred.as_ref().map(Barred::reason),
+        barred: barred.as_ref().map(Barred::to_json),
     }))
 }
 
@@ -747,9 +843,14 @@ async fn evaluate_one(
     }
     // The subject is an agent, whatever `type` the caller names it with.
     let _ = subject.kind;
-    let (_, decision, id) = decide(
+    let Decided {
+        decision,
+        id,
+        barred,
+        ..
+    } = decide_as(
         state,
-        caller,
+        RecordAs::Caller(caller),
         Question {
             api: "authzen",
             package,
@@ -761,6 +862,8 @@ async fn evaluate_one(
             },
             attributes,
             delegation: Vec::new(),
+            task: None,
+            token: None,
         },
     )
     .await?;
@@ -771,6 +874,10 @@ async fn evaluate_one(
     );
     if !decision.errors.is_empty() {
         reason.insert("errors".into(), decision.errors.clone().into());
+    }
+    if let Some(barred) = &barred {
+        reason.insert("reason".into(), barred.reason().into());
+        reason.insert("barred".into(), barred.to_json());
     }
     Ok(serde_json::json!({
         "decision": decision.is_allowed(),
@@ -853,6 +960,58 @@ pub(crate) async fn authzen_evaluations(
     Ok(ApiJson(serde_json::json!({ "evaluations": out })))
 }
 
+/// Who an OPA data API input is about, read the way Warden's packages read `input`:
+/// `principal` (a SPIFFE ID), `resource` `{type, id}`, `context.delegation` (SPIFFE IDs) and
+/// `context.task.id`. What is absent or does not parse names nobody.
+struct OpaSubjects {
+    principal: Option<SpiffeId>,
+    resource: Option<(String, String)>,
+    delegation: Vec<SpiffeId>,
+    task: Option<String>,
+}
+
+impl OpaSubjects {
+    fn of(input: &Value) -> Self {
+        let text = |pointer: &str| input.pointer(pointer).and_then(Value::as_str);
+        Self {
+            principal: text("/principal").and_then(|p| SpiffeId::parse(p).ok()),
+            resource: text("/resource/type")
+                .zip(text("/resource/id"))
+                .map(|(k, i)| (k.to_owned(), i.to_owned())),
+            delegation: input
+                .pointer("/context/delegation")
+                .and_then(Value::as_array)
+                .map(|ids| {
+                    ids.iter()
+                        .filter_map(Value::as_str)
+                        .filter_map(|id| SpiffeId::parse(id).ok())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            task: text("/context/task/id").map(str::to_owned),
+        }
+    }
+
+    fn subjects(&self) -> Subjects<'_> {
+        Subjects {
+            principal: self.principal.as_ref(),
+            resource: self
+                .resource
+                .as_ref()
+                .map(|(k, i)| (k.as_str(), i.as_str())),
+            delegation: &self.delegation,
+            task: self.task.as_deref(),
+        }
+    }
+
+    fn resource_text(&self) -> String {
+        self.resource
+            .as_ref()
+            .map(|(k, i)| format!("{k}::{i}"))
+            .unwrap_or_default()
+    }
+}
+
 /// OPA's data API request.
 #[derive(Debug, Deserialize)]
 pub(crate) struct DataRequest {
@@ -863,7 +1022,9 @@ pub(crate) struct DataRequest {
 
 /// OPA-compatible data API for Rego packages: `POST /v1/data/a/b/allow {"input": …}` →
 /// `{"result": …, "decision_id"}` (no `result` when the rule is undefined), so existing OPA
-/// clients work pointed at Warden (role `enforcer`). The input is evaluated as sent.
+/// clients work pointed at Warden (role `enforcer`). The input is evaluated as sent — unless
+/// the agent it names (`input.principal`, `input.context.delegation`, the task) is on hold or
+/// on the denylist: then the deny is recorded and the answer is 403 with no result.
 pub(crate) async fn opa_data(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -893,9 +1054,40 @@ pub(crate) async fn opa_data(
             format!("input is larger than {} bytes", pdp::MAX_CONTEXT_BYTES),
         ));
     }
-    let result = loaded
-        .compiled
-        .eval_rule(&rule, req.input.clone(), &state.pdp.limits)
+    // Holds and the denylist first: the input names the agent as Warden's packages read it.
+    let asked = OpaSubjects::of(&req.input);
+    if let Some(barred) = state.barred(&asked.subjects())? {
+        pdp::check_asked(&req.input, 0)?;
+        let id = pdp::decision_id();
+        let principal = asked.principal.as_ref().map_or("", SpiffeId::as_str);
+        caller
+            .record_for_request(
+                &state,
+                pdp::barred_event(
+                    &caller.actor(),
+                    &id,
+                    pdp::Asked {
+                        api: "opa",
+                        principal,
+                        action: &rule,
+                        resource: &asked.resource_text(),
+                        request: &(),
+                    },
+                    &loaded,
+                    &barred,
+                )
+                .field_serialized("input", &req.input)
+                .map_err(ApiError::internal)?,
+            )
+            .await?;
+        // Not a `result`: whether `true` or `false` means allow depends on the rule (`allow`
+        // or `deny`), so a barred principal gets an error no OPA client reads as an allow.
+        return Err(barred.refusal(&id));
+    }
+    let result = state
+        .pdp
+        .eval_rule(&loaded, &rule, req.input.clone())
+        .await
         .map_err(|e| policy_error(&e))?;
     let id = pdp::decision_id();
     let allowed = matches!(result, Some(Value::Bool(true)));
@@ -955,6 +1147,12 @@ pub(crate) struct Simulate {
     /// Replay decisions recorded at or after this time, Unix milliseconds (default: all).
     #[serde(default)]
     since_unix_ms: Option<i64>,
+    /// Read at most this many ledger entries (default and most: 5,000,000).
+    #[serde(default)]
+    max_entries: Option<u64>,
+    /// Replay for at most this many milliseconds (default and most: 20,000).
+    #[serde(default)]
+    max_ms: Option<u64>,
 }
 
 /// A recorded decision the candidate would decide differently.
@@ -979,51 +1177,121 @@ pub(crate) struct Flip {
 /// Most ledger entries one simulation reads.
 const MAX_SIMULATION_ENTRIES: u64 = 5_000_000;
 
-/// Replays the decisions recorded for package `name` (optionally since a time) against a
-/// candidate package and lists every decision that would flip — before anything is deployed
-/// (role `admin` or `auditor`; nothing is changed, the run itself is recorded).
-#[utoipa::path(post, path = "/v1/policies/{name}/simulate", tag = "policy", security(("bearer" = [])), request_body = Simulate,
-    params(("name" = String, Path, description = "package whose recorded decisions are replayed")),
-    responses((status = 200, body = serde_json::Value), (status = 422, body = ErrorBody)))]
-pub(crate) async fn simulate(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-    ApiJson(req): ApiJson<Simulate>,
-) -> Result<ApiJson<Value>, ApiError> {
-    caller.require(Role::Auditor)?;
-    check_name(&name)?;
-    let push = PushPolicy {
-        language: req.language,
-        files: req.files,
-        entrypoint: req.entrypoint,
-        expected_version: None,
-    };
-    let source = PackageSource {
-        language: language_of(&push)?,
-        files: push.files.into_iter().map(|f| (f.name, f.text)).collect(),
-        entrypoint: push.entrypoint,
-    };
-    let candidate = compile(source).await?;
-    let since = req.since_unix_ms.unwrap_or(0);
-    let (mut replayed, mut skipped, mut scanned) = (0u64, 0u64, 0u64);
-    let mut flips = Vec::new();
+/// Longest one simulation replays: under the default 30 s request time limit, so the answer,
+/// with what was replayed so far, arrives before the request would be cut off.
+const MAX_SIMULATION_TIME: Duration = Duration::from_secs(20);
+
+/// Most flips listed in one answer; all of them are counted (`flip_count`).
+const MAX_LISTED_FLIPS: usize = 10_000;
+
+/// Ledger entries read at a time.
+const SIMULATION_BATCH: u32 = 1_000;
+
+/// What a simulation refused for lack of a slot is told to wait, seconds.
+const SIMULATION_RETRY_AFTER: u16 = 5;
+
+/// What one simulation may spend.
+#[derive(Debug, Clone, Copy)]
+struct SimulationBudget {
+    /// Ledger entries read.
+    entries: u64,
+    /// Wall-clock time replaying.
+    time: Duration,
+}
+
+/// Which budget stopped a replay before the end of the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stopped {
+    /// `max_entries` entries were read.
+    Entries,
+    /// `max_ms` passed.
+    Time,
+    /// The request went away (timed out, or the client left): nobody reads the answer.
+    Cancelled,
+}
+
+impl Stopped {
+    /// The name of the request field (and `budget` member) that stopped the replay.
+    fn as_str(self) -> &'static str {
+        match self {
+            Stopped::Entries => "max_entries",
+            Stopped::Time => "max_ms",
+            Stopped::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What a replay found.
+#[derive(Debug, Default)]
+struct Replay {
+    replayed: u64,
+    skipped: u64,
+    scanned: u64,
+    flip_count: u64,
+    flips: Vec<Flip>,
+    stopped: Option<Stopped>,
+    elapsed: Duration,
+}
+
+/// Sets its flag when dropped: the handler's future holds one, so a request that times out
+/// or whose client leaves stops its replay at the next decision.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Replays the decisions of `package` recorded since `since` (Unix ms) against `candidate`,
+/// within `budget`. Runs on a blocking thread: it reads the ledger through `runtime` and
+/// evaluates synchronously, checking the budget and `cancelled` before every entry.
+fn replay(
+    runtime: &tokio::runtime::Handle,
+    state: &AppState,
+    package: &str,
+    candidate: &CompiledPackage,
+    since: i64,
+    budget: SimulationBudget,
+    cancelled: &AtomicBool,
+) -> Result<Replay, ApiError> {
+    let started = Instant::now();
+    let mut out = Replay::default();
     let size = state.ledger.size();
     let mut from = 0u64;
-    while from < size && scanned < MAX_SIMULATION_ENTRIES {
-        let batch = state
-            .ledger
-            .entries(from, 1000)
-            .await
+    let package_name = Value::from(package);
+    'scan: while from < size {
+        let left = budget.entries.saturating_sub(out.scanned);
+        if left == 0 {
+            out.stopped = Some(Stopped::Entries);
+            break;
+        }
+        let batch = runtime
+            .block_on(
+                state.ledger.entries(
+                    from,
+                    u32::try_from(left)
+                        .unwrap_or(SIMULATION_BATCH)
+                        .min(SIMULATION_BATCH),
+                ),
+            )
             .map_err(ApiError::internal)?;
-        let Some(last) = batch.last() else { break };
-        from = last.index + 1;
-        scanned += batch.len() as u64;
+        if batch.is_empty() {
+            break;
+        }
         for entry in batch {
+            if cancelled.load(Ordering::Relaxed) {
+                out.stopped = Some(Stopped::Cancelled);
+                break 'scan;
+            }
+            if started.elapsed() >= budget.time {
+                out.stopped = Some(Stopped::Time);
+                break 'scan;
+            }
+            from = entry.index + 1;
+            out.scanned += 1;
             let e = &entry.event;
-            if e.action != "policy.decision"
-                || e.fields.get("package") != Some(&Value::from(name.as_str()))
-            {
+            if e.action != "policy.decision" || e.fields.get("package") != Some(&package_name) {
                 continue;
             }
             let at = time::OffsetDateTime::parse(
@@ -1043,12 +1311,13 @@ pub(crate) async fn simulate(
                     .unwrap_or_default()
                     .to_owned()
             };
-            // Decisions through the OPA data API carry opaque input: not replayable as a request.
+            // Decisions through the OPA data API carry opaque input, and decisions barred
+            // before any policy ran carry none: not replayable as a request.
             let Some(request) = e.fields.get("request").and_then(pdp::replayable) else {
-                skipped += 1;
+                out.skipped += 1;
                 continue;
             };
-            replayed += 1;
+            out.replayed += 1;
             let (now, because) = match candidate.decide(&request, &state.pdp.limits) {
                 Ok(d) if d.is_allowed() => ("allow", d.determining),
                 Ok(d) => (
@@ -1063,41 +1332,149 @@ pub(crate) async fn simulate(
             };
             let was = field("decision");
             if was != now {
-                flips.push(Flip {
-                    decision_id: field("decision_id"),
-                    ledger_index: entry.index,
-                    time: e.time.clone(),
-                    principal: field("principal"),
-                    action: field("action"),
-                    resource: field("resource"),
-                    was,
-                    now: now.to_owned(),
-                    because,
-                });
+                out.flip_count += 1;
+                if out.flips.len() < MAX_LISTED_FLIPS {
+                    out.flips.push(Flip {
+                        decision_id: field("decision_id"),
+                        ledger_index: entry.index,
+                        time: e.time.clone(),
+                        principal: field("principal"),
+                        action: field("action"),
+                        resource: field("resource"),
+                        was,
+                        now: now.to_owned(),
+                        because,
+                    });
+                }
             }
         }
     }
-    state
-        .record(
-            NewEvent::new(
-                caller.actor(),
-                "policy.simulate",
-                Outcome::Success,
-                OcsfClass::ApiActivity,
+    out.elapsed = started.elapsed();
+    Ok(out)
+}
+
+/// 429 `simulation_busy`: every simulation slot is taken.
+fn simulation_busy() -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "simulation_busy",
+        format!(
+            "{} simulations are running, the most that run at once; try again later",
+            pdp::MAX_SIMULATIONS
+        ),
+    )
+    .with_retry_after(SIMULATION_RETRY_AFTER)
+}
+
+/// Replays the decisions recorded for package `name` (optionally since a time) against a
+/// candidate package and lists the decisions that would flip — before anything is deployed
+/// (role `admin` or `auditor`; a Rego candidate needs `admin`; nothing is changed, the run
+/// itself is recorded).
+///
+/// Bounded: at most [`pdp::MAX_SIMULATIONS`] run at once (more are refused, 429
+/// `simulation_busy` with `Retry-After`), each on a blocking thread of its own — never on the
+/// async workers — and each reads at most `max_entries` ledger entries for at most `max_ms`
+/// (the answer's `budget`, `complete` and `stopped_by` say what it covered).
+#[utoipa::path(post, path = "/v1/policies/{name}/simulate", tag = "policy", security(("bearer" = [])), request_body = Simulate,
+    params(("name" = String, Path, description = "package whose recorded decisions are replayed")),
+    responses((status = 200, body = serde_json::Value), (status = 422, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub(crate) async fn simulate(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<Simulate>,
+) -> Result<ApiJson<Value>, ApiError> {
+    caller.require(Role::Auditor)?;
+    check_name(&name)?;
+    let push = PushPolicy {
+        language: req.language,
+        files: req.files,
+        entrypoint: req.entrypoint,
+        expected_version: None,
+    };
+    let source = PackageSource {
+        language: language_of(&push)?,
+        files: push.files.into_iter().map(|f| (f.name, f.text)).collect(),
+        entrypoint: push.entrypoint,
+    };
+    // A Rego candidate is a program: a built-in call cannot be interrupted, only bounded in
+    // what it allocates, so only an admin (who can push one anyway) may run one here.
+    if source.language == Language::Rego && !caller.role.allows(Role::Admin) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "token `{}` has role `{}`; simulating a Rego candidate runs it on the server and needs `admin` (an auditor may simulate Cedar candidates)",
+                caller.name,
+                caller.role.as_str()
+            ),
+        ));
+    }
+    // A slot before anything else: compiling a candidate is work too.
+    let slot = Arc::clone(&state.pdp.simulations)
+        .try_acquire_owned()
+        .map_err(|_| simulation_busy())?;
+    let candidate = compile(source).await?;
+    let candidate_sha256 = candidate.content_hash().to_owned();
+    let budget = SimulationBudget {
+        entries: req
+            .max_entries
+            .map_or(MAX_SIMULATION_ENTRIES, |m| m.min(MAX_SIMULATION_ENTRIES)),
+        time: req.max_ms.map_or(MAX_SIMULATION_TIME, |m| {
+            Duration::from_millis(m).min(MAX_SIMULATION_TIME)
+        }),
+    };
+    let since = req.since_unix_ms.unwrap_or(0);
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let _cancel = CancelOnDrop(Arc::clone(&cancelled));
+    let runtime = tokio::runtime::Handle::current();
+    let replayed = {
+        let state = Arc::clone(&state);
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || {
+            // The slot is held until the replay has stopped, even if the request went away.
+            let _slot = slot;
+            replay(
+                &runtime, &state, &name, &candidate, since, budget, &cancelled,
             )
-            .field("package", name.clone())
-            .field("candidate_sha256", candidate.content_hash())
-            .field("replayed", replayed)
-            .field("flips", flips.len() as u64),
-        )
-        .await?;
-    Ok(ApiJson(serde_json::json!({
+        })
+        .await
+        .map_err(ApiError::internal)??
+    };
+    let complete = replayed.stopped.is_none();
+    let mut event = NewEvent::new(
+        caller.actor(),
+        "policy.simulate",
+        Outcome::Success,
+        OcsfClass::ApiActivity,
+    )
+    .field("package", name.clone())
+    .field("candidate_sha256", candidate_sha256.clone())
+    .field("replayed", replayed.replayed)
+    .field("flips", replayed.flip_count)
+    .field("complete", complete);
+    if let Some(stopped) = replayed.stopped {
+        event = event.field("stopped_by", stopped.as_str());
+    }
+    state.record(event).await?;
+    let mut out = serde_json::json!({
         "package": name,
-        "candidate_sha256": candidate.content_hash(),
-        "replayed": replayed,
-        "skipped": skipped,
-        "scanned_entries": scanned,
-        "complete": from >= size,
-        "flips": flips,
-    })))
+        "candidate_sha256": candidate_sha256,
+        "replayed": replayed.replayed,
+        "skipped": replayed.skipped,
+        "scanned_entries": replayed.scanned,
+        "complete": complete,
+        "budget": {
+            "max_entries": budget.entries,
+            "max_ms": u64::try_from(budget.time.as_millis()).unwrap_or(u64::MAX),
+            "elapsed_ms": u64::try_from(replayed.elapsed.as_millis()).unwrap_or(u64::MAX),
+        },
+        "flip_count": replayed.flip_count,
+        "flips": replayed.flips,
+    });
+    if let Some(stopped) = replayed.stopped {
+        out["stopped_by"] = Value::from(stopped.as_str());
+    }
+    Ok(ApiJson(out))
 }

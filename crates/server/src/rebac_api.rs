@@ -23,6 +23,7 @@ use crate::{
     AppState,
     auth::{Caller, Role},
     error::{ApiError, ApiJson, ErrorBody},
+    holds::{Barred, Subjects},
     now_ms,
     relations::{self, DEFAULT_STORE, RelStore},
 };
@@ -744,6 +745,40 @@ pub(crate) struct CheckResponse {
     revision: u64,
     /// The ledger record of this decision.
     decision_id: String,
+    /// Why it is not allowed whatever the tuples say: the user is an agent on hold or on the
+    /// denylist, or its task is on hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// The hold check ([`AppState::barred`]) for a relationship query's user: an `agent:` user
+/// (the SPIFFE ID without `spiffe://`) that is on hold or on the denylist, or whose current
+/// task for `object` is on hold, holds no relation. Other users are never barred.
+fn barred_user(
+    state: &AppState,
+    user: &User,
+    object: Option<(&str, &str)>,
+) -> Result<Option<Barred>, ApiError> {
+    let User::Object(o) = user else {
+        return Ok(None);
+    };
+    if o.object_type() != relations::AGENT_TYPE {
+        return Ok(None);
+    }
+    let Ok(agent) = identity::SpiffeId::parse(&format!("spiffe://{}", o.id())) else {
+        return Ok(None);
+    };
+    state.barred(&Subjects {
+        principal: Some(&agent),
+        resource: object,
+        ..Subjects::default()
+    })
+}
+
+/// A check's answer, with why a barred user is refused.
+struct Checked {
+    allowed: bool,
+    barred: Option<Barred>,
 }
 
 fn same_model(snap: &relations::Snapshot<'_>, id: Option<&String>) -> Result<(), ApiError> {
@@ -761,14 +796,22 @@ fn same_model(snap: &relations::Snapshot<'_>, id: Option<&String>) -> Result<(),
 }
 
 fn check_one(
+    state: &AppState,
     snap: &relations::Snapshot<'_>,
     key: &CheckKey,
     contextual_tuples: &TupleList,
-) -> Result<bool, ApiError> {
+) -> Result<Checked, ApiError> {
     let ctx = contextual(snap.model(), contextual_tuples)?;
     let user = User::parse(&key.user).map_err(|e| rebac_error(&e))?;
     let object = ObjectRef::parse(&key.object).map_err(|e| rebac_error(&e))?;
-    rebac::check(
+    // Holds and the denylist before the tuples: a held agent holds nothing.
+    if let Some(barred) = barred_user(state, &user, Some((object.object_type(), object.id())))? {
+        return Ok(Checked {
+            allowed: false,
+            barred: Some(barred),
+        });
+    }
+    let allowed = rebac::check(
         snap.model(),
         snap.graph(),
         &rebac::CheckRequest {
@@ -779,18 +822,23 @@ fn check_one(
             now_ms: now_ms(),
         },
     )
-    .map_err(|e| rebac_error(&e))
+    .map_err(|e| rebac_error(&e))?;
+    Ok(Checked {
+        allowed,
+        barred: None,
+    })
 }
 
 fn check_event(
     caller: &Caller,
     store: &str,
     key: &CheckKey,
-    allowed: bool,
+    checked: &Checked,
     id: &str,
     revision: u64,
 ) -> NewEvent {
-    NewEvent::new(
+    let allowed = checked.allowed;
+    let event = NewEvent::new(
         caller.actor(),
         "rebac.check",
         if allowed {
@@ -806,7 +854,13 @@ fn check_event(
     .field("relation", key.relation.clone())
     .field("object", key.object.clone())
     .field("allowed", allowed)
-    .field("revision", revision)
+    .field("revision", revision);
+    match &checked.barred {
+        Some(b) => event
+            .field("reason", b.reason())
+            .field("barred", b.to_json()),
+        None => event,
+    }
 }
 
 /// Does `user` have `relation` on `object`? OpenFGA's Check, with contextual tuples; every
@@ -821,11 +875,11 @@ pub(crate) async fn check(
 ) -> Result<ApiJson<CheckResponse>, ApiError> {
     require_reader(&caller)?;
     let rel = open_store(&state, &name, req.at_least_revision).await?;
-    let (allowed, revision) = {
+    let (checked, revision) = {
         let snap = rel.read();
         same_model(&snap, req.authorization_model_id.as_ref())?;
         (
-            check_one(&snap, &req.tuple_key, &req.contextual_tuples)?,
+            check_one(&state, &snap, &req.tuple_key, &req.contextual_tuples)?,
             snap.revision(),
         )
     };
@@ -833,13 +887,14 @@ pub(crate) async fn check(
     caller
         .record_for_request(
             &state,
-            check_event(&caller, &name, &req.tuple_key, allowed, &id, revision),
+            check_event(&caller, &name, &req.tuple_key, &checked, &id, revision),
         )
         .await?;
     Ok(ApiJson(CheckResponse {
-        allowed,
+        allowed: checked.allowed,
         revision,
         decision_id: id,
+        reason: checked.barred.as_ref().map(Barred::reason),
     }))
 }
 
@@ -908,25 +963,36 @@ pub(crate) async fn batch_check(
     let (answers, revision) = {
         let snap = rel.read();
         same_model(&snap, req.authorization_model_id.as_ref())?;
-        let answers: Vec<Result<bool, ApiError>> = req
+        let answers: Vec<Result<Checked, ApiError>> = req
             .checks
             .iter()
-            .map(|item| check_one(&snap, &item.tuple_key, &item.contextual_tuples))
+            .map(|item| check_one(&state, &snap, &item.tuple_key, &item.contextual_tuples))
             .collect();
         (answers, snap.revision())
     };
+    // Holds that cannot be read leave no check answered (503), not one item in error.
+    if let Some(Err(e)) = answers
+        .iter()
+        .find(|a| matches!(a, Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE))
+    {
+        return Err(e.clone());
+    }
     let mut result = serde_json::Map::new();
     for (item, answer) in req.checks.iter().zip(answers) {
         let value = match answer {
-            Ok(allowed) => {
+            Ok(checked) => {
                 let id = crate::pdp::decision_id();
                 caller
                     .record_for_request(
                         &state,
-                        check_event(&caller, &name, &item.tuple_key, allowed, &id, revision),
+                        check_event(&caller, &name, &item.tuple_key, &checked, &id, revision),
                     )
                     .await?;
-                json!({ "allowed": allowed, "decision_id": id })
+                let mut v = json!({ "allowed": checked.allowed, "decision_id": id });
+                if let Some(b) = &checked.barred {
+                    v["reason"] = json!(b.reason());
+                }
+                v
             }
             Err(e) => json!({ "error": e.body() }),
         };
@@ -1025,6 +1091,12 @@ pub(crate) async fn list_objects(
     same_model(&snap, req.authorization_model_id.as_ref())?;
     let ctx = contextual(snap.model(), &req.contextual_tuples)?;
     let user = User::parse(&req.user).map_err(|e| rebac_error(&e))?;
+    // A held or denied agent holds nothing (its current task is not known without an object).
+    if barred_user(&state, &user, None)?.is_some() {
+        return Ok(ApiJson(
+            json!({ "objects": Vec::<String>::new(), "revision": snap.revision() }),
+        ));
+    }
     let objects = rebac::list_objects(
         snap.model(),
         snap.graph(),
@@ -1131,7 +1203,14 @@ pub(crate) async fn list_users(
     )
     .map_err(|e| rebac_error(&e))?;
     let excluded: Vec<Value> = users.excluded_users.iter().map(list_user_json).collect();
-    let users: Vec<Value> = users.users.iter().map(list_user_json).collect();
+    // Held or denied agents (or agents whose task for the object is held) hold nothing.
+    let mut listed = Vec::with_capacity(users.users.len());
+    for user in &users.users {
+        if barred_user(&state, user, Some((object.object_type(), object.id())))?.is_none() {
+            listed.push(list_user_json(user));
+        }
+    }
+    let users = listed;
     Ok(ApiJson(json!({
         "users": users,
         "excluded_users": excluded,

@@ -353,7 +353,7 @@ pub(crate) async fn agent_create(
     let mut attributes = serde_json::Map::new();
     attributes.insert("owner".into(), json!(req.owner));
     attributes.insert("resources".into(), json!(req.resources));
-    let (_, decision, decision_id) = decide_as(
+    let decided = decide_as(
         &state,
         RecordAs::Actor(&actor),
         Question {
@@ -367,10 +367,16 @@ pub(crate) async fn agent_create(
             },
             attributes,
             delegation: Vec::new(),
+            task: None,
+            token: None,
         },
     )
     .await?;
-    if !decision.is_allowed() {
+    let decision_id = &decided.id;
+    if let Some(barred) = &decided.barred {
+        return Err(barred.refusal(decision_id));
+    }
+    if !decided.decision.is_allowed() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "access_denied",

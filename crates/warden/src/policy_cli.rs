@@ -244,16 +244,25 @@ pub(crate) async fn policy(client: &Client, cmd: PolicyCmd) -> Result<()> {
                         .join("; ")
                 );
             }
+            let flip_count = v["flip_count"].as_u64().unwrap_or(flips.len() as u64);
+            let listed = if flip_count > flips.len() as u64 {
+                format!(" ({} listed)", flips.len())
+            } else {
+                String::new()
+            };
+            let stopped = if v["complete"] == true {
+                String::new()
+            } else {
+                format!(
+                    " (stopped by its `{}` budget after {} ledger entries: not every decision was replayed)",
+                    v["stopped_by"].as_str().unwrap_or("max_entries"),
+                    v["scanned_entries"]
+                )
+            };
             println!(
-                "{} decisions of `{package}` replayed against {}: {} would flip{}",
+                "{} decisions of `{package}` replayed against {}: {flip_count} would flip{listed}{stopped}",
                 v["replayed"],
                 v["candidate_sha256"].as_str().unwrap_or_default(),
-                flips.len(),
-                if v["complete"] == true {
-                    ""
-                } else {
-                    " (ledger scan stopped at its limit)"
-                }
             );
         }
         PolicyCmd::Eval {

@@ -1,4 +1,5 @@
-//! Static dependency analysis of Rego modules: refuse recursion and overly deep rule chains.
+//! Static analysis of Rego modules at upload: refuse recursion, overly deep rule chains, and
+//! calls of built-ins whose cost the evaluation budget cannot bound ([`super::budget`]).
 //!
 //! OPA rejects recursive policies at compile time. regorus detects a recursive *rule* only
 //! while evaluating, and a recursive *function* (or a very long chain of rules or functions)
@@ -12,6 +13,10 @@
 //! package; a reference with a dynamic part (`data.a[x]`) depends on every rule below its
 //! static prefix; a reference into a rule's value (`data.a.r.field`) depends on that rule.
 //!
+//! The same walk finds every function call and every `with … as` replacement; a call that
+//! names no rule or function of the package is a built-in, checked by
+//! [`budget::check_call`](super::budget::check_call).
+//!
 //! Uses regorus's `unstable` AST; the walk recurses over expressions, whose nesting the
 //! regorus parser bounds (32 levels).
 
@@ -19,6 +24,7 @@ use std::collections::HashMap;
 
 use regorus::unstable::{Expr, Literal, Module, Query, Ref, Rule, RuleHead, Span};
 
+use super::budget;
 use crate::Diagnostic;
 
 /// Longest chain of rule / function dependencies accepted, counting the entry rule.
@@ -30,9 +36,24 @@ struct Node {
     edges: Vec<usize>,
 }
 
-/// Checks `modules` for recursion and for dependency chains deeper than
-/// [`MAX_DEPENDENCY_DEPTH`]; returns the path of every rule (`data.a.b.allow`).
-pub(crate) fn check(modules: &[Ref<Module>]) -> Result<Vec<String>, Diagnostic> {
+/// A function call: the called name's static path and where it starts, and the arguments.
+type Call<'a> = (Vec<String>, &'a Span, &'a [Ref<Expr>]);
+
+/// What a rule refers to.
+#[derive(Default)]
+struct Found<'a> {
+    /// Static paths of every reference (`data.a.b`, `x`, `f`).
+    refs: Vec<Vec<String>>,
+    /// Every call.
+    calls: Vec<Call<'a>>,
+    /// Every `with … as X` whose `X` is a name: its static path and span.
+    replacements: Vec<(Vec<String>, &'a Span)>,
+}
+
+/// Checks `modules` for recursion, for dependency chains deeper than [`MAX_DEPENDENCY_DEPTH`]
+/// and for built-ins the evaluation budget cannot bound; returns the path of every rule
+/// (`data.a.b.allow`), or every refusal found.
+pub(crate) fn check(modules: &[Ref<Module>]) -> Result<Vec<String>, Vec<Diagnostic>> {
     let mut nodes: Vec<Node> = Vec::new();
     let mut by_path: HashMap<Vec<String>, usize> = HashMap::new();
     // (module index, node, rule)
@@ -74,6 +95,7 @@ pub(crate) fn check(modules: &[Ref<Module>]) -> Result<Vec<String>, Diagnostic> 
     }
 
     let mut edges: Vec<(usize, usize)> = Vec::new();
+    let mut refused = Vec::new();
     for &(m, node, rule) in &rules {
         let Some(module) = modules.get(m) else {
             continue;
@@ -82,9 +104,34 @@ pub(crate) fn check(modules: &[Ref<Module>]) -> Result<Vec<String>, Diagnostic> 
             continue;
         };
         let imports = imports_of(module);
-        let mut refs = Vec::new();
-        collect_rule(rule, &mut refs);
-        for r in refs {
+        let mut found = Found::default();
+        collect_rule(rule, &mut found);
+        // A name that resolves to no rule or function of the package is a built-in (or
+        // unknown, which regorus reports when it evaluates the call).
+        let builtin = |components: &[String]| -> Option<String> {
+            let root = components.first()?;
+            if root == "data" || root == "input" || imports.contains_key(root) {
+                return None;
+            }
+            let mut path = package.clone();
+            path.extend(components.iter().cloned());
+            (!by_path.contains_key(&path)).then(|| components.join("."))
+        };
+        for (components, span, params) in &found.calls {
+            if let Some(name) = builtin(components) {
+                if let Err(d) = budget::check_call(&name, span, params) {
+                    refused.push(d);
+                }
+            }
+        }
+        for (components, span) in &found.replacements {
+            if let Some(name) = builtin(components) {
+                if let Err(d) = budget::check_replacement(&name, span) {
+                    refused.push(d);
+                }
+            }
+        }
+        for r in found.refs {
             let Some(path) = resolve(r, package, &imports) else {
                 continue;
             };
@@ -107,7 +154,10 @@ pub(crate) fn check(modules: &[Ref<Module>]) -> Result<Vec<String>, Diagnostic> 
         n.edges.sort_unstable();
         n.edges.dedup();
     }
-    depths(&nodes)?;
+    depths(&nodes).map_err(|d| vec![d])?;
+    if !refused.is_empty() {
+        return Err(refused);
+    }
     Ok(nodes.iter().map(|n| n.path.join(".")).collect())
 }
 
@@ -177,7 +227,8 @@ fn cycle(nodes: &[Node], parent: &[usize], from: usize, to: usize) -> Diagnostic
     )
 }
 
-fn located(span: &Span, message: String) -> Diagnostic {
+/// A diagnostic at `span`.
+pub(super) fn located(span: &Span, message: String) -> Diagnostic {
     Diagnostic {
         file: span.source.get_path().clone(),
         line: Some(span.line),
@@ -275,7 +326,16 @@ fn static_path(expr: &Expr) -> (Vec<String>, Vec<&Expr>) {
     (components, rest)
 }
 
-fn collect_rule(rule: &Rule, out: &mut Vec<Vec<String>>) {
+/// Where a reference chain starts (`numbers` in `numbers.range`).
+fn root_span(expr: &Expr) -> &Span {
+    let mut at = expr;
+    while let Expr::RefDot { refr, .. } | Expr::RefBrack { refr, .. } = at {
+        at = refr;
+    }
+    at.span()
+}
+
+fn collect_rule<'a>(rule: &'a Rule, out: &mut Found<'a>) {
     match rule {
         Rule::Spec { head, bodies, .. } => {
             match head {
@@ -309,13 +369,13 @@ fn collect_rule(rule: &Rule, out: &mut Vec<Vec<String>>) {
 }
 
 /// A rule head's own path is a definition, not a reference; only its dynamic keys are walked.
-fn walk_head_ref(refr: &Expr, out: &mut Vec<Vec<String>>) {
+fn walk_head_ref<'a>(refr: &'a Expr, out: &mut Found<'a>) {
     for e in static_path(refr).1 {
         walk(e, out);
     }
 }
 
-fn walk_query(query: &Query, out: &mut Vec<Vec<String>>) {
+fn walk_query<'a>(query: &'a Query, out: &mut Found<'a>) {
     for stmt in &query.stmts {
         match &stmt.literal {
             Literal::SomeVars { .. } => {}
@@ -340,11 +400,15 @@ fn walk_query(query: &Query, out: &mut Vec<Vec<String>>) {
         for w in &stmt.with_mods {
             walk(&w.refr, out);
             walk(&w.r#as, out);
+            let (path, rest) = static_path(&w.r#as);
+            if rest.is_empty() && !path.is_empty() {
+                out.replacements.push((path, w.r#as.span()));
+            }
         }
     }
 }
 
-fn walk(expr: &Expr, out: &mut Vec<Vec<String>>) {
+fn walk<'a>(expr: &'a Expr, out: &mut Found<'a>) {
     match expr {
         Expr::String { .. }
         | Expr::RawString { .. }
@@ -354,7 +418,7 @@ fn walk(expr: &Expr, out: &mut Vec<Vec<String>>) {
         Expr::Var { .. } | Expr::RefDot { .. } | Expr::RefBrack { .. } => {
             let (components, rest) = static_path(expr);
             if !components.is_empty() {
-                out.push(components);
+                out.refs.push(components);
             }
             for e in rest {
                 walk(e, out);
@@ -383,6 +447,10 @@ fn walk(expr: &Expr, out: &mut Vec<Vec<String>>) {
             walk_query(query, out);
         }
         Expr::Call { fcn, params, .. } => {
+            let (name, _) = static_path(fcn);
+            if !name.is_empty() {
+                out.calls.push((name, root_span(fcn), params));
+            }
             walk(fcn, out);
             for p in params {
                 walk(p, out);

@@ -1,21 +1,25 @@
-//! Rego packages through regorus: parsing, the entry point, time-limited fail-closed decisions.
+//! Rego packages through regorus: parsing, the entry point, budgeted fail-closed decisions.
 //!
-//! Evaluation is bounded three ways. **Time**: regorus's execution timer
+//! Evaluation is bounded four ways. **Time**: regorus's execution timer
 //! (`Engine::set_execution_timer_config`) checks the monotonic clock every
 //! [`TIMER_CHECK_INTERVAL`] units of interpreter work and aborts past
-//! [`Limits::rego_time_limit`]. **Recursion and depth**: upload refuses recursive rules and
-//! functions and dependency chains longer than [`deps::MAX_DEPENDENCY_DEPTH`] ([`deps`]).
-//! **Stack**: evaluation runs with at least [`STACK_RED_ZONE`] bytes of stack, on a fresh
-//! [`EVAL_STACK`]-byte stack (`stacker`) when the calling thread has less left. Any error or
-//! timeout is a deny carrying the reason.
+//! [`Limits::rego_time_limit`]. **What one built-in call may allocate**, which the timer cannot
+//! interrupt: upload admits only built-ins whose result Warden can bound, and Warden's own
+//! implementations of the rest cap their results ([`budget`]). **Recursion and depth**: upload
+//! refuses recursive rules and functions and dependency chains longer than
+//! [`deps::MAX_DEPENDENCY_DEPTH`] ([`deps`]). **Stack**: evaluation runs with at least
+//! [`STACK_RED_ZONE`] bytes of stack, on a fresh [`EVAL_STACK`]-byte stack (`stacker`) when the
+//! calling thread has less left. Any error, exceeded budget or panic inside regorus is a deny
+//! carrying the reason. `print` output is gathered and dropped, never written to stderr.
 
+pub(crate) mod budget;
 mod deps;
 
 use std::collections::HashSet;
 use std::num::NonZeroU32;
 
 use regorus::utils::limits::ExecutionTimerConfig;
-use regorus::{Engine, Value as RegoValue};
+use regorus::{Engine, LimitError, Value as RegoValue};
 
 use crate::{Decision, Diagnostic, Effect, Limits, PolicyError, Request, diag};
 
@@ -46,6 +50,9 @@ impl RegoPackage {
         // OPA's non-strict mode turns a failing built-in into "undefined", which a `not` can
         // turn into a pass; strict mode makes it an error, and an error is a deny.
         engine.set_strict_builtin_errors(true);
+        // regorus writes `print` output to stderr unless it gathers it: a decision does no I/O.
+        engine.set_gather_prints(true);
+        budget::install(&mut engine).map_err(PolicyError::invalid_package)?;
         let mut errors = Vec::new();
         let mut first_package = None;
         if files.is_empty() {
@@ -75,11 +82,7 @@ impl RegoPackage {
         }
         let rules = match deps::check(engine.get_modules()) {
             Ok(rules) => rules.into_iter().collect(),
-            Err(d) => {
-                return Err(PolicyError::InvalidPackage {
-                    diagnostics: vec![d],
-                });
-            }
+            Err(diagnostics) => return Err(PolicyError::InvalidPackage { diagnostics }),
         };
         let entrypoint = match (entrypoint, first_package) {
             (Some(e), _) => e.to_owned(),
@@ -120,7 +123,8 @@ impl RegoPackage {
         self.rules.contains(path)
     }
 
-    /// Evaluates `rule` over `input` within the time limit, on a stack of known size.
+    /// Evaluates `rule` over `input` within the budget, on a stack of known size. A panic
+    /// inside regorus is an error like any other (fail closed), not a crash.
     fn eval(
         &self,
         rule: &str,
@@ -133,10 +137,18 @@ impl RegoPackage {
             check_interval: TIMER_CHECK_INTERVAL,
         });
         engine.set_input(RegoValue::from(input));
-        stacker::maybe_grow(STACK_RED_ZONE, EVAL_STACK, || {
-            engine.eval_rule(rule.to_owned())
-        })
-        .map_err(|e| diag::from_rego("", &e.to_string()).to_string())
+        let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            stacker::maybe_grow(STACK_RED_ZONE, EVAL_STACK, || {
+                engine.eval_rule(rule.to_owned())
+            })
+        }));
+        match evaluated {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(failure(&e, limits)),
+            Err(_) => Err(format!(
+                "the Rego engine failed while evaluating `{rule}` (a bug in regorus); denied"
+            )),
+        }
     }
 
     /// The value of `rule` for `input` (`None` when undefined). A runtime error or timeout is
@@ -192,10 +204,75 @@ impl RegoPackage {
     }
 }
 
+/// Why an evaluation failed, as a decision's error: an exceeded time limit says so in the
+/// budget's words; anything else is regorus's located message.
+fn failure(e: &anyhow::Error, limits: &Limits) -> String {
+    let timed_out = e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<LimitError>(),
+            Some(LimitError::TimeLimitExceeded { .. })
+        )
+    });
+    if timed_out {
+        format!(
+            "{}: the evaluation ran past its {:?} time limit",
+            budget::EXCEEDED,
+            limits.rego_time_limit
+        )
+    } else {
+        diag::from_rego("", &e.to_string()).to_string()
+    }
+}
+
 fn deny(errors: Vec<String>) -> Decision {
     Decision {
         effect: Effect::Deny,
         determining: Vec::new(),
         errors,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic inside regorus is a deny naming the rule (fail closed), not a crash of the
+    /// decision's thread.
+    #[test]
+    fn a_panic_inside_regorus_is_a_deny() {
+        let mut package = RegoPackage::compile(
+            &[("p.rego", "package p\nimport rego.v1\nallow if boom(1)\n")],
+            None,
+        )
+        .unwrap();
+        package
+            .engine
+            .add_extension(
+                "boom".to_owned(),
+                1,
+                Box::new(|_: Vec<RegoValue>| -> anyhow::Result<RegoValue> {
+                    panic!("a bug in the engine")
+                }),
+            )
+            .unwrap();
+        let request: Request = serde_json::from_value(serde_json::json!({
+            "principal": "spiffe://example.org/agent/coder",
+            "action": "write",
+            "resource": {"type": "Repository", "id": "warden"},
+            "context": {"agent": {"kind": "", "owner": "", "attributes": {}},
+                        "risk_score": 0, "hold": false, "delegation": [], "time": 0,
+                        "request": {}, "relations": []},
+        }))
+        .unwrap();
+        let decision = package.decide(&request, &Limits::default()).unwrap();
+        assert_eq!(decision.effect, Effect::Deny);
+        assert_eq!(
+            decision.errors,
+            ["the Rego engine failed while evaluating `data.p.allow` (a bug in regorus); denied"]
+        );
+        let err = package
+            .eval_rule("data.p.allow", serde_json::json!({}), &Limits::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("the Rego engine failed"), "{err}");
     }
 }

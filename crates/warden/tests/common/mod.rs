@@ -193,6 +193,19 @@ impl Install {
         Server::start(cmd, http_client()).await
     }
 
+    /// Like [`Install::serve_with`], with environment variables set for the server only (e.g.
+    /// `TOKIO_WORKER_THREADS`, so a test sees the same runtime on any machine).
+    pub(crate) async fn serve_env(&self, env: &[(&str, &str)], extra: &[&str]) -> Server {
+        let mut cmd = self.cmd();
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        if let Some(url) = &self.database_url {
+            cmd.arg("--database-url").arg(url);
+        }
+        cmd.args(extra);
+        cmd.envs(env.iter().copied());
+        Server::start(cmd, http_client()).await
+    }
+
     /// Like [`Install::serve_with`], for an HTTPS server: `http` must trust its certificate.
     pub(crate) async fn serve_tls(&self, extra: &[&str], http: reqwest::Client) -> Server {
         let mut cmd = self.cmd();
