@@ -405,11 +405,39 @@ fn python3() -> Option<std::path::PathBuf> {
     }
 }
 
+/// A process running `program handoff.py ARGS… RELAY` that ends up relaying a Workload API
+/// connection to this test over a Unix socket; the client on it sends the connection
+/// preface if `hello` (else the program did). Keep the child until the test is done.
+async fn handed_off(
+    running: &common::Running,
+    program: &Path,
+    args: &[&std::ffi::OsStr],
+    stdin: std::process::Stdio,
+    hello: bool,
+) -> (RawClient<UnixStream>, tokio::process::Child) {
+    let relay_path = running.dir.path().join("relay.sock");
+    let _ = std::fs::remove_file(&relay_path);
+    let relay = UnixListener::bind(&relay_path).unwrap();
+    let child = tokio::process::Command::new(program)
+        .arg(HANDOFF)
+        .args(args)
+        .arg(&relay_path)
+        .stdin(stdin)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (relayed, _) = tokio::time::timeout(DEADLINE, relay.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    (RawClient::over(relayed, hello).await, child)
+}
+
 /// A connection made by one process but used by another is dropped: SO_PEERCRED names the
 /// process that connected, and the bytes must come from it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_handed_to_another_process_is_dropped() {
-    let Some(_) = python3() else { return };
+    let Some(python) = python3() else { return };
     let running = common::Running::start(Limits::for_this_process()).await;
     // This test process is entitled to an identity.
     let me = std::fs::canonicalize("/proc/self/exe").unwrap();
@@ -424,26 +452,11 @@ async fn a_connection_handed_to_another_process_is_dropped() {
 
     // It connects, then hands the connection to a Python process (as its standard input),
     // which is entitled to nothing and relays our frames onto it.
-    let relay_path = running.dir.path().join("relay.sock");
-    let relay = UnixListener::bind(&relay_path).unwrap();
     let connection = std::os::unix::net::UnixStream::connect(&running.sock).unwrap();
-    let mut child = tokio::process::Command::new("python3")
-        .arg(HANDOFF)
-        .arg("relay")
-        .arg(&relay_path)
-        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
-            connection,
-        )))
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let (relayed, _) = tokio::time::timeout(DEADLINE, relay.accept())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut borrowed = RawClient::over(relayed, true).await;
+    let stdin = std::process::Stdio::from(std::os::fd::OwnedFd::from(connection));
+    let (mut borrowed, _child) =
+        handed_off(&running, &python, &["relay".as_ref()], stdin, true).await;
     assert_eq!(borrowed.fetch_jwt().await, Outcome::Closed);
-    let _ = child.kill().await;
     running.stop().await;
 }
 
@@ -469,45 +482,27 @@ async fn a_process_that_execs_after_connecting_is_refused() {
     running
         .register("spiffe://example.org/agent/trusted", &trusted)
         .await;
-    let relay_path = running.dir.path().join("relay.sock");
-    let relay = UnixListener::bind(&relay_path).unwrap();
     // The untrusted interpreter connects, says hello, waits until Warden has accepted the
     // connection (its first frame), then execs the trusted one, which relays our frames.
-    let mut child = tokio::process::Command::new(&python)
-        .arg(HANDOFF)
-        .arg("exec")
-        .arg(&running.sock)
-        .arg(&trusted)
-        .arg(&relay_path)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let (relayed, _) = tokio::time::timeout(DEADLINE, relay.accept())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut execd = RawClient::over(relayed, false).await;
+    let sock = running.sock.as_os_str();
+    let args = ["exec".as_ref(), sock, trusted.as_os_str()];
+    let (mut execd, _child) =
+        handed_off(&running, &python, &args, std::process::Stdio::null(), false).await;
     let outcome = execd.fetch_jwt().await;
     assert!(
         matches!(&outcome, Outcome::Status(7, m) if m.contains("another executable")),
         "{outcome:?}"
     );
     // The trusted program connecting by itself is entitled (the entry is right).
-    let mut child2 = tokio::process::Command::new(&trusted)
-        .arg(HANDOFF)
-        .arg("connect")
-        .arg(&running.sock)
-        .arg(&relay_path)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let (relayed, _) = tokio::time::timeout(DEADLINE, relay.accept())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut honest = RawClient::over(relayed, false).await;
+    let args = ["connect".as_ref(), sock];
+    let (mut honest, _child) = handed_off(
+        &running,
+        &trusted,
+        &args,
+        std::process::Stdio::null(),
+        false,
+    )
+    .await;
     assert!(matches!(honest.fetch_jwt().await, Outcome::Status(0, _)));
-    let _ = child.kill().await;
-    let _ = child2.kill().await;
     running.stop().await;
 }
