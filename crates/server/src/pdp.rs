@@ -313,23 +313,15 @@ pub(crate) struct Asked<'a, R: serde::Serialize + ?Sized> {
     pub(crate) request: &'a R,
 }
 
-/// The ledger record of a decision (OCSF 3003 Authorize Session). Fails only if the request
-/// has no JSON form (see [`NewEvent::field_serialized`]).
-pub(crate) fn decision_event<R: serde::Serialize + ?Sized>(
+/// The fields every `policy.decision` entry has (OCSF 3003 Authorize Session): who asked
+/// what, of which package, and the answer.
+fn decision_head<R: serde::Serialize + ?Sized>(
     actor: &str,
     decision_id: &str,
-    asked: Asked<'_, R>,
+    asked: &Asked<'_, R>,
     loaded: &Loaded,
-    decision: &policy::Decision,
-) -> Result<NewEvent, ledger::LedgerError> {
-    let Asked {
-        api,
-        principal,
-        action,
-        resource,
-        request,
-    } = asked;
-    let allowed = decision.is_allowed();
+    allowed: bool,
+) -> NewEvent {
     NewEvent::new(
         actor,
         "policy.decision",
@@ -341,17 +333,29 @@ pub(crate) fn decision_event<R: serde::Serialize + ?Sized>(
         OcsfClass::AuthorizeSession,
     )
     .field("decision_id", decision_id)
-    .field("api", api)
-    .field("principal", principal)
-    .field("action", action)
-    .field("resource", resource)
+    .field("api", asked.api)
+    .field("principal", asked.principal)
+    .field("action", asked.action)
+    .field("resource", asked.resource)
     .field("decision", if allowed { "allow" } else { "deny" })
     .field("package", loaded.name.clone())
     .field("policy_version", loaded.version)
     .field("policy_sha256", loaded.compiled.content_hash())
-    .field("determining", decision.determining.clone())
-    .field("errors", decision.errors.clone())
-    .field_serialized("request", request)
+}
+
+/// The ledger record of a decision. Fails only if the request has no JSON form (see
+/// [`NewEvent::field_serialized`]).
+pub(crate) fn decision_event<R: serde::Serialize + ?Sized>(
+    actor: &str,
+    decision_id: &str,
+    asked: Asked<'_, R>,
+    loaded: &Loaded,
+    decision: &policy::Decision,
+) -> Result<NewEvent, ledger::LedgerError> {
+    decision_head(actor, decision_id, &asked, loaded, decision.is_allowed())
+        .field("determining", decision.determining.clone())
+        .field("errors", decision.errors.clone())
+        .field_serialized("request", asked.request)
 }
 
 /// The ledger record of a decision Warden made before any policy ran, because the principal,
@@ -368,32 +372,11 @@ pub(crate) fn barred_event(
     loaded: &Loaded,
     barred: &crate::holds::Barred,
 ) -> NewEvent {
-    let Asked {
-        api,
-        principal,
-        action,
-        resource,
-        request: (),
-    } = asked;
-    NewEvent::new(
-        actor,
-        "policy.decision",
-        Outcome::Denied,
-        OcsfClass::AuthorizeSession,
-    )
-    .field("decision_id", decision_id)
-    .field("api", api)
-    .field("principal", principal)
-    .field("action", action)
-    .field("resource", resource)
-    .field("decision", "deny")
-    .field("package", loaded.name.clone())
-    .field("policy_version", loaded.version)
-    .field("policy_sha256", loaded.compiled.content_hash())
-    .field("determining", Vec::<String>::new())
-    .field("errors", Vec::<String>::new())
-    .field("reason", barred.reason())
-    .field("barred", barred.to_json())
+    decision_head(actor, decision_id, &asked, loaded, false)
+        .field("determining", Vec::<String>::new())
+        .field("errors", Vec::<String>::new())
+        .field("reason", barred.reason())
+        .field("barred", barred.to_json())
 }
 
 /// Refuses what is too large or too deep to record with a decision that no policy saw (a
