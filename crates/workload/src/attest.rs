@@ -133,13 +133,14 @@ impl Attestor {
             .peer_cred()
             .map_err(|e| AttestError::PeerCred(e.to_string()))?;
         let pid = cred.pid().ok_or(AttestError::NoPid)?;
-        self.attest_pid(pid, cred.uid(), cred.gid())
+        self.attest_cred(pid, cred.uid(), cred.gid())
     }
 
     /// Attests a process from credentials the kernel reported (SO_PEERCRED), as a gRPC
     /// server receives them. Blocking, like [`Attestor::attest`].
     pub fn attest_cred(&self, pid: i32, uid: u32, gid: u32) -> Result<Attestation, AttestError> {
         self.attest_pid(pid, uid, gid)
+            .map(|(attestation, _)| attestation)
     }
 
     /// Attests a process that connected running `at_connect`, refusing it if it now runs
@@ -151,44 +152,57 @@ impl Attestor {
         gid: u32,
         at_connect: &ExeSample,
     ) -> Result<Attestation, AttestError> {
-        let attestation = self.attest_pid(pid, uid, gid)?;
-        // Sampled after attesting: a program exec'd in between shows here.
-        let now = ExeSample::of(pid).ok_or(AttestError::ProcessChanged(pid))?;
+        // What the attestation read is what the process runs now.
+        let (attestation, now) = self.attest_pid(pid, uid, gid)?;
         if now.start != at_connect.start {
             return Err(AttestError::ProcessChanged(pid));
         }
-        if now != *at_connect || attestation.exe != at_connect.exe {
+        if now != *at_connect {
             return Err(AttestError::ExecutableChanged(pid));
         }
         Ok(attestation)
     }
 
-    fn attest_pid(&self, pid: i32, uid: u32, gid: u32) -> Result<Attestation, AttestError> {
+    /// The attestation, and what the process runs as an [`ExeSample`] from the same reads.
+    fn attest_pid(
+        &self,
+        pid: i32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(Attestation, ExeSample), AttestError> {
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
         let started = start_time(&proc_dir).ok_or(AttestError::ProcessChanged(pid))?;
         let exe = std::fs::read_link(proc_dir.join("exe")).ok();
-        let exe_sha256 = exe
+        let digest = exe
             .as_ref()
             .and_then(|_| self.digest(&proc_dir.join("exe")));
+        let (file, exe_sha256) = digest.map_or((None, None), |(key, hex)| (Some(key), Some(hex)));
         // The pid must still name the same process: same start time, same real uid.
         if start_time(&proc_dir) != Some(started) || real_uid(&proc_dir) != Some(uid) {
             return Err(AttestError::ProcessChanged(pid));
         }
-        Ok(Attestation {
+        let sample = ExeSample {
+            start: started,
+            exe: exe.clone(),
+            file,
+        };
+        let attestation = Attestation {
             pid,
             uid,
             gid,
             user: user_name(uid),
             exe,
             exe_sha256,
-        })
+        };
+        Ok((attestation, sample))
     }
 
-    fn digest(&self, exe: &Path) -> Option<String> {
+    /// The executable's file identity and SHA-256 (lowercase hex).
+    fn digest(&self, exe: &Path) -> Option<(FileKey, String)> {
         let mut file = std::fs::File::open(exe).ok()?;
         let key = file_key(&file.metadata().ok()?);
         if let Some(hex) = self.cache().get(&key) {
-            return Some(hex.clone());
+            return Some((key, hex.clone()));
         }
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 64 * 1024];
@@ -210,7 +224,7 @@ impl Attestor {
             cache.clear();
         }
         cache.insert(key, hex.clone());
-        Some(hex)
+        Some((key, hex))
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<FileKey, String>> {
@@ -286,12 +300,15 @@ mod tests {
         let a = Attestor::new();
         let me = std::process::id() as i32;
         let uid = real_uid(Path::new("/proc/self")).unwrap();
-        let att = a.attest_pid(me, uid, 0).unwrap();
+        let att = a.attest_cred(me, uid, 0).unwrap();
         assert_eq!(att.exe, std::env::current_exe().ok());
         let sel = att.selectors();
         assert!(sel.contains(&Selector::parse(&format!("unix:uid:{uid}")).unwrap()));
         // The digest is cached: a second attestation returns the same value.
-        assert_eq!(a.attest_pid(me, uid, 0).unwrap().exe_sha256, att.exe_sha256);
+        assert_eq!(
+            a.attest_cred(me, uid, 0).unwrap().exe_sha256,
+            att.exe_sha256
+        );
         // Sampled at connect and unchanged since: attested. A sample of another program (here
         // another path) is an exec since connecting: refused.
         let sample = ExeSample::of(me).unwrap();
@@ -317,7 +334,7 @@ mod tests {
         );
         // A wrong uid claim (the pid's real uid differs) is refused.
         assert_eq!(
-            a.attest_pid(me, uid.wrapping_add(1), 0),
+            a.attest_cred(me, uid.wrapping_add(1), 0),
             Err(AttestError::ProcessChanged(me))
         );
     }
