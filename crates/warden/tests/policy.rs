@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{Install, Server, expect_error, run};
+use common::{Install, Server, expect_error, ok_json, post, run};
 use serde_json::{Value, json};
 
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/policies/coder");
@@ -23,24 +23,6 @@ const REVIEWER: &str = "spiffe://example.org/agent/reviewer";
 
 fn example(name: &str) -> String {
     std::fs::read_to_string(format!("{EXAMPLES}/{name}")).unwrap()
-}
-
-async fn post(server: &Server, token: &str, path: &str, body: &Value) -> reqwest::Response {
-    server
-        .http
-        .post(server.at(path))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn ok_json(resp: reqwest::Response, status: u16) -> Value {
-    let got = resp.status().as_u16();
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(got, status, "{body:#}");
-    body
 }
 
 /// A schema where reviewers may read, decided from registration metadata Warden fills in.

@@ -21,7 +21,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Install, Server, expect_error};
+use common::{Install, Server, expect_error, ok_json, post};
 use serde_json::{Value, json};
 
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/policies/coder");
@@ -35,24 +35,6 @@ const HEALTHZ_DEADLINE: Duration = Duration::from_secs(1);
 
 fn example(name: &str) -> String {
     std::fs::read_to_string(format!("{EXAMPLES}/{name}")).unwrap()
-}
-
-async fn post(server: &Server, token: &str, path: &str, body: &Value) -> reqwest::Response {
-    server
-        .http
-        .post(server.at(path))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn ok_json(resp: reqwest::Response, status: u16) -> Value {
-    let got = resp.status().as_u16();
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(got, status, "{body:#}");
-    body
 }
 
 fn rego(name: &str, text: &str) -> Value {

@@ -16,7 +16,7 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Install, Out, Server, expect_error, run};
+use common::{Install, Out, Server, expect_error, post, run};
 use serde_json::{Value, json};
 
 const EXAMPLES: &str = concat!(
@@ -72,17 +72,6 @@ fn now_ms() -> i64 {
 
 async fn cli(install: &Install, server: &Server, args: &[&str]) -> Out {
     run(install.client(server, args)).await
-}
-
-async fn post(server: &Server, token: &str, path: &str, body: &Value) -> reqwest::Response {
-    server
-        .http
-        .post(server.at(path))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
 }
 
 async fn get(server: &Server, token: &str, path: &str) -> reqwest::Response {

@@ -696,6 +696,31 @@ impl Drop for PgSchema {
     }
 }
 
+/// `POST path` with `body` as JSON and `token` as bearer.
+pub(crate) async fn post(
+    server: &Server,
+    token: &str,
+    path: &str,
+    body: &Value,
+) -> reqwest::Response {
+    server
+        .http
+        .post(server.at(path))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The JSON body of `resp`, asserting its status first.
+pub(crate) async fn ok_json(resp: reqwest::Response, status: u16) -> Value {
+    let got = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(got, status, "{body:#}");
+    body
+}
+
 /// Asserts an error response: the status, JSON content type, and a body with the stable
 /// `code` and a non-empty `message`. Never a 500. Returns the body.
 pub(crate) async fn expect_error(
