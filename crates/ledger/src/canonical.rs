@@ -2,8 +2,11 @@
 //! a `serde_json::Value` first: the bytes are exactly those `write_canonical` writes for
 //! `serde_json::to_value(x)` with every float replaced by its decimal text as `serde_json`
 //! prints it (`0.25` → `"0.25"`; NaN and infinities → `null`, as
-//! `serde_json::to_value` makes them). An object's member values are written into one scratch
-//! buffer and copied out in key order, sorted as [`crate::event`] sorts keys.
+//! `serde_json::to_value` makes them), and every integer beyond ±(2^53 − 1) by its decimal
+//! text too (`9007199254740993` → `"9007199254740993"`): the output is I-JSON (RFC 7493
+//! §2.2), so every RFC 8785 implementation writes it back byte for byte. An object's member
+//! values are written into one scratch buffer and copied out in key order, sorted as
+//! [`crate::event`] sorts keys.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -11,15 +14,15 @@ use std::ops::Range;
 use serde::ser::{self, Serialize};
 
 use crate::LedgerError;
-use crate::event::{sort_members, write_int, write_string};
+use crate::event::{MAX_SAFE_INTEGER, sort_members, write_int, write_string};
 
 /// A field value already in canonical form; made only here, so it is canonical.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CanonicalJson(pub(crate) Vec<u8>);
 
 impl CanonicalJson {
-    /// `value` as canonical JSON, floats as their decimal text (see
-    /// [`crate::NewEvent::field_serialized`]).
+    /// `value` as canonical JSON, floats and integers beyond ±(2^53 − 1) as their decimal
+    /// text (see [`crate::NewEvent::field_serialized`]).
     pub fn of<T: Serialize + ?Sized>(value: &T) -> Result<Self, LedgerError> {
         let mut out = Vec::with_capacity(512);
         value.serialize(&mut Writer { out: &mut out })?;
@@ -47,6 +50,19 @@ impl Writer<'_> {
         match serde_json::Number::from_f64(v) {
             Some(n) => write_string(&n.to_string(), self.out),
             None => self.out.extend_from_slice(b"null"),
+        }
+    }
+
+    /// An integer: as a number within ±[`MAX_SAFE_INTEGER`] (RFC 7493 §2.2), else as its
+    /// decimal text, which no JCS implementation can write differently.
+    fn integer(&mut self, negative: bool, magnitude: u128) {
+        use std::io::Write as _;
+        let sign = if negative { "-" } else { "" };
+        if magnitude <= u128::from(MAX_SAFE_INTEGER) {
+            // INVARIANT: writing to a Vec cannot fail.
+            let _ = write!(self.out, "{sign}{magnitude}");
+        } else {
+            write_string(&format!("{sign}{magnitude}"), self.out);
         }
     }
 
@@ -147,11 +163,7 @@ impl<'a, 'b> ser::Serializer for &'b mut Writer<'a> {
         self.serialize_i64(v.into())
     }
     fn serialize_i64(self, v: i64) -> Result<(), LedgerError> {
-        if v < 0 {
-            self.out.push(b'-');
-        }
-        write_int(b"", v.unsigned_abs(), self.out);
-        Ok(())
+        self.serialize_i128(v.into())
     }
     fn serialize_u8(self, v: u8) -> Result<(), LedgerError> {
         self.serialize_u64(v.into())
@@ -163,23 +175,20 @@ impl<'a, 'b> ser::Serializer for &'b mut Writer<'a> {
         self.serialize_u64(v.into())
     }
     fn serialize_u64(self, v: u64) -> Result<(), LedgerError> {
-        write_int(b"", v, self.out);
+        if v <= MAX_SAFE_INTEGER {
+            write_int(b"", v, self.out);
+        } else {
+            self.integer(false, v.into());
+        }
         Ok(())
     }
     fn serialize_i128(self, v: i128) -> Result<(), LedgerError> {
-        match i64::try_from(v) {
-            Ok(v) => self.serialize_i64(v),
-            Err(_) => match u64::try_from(v) {
-                Ok(v) => self.serialize_u64(v),
-                Err(_) => Err(LedgerError::InvalidEvent("number out of range".into())),
-            },
-        }
+        self.integer(v < 0, v.unsigned_abs());
+        Ok(())
     }
     fn serialize_u128(self, v: u128) -> Result<(), LedgerError> {
-        match u64::try_from(v) {
-            Ok(v) => self.serialize_u64(v),
-            Err(_) => Err(LedgerError::InvalidEvent("number out of range".into())),
-        }
+        self.integer(false, v);
+        Ok(())
     }
     fn serialize_f32(self, v: f32) -> Result<(), LedgerError> {
         self.float(f64::from(v));
@@ -524,11 +533,13 @@ mod tests {
     use super::*;
     use crate::event::write_canonical;
 
-    /// The reference: through a `Value`, floats to text (what decisions recorded before).
+    /// The reference: through a `Value`, floats and integers beyond ±(2^53 − 1) to text.
     fn reference<T: Serialize>(x: &T) -> Option<Vec<u8>> {
         fn safe(v: Value) -> Value {
             match v {
-                Value::Number(n) if !(n.is_i64() || n.is_u64()) => Value::String(n.to_string()),
+                Value::Number(n) if !crate::event::is_safe_integer(&n) => {
+                    Value::String(n.to_string())
+                }
                 Value::Array(a) => Value::Array(a.into_iter().map(safe).collect()),
                 Value::Object(m) => {
                     Value::Object(m.into_iter().map(|(k, v)| (k, safe(v))).collect())
@@ -693,6 +704,42 @@ mod tests {
         }
         assert!(CanonicalJson::of(&FloatKey).is_err());
         assert!(CanonicalJson::of(&float_keys).is_ok());
-        assert!(CanonicalJson::of(&u128::MAX).is_err());
+    }
+
+    /// RFC 7493 §2.2: integers within ±(2^53 − 1) are numbers, every other one is its decimal
+    /// text, whatever its Rust type.
+    #[test]
+    fn integers_beyond_ijson_are_text() {
+        let safe = MAX_SAFE_INTEGER;
+        let of = |json: CanonicalJson| String::from_utf8(json.0).unwrap();
+        assert_eq!(of(CanonicalJson::of(&safe).unwrap()), "9007199254740991");
+        assert_eq!(
+            of(CanonicalJson::of(&(safe + 1)).unwrap()),
+            r#""9007199254740992""#
+        );
+        assert_eq!(
+            of(CanonicalJson::of(&-(safe as i64)).unwrap()),
+            "-9007199254740991"
+        );
+        assert_eq!(
+            of(CanonicalJson::of(&(-(safe as i64) - 1)).unwrap()),
+            r#""-9007199254740992""#
+        );
+        assert_eq!(
+            of(CanonicalJson::of(&i64::MIN).unwrap()),
+            r#""-9223372036854775808""#
+        );
+        assert_eq!(
+            of(CanonicalJson::of(&u128::MAX).unwrap()),
+            format!(r#""{}""#, u128::MAX)
+        );
+        assert_eq!(
+            of(CanonicalJson::of(&i128::MIN).unwrap()),
+            format!(r#""{}""#, i128::MIN)
+        );
+        assert_eq!(
+            of(CanonicalJson::of(&json!({"n": u64::MAX, "m": [1, -1]})).unwrap()),
+            r#"{"m":[1,-1],"n":"18446744073709551615"}"#
+        );
     }
 }

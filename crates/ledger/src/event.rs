@@ -2,8 +2,9 @@
 //!
 //! A leaf is the RFC 8785 (JCS) canonical JSON of one event: an object with the keys
 //! `action`, `actor`, `class_uid`, `fields`, `outcome`, `seq`, `time` and `v`, sorted, no
-//! whitespace, integers only (no floats). Anyone can re-derive the bytes from the decoded
-//! event with any JCS library, and [`Event::from_leaf`] refuses bytes that are not canonical.
+//! whitespace, integers only (no floats), and only integers I-JSON (RFC 7493 §2.2) keeps
+//! exact: within ±[`MAX_SAFE_INTEGER`]. Anyone can re-derive the bytes from the decoded event
+//! with any JCS library, and [`Event::from_leaf`] refuses bytes that are not canonical.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -20,6 +21,27 @@ pub const LEAF_VERSION: u32 = 1;
 const MAX_ACTOR: usize = 512;
 const MAX_ACTION: usize = 128;
 const MAX_FIELDS_BYTES: usize = 64 * 1024;
+
+/// The largest magnitude of an integer in a leaf: 2^53 − 1. RFC 8785 §3.2.2.3 writes numbers
+/// as ECMAScript writes IEEE 754 doubles, and I-JSON (RFC 7493 §2.2) keeps integers to the
+/// range a double holds exactly; beyond it another JCS implementation writes a different
+/// number (2^53 + 1 becomes `9007199254740992`), so nobody could re-derive the leaf.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// Whether `n` is an integer within ±[`MAX_SAFE_INTEGER`] (RFC 7493 §2.2).
+pub(crate) fn is_safe_integer(n: &serde_json::Number) -> bool {
+    n.as_u64().is_some_and(|u| u <= MAX_SAFE_INTEGER)
+        || n.as_i64()
+            .is_some_and(|i| i.unsigned_abs() <= MAX_SAFE_INTEGER)
+}
+
+/// The refusal of an integer outside ±[`MAX_SAFE_INTEGER`].
+pub(crate) fn unsafe_integer(n: impl std::fmt::Display) -> LedgerError {
+    LedgerError::InvalidEvent(format!(
+        "integer `{n}` is outside ±(2^53-1), the range I-JSON (RFC 7493 §2.2) keeps exact: \
+         record it as a string"
+    ))
+}
 
 /// OCSF event classes Warden records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +85,8 @@ pub enum Outcome {
 /// A field value supplied by the caller of [`crate::Ledger::append`].
 #[derive(Debug, Clone)]
 pub enum FieldValue {
-    /// Recorded as is. Floats are not allowed (the encoding is canonical JSON).
+    /// Recorded as is. Floats and integers beyond ±[`MAX_SAFE_INTEGER`] are not allowed (the
+    /// encoding is canonical JSON limited to I-JSON, RFC 7493 §2.2).
     Plain(Value),
     /// Secret-bearing: recorded only as `hmac-sha256:<base64>` under the install's HMAC key,
     /// so equal secrets can be correlated without ever being disclosed.
@@ -99,7 +122,8 @@ impl NewEvent {
         }
     }
 
-    /// Adds a plain field.
+    /// Adds a plain field. The append refuses it if it holds a float or an integer beyond
+    /// ±[`MAX_SAFE_INTEGER`] (see [`FieldValue::Plain`]).
     pub fn field(mut self, name: impl Into<Cow<'static, str>>, value: impl Into<Value>) -> Self {
         self.fields
             .push((name.into(), FieldValue::Plain(value.into())));
@@ -108,9 +132,11 @@ impl NewEvent {
 
     /// Adds a field serialized straight to canonical JSON, without a `serde_json::Value` in
     /// between. Unlike [`field`](Self::field), a float is recorded as its decimal text, as
-    /// `serde_json` prints it (`0.25` → `"0.25"`; NaN and infinities as `null`). Fails only
-    /// for what JSON cannot hold: a non-string object key, an integer beyond 64 bits, a
-    /// `serde_json::value::RawValue`, or an error of `value`'s own `Serialize`.
+    /// `serde_json` prints it (`0.25` → `"0.25"`; NaN and infinities as `null`), and so is an
+    /// integer beyond ±[`MAX_SAFE_INTEGER`] (`9007199254740993` → `"9007199254740993"`): this
+    /// records callers' own JSON (a decision's request, an operation's detail), where such
+    /// numbers are legitimate. Fails only for what JSON cannot hold: a non-string object key,
+    /// a `serde_json::value::RawValue`, or an error of `value`'s own `Serialize`.
     pub fn field_serialized<T: serde::Serialize + ?Sized>(
         mut self,
         name: impl Into<Cow<'static, str>>,
@@ -163,8 +189,12 @@ pub struct Event {
 
 impl Event {
     /// The canonical leaf bytes (RFC 8785 JCS). Refuses an event with a float in a field,
-    /// which has no canonical integer-only encoding.
+    /// which has no canonical integer-only encoding, and an integer (`seq` or in a field)
+    /// beyond ±[`MAX_SAFE_INTEGER`], which other JCS implementations would write differently.
     pub fn to_leaf(&self) -> Result<Vec<u8>, LedgerError> {
+        if self.seq > MAX_SAFE_INTEGER {
+            return Err(unsafe_integer(self.seq));
+        }
         let fields = self
             .fields
             .iter()
@@ -187,7 +217,8 @@ impl Event {
     ///
     /// `fields` may come in any order and must have distinct names. Also returns how many
     /// bytes the fields' values take (the event's size, which [`crate::Ledger`] bounds).
-    /// Refuses a float anywhere in a field: it has no canonical integer-only spelling.
+    /// Refuses a float anywhere in a field: it has no canonical integer-only spelling; and an
+    /// integer beyond ±[`MAX_SAFE_INTEGER`] (RFC 7493 §2.2).
     pub(crate) fn leaf_head<'a>(
         actor: &str,
         action: &str,
@@ -246,6 +277,9 @@ impl Event {
 }
 
 /// Completes a [`Event::leaf_head`] with the sequence number, time and version.
+///
+/// INVARIANT: `seq` ≤ [`MAX_SAFE_INTEGER`]. The log assigns sequence numbers one by one from
+/// 0; reaching 2^53 would take 285 years at a million appends a second.
 pub(crate) fn leaf_from_head(head: &[u8], seq: u64, time: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(head.len() + 64);
     out.extend_from_slice(head);
@@ -312,7 +346,9 @@ pub(crate) enum Member<'a> {
 /// RFC 8785 serialization of an integer-only JSON value: object keys sorted by UTF-16 code
 /// units, no whitespace, strings escaped as ECMAScript `JSON.stringify` does. Sorting is done
 /// here, explicitly, so the encoding does not depend on how `serde_json::Map` happens to be
-/// ordered in this build. A float has no canonical integer-only spelling: refused.
+/// ordered in this build. A float has no canonical integer-only spelling: refused. So is an
+/// integer beyond ±[`MAX_SAFE_INTEGER`] (RFC 7493 §2.2): JCS implementations that follow
+/// RFC 8785 §3.2.2.3 to the letter write it as the nearest double, not as its digits.
 pub(crate) fn write_canonical(value: &Value, out: &mut Vec<u8>) -> Result<(), LedgerError> {
     match value {
         Value::Object(map) => {
@@ -336,6 +372,7 @@ pub(crate) fn write_canonical(value: &Value, out: &mut Vec<u8>) -> Result<(), Le
         Value::Number(n) if !(n.is_i64() || n.is_u64()) => Err(LedgerError::InvalidEvent(
             "floating-point numbers are not allowed in audit fields".into(),
         )),
+        Value::Number(n) if !is_safe_integer(n) => Err(unsafe_integer(n)),
         // Null, booleans and integers have one spelling; serde_json writes exactly it.
         // INVARIANT: writing to a Vec cannot fail.
         other => {
@@ -416,7 +453,8 @@ pub(crate) struct Encoded {
 }
 
 /// Checks `event` and encodes its head, with its secret-bearing fields replaced by `hmac` of
-/// them. Refuses bad names, a field given twice, floats, and values over 64 KiB in all.
+/// them. Refuses bad names, a field given twice, floats, integers beyond
+/// ±[`MAX_SAFE_INTEGER`], and values over 64 KiB in all.
 pub(crate) fn encode(
     event: NewEvent,
     hmac: impl Fn(&[u8]) -> Result<String, LedgerError>,
@@ -525,7 +563,7 @@ mod tests {
             let mut e = sample();
             e.outcome = outcome;
             e.actor = actor.into();
-            e.seq = u64::MAX;
+            e.seq = MAX_SAFE_INTEGER;
             e.fields.insert("\u{e9}key".into(), Value::from("\u{2028}"));
             e.fields.insert("\u{1f600}".into(), Value::from(-5));
             e.fields

@@ -4,6 +4,12 @@
 //! signature lines read `— <key name> <base64(key id || signature)>`. The key id is the first
 //! four bytes of `SHA-256(name || "\n" || 0x01 || public key)`. Public keys travel in the
 //! `vkey` form `<name>+<hex key id>+<base64(0x01 || public key)>`.
+//!
+//! A note is at most [`MAX_NOTE_BYTES`] long with at most [`MAX_SIGNATURES`] signature lines,
+//! valid UTF-8 with no ASCII control character but newline, and every signature line must be
+//! well formed, whoever's key it names: so the work a hostile note costs is bounded, and
+//! Warden accepts exactly the notes Go's `golang.org/x/mod/sumdb/note` and its Rust port
+//! `signed_note` accept (the fuzz target `signed_note` compares them).
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
@@ -16,6 +22,20 @@ use crate::LedgerError;
 const ALG_ED25519: u8 = 0x01;
 const DASH: &str = "\u{2014} ";
 
+/// Longest signed note, in bytes (text, blank line and signatures), that Warden signs or
+/// verifies: the cap of `signed_note`, Cloudflare's C2SP implementation. A checkpoint takes
+/// about 200.
+pub const MAX_NOTE_BYTES: usize = 1_000_000;
+
+/// Most signature lines a note may carry, as `golang.org/x/mod/sumdb/note` allows ("avoid
+/// spending forever parsing a note with many signatures").
+pub const MAX_SIGNATURES: usize = 100;
+
+/// C2SP signed-note: the text is UTF-8 without ASCII control characters other than newline.
+fn has_control(text: &str) -> bool {
+    text.bytes().any(|b| b < 0x20 && b != b'\n')
+}
+
 fn key_id(name: &str, public: &VerifyingKey) -> u32 {
     let mut h = Sha256::new();
     h.update(name.as_bytes());
@@ -24,6 +44,13 @@ fn key_id(name: &str, public: &VerifyingKey) -> u32 {
     h.update(public.as_bytes());
     let d = h.finalize();
     u32::from_be_bytes([d[0], d[1], d[2], d[3]])
+}
+
+/// Whether `hex` is the eight hex digits of `id` (either case, as Go's `sumdb/note` reads it).
+fn id_matches(hex: &str, id: u32) -> bool {
+    hex.len() == 8
+        && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        && u32::from_str_radix(hex, 16) == Ok(id)
 }
 
 fn check_name(name: &str) -> Result<(), LedgerError> {
@@ -87,7 +114,7 @@ impl NoteSigner {
         }
         let seed: [u8; 32] = seed.try_into().map_err(|_| bad("wrong key length"))?;
         let signer = Self::from_parts(name, SigningKey::from_bytes(&seed));
-        if format!("{:08x}", signer.id) != hex_id {
+        if !id_matches(hex_id, signer.id) {
             return Err(bad("key id does not match the key"));
         }
         Ok(signer)
@@ -124,21 +151,26 @@ impl NoteSigner {
         }
     }
 
-    /// Signs `text` (non-empty, ending in a newline) and returns the whole note.
+    /// Signs `text` (non-empty lines, each ending in a newline, without control characters)
+    /// and returns the whole note, which must fit [`MAX_NOTE_BYTES`].
     pub fn sign(&self, text: &str) -> Result<String, LedgerError> {
-        if text.is_empty() || !text.ends_with('\n') || text.contains("\n\n") {
+        if text.is_empty() || !text.ends_with('\n') || text.contains("\n\n") || has_control(text) {
             return Err(LedgerError::BadNote(
-                "note text must be non-empty lines ending in a newline".into(),
+                "note text must be non-empty lines ending in a newline, without control \
+                 characters"
+                    .into(),
             ));
         }
         let sig = self.key.sign(text.as_bytes());
         let mut raw = self.id.to_be_bytes().to_vec();
         raw.extend_from_slice(&sig.to_bytes());
-        Ok(format!(
-            "{text}\n{DASH}{} {}\n",
-            self.name,
-            STANDARD.encode(raw)
-        ))
+        let note = format!("{text}\n{DASH}{} {}\n", self.name, STANDARD.encode(raw));
+        if note.len() > MAX_NOTE_BYTES {
+            return Err(LedgerError::BadNote(format!(
+                "a signed note must be at most {MAX_NOTE_BYTES} bytes"
+            )));
+        }
+        Ok(note)
     }
 }
 
@@ -169,7 +201,7 @@ impl NoteVerifier {
         let key: [u8; 32] = key.try_into().map_err(|_| bad("wrong key length"))?;
         let key = VerifyingKey::from_bytes(&key).map_err(|_| bad("not a valid Ed25519 point"))?;
         let id = key_id(name, &key);
-        if format!("{id:08x}") != hex_id {
+        if !id_matches(hex_id, id) {
             return Err(bad("key id does not match the key"));
         }
         Ok(Self {
@@ -192,40 +224,58 @@ impl NoteVerifier {
     }
 
     /// Verifies a signed note and returns its text. Signatures by other keys are ignored, as
-    /// the spec says; at least one valid signature by this key is required.
+    /// the spec says, but must be well formed; at least one signature by this key is required,
+    /// and the first one decides (later ones by the same key are ignored, as Go's verifier
+    /// ignores them). Refused before any signature is checked: a note over
+    /// [`MAX_NOTE_BYTES`], with more than [`MAX_SIGNATURES`] signature lines, or with an ASCII
+    /// control character other than newline.
     pub fn verify<'a>(&self, note: &'a str) -> Result<&'a str, LedgerError> {
         let bad = |why: &str| LedgerError::BadNote(why.to_owned());
+        if note.len() > MAX_NOTE_BYTES {
+            return Err(bad(&format!(
+                "a signed note must be at most {MAX_NOTE_BYTES} bytes"
+            )));
+        }
+        if has_control(note) {
+            return Err(bad("control character other than newline"));
+        }
         let split = note
             .rfind("\n\n")
             .ok_or_else(|| bad("no blank line before the signatures"))?;
         let (text, sigs) = (&note[..=split], &note[split + 2..]);
-        if !sigs.ends_with('\n') {
-            return Err(bad("signature block must end with a newline"));
-        }
-        for line in sigs.lines() {
+        let sigs = sigs
+            .strip_suffix('\n')
+            .ok_or_else(|| bad("signature block must end with a newline"))?;
+        // The signature by this key, from the first line that names it.
+        let mut ours: Option<Vec<u8>> = None;
+        for (i, line) in sigs.split('\n').enumerate() {
+            if i == MAX_SIGNATURES {
+                return Err(bad(&format!("more than {MAX_SIGNATURES} signature lines")));
+            }
             let rest = line
                 .strip_prefix(DASH)
                 .ok_or_else(|| bad("signature line must start with an em dash"))?;
             let (name, b64) = rest
                 .split_once(' ')
                 .ok_or_else(|| bad("malformed signature line"))?;
-            if name != self.name {
-                continue;
-            }
+            check_name(name).map_err(|_| bad("malformed signature line"))?;
             let raw = STANDARD
                 .decode(b64)
                 .map_err(|_| bad("bad signature base64"))?;
-            if raw.len() != 68 || raw[..4] != self.id.to_be_bytes() {
-                continue;
+            // A key id and at least one byte of signature.
+            if raw.len() < 5 {
+                return Err(bad("signature too short"));
             }
-            let sig = Signature::from_slice(&raw[4..]).map_err(|_| bad("bad signature"))?;
-            return self
-                .key
-                .verify(text.as_bytes(), &sig)
-                .map(|()| text)
-                .map_err(|_| LedgerError::BadSignature);
+            if ours.is_none() && name == self.name && raw[..4] == self.id.to_be_bytes() {
+                ours = Some(raw);
+            }
         }
-        Err(LedgerError::BadSignature)
+        let raw = ours.ok_or(LedgerError::BadSignature)?;
+        let sig = Signature::from_slice(&raw[4..]).map_err(|_| LedgerError::BadSignature)?;
+        self.key
+            .verify(text.as_bytes(), &sig)
+            .map(|()| text)
+            .map_err(|_| LedgerError::BadSignature)
     }
 }
 
