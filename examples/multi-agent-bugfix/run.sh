@@ -119,6 +119,9 @@ admin() { call "$work/admin.header" "$@"; }
 
 # An agent's JWT-SVID for Warden, from the Workload API (attested from the kernel).
 svid() { "$WARDEN" svid --socket "$data/workload.sock" jwt --audience "$issuer" --spiffe-id "$1"; }
+# An agent's push credential: a JWT-SVID for the repository's git authorization only
+# (audience git:<repository>), which Warden's agent APIs refuse.
+git_svid() { "$WARDEN" svid --socket "$data/workload.sock" jwt --audience "git:$REPO" --spiffe-id "$1"; }
 # The Planner calls the agent API with a fresh JWT-SVID each time.
 planner() { call "$(bearer_file planner "$(svid "$PLANNER")")" "$@"; }
 
@@ -128,7 +131,7 @@ push_as() {
   local dir=$1 who=$2
   shift 2
   if [[ -n $who ]]; then
-    git -C "$dir" push -o "warden-token=$(svid "$who")" "$@" 2>&1
+    git -C "$dir" push -o "warden-token=$(git_svid "$who")" "$@" 2>&1
   else
     git -C "$dir" push "$@" 2>&1
   fi
@@ -234,7 +237,7 @@ ok "all tests pass: $(tail -n 1 <<<"$out")"
 git -C "$coder" commit -q -am "Count a partly filled last page"
 
 step "The Coder pushes its fix to the task branch ${BRANCH#refs/heads/}, with its JWT-SVID"
-say "git push -o warden-token=\"\$(warden svid jwt --audience $issuer)\" origin HEAD:$BRANCH"
+say "git push -o warden-token=\"\$(warden svid jwt --audience git:$REPO)\" origin HEAD:$BRANCH"
 out=$(push_as "$coder" "$CODER" origin "HEAD:$BRANCH") || fail "the Coder's push was refused: $out"
 remote_lines "$out" | indent
 [[ $(git --git-dir "$bare" rev-parse "$BRANCH") == $(git -C "$coder" rev-parse HEAD) ]] ||

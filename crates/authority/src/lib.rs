@@ -1,7 +1,8 @@
-//! The trust domain's signing authority over time: the CA and JWT-SVID keys (created, sealed,
-//! rotated prepared → active → retired, revoked) and the bundles of federated trust domains
-//! (static, or fetched from their bundle endpoint and refreshed). It keeps the process's
-//! [`Keyring`] current; every issuing and verifying path reads that.
+//! The trust domain's signing authority over time: the CA, JWT-SVID and access-token keys
+//! (created, sealed, rotated prepared → active → retired, revoked) and the bundles of federated
+//! trust domains (static, or fetched from their bundle endpoint and refreshed) with the limits
+//! on what their agents may do here. It keeps the process's [`Keyring`] current; every issuing
+//! and verifying path reads that.
 //!
 //! State lives in the store, so replicas sharing a database converge: each calls
 //! [`Authority::tick`] every second, which re-reads the keys and federations, rebuilds the
@@ -19,10 +20,11 @@ use std::{
 
 use identity::{
     TrustDomain,
+    access::AccessTokenSigner,
     ca::{Ca, CaError, UpstreamCa},
     jwt::{JwtPublicKey, JwtSigner},
     seal::Kek,
-    trust::{BundleError, Keyring, MAX_BUNDLE_BYTES, Trust, TrustBundle},
+    trust::{BundleError, FederationLimits, Keyring, MAX_BUNDLE_BYTES, Trust, TrustBundle},
 };
 use ledger::{Ledger, NewEvent, OcsfClass, Outcome};
 use rand::RngCore;
@@ -47,10 +49,12 @@ const RETRY_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(
 /// Timeout of one bundle fetch.
 const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The two kinds of signing key.
-pub const KINDS: [&str; 2] = [X509, JWT];
+/// The kinds of signing key: the CA, the JWT-SVID key, and the key that signs OAuth access
+/// tokens (apart from the JWT-SVID key, RFC 8725 §3.12).
+pub const KINDS: [&str; 3] = [X509, JWT, ACCESS];
 const X509: &str = "x509-ca";
 const JWT: &str = "jwt";
+const ACCESS: &str = "access-token";
 
 /// Why an authority operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +125,7 @@ pub struct AuthorityConfig {
 pub struct KeyInfo {
     /// Key id.
     pub id: String,
-    /// `x509-ca` or `jwt`.
+    /// `x509-ca`, `jwt` or `access-token`.
     pub kind: String,
     /// `prepared`, `active` or `retired`.
     pub state: String,
@@ -129,7 +133,7 @@ pub struct KeyInfo {
     pub in_bundle: bool,
     /// SHA-256 of the CA certificate (DER) or of the JWT public key, hex.
     pub fingerprint: String,
-    /// The JWT `kid`, for JWT keys.
+    /// The JWT `kid`, for JWT-SVID and access-token keys.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kid: Option<String>,
     /// Whether the CA is an intermediate under an upstream CA.
@@ -201,12 +205,15 @@ pub struct FederationInfo {
     pub refreshed_unix_ms: i64,
     /// Why the last refresh failed (the bundle above stays in use).
     pub last_error: Option<String>,
+    /// What its agents may do here.
+    pub limits: FederationLimits,
 }
 
 #[derive(Default)]
 struct Cache {
     cas: HashMap<String, Arc<Ca>>,
     jwts: HashMap<String, Arc<JwtSigner>>,
+    access: HashMap<String, Arc<AccessTokenSigner>>,
     fingerprint: Option<[u8; 32]>,
     last_attempt: HashMap<String, Instant>,
 }
@@ -261,6 +268,24 @@ fn overlap_ms(kind: &str) -> i64 {
     secs.saturating_mul(1000)
 }
 
+/// The limits stored for a federation: the defaults when none are stored, and — logged — when
+/// the stored ones do not parse (the defaults open no route).
+fn stored_limits(row: &FederationRow) -> FederationLimits {
+    match row
+        .limits_json
+        .as_deref()
+        .map(serde_json::from_str::<FederationLimits>)
+    {
+        None => FederationLimits::default(),
+        Some(Ok(limits)) => limits,
+        Some(Err(e)) => {
+            tracing::error!(trust_domain = %row.trust_domain, error = %e,
+                "stored federation limits are unusable; applying the defaults");
+            FederationLimits::default()
+        }
+    }
+}
+
 /// Until when a key is published, if it is now (`None`: indefinitely while prepared/active).
 fn bundle_until(row: &SigningKeyRow) -> Option<i64> {
     match (row.state.as_str(), row.retired_unix_ms) {
@@ -281,7 +306,8 @@ fn in_bundle(row: &SigningKeyRow, now: i64) -> bool {
 }
 
 impl Authority {
-    /// Opens the authority: creates the active CA and JWT key the first time (recording it),
+    /// Opens the authority: creates the active CA, JWT-SVID and access-token keys the first time
+    /// (recording it; an install from before access tokens had their own key gets one now),
     /// loads the keys and federations, and builds the keyring.
     pub async fn open(
         td: TrustDomain,
@@ -377,6 +403,7 @@ impl Keys {
             let not_after = ca.not_after().unix_timestamp().saturating_mul(1000);
             (Some(ca.stored_der()), ca.key_pkcs8(), Some(not_after))
         } else {
+            // JWT-SVID and access-token keys are both ES256 keys; what they sign differs.
             let signer = JwtSigner::generate().map_err(|e| AuthorityError::Seal(e.to_string()))?;
             (None, Zeroizing::new(signer.pkcs8().to_vec()), None)
         };
@@ -439,12 +466,36 @@ impl Keys {
         Ok(signer)
     }
 
+    fn access_of(&self, row: &SigningKeyRow) -> Result<Arc<AccessTokenSigner>> {
+        if let Some(signer) = self.lock_cache().access.get(&row.id) {
+            return Ok(Arc::clone(signer));
+        }
+        let key = self.unseal(row)?;
+        let signer = Arc::new(AccessTokenSigner::from_pkcs8(&key).map_err(|e| {
+            AuthorityError::Seal(format!("stored access-token key `{}`: {e}", row.id))
+        })?);
+        self.lock_cache()
+            .access
+            .insert(row.id.clone(), Arc::clone(&signer));
+        Ok(signer)
+    }
+
+    /// The public key and `kid` of a JWT-SVID or access-token key.
+    fn public_of(&self, row: &SigningKeyRow) -> Result<JwtPublicKey> {
+        if row.kind == ACCESS {
+            Ok(self.access_of(row)?.public_key())
+        } else {
+            Ok(self.jwt_of(row)?.public_key())
+        }
+    }
+
     /// Reads keys and federations and builds the trust they describe, with a fingerprint of
     /// what it was built from.
     async fn build(&self) -> Result<(Trust, [u8; 32])> {
         let now = now_ms();
         let cas = self.store.signing_keys(X509).await?;
         let jwts = self.store.signing_keys(JWT).await?;
+        let accesses = self.store.signing_keys(ACCESS).await?;
         let feds = self.store.federation_list().await?;
         let mut fp = Sha256::new();
         let mut sequence = 0i64;
@@ -464,9 +515,18 @@ impl Keys {
                 sequence = sequence.max(t);
             }
         }
+        // Access-token keys are not in the bundle: they change the fingerprint, not the
+        // bundle's sequence.
+        for row in &accesses {
+            let published = in_bundle(row, now);
+            fp.update(format!("{}|{}|{published};", row.id, row.state));
+        }
         for f in &feds {
             fp.update(format!("{}|{};", f.trust_domain, f.bundle_json.len()));
             fp.update(f.bundle_json.as_bytes());
+            let limits = f.limits_json.as_deref().unwrap_or_default();
+            fp.update(format!("|{};", limits.len()));
+            fp.update(limits.as_bytes());
         }
         let active = |rows: &[SigningKeyRow], kind: &str| {
             rows.iter()
@@ -476,6 +536,7 @@ impl Keys {
         };
         let ca = self.ca_of(&active(&cas, X509)?)?;
         let jwt = self.jwt_of(&active(&jwts, JWT)?)?;
+        let access = self.access_of(&active(&accesses, ACCESS)?)?;
         let mut anchors: Vec<Vec<u8>> = Vec::new();
         for row in cas.iter().filter(|r| in_bundle(r, now)) {
             for anchor in self.ca_of(row)?.anchors() {
@@ -492,19 +553,30 @@ impl Keys {
             u64::try_from(sequence).unwrap_or_default(),
             BUNDLE_REFRESH_HINT_SECS,
         );
+        let mut access_keys: Vec<JwtPublicKey> = Vec::new();
+        for row in accesses.iter().filter(|r| in_bundle(r, now)) {
+            access_keys.push(self.access_of(row)?.public_key());
+        }
         let mut federated = Vec::new();
+        let mut limits = Vec::new();
         for f in &feds {
             match TrustDomain::parse(&f.trust_domain)
                 .map_err(|e| e.to_string())
                 .and_then(|td| {
                     TrustBundle::parse(td, f.bundle_json.as_bytes()).map_err(|e| e.to_string())
                 }) {
-                Ok(bundle) => federated.push(bundle),
+                Ok(bundle) => {
+                    limits.push((bundle.trust_domain().clone(), stored_limits(f)));
+                    federated.push(bundle);
+                }
                 Err(e) => tracing::error!(trust_domain = %f.trust_domain, error = %e,
                     "stored federated bundle is unusable; not trusting it"),
             }
         }
-        Ok((Trust::new(ca, jwt, own, federated), fp.finalize().into()))
+        let trust = Trust::new(ca, jwt, own, federated)
+            .with_access_tokens(access, access_keys)
+            .with_federation_limits(limits);
+        Ok((trust, fp.finalize().into()))
     }
 }
 
@@ -556,12 +628,12 @@ impl Authority {
                         Some(intermediate),
                     )
                 } else {
-                    match self.keys.jwt_of(&row) {
-                        Ok(signer) => {
-                            let jwk = signer.public_key().to_jwk().to_string();
+                    match self.keys.public_of(&row) {
+                        Ok(public) => {
+                            let jwk = public.to_jwk().to_string();
                             (
                                 hex::encode(Sha256::digest(jwk.as_bytes())),
-                                Some(signer.kid().to_owned()),
+                                Some(public.kid().to_owned()),
                                 None,
                             )
                         }
@@ -589,7 +661,8 @@ impl Authority {
         Ok(out)
     }
 
-    /// Rotates the CA and JWT key together, one step or all the way (see [`RotateStep`]).
+    /// Rotates the CA, JWT-SVID and access-token keys together, one step or all the way (see
+    /// [`RotateStep`]).
     /// Every change is recorded in the ledger under `actor`.
     pub async fn rotate(&self, actor: &str, step: RotateStep) -> Result<RotateReport> {
         let _busy = self.busy.lock().await;
@@ -780,6 +853,7 @@ impl Authority {
             }),
             refreshed_unix_ms: row.refreshed_unix_ms,
             last_error: row.last_error.clone(),
+            limits: stored_limits(row),
         }
     }
 
@@ -794,19 +868,25 @@ impl Authority {
             .collect())
     }
 
-    /// Federates with `td`: its SVIDs are accepted from now on, and its bundle is handed to
-    /// workloads with their own.
+    /// Federates with `td`: its SVIDs are accepted from now on, within `limits` (the defaults
+    /// when `None`: JWT-SVIDs of at most an hour, no issuer pinned, no agent route), and its
+    /// bundle is handed to workloads with their own.
     pub async fn federation_add(
         &self,
         actor: &str,
         td: TrustDomain,
         source: BundleSource,
+        limits: Option<FederationLimits>,
     ) -> Result<FederationInfo> {
         if td == self.td {
             return Err(AuthorityError::Invalid(format!(
                 "`{td}` is this install's own trust domain"
             )));
         }
+        let limits = limits.unwrap_or_default();
+        limits.validate().map_err(AuthorityError::Invalid)?;
+        let limits_json =
+            serde_json::to_string(&limits).map_err(|e| AuthorityError::Invalid(e.to_string()))?;
         // Before any fetch: re-adding is a conflict whatever the endpoint's state.
         if self
             .store
@@ -836,14 +916,13 @@ impl Authority {
             created_unix_ms: now,
             refreshed_unix_ms: now,
             last_error: None,
+            limits_json: Some(limits_json),
         };
-        self.record(federation_event(
-            actor,
-            "federation.add",
-            &td,
-            &bundle,
-            url.as_deref(),
-        ))
+        self.record(
+            federation_event(actor, "federation.add", &td, &bundle, url.as_deref())
+                .field_serialized("limits", &limits)
+                .map_err(|e| AuthorityError::Ledger(e.to_string()))?,
+        )
         .await?;
         match self.store.federation_insert(&row).await {
             Err(StoreError::Conflict(m)) => {
@@ -910,6 +989,39 @@ impl Authority {
             )));
         }
         self.refresh_one(actor, &row).await?;
+        self.refresh().await?;
+        self.federation_info_of(td).await
+    }
+
+    /// Replaces what agents of the federated `td` may do here (recorded as
+    /// `federation.limits` before it applies).
+    pub async fn federation_set_limits(
+        &self,
+        actor: &str,
+        td: &TrustDomain,
+        limits: FederationLimits,
+    ) -> Result<FederationInfo> {
+        limits.validate().map_err(AuthorityError::Invalid)?;
+        self.federation_row(td).await?;
+        let json =
+            serde_json::to_string(&limits).map_err(|e| AuthorityError::Invalid(e.to_string()))?;
+        self.record(
+            NewEvent::new(
+                actor,
+                "federation.limits",
+                Outcome::Success,
+                OcsfClass::UserAccessManagement,
+            )
+            .field("trust_domain", td.to_string())
+            .field_serialized("limits", &limits)
+            .map_err(|e| AuthorityError::Ledger(e.to_string()))?,
+        )
+        .await?;
+        if !self.store.federation_set_limits(td.as_str(), &json).await? {
+            return Err(AuthorityError::NotFound(format!(
+                "trust domain `{td}` is not federated"
+            )));
+        }
         self.refresh().await?;
         self.federation_info_of(td).await
     }

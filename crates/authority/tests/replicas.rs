@@ -119,6 +119,8 @@ async fn scheduled_rotation_prepares_at_half_life_and_activates_at_two_thirds() 
         [
             "signing_key.prepare",
             "signing_key.prepare",
+            "signing_key.prepare",
+            "signing_key.activate",
             "signing_key.activate",
             "signing_key.activate"
         ]
@@ -145,7 +147,7 @@ async fn replicas_rotating_at_once_agree_on_one_key_and_say_so() {
         );
         // At most one prepared and one active key per kind, whatever the interleaving.
         let keys = a.authority.keys().await.unwrap();
-        for kind in ["x509-ca", "jwt"] {
+        for kind in ["x509-ca", "jwt", "access-token"] {
             let s = states(&keys, kind);
             assert_eq!(
                 s.iter().filter(|x| *x == "active").count(),
@@ -182,7 +184,7 @@ async fn replicas_rotating_at_once_agree_on_one_key_and_say_so() {
     a.ledger.refresh().await.unwrap();
     let entries = a.ledger.entries(0, 1000).await.unwrap();
     let keys = a.authority.keys().await.unwrap();
-    for kind in ["x509-ca", "jwt"] {
+    for kind in ["x509-ca", "jwt", "access-token"] {
         let prepared_ok = entries
             .iter()
             .filter(|e| e.event.action == "signing_key.prepare" && e.event.fields["kind"] == kind)

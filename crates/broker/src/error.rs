@@ -92,6 +92,30 @@ pub enum BrokerError {
         /// What happened.
         reason: String,
     },
+    /// A target database's TLS settings that cannot be used: an unknown mode, `verify-full`
+    /// without a CA, a CA that is not PEM certificates, TLS over a Unix socket, or a target
+    /// reached over the network that does not say whether to use TLS.
+    #[error("invalid TLS settings: {reason}")]
+    InvalidTls {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A `verify-full` target did not pass TLS verification: it offers no TLS, or its
+    /// certificate does not chain to the target's CA or does not name its host. The session
+    /// ended before anything was sent to it.
+    #[error("database `{target}` failed TLS verification: {reason}")]
+    TlsFailed {
+        /// The target as `host:port/database` (no credentials).
+        target: String,
+        /// What happened.
+        reason: String,
+    },
+    /// Text that cannot be put into an SQL statement (a NUL byte).
+    #[error("invalid SQL text: {reason}")]
+    InvalidSqlText {
+        /// What is wrong.
+        reason: String,
+    },
     /// A lease id, prefix, engine or state that does not parse.
     #[error("{0}")]
     InvalidLease(String),
@@ -127,6 +151,9 @@ impl BrokerError {
             BrokerError::GrantIncomplete { .. } => "database_grant_incomplete",
             BrokerError::UnmanagedRole { .. } => "role_not_managed",
             BrokerError::Unexpected { .. } => "database_unexpected",
+            BrokerError::InvalidTls { .. } => "invalid_tls",
+            BrokerError::TlsFailed { .. } => "database_tls_failed",
+            BrokerError::InvalidSqlText { .. } => "invalid_sql_text",
             BrokerError::InvalidLease(_) => "invalid_lease",
             BrokerError::InvalidScope(_) => "invalid_scope",
             BrokerError::InvalidTarget(_) => "invalid_target",
@@ -192,6 +219,22 @@ mod tests {
                 "database_grant_incomplete",
                 "the admin role could not grant SELECT on \"s\".\"a\", USAGE on \"s\": it must own \
                  them or hold them WITH GRANT OPTION",
+            ),
+            (
+                BrokerError::TlsFailed {
+                    target: "db:5432/app".into(),
+                    reason: "invalid peer certificate: UnknownIssuer".into(),
+                },
+                "database_tls_failed",
+                "database `db:5432/app` failed TLS verification: invalid peer certificate: \
+                 UnknownIssuer",
+            ),
+            (
+                BrokerError::InvalidTls {
+                    reason: "`verify-full` needs `ca_pem`".into(),
+                },
+                "invalid_tls",
+                "invalid TLS settings: `verify-full` needs `ca_pem`",
             ),
         ];
         for (error, code, message) in cases {

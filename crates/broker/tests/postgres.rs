@@ -17,8 +17,7 @@
 
 use std::{
     process::{Command, Output, Stdio},
-    str::FromStr,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -26,12 +25,12 @@ use broker::{
     BrokerError,
     postgres::{
         AdminDsn, CONNECT_TIMEOUT, MAX_GRANTS, MAX_TABLES_PER_GRANT, MAX_TEMPLATE_BYTES,
-        PASSWORD_LEN, Password, RevokeOutcome, RoleName, RoleTemplate, TableName, TemplateName,
-        check, create_role, generate_password, revoke_role, role_name,
+        PASSWORD_LEN, Password, RevokeOutcome, RoleName, RoleTemplate, TableName, TargetPools,
+        TemplateName, check, create_role, generate_password, quote_ident, quote_literal,
+        revoke_role, role_name,
     },
 };
 use rand::{Rng, distributions::Alphanumeric};
-use sqlx::postgres::PgConnectOptions;
 use time::OffsetDateTime;
 
 const PSQL: &str = "/usr/bin/psql";
@@ -72,14 +71,11 @@ impl Db {
                 return None;
             }
         };
-        let options = PgConnectOptions::from_str(&url).expect("WARDEN_TEST_DATABASE_URL parses");
+        let admin = AdminDsn::parse(&url).expect("WARDEN_TEST_DATABASE_URL parses");
         let db = Db {
-            host: options.get_host().to_owned(),
-            port: options.get_port(),
-            database: options
-                .get_database()
-                .unwrap_or(options.get_username())
-                .to_owned(),
+            host: admin.host(),
+            port: admin.port(),
+            database: admin.database(),
             url,
             schema: format!("broker_test_{}", random_suffix(10)),
             roles: Mutex::new(Vec::new()),
@@ -490,6 +486,133 @@ async fn revoke_terminates_the_roles_sessions_and_no_others() {
         .expect("the bystander was not ended by its revocation")
         .unwrap();
     assert!(!out.status.success());
+}
+
+/// Awkward text quoted by the engine and sent to a real server comes back byte for byte:
+/// as a string literal, and as a column name (an identifier). NUL is refused before any SQL.
+#[tokio::test]
+async fn quoted_awkward_text_round_trips_through_postgresql() {
+    let Some(db) = Db::setup() else { return };
+    let s = &db.schema;
+    let inputs = [
+        "plain",
+        "\"",
+        "'",
+        "\\",
+        "\\'",
+        "'\\''",
+        "x'; DROP ROLE postgres; --",
+        "x\"; DROP ROLE postgres; --",
+        "$$ $tag$",
+        "a\nb\tc",
+        "Zürich ☃ 東京",
+        "E'\\x41'",
+    ];
+    for (i, input) in inputs.iter().enumerate() {
+        let hex: String = input.bytes().map(|b| format!("{b:02x}")).collect();
+        let literal = quote_literal(input).unwrap();
+        // Under both settings of `standard_conforming_strings`, the literal is the input.
+        for conforming in ["on", "off"] {
+            let got = db.admin_ok(&format!(
+                "SET standard_conforming_strings = {conforming}; \
+                 SELECT encode(convert_to({literal}, 'UTF8'), 'hex')"
+            ));
+            assert_eq!(got, hex, "literal {input:?} ({conforming})");
+        }
+        let ident = quote_ident(input).unwrap();
+        db.admin_ok(&format!("CREATE TABLE {s}.q{i} ({ident} int)"));
+        let got = db.admin_ok(&format!(
+            "SELECT encode(convert_to(attname::text, 'UTF8'), 'hex') FROM pg_attribute \
+              WHERE attrelid = '{s}.q{i}'::regclass AND attnum = 1"
+        ));
+        assert_eq!(got, hex, "identifier {input:?}");
+    }
+    for nul in ["\0", "a\0b"] {
+        assert_eq!(quote_literal(nul).unwrap_err().code(), "invalid_sql_text");
+        assert_eq!(quote_ident(nul).unwrap_err().code(), "invalid_sql_text");
+    }
+}
+
+/// The backend pids of the sessions named `application_name`.
+fn sessions_of(db: &Db, application_name: &str) -> Vec<String> {
+    let out = db.admin_ok(&format!(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = '{application_name}' \
+          ORDER BY pid"
+    ));
+    out.lines().map(str::to_owned).collect()
+}
+
+/// Waits until no session is named `application_name`, failing after [`DEADLINE`].
+async fn wait_for_no_sessions(db: &Db, application_name: &str) {
+    let start = Instant::now();
+    while !sessions_of(db, application_name).is_empty() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "sessions of {application_name} stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Operations through a target's pool share one admin session (same backend pid), and
+/// removing the target closes it.
+#[tokio::test]
+async fn pooled_operations_reuse_one_session_until_the_target_is_removed() {
+    let Some(db) = Db::setup() else { return };
+    let application_name = format!("warden_pool_{}", random_suffix(8));
+    let separator = if db.url.contains('?') { '&' } else { '?' };
+    let dsn = AdminDsn::parse(&format!(
+        "{}{separator}application_name={application_name}",
+        db.url
+    ))
+    .unwrap();
+    let pools = TargetPools::new();
+    let pool = pools.get("customers", &dsn).unwrap();
+    assert!(Arc::ptr_eq(&pool, &pools.get("customers", &dsn).unwrap()));
+    assert!(sessions_of(&db, &application_name).is_empty());
+
+    pool.check().await.unwrap();
+    let first = sessions_of(&db, &application_name);
+    assert_eq!(first.len(), 1, "{first:?}");
+    for _ in 0..3 {
+        let role = db.new_role("db_read_summary");
+        let password = generate_password();
+        pool.create_role(&db.read_summary(), &role, &password, in_an_hour())
+            .await
+            .unwrap();
+        let out = db.as_role(&role, &password, "SELECT current_user");
+        assert!(out.status.success(), "{}", stderr(&out));
+        pool.extend_role(&role, in_an_hour() + time::Duration::minutes(5))
+            .await
+            .unwrap();
+        assert!(matches!(
+            pool.revoke_role(&role).await.unwrap(),
+            RevokeOutcome::Revoked { .. }
+        ));
+        assert_eq!(sessions_of(&db, &application_name), first);
+    }
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.opened, stats.open, stats.idle),
+        (1, 1, 1),
+        "{stats:?}"
+    );
+
+    // The registry keeps the pool when the handle goes; removing the target closes it.
+    drop(pool);
+    assert_eq!(sessions_of(&db, &application_name), first);
+    assert!(pools.remove("customers"));
+    wait_for_no_sessions(&db, &application_name).await;
+    assert!(!pools.remove("customers"));
+
+    // Other settings under the same name are another pool, and the old one closes.
+    let pool = pools.get("customers", &dsn).unwrap();
+    pool.check().await.unwrap();
+    assert_eq!(sessions_of(&db, &application_name).len(), 1);
+    drop(pool);
+    let other = pools.get("customers", &db.admin_dsn()).unwrap();
+    wait_for_no_sessions(&db, &application_name).await;
+    other.check().await.unwrap();
 }
 
 #[tokio::test]
@@ -1031,6 +1154,17 @@ fn admin_dsns() {
         ("", Err(())),
         ("postgres://admin:s3cret@db:notaport/app", Err(())),
         ("postgres://admin:s3cret@db/app?sslmode=bogus", Err(())),
+        // TLS is the target's setting, not the string's.
+        ("postgres://admin:s3cret@db/app?sslmode=require", Err(())),
+        (
+            "postgres://admin:s3cret@db/app?sslrootcert=/etc/ca.pem",
+            Err(()),
+        ),
+        // One host, one port, a user.
+        ("postgres://admin:s3cret@db1,db2/app", Err(())),
+        ("postgres://admin:s3cret@db:1,db:2/app", Err(())),
+        ("postgres://db:5432/app", Err(())),
+        ("postgres://admin:s3cret@db/app?hostaddr=10.0.0.1", Err(())),
     ];
     for (input, expected) in cases {
         match (AdminDsn::parse(input), expected) {

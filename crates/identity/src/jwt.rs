@@ -8,7 +8,7 @@
 //! expired or not-yet-valid tokens (with bounded clock skew), the wrong audience, the wrong
 //! trust domain, and anything malformed — each with its own error.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use ring::{
@@ -99,6 +99,10 @@ pub enum JwtError {
     /// `iss` is not the expected issuer (access tokens).
     #[error("issuer `{0}` is not this server")]
     WrongIssuer(String),
+    /// The header's `crit` names extensions this validator does not understand, or is not a
+    /// non-empty list of names (RFC 7515 §4.1.11: such a token must be rejected).
+    #[error("critical header parameter(s) {0} not understood")]
+    UnsupportedCritical(String),
 }
 
 /// The claims of a JWT-SVID.
@@ -251,6 +255,27 @@ impl JwtSigner {
     }
 }
 
+#[cfg(test)]
+impl JwtSigner {
+    /// Signs exactly `header` and `claims` (JSON text) with this key: for crafting hostile
+    /// tokens in tests.
+    pub(crate) fn forge(&self, header: &str, claims: &str) -> String {
+        let mut t = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(claims)
+        );
+        let sig = self
+            .pair
+            .sign(&SystemRandom::new(), t.as_bytes())
+            .map(|s| s.as_ref().to_vec())
+            .unwrap_or_default();
+        t.push('.');
+        t.push_str(&URL_SAFE_NO_PAD.encode(sig));
+        t
+    }
+}
+
 fn encode_json(v: &impl Serialize) -> Result<String, JwtError> {
     let json = serde_json::to_vec(v).map_err(|e| JwtError::Invalid(e.to_string()))?;
     Ok(URL_SAFE_NO_PAD.encode(json))
@@ -393,10 +418,31 @@ pub(crate) fn split_jws(token: &str) -> Result<Jws<'_>, JwtError> {
             "expected three dot-separated parts".into(),
         ));
     };
-    let header: Header = serde_json::from_slice(&decode_part(h64, "header")?)
+    let raw: Value = serde_json::from_slice(&decode_part(h64, "header")?)
         .map_err(|e| JwtError::Malformed(format!("header: {e}")))?;
+    // RFC 7515 §4.1.11: "If any of the listed extension Header Parameters are not understood
+    // and supported by the recipient, then the JWS is invalid", and `crit` must not be an
+    // empty list nor anything but a list of names. No JWS extension is understood here, so a
+    // header with `crit` at all — well-formed, empty, `null` or otherwise — is refused.
+    let crit = raw.get("crit").cloned();
+    let header: Header =
+        serde_json::from_value(raw).map_err(|e| JwtError::Malformed(format!("header: {e}")))?;
     if !ALLOWED_ALGS.contains(&header.alg.as_str()) {
         return Err(JwtError::BadAlgorithm(header.alg));
+    }
+    if let Some(crit) = crit {
+        let names = match &crit {
+            Value::Array(items) if !items.is_empty() => items
+                .iter()
+                .map(|i| match i {
+                    Value::String(name) => format!("`{name}`"),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            other => format!("(malformed: {other})"),
+        };
+        return Err(JwtError::UnsupportedCritical(names));
     }
     Ok(Jws {
         header,
@@ -521,14 +567,29 @@ pub fn validate<'b>(
 }
 
 /// Most verified signatures a [`Validator`] remembers.
-const MAX_CACHED: usize = 16_384;
+const MAX_CACHED: u64 = 16_384;
 
 /// Validation with a cache of verified signatures: services validate the same token many
 /// times, and the ECDSA check dominates. A cached token is only trusted while the key that
 /// signed it is still in the bundle; expiry, not-before and audience are checked every time.
-#[derive(Debug, Default)]
+///
+/// The cache is bounded and evicts by use (TinyLFU): when it is full, a burst of new tokens
+/// pushes out the least-used entries, never the hot ones all at once.
+#[derive(Debug)]
 pub struct Validator {
-    cache: std::sync::Mutex<std::collections::HashMap<[u8; 32], Verified>>,
+    cache: moka::sync::Cache<[u8; 32], Arc<Verified>>,
+}
+
+impl Default for Validator {
+    fn default() -> Self {
+        Self {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(MAX_CACHED)
+                // No JWT-SVID lives longer than a day; its entry need not either.
+                .time_to_live(std::time::Duration::from_secs(86_400))
+                .build(),
+        }
+    }
 }
 
 impl Validator {
@@ -555,8 +616,7 @@ impl Validator {
             .as_ref()
             .try_into()
             .unwrap_or([0; 32]);
-        let cached = self.lock().get(&digest).cloned();
-        if let Some(v) = cached {
+        if let Some(v) = self.cache.get(&digest) {
             let td = v.claims.sub.trust_domain();
             let still_trusted = bundle_for(&td)
                 .and_then(|b| b.key(&v.kid))
@@ -564,22 +624,12 @@ impl Validator {
             if still_trusted {
                 return check_claims(&v, audience, now, skew);
             }
-            self.lock().remove(&digest);
+            self.cache.invalidate(&digest);
         }
         let v = verify(token, bundle_for)?;
         let result = check_claims(&v, audience, now, skew);
-        let mut cache = self.lock();
-        if cache.len() >= MAX_CACHED {
-            cache.clear();
-        }
-        cache.insert(digest, v);
+        self.cache.insert(digest, Arc::new(v));
         result
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], Verified>> {
-        self.cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -705,6 +755,17 @@ mod tests {
             (
                 forge(&signer, r#"{"alg":"ES256","typ":"JWT"}"#, &claims_json),
                 |e| *e == JwtError::MissingKeyId,
+            ),
+            // RFC 7515 §4.1.11: a `crit` extension this validator does not understand.
+            (
+                forge(
+                    &signer,
+                    &format!(
+                        r#"{{"alg":"ES256","kid":"{kid}","typ":"JWT","crit":["b64"],"b64":false}}"#
+                    ),
+                    &claims_json,
+                ),
+                |e| matches!(e, JwtError::UnsupportedCritical(n) if n == "`b64`"),
             ),
             (
                 forge(

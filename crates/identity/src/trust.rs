@@ -5,23 +5,27 @@
 //! certificate in `x5c`) and JWT authorities (`use` = `jwt-svid`, with a `kid`).
 //!
 //! A [`Keyring`] holds the current [`Trust`]: the active signing keys, this trust domain's
-//! bundle (every key that is prepared, active, or retired but still inside its overlap), and
-//! the bundles of federated trust domains. It is replaced whole when keys rotate or a federated
-//! bundle is refreshed, and watchers are told, so Workload API streams can push the new bundle.
+//! bundle (every key that is prepared, active, or retired but still inside its overlap), the
+//! access-token keys (published apart from the bundle: they sign OAuth access tokens, not
+//! SVIDs), and the bundles of federated trust domains with the [`FederationLimits`] on what
+//! their agents may do here. It is replaced whole when keys rotate or a federated bundle or its
+//! limits change, and watchers are told, so Workload API streams can push the new bundle.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, RwLock},
 };
 
 use base64::{Engine, engine::general_purpose::STANDARD};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::{
     TrustDomain,
+    access::AccessTokenSigner,
     ca::Ca,
-    jwt::{JwtBundle, JwtPublicKey, JwtSigner},
+    jwt::{JwtBundle, JwtPublicKey, JwtSigner, JwtSvidClaims},
 };
 
 /// Largest bundle document accepted, bytes.
@@ -303,13 +307,21 @@ pub struct Trust {
     pub ca: Arc<Ca>,
     /// The active JWT key: signs JWT-SVIDs.
     pub jwt: Arc<JwtSigner>,
+    /// The active access-token key: signs OAuth access tokens (RFC 9068) and nothing else.
+    /// `None` when this trust was built without one: then no access token is issued, and none
+    /// validates.
+    pub access: Option<Arc<AccessTokenSigner>>,
     own: TrustBundle,
+    access_keys: BTreeMap<String, JwtPublicKey>,
     federated: BTreeMap<TrustDomain, TrustBundle>,
+    limits: BTreeMap<TrustDomain, FederationLimits>,
 }
 
 impl Trust {
     /// Trust made of the active signers, this trust domain's published bundle and the
-    /// federated bundles.
+    /// federated bundles (each under [`FederationLimits::default`] until
+    /// [`Trust::with_federation_limits`] says otherwise), without access-token keys until
+    /// [`Trust::with_access_tokens`] adds them.
     pub fn new(
         ca: Arc<Ca>,
         jwt: Arc<JwtSigner>,
@@ -324,12 +336,15 @@ impl Trust {
         Self {
             ca,
             jwt,
+            access: None,
             own,
+            access_keys: BTreeMap::new(),
             federated,
+            limits: BTreeMap::new(),
         }
     }
 
-    /// Trust in just one CA and JWT key (no rotation, no federation).
+    /// Trust in just one CA and JWT key (no rotation, no federation, no access tokens).
     pub fn single(ca: Arc<Ca>, jwt: Arc<JwtSigner>) -> Self {
         let own = TrustBundle::new(
             ca.trust_domain().clone(),
@@ -337,6 +352,32 @@ impl Trust {
             [jwt.public_key()],
         );
         Self::new(ca, jwt, own, [])
+    }
+
+    /// Adds the access-token signer and the access-token keys that validate (the signer's
+    /// own and every other published one: prepared, or retired within its overlap).
+    pub fn with_access_tokens(
+        mut self,
+        signer: Arc<AccessTokenSigner>,
+        published: impl IntoIterator<Item = JwtPublicKey>,
+    ) -> Self {
+        self.access_keys = published
+            .into_iter()
+            .chain([signer.public_key()])
+            .map(|k| (k.kid().to_owned(), k))
+            .collect();
+        self.access = Some(signer);
+        self
+    }
+
+    /// Sets the limits of federated trust domains; a federated domain not named keeps
+    /// [`FederationLimits::default`].
+    pub fn with_federation_limits(
+        mut self,
+        limits: impl IntoIterator<Item = (TrustDomain, FederationLimits)>,
+    ) -> Self {
+        self.limits = limits.into_iter().collect();
+        self
     }
 
     /// This trust domain's bundle.
@@ -368,6 +409,256 @@ impl Trust {
         self.bundle(trust_domain)
             .map(TrustBundle::x509_authorities)
             .filter(|a| !a.is_empty())
+    }
+
+    /// The access-token key with id `kid`, for access-token validation. JWT-SVID keys are
+    /// never among them.
+    pub fn access_token_key(&self, kid: &str) -> Option<&JwtPublicKey> {
+        self.access_keys.get(kid)
+    }
+
+    /// The access-token keys as a JWK set (`use` = `sig`), for resource servers (RFC 8414
+    /// `jwks_uri`).
+    pub fn access_token_jwks(&self) -> Value {
+        serde_json::json!({
+            "keys": self.access_keys.values().map(JwtPublicKey::to_oidc_jwk).collect::<Vec<_>>()
+        })
+    }
+
+    /// The limits on agents of `trust_domain` when it is federated; `None` for this trust
+    /// domain (its own agents are not limited here) and for a domain that is not trusted.
+    pub fn federation_limits(&self, trust_domain: &TrustDomain) -> Option<&FederationLimits> {
+        if !self.federated.contains_key(trust_domain) {
+            return None;
+        }
+        Some(self.limits.get(trust_domain).unwrap_or(&DEFAULT_LIMITS))
+    }
+}
+
+/// Longest lifetime (`exp - iat`) of a federated JWT-SVID accepted when the operator set no
+/// other, seconds (one hour).
+pub const DEFAULT_FEDERATED_JWT_SVID_TTL_SECS: i64 = 3600;
+/// The largest lifetime cap an operator may set for a federated trust domain, seconds (one
+/// day, the longest JWT-SVID lifetime Warden itself issues).
+pub const MAX_FEDERATED_JWT_SVID_TTL_SECS: i64 = 24 * 3600;
+/// Longest pinned issuer, bytes.
+pub const MAX_ISSUER_LEN: usize = 2048;
+
+static DEFAULT_LIMITS: FederationLimits = FederationLimits {
+    max_jwt_svid_ttl_secs: DEFAULT_FEDERATED_JWT_SVID_TTL_SECS,
+    issuer: None,
+    routes: BTreeSet::new(),
+};
+
+/// The groups of agent routes an operator opens to a federated trust domain's agents. A
+/// federated agent may use none of them unless its domain's limits name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AgentRoute {
+    /// `POST /oauth2/token`: a federated JWT-SVID or X.509-SVID as the subject or actor of a
+    /// token exchange.
+    TokenExchange,
+    /// `POST /v1/agent/credentials/database/{role}`: dynamic database credentials.
+    DbCredentials,
+    /// `/v1/agent/leases/…`: renewing and revoking its own leases, recording operations.
+    Leases,
+    /// `/v1/agent/tasks…`: creating tasks, assigning agents, ending tasks.
+    Tasks,
+    /// `/v1/grants/requests…` from an agent's side: asking for just-in-time grants.
+    GrantRequests,
+    /// `POST /v1/git/authorize`: pushing to a repository guarded by Warden.
+    Git,
+}
+
+impl AgentRoute {
+    /// Every route group.
+    pub const ALL: [AgentRoute; 6] = [
+        AgentRoute::TokenExchange,
+        AgentRoute::DbCredentials,
+        AgentRoute::Leases,
+        AgentRoute::Tasks,
+        AgentRoute::GrantRequests,
+        AgentRoute::Git,
+    ];
+
+    /// The name used in settings and errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentRoute::TokenExchange => "token_exchange",
+            AgentRoute::DbCredentials => "db_credentials",
+            AgentRoute::Leases => "leases",
+            AgentRoute::Tasks => "tasks",
+            AgentRoute::GrantRequests => "grant_requests",
+            AgentRoute::Git => "git",
+        }
+    }
+
+    /// The group named `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for AgentRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What this install lets one federated trust domain's agents do: the longest JWT-SVID
+/// lifetime it accepts from them, the issuer (`iss`) their JWT-SVIDs must carry when the
+/// partner publishes one, and the agent route groups open to them. The default: one hour, no
+/// issuer pinned, no route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationLimits {
+    /// Longest `exp - iat` (and `exp - now`) of an accepted JWT-SVID, seconds.
+    #[serde(default = "default_ttl")]
+    pub max_jwt_svid_ttl_secs: i64,
+    /// When set, a JWT-SVID of that domain must carry exactly this `iss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The agent route groups its agents may use.
+    #[serde(default)]
+    pub routes: BTreeSet<AgentRoute>,
+}
+
+fn default_ttl() -> i64 {
+    DEFAULT_FEDERATED_JWT_SVID_TTL_SECS
+}
+
+impl Default for FederationLimits {
+    fn default() -> Self {
+        DEFAULT_LIMITS.clone()
+    }
+}
+
+/// Why a federated agent was refused here although its SVID verified.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FederationRefusal {
+    /// The JWT-SVID lives longer than the domain's limit.
+    #[error(
+        "a JWT-SVID of trust domain `{trust_domain}` that lives {lifetime_secs} s is refused: this install accepts at most {max_secs} s from it"
+    )]
+    LifetimeTooLong {
+        /// The federated trust domain.
+        trust_domain: String,
+        /// `exp - iat`, or `exp - now` when that is longer.
+        lifetime_secs: i64,
+        /// The limit.
+        max_secs: i64,
+    },
+    /// The JWT-SVID's `iss` is not the pinned issuer.
+    #[error(
+        "a JWT-SVID of trust domain `{trust_domain}` must be issued by `{expected}`, not {}",
+        .got.as_deref().map_or_else(|| "without `iss`".to_owned(), |g| format!("`{g}`"))
+    )]
+    WrongIssuer {
+        /// The federated trust domain.
+        trust_domain: String,
+        /// The pinned issuer.
+        expected: String,
+        /// The token's `iss`.
+        got: Option<String>,
+    },
+    /// The route group is not open to that domain's agents.
+    #[error(
+        "agents of federated trust domain `{trust_domain}` may not use `{route}` routes here (an admin opens them with `warden federation limits {trust_domain} --routes …`)"
+    )]
+    RouteNotAllowed {
+        /// The federated trust domain.
+        trust_domain: String,
+        /// The route group asked for.
+        route: AgentRoute,
+    },
+}
+
+impl FederationRefusal {
+    /// Stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            FederationRefusal::LifetimeTooLong { .. } => "federated_svid_lifetime_exceeded",
+            FederationRefusal::WrongIssuer { .. } => "federated_issuer_mismatch",
+            FederationRefusal::RouteNotAllowed { .. } => "federation_route_not_allowed",
+        }
+    }
+}
+
+impl FederationLimits {
+    /// Checks settings given by an operator: a lifetime of 1 s up to
+    /// [`MAX_FEDERATED_JWT_SVID_TTL_SECS`], a non-empty issuer of at most
+    /// [`MAX_ISSUER_LEN`] bytes without control characters.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_FEDERATED_JWT_SVID_TTL_SECS).contains(&self.max_jwt_svid_ttl_secs) {
+            return Err(format!(
+                "`max_jwt_svid_ttl_secs` must be 1-{MAX_FEDERATED_JWT_SVID_TTL_SECS}, not {}",
+                self.max_jwt_svid_ttl_secs
+            ));
+        }
+        if let Some(iss) = &self.issuer {
+            if iss.is_empty() || iss.len() > MAX_ISSUER_LEN || iss.chars().any(char::is_control) {
+                return Err(format!(
+                    "`issuer` must be 1-{MAX_ISSUER_LEN} bytes without control characters"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether agents of the domain may use `route`.
+    pub fn allows(&self, route: AgentRoute) -> bool {
+        self.routes.contains(&route)
+    }
+
+    /// Refuses `route` unless it is open to agents of `trust_domain`.
+    pub fn check_route(
+        &self,
+        trust_domain: &TrustDomain,
+        route: AgentRoute,
+    ) -> Result<(), FederationRefusal> {
+        if self.allows(route) {
+            Ok(())
+        } else {
+            Err(FederationRefusal::RouteNotAllowed {
+                trust_domain: trust_domain.to_string(),
+                route,
+            })
+        }
+    }
+
+    /// Checks a verified JWT-SVID of `trust_domain` against these limits at `now` (seconds),
+    /// allowing `skew` seconds: its lifetime — `exp - iat`, and `exp - now` so a back- or
+    /// forward-dated `iat` does not hide a far expiry — and its issuer when one is pinned.
+    pub fn check_jwt_svid(
+        &self,
+        trust_domain: &TrustDomain,
+        claims: &JwtSvidClaims,
+        now: i64,
+        skew: i64,
+    ) -> Result<(), FederationRefusal> {
+        let issued_life = claims.exp.saturating_sub(claims.iat);
+        let remaining = claims.exp.saturating_sub(now);
+        if issued_life > self.max_jwt_svid_ttl_secs
+            || remaining > self.max_jwt_svid_ttl_secs.saturating_add(skew)
+        {
+            return Err(FederationRefusal::LifetimeTooLong {
+                trust_domain: trust_domain.to_string(),
+                lifetime_secs: issued_life.max(remaining),
+                max_secs: self.max_jwt_svid_ttl_secs,
+            });
+        }
+        if let Some(expected) = &self.issuer {
+            if claims.iss.as_deref() != Some(expected.as_str()) {
+                return Err(FederationRefusal::WrongIssuer {
+                    trust_domain: trust_domain.to_string(),
+                    expected: expected.clone(),
+                    got: claims.iss.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -551,6 +842,183 @@ mod tests {
             TrustBundle::parse(td("example.org"), &huge),
             Err(BundleError::Malformed(_))
         ));
+    }
+
+    fn partner_claims(iat: i64, exp: i64, iss: Option<&str>) -> JwtSvidClaims {
+        JwtSvidClaims {
+            sub: crate::SpiffeId::parse("spiffe://partner.example/agent/p").unwrap(),
+            aud: vec!["https://warden.example.org".into()],
+            exp,
+            iat,
+            jti: "j".into(),
+            act: None,
+            iss: iss.map(str::to_owned),
+        }
+    }
+
+    /// Issue 20 item 6: a partner's JWT-SVID that lives 30,000 years is refused, however its
+    /// `iat` is dated; the issuer is pinned when set; no route is open by default.
+    #[test]
+    fn federation_limits_cap_lifetime_pin_issuer_and_close_routes() {
+        const NOW: i64 = 1_764_457_200;
+        const YEAR: i64 = 365 * 24 * 3600;
+        let td = td("partner.example");
+        let limits = FederationLimits::default();
+        assert_eq!(limits.max_jwt_svid_ttl_secs, 3600);
+        let refused = |c: &JwtSvidClaims, l: &FederationLimits| {
+            l.check_jwt_svid(&td, c, NOW, 30).map_err(|e| e.code())
+        };
+        let lifetime_exceeded = Err("federated_svid_lifetime_exceeded");
+        // The token from the issue: exp 30,000 years ahead.
+        let ancient = partner_claims(NOW, NOW + 30_000 * YEAR, None);
+        assert_eq!(refused(&ancient, &limits), lifetime_exceeded);
+        let err = limits.check_jwt_svid(&td, &ancient, NOW, 30).unwrap_err();
+        assert!(err.to_string().contains("at most 3600 s"), "{err}");
+        // Its iat moved close to exp does not hide the far expiry (exp - now counts)...
+        let forward = partner_claims(NOW + 30_000 * YEAR - 60, NOW + 30_000 * YEAR, None);
+        assert_eq!(refused(&forward, &limits), lifetime_exceeded);
+        // ...nor does a token issued long ago and about to expire pass on `exp - now` alone.
+        let backdated = partner_claims(NOW - 30_000 * YEAR, NOW + 60, None);
+        assert_eq!(refused(&backdated, &limits), lifetime_exceeded);
+        // Extremes do not overflow.
+        let extreme = partner_claims(i64::MIN, i64::MAX, None);
+        assert_eq!(refused(&extreme, &limits), lifetime_exceeded);
+        // Within the limit (and within the skew of a partner clock a little ahead): accepted.
+        assert_eq!(
+            refused(&partner_claims(NOW, NOW + 3600, None), &limits),
+            Ok(())
+        );
+        assert_eq!(
+            refused(&partner_claims(NOW + 20, NOW + 3620, None), &limits),
+            Ok(())
+        );
+        assert_eq!(
+            refused(&partner_claims(NOW, NOW + 3601, None), &limits),
+            lifetime_exceeded
+        );
+        // A tighter limit.
+        let tight = FederationLimits {
+            max_jwt_svid_ttl_secs: 300,
+            ..FederationLimits::default()
+        };
+        assert_eq!(
+            refused(&partner_claims(NOW, NOW + 900, None), &tight),
+            lifetime_exceeded
+        );
+
+        // Issuer pinning.
+        let pinned = FederationLimits {
+            issuer: Some("https://warden.partner.example".into()),
+            ..FederationLimits::default()
+        };
+        let mismatch = Err("federated_issuer_mismatch");
+        for iss in [None, Some("https://evil.example"), Some("")] {
+            assert_eq!(
+                refused(&partner_claims(NOW, NOW + 60, iss), &pinned),
+                mismatch,
+                "{iss:?}"
+            );
+        }
+        assert_eq!(
+            refused(
+                &partner_claims(NOW, NOW + 60, Some("https://warden.partner.example")),
+                &pinned
+            ),
+            Ok(())
+        );
+
+        // Routes: none by default, exactly those named otherwise.
+        for route in AgentRoute::ALL {
+            assert_eq!(
+                limits.check_route(&td, route).map_err(|e| e.code()),
+                Err("federation_route_not_allowed")
+            );
+            assert_eq!(AgentRoute::parse(route.as_str()), Some(route));
+        }
+        let open: FederationLimits =
+            serde_json::from_str(r#"{"routes": ["token_exchange", "git"]}"#).unwrap();
+        assert_eq!(open.max_jwt_svid_ttl_secs, 3600);
+        assert!(open.check_route(&td, AgentRoute::TokenExchange).is_ok());
+        assert!(open.check_route(&td, AgentRoute::Git).is_ok());
+        assert!(open.check_route(&td, AgentRoute::DbCredentials).is_err());
+        assert_eq!(
+            serde_json::to_value(&open).unwrap(),
+            serde_json::json!({"max_jwt_svid_ttl_secs": 3600, "routes": ["token_exchange", "git"]})
+        );
+        // Settings are parsed strictly and checked.
+        for bad in [
+            r#"{"routes": ["everything"]}"#,
+            r#"{"route": ["git"]}"#,
+            r#"{"max_jwt_svid_ttl_secs": "1h"}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<FederationLimits>(bad).is_err(),
+                "{bad}"
+            );
+        }
+        for bad in [
+            r#"{"max_jwt_svid_ttl_secs": 0}"#,
+            r#"{"max_jwt_svid_ttl_secs": 86401}"#,
+            r#"{"issuer": ""}"#,
+            "{\"issuer\": \"a\\nb\"}",
+        ] {
+            let l: FederationLimits = serde_json::from_str(bad).unwrap();
+            assert!(l.validate().is_err(), "{bad}");
+        }
+        assert!(open.validate().is_ok());
+    }
+
+    #[test]
+    fn federation_limits_apply_to_federated_domains_only() {
+        let (_, ca, jwt) = sample();
+        let partner = TrustBundle::new(td("partner.example"), vec![], [jwt.public_key()]);
+        let own = TrustBundle::new(td("example.org"), vec![], [jwt.public_key()]);
+        let open = FederationLimits {
+            routes: [AgentRoute::Tasks].into(),
+            ..FederationLimits::default()
+        };
+        let trust = Trust::new(Arc::clone(&ca), Arc::clone(&jwt), own, [partner])
+            .with_federation_limits([(td("partner.example"), open.clone())]);
+        assert_eq!(trust.federation_limits(&td("example.org")), None);
+        assert_eq!(trust.federation_limits(&td("unknown.example")), None);
+        assert_eq!(trust.federation_limits(&td("partner.example")), Some(&open));
+        let partner = TrustBundle::new(td("partner.example"), vec![], [jwt.public_key()]);
+        let trust = Trust::new(ca, jwt, trust.own().clone(), [partner]);
+        assert_eq!(
+            trust.federation_limits(&td("partner.example")),
+            Some(&FederationLimits::default())
+        );
+    }
+
+    #[test]
+    fn access_token_keys_are_apart_from_the_bundle() {
+        let (_, ca, jwt) = sample();
+        let at = Arc::new(AccessTokenSigner::generate().unwrap());
+        let retired = AccessTokenSigner::generate().unwrap().public_key();
+        let trust = Trust::single(Arc::clone(&ca), Arc::clone(&jwt));
+        assert!(trust.access.is_none());
+        assert!(trust.access_token_key(jwt.kid()).is_none());
+        let trust = trust.with_access_tokens(Arc::clone(&at), [retired.clone()]);
+        assert!(trust.access_token_key(at.kid()).is_some());
+        assert!(trust.access_token_key(retired.kid()).is_some());
+        // The JWT-SVID key is not an access-token key, and the access-token keys are not in
+        // the SPIFFE bundle.
+        assert!(trust.access_token_key(jwt.kid()).is_none());
+        let bundle = trust.own().to_json().to_string();
+        assert!(!bundle.contains(at.kid()), "{bundle}");
+        let jwks = trust.access_token_jwks();
+        let kids: Vec<&str> = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                assert_eq!(k["use"], "sig");
+                assert_eq!(k["alg"], "ES256");
+                k["kid"].as_str().unwrap()
+            })
+            .collect();
+        assert_eq!(kids.len(), 2);
+        assert!(kids.contains(&at.kid()) && !kids.contains(&jwt.kid()));
     }
 
     #[test]

@@ -54,10 +54,11 @@ pub use model::{
     MAX_TYPES_PER_MODEL, Model, RelationDefinition, Rewrite, TypeDefinition, TypeRestriction,
 };
 pub use query::{
-    BatchCheckItem, BatchCheckResult, CheckRequest, Computed, Difference, Leaf, ListUsersResponse,
-    MAX_BATCH_CHECK_ITEMS, MAX_CONTEXTUAL_TUPLES, NodeValue, Nodes, RESOLVE_DEPTH_LIMIT,
-    TupleToUsersetLeaf, UserFilter, Users, UsersetNode, UsersetTree, batch_check, check, expand,
-    list_objects, list_users,
+    BatchCheckItem, BatchCheckResult, CheckRequest, Computed, Difference, Leaf, ListBounds,
+    ListObjectsResponse, ListUsersResponse, MAX_BATCH_CHECK_ITEMS, MAX_CONTEXTUAL_TUPLES,
+    NodeValue, Nodes, RESOLVE_DEPTH_LIMIT, TupleToUsersetLeaf, UserFilter, Users, UsersetNode,
+    UsersetTree, batch_check, check, expand, list_objects, list_objects_bounded, list_users,
+    list_users_bounded,
 };
 pub use tuple::{
     MAX_OBJECT_CHARS, MAX_RELATION_CHARS, MAX_USER_BYTES, ObjectRef, Tuple, TupleKey, User,

@@ -16,7 +16,10 @@ pub use expand::{
     Computed, Difference, Leaf, NodeValue, Nodes, TupleToUsersetLeaf, Users, UsersetNode,
     UsersetTree, expand,
 };
-pub use lists::{ListUsersResponse, UserFilter, list_objects, list_users};
+pub use lists::{
+    ListBounds, ListObjectsResponse, ListUsersResponse, UserFilter, list_objects,
+    list_objects_bounded, list_users, list_users_bounded,
+};
 
 use crate::error::RebacError;
 use crate::graph::{Graph, View};

@@ -46,7 +46,7 @@ pub(crate) async fn renew(
     headers: HeaderMap,
     ApiJson(req): ApiJson<AgentRenew>,
 ) -> Result<ApiJson<Renewed>, ApiError> {
-    let agent = require_agent(&state, &headers, &peer).await?;
+    let agent = require_agent(&state, &headers, &peer, crate::agent_auth::Route::Leases).await?;
     let row = crate::leases::renew(
         &state,
         &format!("agent:{}", agent.id),
@@ -79,7 +79,7 @@ pub(crate) async fn revoke(
     headers: HeaderMap,
     ApiJson(req): ApiJson<AgentRevoke>,
 ) -> Result<StatusCode, ApiError> {
-    let agent = require_agent(&state, &headers, &peer).await?;
+    let agent = require_agent(&state, &headers, &peer, crate::agent_auth::Route::Leases).await?;
     let id = broker::lease::LeaseId::parse(&req.lease_id)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_lease", e.to_string()))?;
     let row = state
@@ -138,17 +138,17 @@ pub(crate) async fn operation(
     headers: HeaderMap,
     ApiJson(op): ApiJson<Operation>,
 ) -> Result<(StatusCode, ApiJson<Recorded>), ApiError> {
-    let agent = require_agent(&state, &headers, &peer).await?;
+    let agent = require_agent(&state, &headers, &peer, crate::agent_auth::Route::Leases).await?;
     for (what, v) in [("action", &op.action), ("resource", &op.resource)] {
         if v.is_empty() || v.len() > 256 || v.chars().any(char::is_control) {
-            return Err(ApiError::bad_request(format!(
+            return Err(ApiError::invalid_request(format!(
                 "{what} must be 1-256 characters without control characters"
             )));
         }
     }
     let detail = serde_json::Value::Object(op.detail);
     if detail.to_string().len() > 8 * 1024 {
-        return Err(ApiError::bad_request("detail is larger than 8 KiB"));
+        return Err(ApiError::invalid_request("detail is larger than 8 KiB"));
     }
     let mut task = String::new();
     if let Some(id) = &op.lease_id {

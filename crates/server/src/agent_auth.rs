@@ -1,8 +1,20 @@
 //! How an agent proves who it is to the broker: a JWT-SVID whose audience is this server's
 //! issuer URL (`Authorization: Bearer …`, or a token exchange's `subject_token`), or its
 //! X.509-SVID over mutual TLS. Never an API token, never a static password.
+//!
+//! A git push carries a different credential: a JWT-SVID for the audience
+//! `git:<repository>` alone ([`git_push_svid`]), which the agent APIs refuse (wrong audience)
+//! — so the git server that sees it cannot replay it anywhere else — and which is refused for
+//! any other repository.
+//!
+//! An agent of a federated trust domain is held to its domain's [`FederationLimits`]: its
+//! JWT-SVID's lifetime and issuer, and the agent route groups ([`Route`]) open to it.
+//!
+//! [`FederationLimits`]: identity::trust::FederationLimits
 
-use identity::{SpiffeId, deny::DenyKind, jwt::JwtSvidClaims};
+use identity::{SpiffeId, deny::DenyKind, jwt::JwtError, jwt::JwtSvidClaims};
+
+pub(crate) use identity::trust::AgentRoute as Route;
 
 use crate::{AppState, holds::Cut, mtls::PeerSvid};
 
@@ -36,18 +48,93 @@ impl Refused {
     }
 }
 
-/// Validates a JWT-SVID presented to this server: signature against the trust domain's (or a
-/// federated domain's) bundle, audience = this server's issuer URL, expiry, and the denylist
-/// (identity, token id, holds).
-pub(crate) fn jwt_svid(state: &AppState, token: &str) -> Result<(Agent, JwtSvidClaims), Refused> {
+/// The audience of the JWT-SVID an agent pushes to `repository` with.
+pub(crate) fn git_audience(repository: &str) -> String {
+    format!("git:{repository}")
+}
+
+/// Validates a JWT-SVID presented to this server for `route`: signature against the trust
+/// domain's (or a federated domain's) bundle, audience = this server's issuer URL, expiry, the
+/// denylist (identity, token id, holds), and for a federated agent its domain's limits.
+pub(crate) fn jwt_svid(
+    state: &AppState,
+    token: &str,
+    route: Route,
+) -> Result<(Agent, JwtSvidClaims), Refused> {
+    let (agent, claims) = validate_jwt_svid(state, token, &state.issuer)?;
+    check_route(state, &agent.id, route)?;
+    Ok((agent, claims))
+}
+
+/// Validates a push credential for `repository`: a JWT-SVID for the audience
+/// `git:<repository>` and no other (a token that also names Warden's issuer would work on the
+/// agent APIs too), checked as [`jwt_svid`] checks, with route [`Route::Git`].
+pub(crate) fn git_push_svid(
+    state: &AppState,
+    token: &str,
+    repository: &str,
+) -> Result<Agent, Refused> {
+    let audience = git_audience(repository);
+    let (agent, claims) = validate_jwt_svid(state, token, &audience).map_err(|mut r| {
+        if r.code == "invalid_jwt_svid" && r.reason.contains("audience") {
+            r.reason = format!(
+                "{}: a push credential is a JWT-SVID for audience `{audience}` alone (`warden svid jwt --audience {audience}`)",
+                r.reason
+            );
+        }
+        r
+    })?;
+    if let Some(other) = claims.aud.iter().find(|a| **a != audience) {
+        return Err(Refused::new(
+            "invalid_jwt_svid",
+            format!(
+                "a push credential must be for audience `{audience}` alone, and this one is also for `{other}`: a token the git server sees must not work anywhere else"
+            ),
+        ));
+    }
+    check_route(state, &agent.id, Route::Git)?;
+    Ok(agent)
+}
+
+/// Refuses an agent of a federated trust domain on a route group its domain's limits do not
+/// open (403 `federation_route_not_allowed`). Agents of this trust domain pass.
+pub(crate) fn check_route(state: &AppState, id: &SpiffeId, route: Route) -> Result<(), Refused> {
+    let trust = state.keyring.current();
+    let td = id.trust_domain();
+    match trust.federation_limits(&td) {
+        None => Ok(()),
+        Some(limits) => limits
+            .check_route(&td, route)
+            .map_err(|e| Refused::new(e.code(), e.to_string())),
+    }
+}
+
+fn validate_jwt_svid(
+    state: &AppState,
+    token: &str,
+    audience: &str,
+) -> Result<(Agent, JwtSvidClaims), Refused> {
     let trust = state.keyring.current();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let claims = state
         .jwt_validator
-        .validate(token, &state.issuer, now, SKEW_SECS, |td| {
-            trust.jwt_bundle(td)
-        })
-        .map_err(|e| Refused::new("invalid_jwt_svid", e.to_string()))?;
+        .validate(token, audience, now, SKEW_SECS, |td| trust.jwt_bundle(td))
+        .map_err(|e| {
+            let reason = match e {
+                JwtError::WrongAudience(_) => {
+                    format!("audience `{audience}` is not in the token's audience")
+                }
+                other => other.to_string(),
+            };
+            Refused::new("invalid_jwt_svid", reason)
+        })?;
+    // A federated domain's JWT-SVIDs are held to its limits (lifetime, issuer).
+    let td = claims.sub.trust_domain();
+    if let Some(limits) = trust.federation_limits(&td) {
+        limits
+            .check_jwt_svid(&td, &claims, now, SKEW_SECS)
+            .map_err(|e| Refused::new(e.code(), e.to_string()))?;
+    }
     check_denied(state, &claims.sub)?;
     if state.denylist.denies(DenyKind::Jti, &claims.jti) {
         return Err(Refused::new(
@@ -85,14 +172,15 @@ pub(crate) fn check_denied(state: &AppState, id: &SpiffeId) -> Result<(), Refuse
     }
 }
 
-/// The agent behind a request: its mutual-TLS X.509-SVID, else a JWT-SVID bearer token.
-/// `Ok(None)` when it presented neither.
+/// The agent behind a request on `route`: its mutual-TLS X.509-SVID, else a JWT-SVID bearer
+/// token. `Ok(None)` when it presented neither.
 pub(crate) fn from_request(
     state: &AppState,
     headers: &axum::http::HeaderMap,
     peer: &PeerSvid,
+    route: Route,
 ) -> Result<Option<Agent>, Refused> {
-    if let Some(agent) = from_peer(state, peer)? {
+    if let Some(agent) = from_peer(state, peer, route)? {
         return Ok(Some(agent));
     }
     let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
@@ -108,16 +196,21 @@ pub(crate) fn from_request(
                 "the Authorization header must be `Bearer <JWT-SVID>`",
             )
         })?;
-    jwt_svid(state, token.trim()).map(|(agent, _)| Some(agent))
+    jwt_svid(state, token.trim(), route).map(|(agent, _)| Some(agent))
 }
 
-/// The agent of a mutual-TLS connection, verified again now.
-pub(crate) fn from_peer(state: &AppState, peer: &PeerSvid) -> Result<Option<Agent>, Refused> {
+/// The agent of a mutual-TLS connection on `route`, verified again now.
+pub(crate) fn from_peer(
+    state: &AppState,
+    peer: &PeerSvid,
+    route: Route,
+) -> Result<Option<Agent>, Refused> {
     match &peer.0 {
         None => Ok(None),
         Some(Err(refusal)) => Err(Refused::new(refusal.code(), refusal.to_string())),
         Some(Ok(svid)) => {
             check_denied(state, &svid.id)?;
+            check_route(state, &svid.id, route)?;
             Ok(Some(Agent {
                 id: svid.id.clone(),
                 via: "x509_svid",

@@ -4,10 +4,10 @@
 //! SHA-256; a presented token is hashed and looked up. Every authenticated call, and every
 //! failed authentication, is appended to the ledger before its response leaves.
 
-use std::{collections::HashMap, str::FromStr, sync::Arc};
+use std::{str::FromStr, sync::Arc};
 
 use axum::{
-    extract::{Request, State},
+    extract::{MatchedPath, Request, State},
     http::{HeaderValue, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
@@ -19,7 +19,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use crate::{AppState, RequestId, error::ApiError};
+use crate::{
+    AppState, RequestId,
+    error::ApiError,
+    limits::{Refusal, Source},
+};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -90,6 +94,9 @@ struct RequestAudit {
     path: serde_json::Value,
     request_id: String,
     recorded: std::sync::OnceLock<u64>,
+    /// A refusal standing for this request was counted, not recorded, under the caller's
+    /// refusal budget: no `api.request` entry either.
+    counted: std::sync::atomic::AtomicBool,
 }
 
 impl Caller {
@@ -140,6 +147,36 @@ impl Caller {
         let _ = self.request.recorded.set(receipt.seq);
         Ok(())
     }
+
+    /// Records a refusal this caller relayed (a credential that did not verify, a token that
+    /// is not active) as the entry of the request, within the caller's budget of refusal
+    /// entries (`limits.refusals_recorded_per_caller`): past it the refusal is only counted,
+    /// the next recorded one notes how many were (`suppressed_before`), and the sweeper
+    /// records the rest in an `audit.refusals_suppressed` summary. The answer is the same
+    /// either way.
+    pub(crate) async fn record_refusal(
+        &self,
+        state: &AppState,
+        event: NewEvent,
+    ) -> Result<(), ApiError> {
+        match state.limits.refusal(&self.token_id, &self.actor()) {
+            Refusal::Record { suppressed_before } => {
+                let event = if suppressed_before > 0 {
+                    event.field("suppressed_before", suppressed_before)
+                } else {
+                    event
+                };
+                self.record_for_request(state, event).await
+            }
+            Refusal::Count => {
+                state.metrics.refusals_unrecorded.inc();
+                self.request
+                    .counted
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
 }
 
 /// How long a token looked up in the store is trusted without looking again: bounds how
@@ -147,54 +184,77 @@ impl Caller {
 /// revocation through this server's API takes effect at once.
 const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Entries kept at most; the cache is emptied when full (only valid tokens are cached, so
-/// its size is bounded by the tokens that exist, not by what callers send).
-const TOKEN_CACHE_MAX: usize = 10_000;
+/// Entries kept at most. Past it the cache evicts by TinyLFU (moka): a token in use stays,
+/// one seen once makes way. Only valid tokens are cached, so its size is bounded by the
+/// tokens that exist, not by what callers send.
+const TOKEN_CACHE_MAX: u64 = 10_000;
 
 /// Recently verified API tokens by hash, so a busy enforcer does not cost a store lookup per
 /// request.
-#[derive(Debug, Default)]
 pub(crate) struct TokenCache {
-    entries: std::sync::RwLock<HashMap<[u8; 32], (std::time::Instant, store::ApiTokenRow)>>,
+    entries: moka::sync::Cache<[u8; 32], (std::time::Instant, store::ApiTokenRow)>,
     /// Bumped by every [`clear`](Self::clear): a row read from the store before a revocation
     /// is not cached after it.
     generation: std::sync::atomic::AtomicU64,
+    /// Held (shared) while checking the generation and inserting, and (exclusively) by
+    /// `clear`, so no insert falls between a revocation's bump and its invalidation.
+    gate: std::sync::RwLock<()>,
+    ttl: std::time::Duration,
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("entries", &self.entries.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        Self::new(TOKEN_CACHE_MAX, TOKEN_CACHE_TTL)
+    }
 }
 
 impl TokenCache {
+    fn new(max: u64, ttl: std::time::Duration) -> Self {
+        Self {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(max)
+                .time_to_live(ttl)
+                .build(),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            gate: std::sync::RwLock::new(()),
+            ttl,
+        }
+    }
+
     fn get(&self, hash: &[u8; 32]) -> Option<store::ApiTokenRow> {
-        let entries = self
-            .entries
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (at, row) = entries.get(hash)?;
-        (at.elapsed() < TOKEN_CACHE_TTL).then(|| row.clone())
+        let (at, row) = self.entries.get(hash)?;
+        (at.elapsed() < self.ttl).then_some(row)
     }
 
     fn put(&self, hash: [u8; 32], row: store::ApiTokenRow, generation: u64) {
-        let mut entries = self
-            .entries
-            .write()
+        let _shared = self
+            .gate
+            .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Checked under the lock `clear` takes: a revocation in between wins.
+        // Checked under the gate `clear` takes: a revocation in between wins.
         if self.generation.load(std::sync::atomic::Ordering::SeqCst) != generation {
             return;
         }
-        if entries.len() >= TOKEN_CACHE_MAX {
-            entries.clear();
-        }
-        entries.insert(hash, (std::time::Instant::now(), row));
+        self.entries.insert(hash, (std::time::Instant::now(), row));
     }
 
     /// Forgets every cached token (called on revocation).
     pub(crate) fn clear(&self) {
-        let mut entries = self
-            .entries
+        let _exclusive = self
+            .gate
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        entries.clear();
+        self.entries.invalidate_all();
     }
 
     /// The active token with this hash, from the cache or the store.
@@ -349,6 +409,11 @@ pub(crate) async fn authenticate_and_audit(
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
+    // A source that used up its failed authentications is refused before the lookup.
+    let source = Source::of(&req);
+    if let Err(e) = state.limits.admit_source(&state, &source) {
+        return e.into_response();
+    }
 
     let caller = match bearer(&req) {
         Ok(Some(token)) => {
@@ -364,6 +429,7 @@ pub(crate) async fn authenticate_and_audit(
                             path: path.clone(),
                             request_id: request_id.clone(),
                             recorded: std::sync::OnceLock::new(),
+                            counted: std::sync::atomic::AtomicBool::new(false),
                         }),
                     }),
                     Err(_) => Err(("token has an unknown role", Some(token.to_owned()))),
@@ -380,6 +446,7 @@ pub(crate) async fn authenticate_and_audit(
     let caller = match caller {
         Ok(c) => c,
         Err((reason, presented)) => {
+            state.limits.source_failed(source);
             let mut event = NewEvent::new(
                 "anonymous",
                 "api.authenticate",
@@ -421,9 +488,27 @@ pub(crate) async fn authenticate_and_audit(
         }
     };
 
+    // Per-caller limits (429 answers are counted in /metrics, not recorded).
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    if let Err(e) = state.limits.admit_caller(&state, &caller.token_id, route) {
+        return e.into_response();
+    }
+
     req.extensions_mut().insert(caller.clone());
     let mut resp = next.run(req).await;
     let status = resp.status();
+    if status.is_success()
+        && caller
+            .request
+            .counted
+            .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        // A refusal counted under the caller's budget stands for the request.
+        return resp;
+    }
     if let Some(&seq) = caller
         .request
         .recorded
@@ -436,7 +521,7 @@ pub(crate) async fn authenticate_and_audit(
         }
         return resp;
     }
-    let event = NewEvent::new(
+    let mut event = NewEvent::new(
         caller.actor(),
         "api.request",
         outcome_for(status),
@@ -446,8 +531,22 @@ pub(crate) async fn authenticate_and_audit(
     .field("path", path)
     .field("status", status.as_u16())
     .field("request_id", request_id)
-    .field("token_id", caller.token_id)
+    .field("token_id", caller.token_id.clone())
     .field("role", caller.role.as_str());
+    if status.is_client_error() {
+        // Refused calls are recorded within the caller's budget of refusal entries; past it
+        // they are counted, noted on the next recorded one and summarised by the sweeper.
+        match state.limits.refusal(&caller.token_id, &caller.actor()) {
+            Refusal::Record { suppressed_before } if suppressed_before > 0 => {
+                event = event.field("suppressed_before", suppressed_before);
+            }
+            Refusal::Record { .. } => {}
+            Refusal::Count => {
+                state.metrics.refusals_unrecorded.inc();
+                return resp;
+            }
+        }
+    }
     match state.ledger.append(event).await {
         Ok(receipt) => {
             if let Ok(v) = HeaderValue::from_str(&receipt.seq.to_string()) {
@@ -513,14 +612,45 @@ mod tests {
         cache.put([7; 32], row.clone(), in_flight);
         assert!(cache.get(&[7; 32]).is_none());
         // An entry older than the TTL is not used.
-        let now = cache.generation.load(std::sync::atomic::Ordering::SeqCst);
-        cache.put([8; 32], row, now);
-        if let Some(entry) = cache.entries.write().unwrap().get_mut(&[8; 32]) {
-            entry.0 = std::time::Instant::now()
-                .checked_sub(TOKEN_CACHE_TTL)
-                .unwrap();
-        }
+        let old = std::time::Instant::now()
+            .checked_sub(TOKEN_CACHE_TTL)
+            .unwrap();
+        cache.entries.insert([8; 32], (old, row));
         assert!(cache.get(&[8; 32]).is_none());
+    }
+
+    /// Full, the cache keeps the token in use and turns away ones seen once (it used to
+    /// empty itself, so every busy caller's next request went to the store at once).
+    #[test]
+    fn a_full_cache_keeps_its_hot_entries() {
+        // A long lifetime, so only eviction can take an entry out during the test.
+        let cache = TokenCache::new(TOKEN_CACHE_MAX, std::time::Duration::from_secs(3600));
+        let row = |i: u32| store::ApiTokenRow {
+            id: format!("tok_{i}"),
+            name: format!("t{i}"),
+            role: "enforcer".into(),
+            token_hash: [0; 32],
+            created_unix_ms: 0,
+            revoked_unix_ms: None,
+        };
+        let key = |i: u32| {
+            let mut k = [0u8; 32];
+            k[..4].copy_from_slice(&i.to_be_bytes());
+            k
+        };
+        let generation = cache.generation.load(std::sync::atomic::Ordering::SeqCst);
+        let hot = key(u32::MAX);
+        cache.put(hot, row(0), generation);
+        for i in 0..3 * TOKEN_CACHE_MAX as u32 {
+            // The busy enforcer's token is asked for between the others.
+            if i % 10 == 0 {
+                assert!(cache.get(&hot).is_some(), "hot token gone after {i} others");
+            }
+            cache.put(key(i), row(i), generation);
+        }
+        cache.entries.run_pending_tasks();
+        assert!(cache.entries.entry_count() <= TOKEN_CACHE_MAX);
+        assert!(cache.get(&hot).is_some());
     }
 
     #[test]

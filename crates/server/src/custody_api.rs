@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::{
     Extension,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::StatusCode,
 };
 use ledger::{NewEvent, OcsfClass, Outcome};
@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use crate::{
     AppState,
     auth::{Caller, Role},
-    error::{ApiError, ApiJson, ErrorBody},
+    error::{ApiError, ApiJson, ApiQuery, ErrorBody},
     leases::check_reason,
     now_ms,
 };
@@ -244,7 +244,7 @@ pub(crate) async fn delete(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-    Query(q): Query<DeleteQuery>,
+    ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Admin)?;
     check_name(&name)?;

@@ -39,6 +39,7 @@ fn engine_error(e: &broker::BrokerError) -> ApiError {
         broker::BrokerError::Rejected { .. }
         | broker::BrokerError::InsufficientPrivilege { .. }
         | broker::BrokerError::GrantIncomplete { .. }
+        | broker::BrokerError::TlsFailed { .. }
         | broker::BrokerError::Unexpected { .. } => StatusCode::BAD_GATEWAY,
         _ => StatusCode::BAD_REQUEST,
     };
@@ -60,7 +61,8 @@ fn check_name(kind: &str, name: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Opens a connection's admin DSN.
+/// Opens a connection's admin DSN and TLS settings (sealed together; a target stored before
+/// TLS settings existed is a bare DSN, read as a target without TLS).
 async fn admin_dsn(state: &AppState, connection: &str) -> Result<AdminDsn, String> {
     let row = state
         .store
@@ -77,8 +79,16 @@ async fn admin_dsn(state: &AppState, connection: &str) -> Result<AdminDsn, Strin
         .map_err(|_| {
             format!("the admin DSN of `{connection}` does not open: wrong key-encryption key, or altered")
         })?;
-    let text = std::str::from_utf8(&dsn).map_err(|_| "the admin DSN is not UTF-8".to_owned())?;
-    AdminDsn::parse(text).map_err(|e| e.to_string())
+    AdminDsn::from_sealed(&dsn).map_err(|e| e.to_string())
+}
+
+/// The pool of admin sessions of target `connection`.
+async fn target(state: &AppState, connection: &str) -> Result<Arc<pg::TargetPool>, String> {
+    let dsn = admin_dsn(state, connection).await?;
+    state
+        .db_pools
+        .get(connection, &dsn)
+        .map_err(|e| e.to_string())
 }
 
 /// What a database lease's `scope` records.
@@ -95,11 +105,8 @@ pub(crate) async fn revoke_upstream(state: &AppState, row: &LeaseRow) -> Result<
     let scope: DbScope =
         serde_json::from_str(&row.scope).map_err(|e| format!("lease scope: {e}"))?;
     let role = RoleName::parse(&scope.db_role).map_err(|e| e.to_string())?;
-    let dsn = admin_dsn(state, &scope.connection).await?;
-    match pg::revoke_role(&dsn, &role)
-        .await
-        .map_err(|e| e.to_string())?
-    {
+    let target = target(state, &scope.connection).await?;
+    match target.revoke_role(&role).await.map_err(|e| e.to_string())? {
         pg::RevokeOutcome::Revoked {
             sessions_terminated,
         } => Ok(format!(
@@ -118,10 +125,11 @@ pub(crate) async fn extend_upstream(
     let scope: DbScope =
         serde_json::from_str(&row.scope).map_err(|e| format!("lease scope: {e}"))?;
     let role = RoleName::parse(&scope.db_role).map_err(|e| e.to_string())?;
-    let dsn = admin_dsn(state, &scope.connection).await?;
+    let target = target(state, &scope.connection).await?;
     let until =
         time::OffsetDateTime::from_unix_timestamp(until_ms / 1000).map_err(|e| e.to_string())?;
-    pg::extend_role(&dsn, &role, until)
+    target
+        .extend_role(&role, until)
         .await
         .map_err(|e| e.to_string())
 }
@@ -134,8 +142,17 @@ pub(crate) async fn extend_upstream(
 pub(crate) struct PutConnection {
     /// Admin connection string, `postgres://user:password@host:port/db`; the user needs
     /// CREATEROLE and must own (or hold with grant option) what templates grant. Stored
-    /// sealed; never shown again.
+    /// sealed; never shown again. TLS is set with `tls` and `ca_pem`, not in the DSN.
     dsn: String,
+    /// `disable` or `verify-full` (the server's certificate must chain to `ca_pem` and name
+    /// the DSN's host). Default: `verify-full` when `ca_pem` is given; otherwise `disable` for
+    /// a Unix socket or loopback host, and required for any other host.
+    #[serde(default)]
+    tls: Option<String>,
+    /// The CA certificate(s), PEM, that the target's certificate must chain to; the only
+    /// trust anchors used for this target.
+    #[serde(default)]
+    ca_pem: Option<String>,
 }
 
 /// A target database as shown (the password never is).
@@ -144,12 +161,16 @@ pub(crate) struct ConnectionView {
     name: String,
     /// `host:port/database`.
     target: String,
+    /// `disable` or `verify-full`.
+    tls: String,
     created_unix_ms: i64,
     created_by: String,
 }
 
-/// Adds or replaces a target database (role `admin`): the DSN is checked live (it must
-/// connect and be able to create roles), sealed, stored, recorded (redacted).
+/// Adds or replaces a target database (role `admin`): the DSN is checked live over the
+/// target's TLS settings (it must connect — verifying the server's certificate for
+/// `verify-full` — and be able to create roles), sealed with those settings, stored, recorded
+/// (redacted). Replacing a target closes the admin sessions pooled for its old settings.
 #[utoipa::path(put, path = "/v1/databases/{name}", tag = "broker", security(("bearer" = [])), request_body = PutConnection,
     params(("name" = String, Path)),
     responses((status = 200, body = ConnectionView), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -161,12 +182,13 @@ pub(crate) async fn put_connection(
 ) -> Result<ApiJson<ConnectionView>, ApiError> {
     caller.require(Role::Admin)?;
     check_name("database connection", &name)?;
-    let dsn = AdminDsn::parse(&req.dsn).map_err(|e| engine_error(&e))?;
+    let dsn = AdminDsn::configure(&req.dsn, req.tls.as_deref(), req.ca_pem.as_deref())
+        .map_err(|e| engine_error(&e))?;
     let checked = pg::check(&dsn).await.map_err(|e| engine_error(&e))?;
     let sealed = state
         .authority
         .kek()
-        .seal(&aad(&name), req.dsn.as_bytes())
+        .seal(&aad(&name), &dsn.to_sealable())
         .map_err(ApiError::internal)?;
     state
         .record(
@@ -178,6 +200,7 @@ pub(crate) async fn put_connection(
             )
             .field("name", name.clone())
             .field("dsn", dsn.to_string())
+            .field("tls", dsn.tls().mode().as_str())
             .field("admin_user", checked.user.clone()),
         )
         .await?;
@@ -188,9 +211,11 @@ pub(crate) async fn put_connection(
         created_by: caller.actor(),
     };
     state.store.db_connection_put(&row).await?;
+    state.db_pools.remove(&name);
     Ok(ApiJson(ConnectionView {
         name,
         target: dsn.target().to_owned(),
+        tls: dsn.tls().mode().as_str().to_owned(),
         created_unix_ms: row.created_unix_ms,
         created_by: row.created_by,
     }))
@@ -206,12 +231,14 @@ pub(crate) async fn list_connections(
     caller.require(Role::Auditor)?;
     let mut out = Vec::new();
     for row in state.store.db_connection_list().await? {
-        let target = admin_dsn(&state, &row.name)
-            .await
-            .map_or_else(|e| format!("(unreadable: {e})"), |d| d.target().to_owned());
+        let (target, tls) = admin_dsn(&state, &row.name).await.map_or_else(
+            |e| (format!("(unreadable: {e})"), String::new()),
+            |d| (d.target().to_owned(), d.tls().mode().as_str().to_owned()),
+        );
         out.push(ConnectionView {
             name: row.name,
             target,
+            tls,
             created_unix_ms: row.created_unix_ms,
             created_by: row.created_by,
         });
@@ -282,7 +309,7 @@ pub(crate) async fn put_role(
     let default_ttl_s = req.default_ttl_s.unwrap_or(300);
     let max_ttl_s = req.max_ttl_s.unwrap_or(3600);
     if !(1..=86_400).contains(&max_ttl_s) || !(1..=max_ttl_s).contains(&default_ttl_s) {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::invalid_request(
             "need 1 <= default_ttl_s <= max_ttl_s <= 86400",
         ));
     }
@@ -394,7 +421,8 @@ pub(crate) async fn delete_role(
     }
 }
 
-/// Removes a target database (role `admin`); refused while a role template uses it.
+/// Removes a target database (role `admin`); refused while a role template uses it. Its
+/// pooled admin sessions are closed.
 #[utoipa::path(delete, path = "/v1/databases/{name}", tag = "broker", security(("bearer" = [])),
     params(("name" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -428,6 +456,7 @@ pub(crate) async fn delete_connection(
         )
         .await?;
     if state.store.db_connection_delete(&name).await? {
+        state.db_pools.remove(&name);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::new(
@@ -462,8 +491,15 @@ pub(crate) struct DbCredential {
     host: String,
     port: u16,
     database: String,
-    /// A connection URL with the credential in it.
+    /// A connection URL with the credential in it and the target's `sslmode`; for
+    /// `verify-full` add `sslrootcert=<file holding ca_pem>`.
     dsn: String,
+    /// `disable` or `verify-full`: how the client must connect.
+    sslmode: String,
+    /// For `verify-full`: the CA certificate(s), PEM, the target's certificate chains to
+    /// (libpq's `sslrootcert`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ca_pem: Option<String>,
     expires_unix_ms: i64,
     max_expires_unix_ms: i64,
 }
@@ -471,19 +507,23 @@ pub(crate) struct DbCredential {
 /// Refuses an agent request with a stable code.
 fn agent_refused(r: &agent_auth::Refused) -> ApiError {
     let status = match r.code {
-        "agent_on_hold" | "credential_revoked" => StatusCode::FORBIDDEN,
+        "agent_on_hold" | "credential_revoked" | "federation_route_not_allowed" => {
+            StatusCode::FORBIDDEN
+        }
         _ => StatusCode::UNAUTHORIZED,
     };
     ApiError::new(status, r.code, r.reason.clone())
 }
 
-/// The authenticated agent of a request, or 401.
+/// The authenticated agent of a request on `route`, or 401 (403 for a federated agent on a
+/// route its domain does not open).
 pub(crate) async fn require_agent(
     state: &AppState,
     headers: &HeaderMap,
     peer: &PeerSvid,
+    route: agent_auth::Route,
 ) -> Result<agent_auth::Agent, ApiError> {
-    let refused = match agent_auth::from_request(state, headers, peer) {
+    let refused = match agent_auth::from_request(state, headers, peer, route) {
         Ok(Some(agent)) => return Ok(agent),
         Ok(None) => ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -524,7 +564,7 @@ pub(crate) async fn issue(
     Path(role): Path<String>,
     ApiJson(req): ApiJson<CredentialRequest>,
 ) -> Result<(StatusCode, ApiJson<DbCredential>), ApiError> {
-    let agent = require_agent(&state, &headers, &peer).await?;
+    let agent = require_agent(&state, &headers, &peer, agent_auth::Route::DbCredentials).await?;
     let actor = format!("agent:{}", agent.id);
     let template_name = TemplateName::parse(&role).map_err(|e| engine_error(&e))?;
     let role_row = state
@@ -548,7 +588,7 @@ pub(crate) async fn issue(
     }
     let ttl_s = req.ttl_s.unwrap_or(role_row.default_ttl_s);
     if !(1..=role_row.max_ttl_s).contains(&ttl_s) {
-        return Err(ApiError::bad_request(format!(
+        return Err(ApiError::invalid_request(format!(
             "ttl_s must be 1-{} for role `{role}`",
             role_row.max_ttl_s
         )));
@@ -588,9 +628,10 @@ pub(crate) async fn issue(
             format!("policy denied a `{role}` credential (decision {decision_id})"),
         ));
     }
-    let dsn = admin_dsn(&state, &role_row.connection)
+    let target = target(&state, &role_row.connection)
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", e))?;
+    let dsn = target.dsn();
     let template = RoleTemplate::from_json(&role_row.template).map_err(|e| engine_error(&e))?;
     let lease_id = LeaseId::generate(Engine::Postgres, &role);
     let db_role = pg::role_name(&template_name, lease_id.as_str());
@@ -647,7 +688,10 @@ pub(crate) async fn issue(
     state.store.lease_insert(&lease).await?;
     let valid_until = time::OffsetDateTime::from_unix_timestamp(expires_ms / 1000 + 1)
         .map_err(ApiError::internal)?;
-    if let Err(e) = pg::create_role(&dsn, &template, &db_role, &password, valid_until).await {
+    if let Err(e) = target
+        .create_role(&template, &db_role, &password, valid_until)
+        .await
+    {
         // Nothing half-created: the transaction rolled back; the lease is ended and recorded.
         let reason = format!("creation failed: {e}");
         let _ = crate::leases::revoke(
@@ -699,14 +743,9 @@ pub(crate) async fn issue(
         StatusCode::CREATED,
         ApiJson(DbCredential {
             lease_id: lease_id.to_string(),
-            dsn: format!(
-                "postgres://{}:{}@{}:{}/{}",
-                db_role,
-                password.expose_secret(),
-                dsn.host(),
-                dsn.port(),
-                dsn.database()
-            ),
+            dsn: dsn.client_url(&db_role, &password).to_string(),
+            sslmode: dsn.tls().mode().as_str().to_owned(),
+            ca_pem: dsn.tls().ca_pem().map(str::to_owned),
             username: db_role.to_string(),
             password: password.expose_secret().to_owned(),
             host: dsn.host(),

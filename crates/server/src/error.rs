@@ -70,9 +70,9 @@ impl ApiError {
         }
     }
 
-    /// 400 `bad_request`.
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    /// 400 `invalid_request`: a field that parsed but is out of its documented range.
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
 
     /// 404 `not_found`.
@@ -144,7 +144,7 @@ impl IntoResponse for ApiError {
 /// Stable code for a bare status (used to give axum's and tower's own rejections our shape).
 pub(crate) fn code_for(status: StatusCode) -> &'static str {
     match status {
-        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::BAD_REQUEST => "invalid_request",
         StatusCode::UNAUTHORIZED => "unauthenticated",
         StatusCode::FORBIDDEN => "forbidden",
         StatusCode::NOT_FOUND => "not_found",
@@ -195,7 +195,7 @@ where
             let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
                 "payload_too_large"
             } else {
-                "bad_request"
+                "invalid_request"
             };
             ApiError::new(status, code, r.body_text())
         })?;

@@ -1,6 +1,8 @@
 //! Git push enforcement: `POST /v1/git/authorize`, asked by a repository's `pre-receive` hook
 //! (`warden git pre-receive`, role `enforcer`) for every push. The pusher proves who it is with
-//! a JWT-SVID (for this server's issuer URL) sent as the push option `warden-token=…`; each
+//! a JWT-SVID for the audience `git:<repository>` alone — a credential good for that
+//! repository's pushes and refused by every agent API, so the git server that sees it cannot
+//! replay it — sent as the push option `warden-token=…`; each
 //! ref update is one policy decision — principal the SPIFFE ID, action `write`, resource
 //! `Repository::"<name>"`, request attributes `ref`, `old`, `new` and `operation` — recorded
 //! in the ledger before it is answered. A push without a valid credential is refused and
@@ -227,7 +229,8 @@ fn check_request(req: &GitAuthorize) -> Result<(), ApiError> {
 }
 
 /// Authorizes a git push, ref by ref (role `enforcer`): the pusher's JWT-SVID is validated
-/// (audience: this server's issuer URL; denylist and holds), then each ref update is one
+/// (audience: `git:<repository>` and nothing else; denylist, holds, federation limits), then
+/// each ref update is one
 /// decision — `write` on `Repository::"<repository>"` with request attributes `ref`, `old`,
 /// `new` and `operation` (`create`, `update`, `delete`) — recorded with api `git`. A push
 /// without a valid credential is refused, every ref, with a `git.push` ledger entry. The push
@@ -249,16 +252,16 @@ pub(crate) async fn authorize(
         .as_deref()
         .map(str::trim)
         .filter(|t| !t.is_empty());
+    let audience = crate::agent_auth::git_audience(&req.repository);
     let agent = match token {
         None => Err((
             "no_credential",
             format!(
-                "no Warden credential: push with `-o warden-token=<JWT-SVID>`, a JWT-SVID for audience `{}` (e.g. `warden svid jwt --audience {}`)",
-                state.issuer, state.issuer
+                "no Warden credential: push with `-o warden-token=<JWT-SVID>`, a JWT-SVID for audience `{audience}` (e.g. `warden svid jwt --audience {audience}`)"
             ),
         )),
-        Some(t) => crate::agent_auth::jwt_svid(&state, t)
-            .map(|(agent, _)| agent.id)
+        Some(t) => crate::agent_auth::git_push_svid(&state, t, &req.repository)
+            .map(|agent| agent.id)
             .map_err(|r| (r.code, format!("credential refused: {}", r.reason))),
     };
     let agent = match agent {
@@ -278,7 +281,8 @@ pub(crate) async fn authorize(
                 // Recorded only as an HMAC: repeated attempts correlate, the token never shows.
                 event = event.secret("agent_token", t);
             }
-            caller.record_for_request(&state, event).await?;
+            // Within the enforcer's budget of refusal entries (counted past it).
+            caller.record_refusal(&state, event).await?;
             return Ok(ApiJson(GitAuthorizeResponse {
                 allowed: false,
                 agent: None,

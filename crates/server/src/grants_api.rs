@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     Extension,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::{HeaderMap, StatusCode},
 };
 use ledger::{NewEvent, OcsfClass, Outcome};
@@ -20,7 +20,7 @@ use crate::{
     AppState,
     auth::{Caller, Role},
     dbcreds::require_agent,
-    error::{ApiError, ApiJson, ErrorBody},
+    error::{ApiError, ApiJson, ApiQuery, ErrorBody},
     mtls::PeerSvid,
     now_ms,
     policy_api::{Question, RecordAs, ResourceRef, decide_as},
@@ -168,7 +168,13 @@ pub(crate) async fn create(
     headers: HeaderMap,
     ApiJson(req): ApiJson<NewRequest>,
 ) -> Result<(StatusCode, ApiJson<RequestView>), ApiError> {
-    let agent = require_agent(&state, &headers, &peer).await?;
+    let agent = require_agent(
+        &state,
+        &headers,
+        &peer,
+        crate::agent_auth::Route::GrantRequests,
+    )
+    .await?;
     let actor = format!("agent:{}", agent.id);
     match create_core(&state, &actor, &agent.id, &req).await {
         Ok(view) => Ok((StatusCode::CREATED, ApiJson(view))),
@@ -209,12 +215,12 @@ async fn create_core(
     let now = now_ms();
     let expires_ms = match req.ttl_s {
         Some(t) if t >= 1 => crate::ms_after(now, t).min(task.deadline_ms),
-        Some(_) => return Err(ApiError::bad_request("ttl_s must be at least 1")),
+        Some(_) => return Err(ApiError::invalid_request("ttl_s must be at least 1")),
         None => task.deadline_ms,
     };
     let timeout = req.approval_timeout_s.unwrap_or(APPROVAL_TIMEOUT_S);
     if !(1..=MAX_APPROVAL_TIMEOUT_S).contains(&timeout) {
-        return Err(ApiError::bad_request(format!(
+        return Err(ApiError::invalid_request(format!(
             "approval_timeout_s must be 1-{MAX_APPROVAL_TIMEOUT_S}"
         )));
     }
@@ -319,9 +325,15 @@ pub(crate) async fn get(
     peer: PeerSvid,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<WaitQuery>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> Result<ApiJson<RequestView>, ApiError> {
-    let agent = require_agent(&state, &headers, &peer).await?;
+    let agent = require_agent(
+        &state,
+        &headers,
+        &peer,
+        crate::agent_auth::Route::GrantRequests,
+    )
+    .await?;
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(q.wait_s.unwrap_or(0).min(MAX_WAIT_S));
     loop {
@@ -361,7 +373,7 @@ pub(crate) struct ApprovalQuery {
 pub(crate) async fn approvals(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    Query(q): Query<ApprovalQuery>,
+    ApiQuery(q): ApiQuery<ApprovalQuery>,
 ) -> Result<ApiJson<Vec<RequestView>>, ApiError> {
     if caller.require(Role::Approver).is_err() {
         caller.require(Role::Auditor)?;
@@ -398,7 +410,13 @@ pub(crate) async fn decide(
     let approve = match req.decision.as_str() {
         "approve" => true,
         "deny" => false,
-        _ => return Err(ApiError::bad_request("decision is `approve` or `deny`")),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "decision is `approve` or `deny`",
+            ));
+        }
     };
     crate::leases::check_reason(&req.reason)?;
     let row = state
@@ -448,6 +466,31 @@ pub(crate) async fn decide(
                 .record(event(Outcome::Denied, "refused: task not open", json!({})))
                 .await?;
             return Err(e);
+        }
+        // A hold placed while the request waited wins over the approver: nothing is granted
+        // to a held or denied agent, or on a held task. The request stays pending (it times
+        // out, or is denied).
+        let agent = identity::SpiffeId::parse(&row.agent)
+            .map_err(|e| ApiError::internal(format!("stored agent: {e}")))?;
+        if let Some(barred) = state.barred(&crate::holds::Subjects {
+            principal: Some(&agent),
+            resource: None,
+            delegation: &[],
+            task: Some(&task.id),
+        })? {
+            state
+                .record(event(
+                    Outcome::Denied,
+                    "refused: on hold",
+                    json!({ "barred": barred.to_json() }),
+                ))
+                .await?;
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                barred.code(),
+                format!("cannot approve: {}", barred.reason()),
+            )
+            .with_details(json!({ "barred": barred.to_json() })));
         }
     }
     // Granted first, then the request is marked decided with the grant: a poller never sees

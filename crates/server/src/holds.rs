@@ -17,7 +17,7 @@ use std::{
 
 use axum::{
     Extension,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::StatusCode,
 };
 use identity::SpiffeId;
@@ -30,7 +30,7 @@ use utoipa::ToSchema;
 use crate::{
     AppState,
     auth::{Caller, Role},
-    error::{ApiError, ApiJson, ErrorBody},
+    error::{ApiError, ApiJson, ApiQuery, ErrorBody},
     now_ms,
 };
 
@@ -275,9 +275,14 @@ impl AppState {
                 }));
             }
         }
+        // The task the decision will see; when the named one cannot be it, the one covering
+        // the resource (the named one is checked below either way).
         let current = match (who.principal, who.resource) {
             (Some(p), Some((kind, id))) => self
-                .current_task(p.as_str(), kind, id)
+                .current_task(p.as_str(), kind, id, who.task)
+                .or_else(|_| self.current_task(p.as_str(), kind, id, None))
+                .ok()
+                .flatten()
                 .map(|t| t.row.id.clone()),
             _ => None,
         };
@@ -583,7 +588,7 @@ pub(crate) async fn release(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Path((kind, value)): Path<(String, String)>,
-    Query(q): Query<ReleaseQuery>,
+    ApiQuery(q): ApiQuery<ReleaseQuery>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Admin)?;
     crate::leases::check_reason(&q.reason)?;

@@ -6,11 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use axum::{
-    Extension,
-    extract::{Query, State},
-    http::StatusCode,
-};
+use axum::{Extension, extract::State, http::StatusCode};
 use ledger::{NewEvent, OcsfClass, Outcome};
 use serde::{Deserialize, Serialize};
 use store::{LeaseFilter, LeaseRow, LeaseSelector};
@@ -19,7 +15,7 @@ use utoipa::ToSchema;
 use crate::{
     AppState,
     auth::{Caller, Role},
-    error::{ApiError, ApiJson, ErrorBody},
+    error::{ApiError, ApiJson, ApiQuery, ErrorBody},
     now_ms,
 };
 
@@ -291,6 +287,10 @@ impl AppState {
         }
         self.follow_revocations().await?;
         self.denylist.prune_tokens(now / 1000);
+        self.record_refusal_summaries().await;
+        if self.limits.purge_due() {
+            self.purge_retained(now).await?;
+        }
         Ok(())
     }
 
@@ -363,7 +363,7 @@ fn bad_lease(e: &broker::BrokerError) -> ApiError {
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<ApiJson<Vec<LeaseView>>, ApiError> {
     caller.require(Role::Auditor)?;
     if let Some(id) = q.id {
@@ -383,7 +383,11 @@ pub(crate) async fn list(
     }
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("limit must be 1-1000"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("limit must be 1-1000, not {limit}"),
+        ));
     }
     let rows = state
         .store
@@ -438,7 +442,7 @@ fn selector_of(req: &RevokeRequest) -> Result<LeaseSelector, ApiError> {
         .filter(|v| v.is_some())
         .count();
     if given != 1 {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::invalid_request(
             "name exactly one of lease_id, agent, task, prefix",
         ));
     }
@@ -515,7 +519,7 @@ pub(crate) async fn renew(
 ) -> Result<LeaseRow, ApiError> {
     let id = broker::lease::LeaseId::parse(lease_id).map_err(|e| bad_lease(&e))?;
     if !(1..=86_400).contains(&ttl_s) {
-        return Err(ApiError::bad_request("ttl_s must be 1-86400"));
+        return Err(ApiError::invalid_request("ttl_s must be 1-86400"));
     }
     let row = state
         .store

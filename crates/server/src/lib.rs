@@ -40,6 +40,7 @@ mod grants_api;
 mod holds;
 mod join;
 mod leases;
+mod limits;
 mod listen;
 pub mod mtls;
 mod oauth;
@@ -48,6 +49,7 @@ mod pdp;
 mod policy_api;
 mod rebac_api;
 mod relations;
+mod roles;
 mod tasks_api;
 mod tls;
 mod tokens;
@@ -55,6 +57,7 @@ mod trust_api;
 
 pub use auth::{Caller, NewToken, Role, generate_token, hash_token};
 pub use error::{ApiError, ErrorBody};
+pub use limits::{Limits, Rate};
 pub use listen::{ConnLimits, serve};
 pub use oauth::BrokerSettings;
 pub use relations::Relations;
@@ -99,6 +102,10 @@ pub struct AppState {
     /// Verified JWT-SVID signatures (agents present the same SVID many times).
     jwt_validator: identity::jwt::Validator,
     tasks: tasks_api::TaskCache,
+    /// Pooled admin sessions to the broker's target databases, one pool per target.
+    db_pools: broker::postgres::TargetPools,
+    /// Rate limits, refusal budgets, listing bounds and retention (`[limits]`).
+    limits: limits::Limiters,
 }
 
 impl AppState {
@@ -110,7 +117,7 @@ impl AppState {
         authority: Arc<authority::Authority>,
         denylist: Arc<identity::deny::Denylist>,
     ) -> Self {
-        Self {
+        let state = Self {
             trust_domain: authority.trust_domain().clone(),
             denylist,
             issuer: String::from("http://localhost"),
@@ -128,7 +135,11 @@ impl AppState {
             held: holds::Held::default(),
             jwt_validator: identity::jwt::Validator::new(),
             tasks: tasks_api::TaskCache::default(),
-        }
+            db_pools: broker::postgres::TargetPools::new(),
+            limits: limits::Limiters::default(),
+        };
+        state.metrics.show_limits(&state.limits);
+        state
     }
 }
 
@@ -136,6 +147,13 @@ impl AppState {
     /// Sets the OIDC issuer URL (what JWT-SVIDs carry in `iss`).
     pub fn with_issuer(mut self, issuer: impl Into<String>) -> Self {
         self.issuer = issuer.into();
+        self
+    }
+
+    /// Sets the rate limits, refusal budgets, listing bounds and retention (`[limits]`).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits::Limiters::new(limits);
+        self.metrics.show_limits(&self.limits);
         self
     }
 
@@ -237,7 +255,8 @@ fn oauth_metadata(state: &AppState) -> serde_json::Map<String, serde_json::Value
 }
 
 /// OAuth 2.0 authorization server metadata (RFC 8414): the token exchange, introspection and
-/// revocation endpoints, so OAuth client libraries find them.
+/// revocation endpoints, so OAuth client libraries find them, and the access-token keys
+/// (`jwks_uri`: `/oauth2/keys`, apart from the JWT-SVID keys of OIDC discovery).
 #[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "broker",
     responses((status = 200, description = "RFC 8414 metadata", content_type = "application/json")))]
 async fn oauth_authorization_server(
@@ -245,7 +264,10 @@ async fn oauth_authorization_server(
 ) -> error::ApiJson<serde_json::Value> {
     let mut doc = oauth_metadata(&state);
     doc.insert("issuer".into(), state.issuer.clone().into());
-    doc.insert("jwks_uri".into(), format!("{}/keys", state.issuer).into());
+    doc.insert(
+        "jwks_uri".into(),
+        format!("{}/oauth2/keys", state.issuer).into(),
+    );
     // No authorization endpoint: tokens come only from the token endpoint.
     doc.insert("response_types_supported".into(), serde_json::json!([]));
     error::ApiJson(serde_json::Value::Object(doc))
@@ -322,6 +344,7 @@ fn route_table() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>)
         .routes(routes!(openid_configuration))
         .routes(routes!(oauth_authorization_server))
         .routes(routes!(oidc_keys))
+        .routes(routes!(oauth::access_token_keys))
         .routes(routes!(join::join))
         .routes(routes!(mtls::whoami))
         .routes(routes!(oauth::token))
@@ -355,6 +378,7 @@ fn route_table() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>)
             trust_api::remove_federation
         ))
         .routes(routes!(trust_api::refresh_federation))
+        .routes(routes!(trust_api::set_federation_limits))
         .routes(routes!(policy_api::list))
         .routes(routes!(policy_api::push, policy_api::show))
         .routes(routes!(policy_api::rollback))
@@ -439,9 +463,18 @@ fn api_routes(state: &Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
     let (public, authenticated) = route_table();
     // route_layer: the middleware runs only for requests that matched one of these routes,
     // so GET /v1/audit/checkpoint stays public while POST on the same path is authenticated.
-    let authenticated = authenticated.route_layer(middleware::from_fn_with_state(
+    // Inside authentication (layers run outermost last-added first): the role is checked
+    // before the handler reads the body, and the refusal is audited like any answer.
+    let authenticated = authenticated
+        .route_layer(middleware::from_fn(roles::require_route_role))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(state),
+            auth::authenticate_and_audit,
+        ));
+    // Routes that take an agent's credential: a source that keeps failing is refused (429).
+    let public = public.route_layer(middleware::from_fn_with_state(
         Arc::clone(state),
-        auth::authenticate_and_audit,
+        limits::credential_routes,
     ));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(public)
@@ -609,6 +642,7 @@ mod tests {
             ("/v1/federations/{trust_domain}", "put"),
             ("/v1/federations/{trust_domain}", "delete"),
             ("/v1/federations/{trust_domain}/refresh", "post"),
+            ("/v1/federations/{trust_domain}/limits", "put"),
             ("/v1/policies", "get"),
             ("/v1/policies/{name}", "post"),
             ("/v1/policies/{name}", "get"),
@@ -633,6 +667,7 @@ mod tests {
             ("/.well-known/oauth-authorization-server", "get"),
             ("/oauth2/introspect", "post"),
             ("/oauth2/revoke", "post"),
+            ("/oauth2/keys", "get"),
             ("/v1/leases", "get"),
             ("/v1/leases/revoke", "post"),
             ("/v1/leases/renew", "post"),

@@ -7,6 +7,10 @@
 //! (delegation): scopes, audiences, lifetime and task only ever narrow, the `act` claim
 //! records every hop, and the chain is bounded. Every issuance is a lease, recorded before the
 //! token leaves; every refusal is recorded with its OAuth error.
+//!
+//! Access tokens are signed with the trust domain's access-token key, never the JWT-SVID key
+//! (RFC 8725 §3.12), and validated only against the access-token keys, which resource servers
+//! find at `GET /oauth2/keys` (the `jwks_uri` of the RFC 8414 metadata).
 
 use std::{collections::BTreeSet, sync::Arc};
 
@@ -20,7 +24,11 @@ use broker::{
     lease::{Engine, LeaseId},
     scope::{self, Asked, Grant, ScopeSet},
 };
-use identity::{SpiffeId, access::AccessTokenClaims, deny::DenyKind};
+use identity::{
+    SpiffeId,
+    access::{AccessTokenClaims, Audience},
+    deny::DenyKind,
+};
 use ledger::{NewEvent, OcsfClass, Outcome};
 use serde_json::{Map, Value, json};
 
@@ -207,15 +215,34 @@ enum Subject {
     },
 }
 
-/// Verifies an access token of this server: signature, type, issuer, expiry. A token that
-/// does not verify is `invalid_request` (RFC 8693 §2.2.2).
+/// Verifies an access token of this server: signature (with an access-token key, never a
+/// JWT-SVID key), type, issuer, expiry. Warden is the token's issuer here, inspecting it for
+/// someone else (introspection, a presented token, a subject token whose audience the new
+/// token only narrows), so its audience is the caller's to use. A token that does not verify
+/// is `invalid_request` (RFC 8693 §2.2.2).
 fn verify_access_token(state: &AppState, token: &str) -> Result<AccessTokenClaims, OAuthError> {
     let trust = state.keyring.current();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    identity::access::validate_access_token(token, &state.issuer, now, SKEW_SECS, |kid| {
-        trust.own().jwt().key(kid)
-    })
+    identity::access::validate_access_token(
+        token,
+        &state.issuer,
+        Audience::IssuerInspection,
+        now,
+        SKEW_SECS,
+        |kid| trust.access_token_key(kid),
+    )
     .map_err(|e| OAuthError::new("invalid_request", e.to_string()))
+}
+
+/// The access-token keys as a JWK set (`use` `sig`): what a resource server validates Warden's
+/// access tokens with (RFC 9068 §4, found through the RFC 8414 metadata's `jwks_uri`). The
+/// JWT-SVID keys are not in it: they are at `/keys` and in the SPIFFE bundle.
+#[utoipa::path(get, path = "/oauth2/keys", tag = "broker",
+    responses((status = 200, description = "JWK set of the access-token keys", content_type = "application/json")))]
+pub(crate) async fn access_token_keys(
+    State(state): State<Arc<AppState>>,
+) -> crate::error::ApiJson<Value> {
+    crate::error::ApiJson(state.keyring.current().access_token_jwks())
 }
 
 /// One that verified but was revoked is `invalid_grant` (RFC 6749 §5.2).
@@ -405,8 +432,14 @@ async fn exchange(
         }
     }
     // The client certificate, when there is one, is verified now and binds the token.
-    let cert = agent_auth::from_peer(state, peer)
-        .map_err(|r| OAuthError::new("invalid_client", r.reason))?;
+    let cert =
+        agent_auth::from_peer(state, peer, agent_auth::Route::TokenExchange).map_err(|r| {
+            if r.code == "federation_route_not_allowed" {
+                OAuthError::new("access_denied", r.reason)
+            } else {
+                OAuthError::new("invalid_client", r.reason)
+            }
+        })?;
 
     // The subject.
     let subject = match form.one("subject_token")? {
@@ -463,8 +496,8 @@ async fn exchange(
                     ),
                 ));
             }
-            let (agent, _) =
-                agent_auth::jwt_svid(state, token).map_err(|r| refused_token("actor_token", &r))?;
+            let (agent, _) = agent_auth::jwt_svid(state, token, agent_auth::Route::TokenExchange)
+                .map_err(|r| refused_token("actor_token", &r))?;
             ex.actor = Some(agent.id.to_string());
             Some(agent.id)
         }
@@ -741,9 +774,14 @@ async fn exchange(
         authorization_details: (!grant.authorization_details.is_empty())
             .then(|| Value::Array(grant.authorization_details.clone())),
     };
-    let signer = Arc::clone(&state.keyring.current().jwt);
+    let signer = state.keyring.current().access.clone().ok_or_else(|| {
+        OAuthError::new(
+            "server_error",
+            "this server has no access-token key to sign with",
+        )
+    })?;
     let token = signer
-        .mint_access_token(&claims)
+        .mint(&claims)
         .map_err(|e| OAuthError::new("server_error", e.to_string()))?;
     let scope_json = json!({
         "scope": claims.scope,
@@ -922,9 +960,11 @@ pub(crate) async fn presented_token(
 /// RFC 8693 §2.2.2: an invalid or unacceptable subject or actor token is `invalid_request`;
 /// one that was valid but has been revoked (its identity held or denied, its token revoked)
 /// is `invalid_grant` (RFC 6749 §5.2: "revoked").
+/// A federated agent on a route its domain does not open is `access_denied`.
 fn refused_token(which: &str, r: &agent_auth::Refused) -> OAuthError {
     let error = match r.code {
         "agent_on_hold" | "credential_revoked" => "invalid_grant",
+        "federation_route_not_allowed" => "access_denied",
         _ => "invalid_request",
     };
     OAuthError::new(error, format!("{which}: {}", r.reason))
@@ -964,8 +1004,8 @@ async fn subject_from_token(
             )),
         };
     }
-    let (agent, _) =
-        agent_auth::jwt_svid(state, token).map_err(|r| refused_token("subject_token", &r))?;
+    let (agent, _) = agent_auth::jwt_svid(state, token, agent_auth::Route::TokenExchange)
+        .map_err(|r| refused_token("subject_token", &r))?;
     Ok(Subject::Svid(agent))
 }
 
@@ -1028,26 +1068,28 @@ pub(crate) async fn introspect(
             (json!({"active": false}), false, reason)
         }
     };
-    caller
-        .record_for_request(
-            &state,
-            NewEvent::new(
-                caller.actor(),
-                "oauth.introspect",
-                if active {
-                    Outcome::Success
-                } else if unavailable.is_some() {
-                    Outcome::Failure
-                } else {
-                    Outcome::Denied
-                },
-                OcsfClass::Authentication,
-            )
-            .field("active", active)
-            .field("jti", body.get("jti").cloned().unwrap_or(Value::Null))
-            .field("reason", reason),
-        )
-        .await?;
+    let event = NewEvent::new(
+        caller.actor(),
+        "oauth.introspect",
+        if active {
+            Outcome::Success
+        } else if unavailable.is_some() {
+            Outcome::Failure
+        } else {
+            Outcome::Denied
+        },
+        OcsfClass::Authentication,
+    )
+    .field("active", active)
+    .field("jti", body.get("jti").cloned().unwrap_or(Value::Null))
+    .field("reason", reason);
+    // An inactive token is a refusal the resource server relays: recorded within its budget
+    // of refusal entries (counted past it), like any other refusal of an enforcer's.
+    if active || unavailable.is_some() {
+        caller.record_for_request(&state, event).await?;
+    } else {
+        caller.record_refusal(&state, event).await?;
+    }
     if let Some(e) = unavailable {
         return Ok(e.into_response());
     }
@@ -1077,9 +1119,14 @@ pub(crate) async fn revoke(
     };
     let trust = state.keyring.current();
     // Expiry does not matter here: an expired token's lease is ended anyway.
-    let claims = identity::access::validate_access_token(token, &state.issuer, 0, 0, |kid| {
-        trust.own().jwt().key(kid)
-    });
+    let claims = identity::access::validate_access_token(
+        token,
+        &state.issuer,
+        Audience::IssuerInspection,
+        0,
+        0,
+        |kid| trust.access_token_key(kid),
+    );
     if let Ok(claims) = claims {
         // A lease that cannot be read is not "unknown": answering 200 would tell the holder
         // its token is dead while it still works. 503, which RFC 7009 §2.2.1 says a client

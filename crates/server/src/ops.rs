@@ -36,6 +36,32 @@ pub(crate) struct Metrics {
     ledger_failures: Gauge,
     checkpoint_size: Gauge,
     pub(crate) auth_failures_suppressed: Counter,
+    /// Requests refused 429 `rate_limited`, by limit.
+    rate_limited: Family<LimitLabels, Counter>,
+    /// Each rate limit as configured (0: off).
+    rate_limit_per_sec: Family<LimitLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    rate_limit_burst: Family<LimitLabels, Gauge>,
+    /// Refusals over a caller's ledger budget (counted, then summarised).
+    pub(crate) refusals_unrecorded: Counter,
+    /// ListObjects / ListUsers answers cut at the result cap or the deadline, by query.
+    list_truncated: Family<QueryLabels, Counter>,
+    /// Ended rows deleted after the retention period, by kind.
+    retention_purged: Family<KindLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueryLabels {
+    query: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -93,8 +119,51 @@ impl Metrics {
             "Failed authentications over the per-second ledger budget (counted, then noted on the next recorded one)",
             auth_failures_suppressed.clone(),
         );
+        let rate_limited = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused 429 rate_limited, by limit",
+            rate_limited.clone(),
+        );
+        let rate_limit_per_sec =
+            Family::<LimitLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "rate_limit_per_second",
+            "Each rate limit's sustained rate as configured (0: off)",
+            rate_limit_per_sec.clone(),
+        );
+        let rate_limit_burst = Family::<LimitLabels, Gauge>::default();
+        registry.register(
+            "rate_limit_burst",
+            "Each rate limit's burst as configured",
+            rate_limit_burst.clone(),
+        );
+        let refusals_unrecorded = Counter::default();
+        registry.register(
+            "refusals_unrecorded",
+            "Refusals over a caller's ledger budget (counted, then recorded in a summary entry)",
+            refusals_unrecorded.clone(),
+        );
+        let list_truncated = Family::<QueryLabels, Counter>::default();
+        registry.register(
+            "rebac_list_truncated",
+            "ListObjects and ListUsers answers cut at the result cap or the deadline",
+            list_truncated.clone(),
+        );
+        let retention_purged = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "retention_purged_rows",
+            "Ended leases, tasks, grants and grant requests deleted after the retention period",
+            retention_purged.clone(),
+        );
         Self {
             auth_failures_suppressed,
+            rate_limited,
+            rate_limit_per_sec,
+            rate_limit_burst,
+            refusals_unrecorded,
+            list_truncated,
+            retention_purged,
             registry,
             requests,
             latency,
@@ -104,6 +173,45 @@ impl Metrics {
             ledger_failures,
             checkpoint_size,
         }
+    }
+}
+
+impl Metrics {
+    /// Counts a 429 of `limit`.
+    pub(crate) fn rate_limited(&self, limit: &'static str) {
+        self.rate_limited
+            .get_or_create(&LimitLabels { limit })
+            .inc();
+    }
+
+    /// Shows the configured rate limits.
+    pub(crate) fn show_limits(&self, limits: &crate::limits::Limiters) {
+        for (limit, rate) in limits.rates() {
+            let labels = LimitLabels { limit };
+            let on = rate.per_sec > 0.0;
+            self.rate_limit_per_sec
+                .get_or_create(&labels)
+                .set(if on { rate.per_sec } else { 0.0 });
+            self.rate_limit_burst.get_or_create(&labels).set(if on {
+                i64::from(rate.burst)
+            } else {
+                0
+            });
+        }
+    }
+
+    /// Counts a listing answer cut short (`query`: `list_objects` or `list_users`).
+    pub(crate) fn list_truncated(&self, query: &'static str) {
+        self.list_truncated
+            .get_or_create(&QueryLabels { query })
+            .inc();
+    }
+
+    /// Counts rows of `kind` deleted after the retention period.
+    pub(crate) fn retention_purged(&self, kind: &'static str, rows: u64) {
+        self.retention_purged
+            .get_or_create(&KindLabels { kind })
+            .inc_by(rows);
     }
 }
 

@@ -539,7 +539,32 @@ pub(crate) fn decision_context(
     attributes: Map<String, Value>,
     delegation: Vec<SpiffeId>,
 ) -> DecisionContext {
-    let task = state.current_task(principal.as_str(), &resource.kind, &resource.id);
+    // Nothing named: the task covering the resource, if any (never a mismatch).
+    let task = state
+        .current_task(principal.as_str(), &resource.kind, &resource.id, None)
+        .ok()
+        .flatten();
+    decision_context_with(
+        state, loaded, principal, action, resource, attributes, delegation, task,
+    )
+}
+
+/// [`decision_context`] with the current task already chosen
+/// ([`AppState::current_task`]).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of one question, passed through"
+)]
+fn decision_context_with(
+    state: &AppState,
+    loaded: &Loaded,
+    principal: &SpiffeId,
+    action: &str,
+    resource: &ResourceRef,
+    attributes: Map<String, Value>,
+    delegation: Vec<SpiffeId>,
+    task: Option<Arc<crate::tasks_api::OpenTask>>,
+) -> DecisionContext {
     let hold = state.denylist.denies_id(principal)
         || task.as_ref().is_some_and(|t| state.held.task(&t.row.id));
     let mut context = state.pdp.context(principal, hold, attributes);
@@ -661,13 +686,29 @@ pub(crate) async fn evaluate(
     if let Some(refused) = token.and_then(|t| t.refused) {
         return Err(refused);
     }
+    // The decision's task: the one the request names, else the one covering the resource. A
+    // named task that is not the agent's, or not the one the resource belongs to, is a
+    // recorded deny: a token minted for one task never lends its type to another's action.
+    let (current, mismatch) = match state.current_task(
+        principal.as_str(),
+        &resource.kind,
+        &resource.id,
+        task.as_deref(),
+    ) {
+        Ok(current) => (current, None),
+        Err(m) => (None, Some(m)),
+    };
     let DecisionContext {
         context,
         relation_error,
         ..
-    } = decision_context(
-        state, &loaded, &principal, &action, &resource, attributes, delegation,
+    } = decision_context_with(
+        state, &loaded, &principal, &action, &resource, attributes, delegation, current,
     );
+    let refusal = match mismatch {
+        Some(m) => Some(format!("task mismatch: {}", m.reason)),
+        None => relation_error,
+    };
     let request = policy::Request {
         principal: principal.clone(),
         action: action.clone(),
@@ -677,7 +718,7 @@ pub(crate) async fn evaluate(
         },
         context,
     };
-    let decision = match relation_error {
+    let decision = match refusal {
         Some(e) => policy::Decision {
             effect: policy::Effect::Deny,
             determining: Vec::new(),

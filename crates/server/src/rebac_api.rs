@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::{
     Extension,
-    extract::{Query, State},
+    extract::State,
     http::{HeaderMap, StatusCode, header},
 };
 use ledger::{NewEvent, OcsfClass, Outcome};
@@ -22,7 +22,7 @@ use utoipa::ToSchema;
 use crate::{
     AppState,
     auth::{Caller, Role},
-    error::{ApiError, ApiJson, ErrorBody},
+    error::{ApiError, ApiJson, ApiQuery, ErrorBody},
     holds::{Barred, Subjects},
     now_ms,
     relations::{self, DEFAULT_STORE, RelStore},
@@ -65,7 +65,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for StoreName {
     ) -> Result<Self, ApiError> {
         let params = axum::extract::RawPathParams::from_request_parts(parts, state)
             .await
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            .map_err(|e| ApiError::invalid_request(e.to_string()))?;
         let given = params
             .iter()
             .find(|(k, _)| *k == "store")
@@ -195,7 +195,7 @@ fn parse_time(text: &str) -> Result<i64, ApiError> {
             )
         })?;
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
-        .map_err(|_| ApiError::bad_request(format!("`expires_at` `{text}` is out of range")))
+        .map_err(|_| ApiError::invalid_request(format!("`expires_at` `{text}` is out of range")))
 }
 
 fn format_time(ms: i64) -> String {
@@ -376,7 +376,7 @@ pub(crate) async fn get_model(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     StoreName(name): StoreName,
-    Query(q): Query<VersionQuery>,
+    ApiQuery(q): ApiQuery<VersionQuery>,
 ) -> Result<ApiJson<ModelInfo>, ApiError> {
     require_reader(&caller)?;
     let rows = state.store.rebac_models(&name).await?;
@@ -652,7 +652,7 @@ pub(crate) async fn read(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     StoreName(name): StoreName,
-    Query(q): Query<ReadQuery>,
+    ApiQuery(q): ApiQuery<ReadQuery>,
 ) -> Result<ApiJson<ReadResponse>, ApiError> {
     require_reader(&caller)?;
     let rel = open_store(&state, &name, q.at_least_revision).await?;
@@ -1076,7 +1076,9 @@ pub(crate) struct ListObjectsRequest {
 }
 
 /// Every object of `type` on which `user` has `relation`, as `type:id`, sorted (roles
-/// `enforcer`, `auditor`, `admin`).
+/// `enforcer`, `auditor`, `admin`). At most `limits.list_objects_max_results` objects (1,000)
+/// found within `limits.list_objects_deadline_ms` (3 s), OpenFGA's defaults; when either cut
+/// the search short, the answer holds what was found and `truncated` is `true`.
 #[utoipa::path(post, path = "/v1/rebac/list-objects", tag = "rebac", security(("bearer" = [])), request_body = ListObjectsRequest,
     responses((status = 200, body = Object), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list_objects(
@@ -1087,29 +1089,57 @@ pub(crate) async fn list_objects(
 ) -> Result<ApiJson<Value>, ApiError> {
     require_reader(&caller)?;
     let rel = open_store(&state, &name, req.at_least_revision).await?;
-    let snap = rel.read();
-    same_model(&snap, req.authorization_model_id.as_ref())?;
-    let ctx = contextual(snap.model(), &req.contextual_tuples)?;
-    let user = User::parse(&req.user).map_err(|e| rebac_error(&e))?;
-    // A held or denied agent holds nothing (its current task is not known without an object).
-    if barred_user(&state, &user, None)?.is_some() {
-        return Ok(ApiJson(
-            json!({ "objects": Vec::<String>::new(), "revision": snap.revision() }),
-        ));
+    let limit = state.limits.list_objects();
+    // The search runs off the async workers: it may take up to the deadline.
+    let st = Arc::clone(&state);
+    let (body, truncated) = blocking(move || {
+        let state = st;
+        let snap = rel.read();
+        same_model(&snap, req.authorization_model_id.as_ref())?;
+        let ctx = contextual(snap.model(), &req.contextual_tuples)?;
+        let user = User::parse(&req.user).map_err(|e| rebac_error(&e))?;
+        // A held or denied agent holds nothing (its current task is not known without an
+        // object).
+        if barred_user(&state, &user, None)?.is_some() {
+            return Ok((
+                json!({ "objects": Vec::<String>::new(), "truncated": false, "revision": snap.revision() }),
+                false,
+            ));
+        }
+        let out_of_time = || limit.out_of_time();
+        let found = rebac::list_objects_bounded(
+            snap.model(),
+            snap.graph(),
+            &req.object_type,
+            &req.relation,
+            &user,
+            &ctx,
+            now_ms(),
+            rebac::ListBounds {
+                max_results: limit.max_results,
+                out_of_time: &out_of_time,
+            },
+        )
+        .map_err(|e| rebac_error(&e))?;
+        Ok((
+            json!({ "objects": found.objects, "truncated": found.truncated, "revision": snap.revision() }),
+            found.truncated,
+        ))
+    })
+    .await?;
+    if truncated {
+        state.metrics.list_truncated("list_objects");
     }
-    let objects = rebac::list_objects(
-        snap.model(),
-        snap.graph(),
-        &req.object_type,
-        &req.relation,
-        &user,
-        &ctx,
-        now_ms(),
-    )
-    .map_err(|e| rebac_error(&e))?;
-    Ok(ApiJson(
-        json!({ "objects": objects, "revision": snap.revision() }),
-    ))
+    Ok(ApiJson(body))
+}
+
+/// Runs a listing query on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
 }
 
 /// An object in ListUsers' `{type, id}` form.
@@ -1158,7 +1188,9 @@ pub(crate) struct ListUsersRequest {
 
 /// Every user with `relation` on `object`, in OpenFGA's ListUsers shape: `{"object": {type,
 /// id}}`, `{"userset": {type, id, relation}}` or `{"wildcard": {type}}` (roles `enforcer`,
-/// `auditor`, `admin`).
+/// `auditor`, `admin`). At most `limits.list_users_max_results` users (1,000) found within
+/// `limits.list_users_deadline_ms` (3 s), OpenFGA's defaults; when either cut the search
+/// short, the answer holds what was found and `truncated` is `true`.
 #[utoipa::path(post, path = "/v1/rebac/list-users", tag = "rebac", security(("bearer" = [])), request_body = ListUsersRequest,
     responses((status = 200, body = Object), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list_users(
@@ -1179,43 +1211,62 @@ pub(crate) async fn list_users(
         ));
     }
     let rel = open_store(&state, &name, req.at_least_revision).await?;
-    let snap = rel.read();
-    same_model(&snap, req.authorization_model_id.as_ref())?;
-    let ctx = contextual(snap.model(), &req.contextual_tuples)?;
-    let object =
-        ObjectRef::new(&req.object.object_type, &req.object.id).map_err(|e| rebac_error(&e))?;
-    let filters: Vec<rebac::UserFilter> = req
-        .user_filters
-        .iter()
-        .map(|f| rebac::UserFilter {
-            type_name: f.user_type.clone(),
-            relation: f.relation.clone(),
-        })
-        .collect();
-    let users = rebac::list_users(
-        snap.model(),
-        snap.graph(),
-        &object,
-        &req.relation,
-        &filters,
-        &ctx,
-        now_ms(),
-    )
-    .map_err(|e| rebac_error(&e))?;
-    let excluded: Vec<Value> = users.excluded_users.iter().map(list_user_json).collect();
-    // Held or denied agents (or agents whose task for the object is held) hold nothing.
-    let mut listed = Vec::with_capacity(users.users.len());
-    for user in &users.users {
-        if barred_user(&state, user, Some((object.object_type(), object.id())))?.is_none() {
-            listed.push(list_user_json(user));
+    let limit = state.limits.list_users();
+    // The search runs off the async workers: it may take up to the deadline.
+    let st = Arc::clone(&state);
+    let (body, truncated) = blocking(move || {
+        let state = st;
+        let snap = rel.read();
+        same_model(&snap, req.authorization_model_id.as_ref())?;
+        let ctx = contextual(snap.model(), &req.contextual_tuples)?;
+        let object =
+            ObjectRef::new(&req.object.object_type, &req.object.id).map_err(|e| rebac_error(&e))?;
+        let filters: Vec<rebac::UserFilter> = req
+            .user_filters
+            .iter()
+            .map(|f| rebac::UserFilter {
+                type_name: f.user_type.clone(),
+                relation: f.relation.clone(),
+            })
+            .collect();
+        let out_of_time = || limit.out_of_time();
+        let users = rebac::list_users_bounded(
+            snap.model(),
+            snap.graph(),
+            &object,
+            &req.relation,
+            &filters,
+            &ctx,
+            now_ms(),
+            rebac::ListBounds {
+                max_results: limit.max_results,
+                out_of_time: &out_of_time,
+            },
+        )
+        .map_err(|e| rebac_error(&e))?;
+        let excluded: Vec<Value> = users.excluded_users.iter().map(list_user_json).collect();
+        // Held or denied agents (or agents whose task for the object is held) hold nothing.
+        let mut listed = Vec::with_capacity(users.users.len());
+        for user in &users.users {
+            if barred_user(&state, user, Some((object.object_type(), object.id())))?.is_none() {
+                listed.push(list_user_json(user));
+            }
         }
+        Ok((
+            json!({
+                "users": listed,
+                "excluded_users": excluded,
+                "truncated": users.truncated,
+                "revision": snap.revision(),
+            }),
+            users.truncated,
+        ))
+    })
+    .await?;
+    if truncated {
+        state.metrics.list_truncated("list_users");
     }
-    let users = listed;
-    Ok(ApiJson(json!({
-        "users": users,
-        "excluded_users": excluded,
-        "revision": snap.revision(),
-    })))
+    Ok(ApiJson(body))
 }
 
 fn list_user_json(user: &User) -> Value {
@@ -1249,7 +1300,7 @@ pub(crate) async fn changes(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     StoreName(name): StoreName,
-    Query(q): Query<ChangesQuery>,
+    ApiQuery(q): ApiQuery<ChangesQuery>,
 ) -> Result<ApiJson<Value>, ApiError> {
     require_reader(&caller)?;
     open_store(&state, &name, None).await?;

@@ -13,7 +13,7 @@ use std::{
 
 use axum::{
     Extension,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::{HeaderMap, StatusCode},
 };
 use ledger::{NewEvent, OcsfClass, Outcome};
@@ -26,7 +26,7 @@ use crate::{
     AppState,
     auth::{Caller, Role},
     dbcreds::require_agent,
-    error::{ApiError, ApiJson, ErrorBody},
+    error::{ApiError, ApiJson, ApiQuery, ErrorBody},
     mtls::PeerSvid,
     now_ms,
     policy_api::{Question, RecordAs, ResourceRef, decide_as},
@@ -119,9 +119,23 @@ impl AppState {
             .unwrap_or(policy::RiskScore::ZERO)
     }
 
-    /// The agent's current task for a decision on `kind::id`: of its open tasks, the one whose
-    /// resources hold that resource, else the only one, else the most recently assigned.
-    pub(crate) fn current_task(&self, agent: &str, kind: &str, id: &str) -> Option<Arc<OpenTask>> {
+    /// The agent's current task for a decision on `kind::id`: the task `named` by the request
+    /// (a presented token's `task` claim, a credential request's `task`), or else the open
+    /// task whose resources hold that resource — never a guess. `Ok(None)` when nothing names
+    /// a task and no task covers the resource.
+    ///
+    /// A named task must be an open task the agent is assigned to and, when another of its
+    /// tasks covers the resource, must cover it too: otherwise the request is refused
+    /// ([`TaskMismatch`]), so a token minted for one task cannot lend its type to an action
+    /// that belongs to another. When several tasks cover the resource and none is named, the
+    /// one the agent was assigned to most recently is current.
+    pub(crate) fn current_task(
+        &self,
+        agent: &str,
+        kind: &str,
+        id: &str,
+        named: Option<&str>,
+    ) -> Result<Option<Arc<OpenTask>>, TaskMismatch> {
         let all = Arc::clone(
             &self
                 .tasks
@@ -129,15 +143,46 @@ impl AppState {
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
-        let tasks = all.get(agent)?;
         let now = now_ms();
-        let open: Vec<&Arc<OpenTask>> = tasks.iter().filter(|t| t.row.deadline_ms > now).collect();
+        let open: Vec<&Arc<OpenTask>> = all
+            .get(agent)
+            .map(|tasks| tasks.iter().filter(|t| t.row.deadline_ms > now).collect())
+            .unwrap_or_default();
         let object = object_of(kind, id);
-        open.iter()
+        let covering = open
+            .iter()
+            .rev()
             .find(|t| t.resources.contains(&object))
-            .or_else(|| open.last())
-            .map(|t| Arc::clone(t))
+            .map(|t| Arc::clone(t));
+        let Some(named) = named else {
+            return Ok(covering);
+        };
+        let Some(task) = open.iter().find(|t| t.row.id == named) else {
+            return Err(TaskMismatch {
+                reason: format!("`{named}` is not an open task agent `{agent}` is assigned to"),
+            });
+        };
+        if covering.is_some() && !task.resources.contains(&object) {
+            return Err(TaskMismatch {
+                reason: format!(
+                    "`{object}` belongs to task `{}`, not to the named task `{named}`",
+                    covering
+                        .as_ref()
+                        .map(|t| t.row.id.as_str())
+                        .unwrap_or_default()
+                ),
+            });
+        }
+        Ok(Some(Arc::clone(task)))
     }
+}
+
+/// A request named a task that cannot be its current task: a decision refuses it before any
+/// policy runs.
+#[derive(Debug, Clone)]
+pub(crate) struct TaskMismatch {
+    /// Why it cannot be the decision's task.
+    pub(crate) reason: String,
 }
 
 /// The policy view of a task.
@@ -339,7 +384,8 @@ pub(crate) async fn create(
 }
 
 /// An agent (an orchestrator such as a Planner) creates a task, if the broker policy allows
-/// `create_task` on `TaskType::"<type>"`; it may then assign agents to it and end it.
+/// `create_task` on `TaskType::"<type>"` (`context.request`: `owner`, `resources`,
+/// `attributes`); it may then assign agents to it, as the policy allows, and end it.
 #[utoipa::path(post, path = "/v1/agent/tasks", tag = "tasks", request_body = CreateTask,
     responses((status = 201, body = TaskView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(crate) async fn agent_create(
@@ -348,11 +394,12 @@ pub(crate) async fn agent_create(
     headers: HeaderMap,
     ApiJson(req): ApiJson<CreateTask>,
 ) -> Result<(StatusCode, ApiJson<TaskView>), ApiError> {
-    let agent = require_agent(&state, &headers, &peer).await?;
+    let agent = require_agent(&state, &headers, &peer, crate::agent_auth::Route::Tasks).await?;
     let actor = format!("agent:{}", agent.id);
     let mut attributes = serde_json::Map::new();
     attributes.insert("owner".into(), json!(req.owner));
     attributes.insert("resources".into(), json!(req.resources));
+    attributes.insert("attributes".into(), Value::Object(req.attributes.clone()));
     let decided = decide_as(
         &state,
         RecordAs::Actor(&actor),
@@ -408,16 +455,20 @@ pub(crate) struct ListQuery {
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<ApiJson<Vec<TaskView>>, ApiError> {
     caller.require(Role::Auditor)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("limit must be 1-1000, not {limit}"),
+        ));
+    }
     let rows = state
         .store
-        .task_list(
-            q.state.as_deref(),
-            q.agent.as_deref(),
-            q.limit.unwrap_or(100).clamp(1, 1000),
-        )
+        .task_list(q.state.as_deref(), q.agent.as_deref(), limit)
         .await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
@@ -727,14 +778,14 @@ pub(crate) async fn assign(
     ))
 }
 
-/// The agent that created a task, acting on it.
+/// The agent that created a task, acting on it: its SPIFFE ID, its actor name, the task.
 async fn creator_task(
     state: &AppState,
     headers: &HeaderMap,
     peer: &PeerSvid,
     id: &str,
-) -> Result<(String, TaskRow), ApiError> {
-    let agent = require_agent(state, headers, peer).await?;
+) -> Result<(identity::SpiffeId, String, TaskRow), ApiError> {
+    let agent = require_agent(state, headers, peer, crate::agent_auth::Route::Tasks).await?;
     let actor = format!("agent:{}", agent.id);
     let task = task_or_404(state, id).await?;
     if task.created_by != actor {
@@ -747,10 +798,104 @@ async fn creator_task(
             ),
         ));
     }
-    Ok((actor, task))
+    Ok((agent.id, actor, task))
 }
 
-/// The agent that created a task assigns an agent to it.
+/// Delegated administration: whether the agent `acting` may assign `req` to `task`.
+///
+/// Two refusals no policy can lift come first, each recorded: an agent of another trust
+/// domain (403 `foreign_trust_domain` — an admin may assign a federated agent, an agent may
+/// not) and the acting agent itself (403 `self_escalation` — an orchestrator never hands
+/// itself permissions). Then the broker policy decides `assign` on `TaskType::"<type>"` with
+/// `context.request`: `agent`, `role`, `permissions`, `resources`, `task`; anything it does not
+/// permit is 403 `access_denied`.
+async fn decide_delegated_assignment(
+    state: &AppState,
+    acting: &identity::SpiffeId,
+    actor: &str,
+    task: &TaskRow,
+    req: &Assign,
+) -> Result<(), ApiError> {
+    let assignee = identity::SpiffeId::parse(&req.agent)
+        .map_err(|e| bad("invalid_spiffe_id", e.to_string()))?;
+    let refused = if assignee.trust_domain_name() != state.trust_domain().as_str() {
+        Some((
+            "foreign_trust_domain",
+            format!(
+                "an agent may assign only agents of trust domain `{}`; `{assignee}` is not one \
+                 (an admin may assign it)",
+                state.trust_domain()
+            ),
+        ))
+    } else if &assignee == acting {
+        Some((
+            "self_escalation",
+            format!("an agent may not assign itself to a task (`{acting}`)"),
+        ))
+    } else {
+        None
+    };
+    if let Some((code, message)) = refused {
+        state
+            .record(
+                NewEvent::new(
+                    actor,
+                    "task.assign",
+                    Outcome::Denied,
+                    OcsfClass::UserAccessManagement,
+                )
+                .field("task", task.id.clone())
+                .field("agent", assignee.to_string())
+                .field("role", req.role.clone())
+                .field("refused", code),
+            )
+            .await?;
+        return Err(ApiError::new(StatusCode::FORBIDDEN, code, message));
+    }
+    let resources = req.resources.clone().unwrap_or_else(|| resources_of(task));
+    let mut attributes = serde_json::Map::new();
+    attributes.insert("agent".into(), json!(assignee.to_string()));
+    attributes.insert("role".into(), json!(req.role));
+    attributes.insert("permissions".into(), json!(req.permissions));
+    attributes.insert("resources".into(), json!(resources));
+    attributes.insert("task".into(), json!(task.id));
+    let decided = decide_as(
+        state,
+        RecordAs::Actor(actor),
+        Question {
+            api: "tasks",
+            package: Some(&state.broker.policy_package),
+            principal: acting.as_str(),
+            action: "assign".into(),
+            resource: ResourceRef {
+                kind: "TaskType".into(),
+                id: task.kind.clone(),
+            },
+            attributes,
+            delegation: Vec::new(),
+            task: None,
+            token: None,
+        },
+    )
+    .await?;
+    if let Some(barred) = &decided.barred {
+        return Err(barred.refusal(&decided.id));
+    }
+    if !decided.decision.is_allowed() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "access_denied",
+            format!(
+                "policy denied assigning `{assignee}` as `{}` to task `{}` (decision {})",
+                req.role, task.id, decided.id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The agent that created a task assigns an agent to it, if the broker policy allows
+/// `assign` (delegated administration: never itself, never an agent of another trust domain).
 #[utoipa::path(post, path = "/v1/agent/tasks/{id}/agents", tag = "tasks", request_body = Assign,
     params(("id" = String, Path)),
     responses((status = 200, description = "assigned; grants issued"), (status = 403, body = ErrorBody)))]
@@ -761,7 +906,9 @@ pub(crate) async fn agent_assign(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<Assign>,
 ) -> Result<ApiJson<Value>, ApiError> {
-    let (actor, task) = creator_task(&state, &headers, &peer, &id).await?;
+    let (acting, actor, task) = creator_task(&state, &headers, &peer, &id).await?;
+    task_open(&task)?;
+    decide_delegated_assignment(&state, &acting, &actor, &task, &req).await?;
     Ok(ApiJson(assign_core(&state, &actor, task, req).await?))
 }
 
@@ -847,7 +994,7 @@ pub(crate) async fn agent_end(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<EndTask>,
 ) -> Result<ApiJson<TaskView>, ApiError> {
-    let (actor, _) = creator_task(&state, &headers, &peer, &id).await?;
+    let (_, actor, _) = creator_task(&state, &headers, &peer, &id).await?;
     Ok(ApiJson(end_core(&state, &actor, &id, req).await?))
 }
 

@@ -10,7 +10,7 @@ use axum::{
     extract::{Path, State},
     http::StatusCode,
 };
-use identity::TrustDomain;
+use identity::{TrustDomain, trust::FederationLimits};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -116,6 +116,11 @@ pub(crate) struct AddFederation {
     /// PEM roots that authenticate the endpoint instead of the Web PKI.
     #[serde(default)]
     endpoint_ca_pem: Option<String>,
+    /// What its agents may do here: `max_jwt_svid_ttl_secs` (default 3600), `issuer` (pinned
+    /// `iss` of its JWT-SVIDs), `routes` (agent route groups open to them; default none).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    limits: Option<FederationLimits>,
 }
 
 fn trust_domain(name: &str) -> Result<TrustDomain, ApiError> {
@@ -155,9 +160,33 @@ pub(crate) async fn add_federation(
     };
     let info = state
         .authority
-        .federation_add(&caller.actor(), td, source)
+        .federation_add(&caller.actor(), td, source, req.limits)
         .await?;
     Ok((StatusCode::CREATED, ApiJson(info)))
+}
+
+/// Replaces what agents of a federated trust domain may do here (role `admin`): the longest
+/// JWT-SVID lifetime accepted from them, the issuer their JWT-SVIDs must carry, and the agent
+/// route groups open to them. Fields left out take their defaults (3600 s, no issuer, no
+/// route).
+#[utoipa::path(put, path = "/v1/federations/{trust_domain}/limits", tag = "identity", security(("bearer" = [])),
+    request_body(content = Object, description = "{\"max_jwt_svid_ttl_secs\", \"issuer\", \"routes\"}"),
+    params(("trust_domain" = String, Path, description = "federated trust domain")),
+    responses((status = 200, body = serde_json::Value), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn set_federation_limits(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    ApiJson(limits): ApiJson<FederationLimits>,
+) -> Result<ApiJson<FederationInfo>, ApiError> {
+    caller.require(Role::Admin)?;
+    let td = trust_domain(&name)?;
+    Ok(ApiJson(
+        state
+            .authority
+            .federation_set_limits(&caller.actor(), &td, limits)
+            .await?,
+    ))
 }
 
 /// Lists federated trust domains (role `auditor` or `admin`).

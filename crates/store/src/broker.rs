@@ -417,6 +417,22 @@ macro_rules! broker_methods {
             Ok(())
         }
 
+        async fn lease_purge_ended(&self, before_ms: i64, limit: u32) -> crate::Result<u64> {
+            // Every ended lease has `revoked_ms` (expiry sets it too): the partial index
+            // `leases_revoked` finds them.
+            Ok(sqlx::query(
+                "DELETE FROM leases WHERE id IN (SELECT id FROM leases \
+                 WHERE revoked_ms IS NOT NULL AND revoked_ms < $1 \
+                 AND state IN ('revoked', 'expired') LIMIT $2)",
+            )
+            .bind(before_ms)
+            .bind(i64::from(limit))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?
+            .rows_affected())
+        }
+
         async fn lease_revoked_since(
             &self,
             after: Option<(i64, &str)>,

@@ -320,11 +320,12 @@ pub(crate) type RawFederationRow = (
     i64,
     i64,
     Option<String>,
+    Option<String>,
 );
 
 /// The federation columns, in [`RawFederationRow`] order.
 pub(crate) const FEDERATION_COLUMNS: &str = "trust_domain, bundle_url, endpoint_ca_pem, \
-     bundle_json, created_unix_ms, refreshed_unix_ms, last_error";
+     bundle_json, created_unix_ms, refreshed_unix_ms, last_error, limits_json";
 
 pub(crate) fn federation_row(raw: RawFederationRow) -> FederationRow {
     let (
@@ -335,6 +336,7 @@ pub(crate) fn federation_row(raw: RawFederationRow) -> FederationRow {
         created_unix_ms,
         refreshed_unix_ms,
         last_error,
+        limits_json,
     ) = raw;
     FederationRow {
         trust_domain,
@@ -344,6 +346,7 @@ pub(crate) fn federation_row(raw: RawFederationRow) -> FederationRow {
         created_unix_ms,
         refreshed_unix_ms,
         last_error,
+        limits_json,
     }
 }
 

@@ -24,7 +24,7 @@ pub use broker::{
 };
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
-pub use tasks::{GrantRequestRow, GrantRow, RiskRow, TaskAgentRow, TaskRow};
+pub use tasks::{GrantRequestRow, GrantRow, RiskRow, TaskAgentRow, TaskPurge, TaskRow};
 
 /// One relationship tuple, `object#relation@subject`, in OpenFGA's string forms.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -360,6 +360,8 @@ pub struct FederationRow {
     pub refreshed_unix_ms: i64,
     /// Why the last refresh failed, if it did (the previous bundle stays in use).
     pub last_error: Option<String>,
+    /// What its agents may do here (JSON, read by the authority); `None`: the defaults.
+    pub limits_json: Option<String>,
 }
 
 /// A join token as stored: only the SHA-256 of its secret.
@@ -584,6 +586,9 @@ pub trait Store: RebacStore + BrokerStore + TaskStore + Send + Sync + 'static {
         last_error: Option<&str>,
     ) -> Result<bool>;
 
+    /// Replaces the limits of a federated trust domain. Returns whether it exists.
+    async fn federation_set_limits(&self, trust_domain: &str, limits_json: &str) -> Result<bool>;
+
     /// All federated trust domains, by name.
     async fn federation_list(&self) -> Result<Vec<FederationRow>>;
 
@@ -691,6 +696,10 @@ pub trait BrokerStore: Send + Sync + 'static {
     /// engines `revoking`); returns them.
     async fn lease_expire_due(&self, now_ms: i64, limit: u32) -> Result<Vec<LeaseRow>>;
 
+    /// Retention: deletes up to `limit` ended leases (`revoked` or `expired`) that ended
+    /// before `before_ms`; returns how many. The ledger keeps their history.
+    async fn lease_purge_ended(&self, before_ms: i64, limit: u32) -> Result<u64>;
+
     /// Claims up to `limit` `revoking` leases whose next attempt is due, pushing their next
     /// attempt to `hold_until_ms` so other replicas leave them alone; returns them.
     async fn lease_claim_due(
@@ -792,6 +801,11 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn task_uncleaned(&self, limit: u32) -> Result<Vec<TaskRow>>;
     /// Marks an ended task cleaned up.
     async fn task_mark_cleaned(&self, id: &str) -> Result<()>;
+    /// Retention: deletes up to `limit` each of ended grants, decided (or expired) grant
+    /// requests, and ended, cleaned-up tasks (with their agents) that ended before
+    /// `before_ms` — a task only once none of its grants or requests is left. One
+    /// transaction; the ledger keeps their history.
+    async fn task_purge_ended(&self, before_ms: i64, limit: u32) -> Result<TaskPurge>;
     /// Assigns an agent; false when it already is.
     async fn task_agent_put(&self, row: &TaskAgentRow) -> Result<bool>;
     /// A task's agents.

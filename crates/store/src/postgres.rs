@@ -781,7 +781,7 @@ impl Store for PostgresStore {
 
     async fn federation_insert(&self, row: &FederationRow) -> Result<()> {
         let done = sqlx::query(&format!(
-            "INSERT INTO federations ({}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+            "INSERT INTO federations ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT DO NOTHING",
             common::FEDERATION_COLUMNS
         ))
@@ -792,6 +792,7 @@ impl Store for PostgresStore {
         .bind(row.created_unix_ms)
         .bind(row.refreshed_unix_ms)
         .bind(&row.last_error)
+        .bind(&row.limits_json)
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
@@ -827,6 +828,16 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn federation_set_limits(&self, trust_domain: &str, limits_json: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE federations SET limits_json = $1 WHERE trust_domain = $2")
+            .bind(limits_json)
+            .bind(trust_domain)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
         Ok(done.rows_affected() > 0)
     }
 

@@ -269,6 +269,17 @@ pub(crate) fn request(r: RawRequest) -> GrantRequestRow {
     }
 }
 
+/// What one retention pass of [`TaskStore::task_purge_ended`](crate::TaskStore) deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskPurge {
+    /// Ended tasks (their agent assignments go with them).
+    pub tasks: u64,
+    /// Ended grants.
+    pub grants: u64,
+    /// Grant requests no longer pending.
+    pub requests: u64,
+}
+
 /// Implements `TaskStore` for a backend whose pool is `self.pool`.
 macro_rules! task_methods {
     ($store:ty) => {
@@ -373,6 +384,66 @@ macro_rules! task_methods {
                 .await
                 .map_err(db_err)?;
             Ok(())
+        }
+
+        async fn task_purge_ended(
+            &self,
+            before_ms: i64,
+            limit: u32,
+        ) -> crate::Result<crate::TaskPurge> {
+            let limit = i64::from(limit);
+            let mut tx = self.pool.begin().await.map_err(db_err)?;
+            let grants = sqlx::query(
+                "DELETE FROM grants WHERE id IN (SELECT id FROM grants \
+                 WHERE state = 'ended' AND ended_ms < $1 LIMIT $2)",
+            )
+            .bind(before_ms)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+            let requests = sqlx::query(
+                "DELETE FROM grant_requests WHERE id IN (SELECT id FROM grant_requests \
+                 WHERE state <> 'pending' AND COALESCE(decided_ms, expires_ms) < $1 LIMIT $2)",
+            )
+            .bind(before_ms)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+            // Tasks whose grants and requests are all gone (kept until then: they name it).
+            let ended = "SELECT t.id FROM tasks t WHERE t.state <> 'open' AND t.cleaned = 1 \
+                 AND t.ended_ms < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.task = t.id) \
+                 AND NOT EXISTS (SELECT 1 FROM grant_requests r WHERE r.task = t.id) LIMIT $2";
+            let ids: Vec<(String,)> = sqlx::query_as(ended)
+                .bind(before_ms)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let mut tasks = 0;
+            for (id,) in &ids {
+                sqlx::query("DELETE FROM task_agents WHERE task = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                tasks += sqlx::query("DELETE FROM tasks WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?
+                    .rows_affected();
+            }
+            tx.commit().await.map_err(db_err)?;
+            Ok(crate::TaskPurge {
+                tasks,
+                grants,
+                requests,
+            })
         }
 
         async fn task_agent_put(&self, a: &crate::TaskAgentRow) -> crate::Result<bool> {

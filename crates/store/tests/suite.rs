@@ -654,8 +654,19 @@ async fn signing_keys_round_trip(store: Arc<dyn Store>) {
         store.signing_keys("x509-ca").await.unwrap(),
         vec![ca.clone()]
     );
-    assert_eq!(store.signing_keys("jwt").await.unwrap(), vec![jwt]);
+    assert_eq!(store.signing_keys("jwt").await.unwrap(), vec![jwt.clone()]);
     assert!(is_conflict(&store.signing_key_insert(&ca).await));
+    // Access tokens have a kind of key of their own, active beside the JWT-SVID key.
+    let access = SigningKeyRow {
+        id: "key_5".into(),
+        kind: "access-token".into(),
+        ..jwt
+    };
+    assert!(store.signing_key_insert(&access).await.unwrap());
+    assert_eq!(
+        store.signing_keys("access-token").await.unwrap(),
+        vec![access]
+    );
     // The schema refuses unknown kinds and states.
     let bad_kind = SigningKeyRow {
         id: "key_3".into(),
@@ -832,6 +843,7 @@ async fn federations_round_trip(store: Arc<dyn Store>) {
         created_unix_ms: 1,
         refreshed_unix_ms: 1,
         last_error: None,
+        limits_json: None,
     };
     let other = FederationRow {
         trust_domain: "acme.test".into(),
@@ -872,6 +884,29 @@ async fn federations_round_trip(store: Arc<dyn Store>) {
             .federation_refreshed("nobody.example", None, 7, None)
             .await
             .unwrap()
+    );
+    // Limits are set on their own and kept across refreshes.
+    assert!(
+        store
+            .federation_set_limits("partner.example", r#"{"routes":["git"]}"#)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .federation_set_limits("nobody.example", "{}")
+            .await
+            .unwrap()
+    );
+    store
+        .federation_refreshed("partner.example", Some(r#"{"keys":[2]}"#), 8, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.federation_list().await.unwrap()[1]
+            .limits_json
+            .as_deref(),
+        Some(r#"{"routes":["git"]}"#)
     );
     assert!(store.federation_delete("acme.test").await.unwrap());
     assert!(!store.federation_delete("acme.test").await.unwrap());

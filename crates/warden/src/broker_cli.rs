@@ -264,6 +264,13 @@ pub(crate) enum DbCmd {
         /// Read the DSN from WARDEN_DB_ADMIN_DSN
         #[arg(long)]
         dsn_env: bool,
+        /// TLS to the target: disable or verify-full (default: verify-full with --ca-file;
+        /// without it, disable for a local target, and required for any other)
+        #[arg(long)]
+        tls: Option<String>,
+        /// PEM file with the CA certificate the target's certificate must chain to
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
     },
     /// List target databases
     Connections,
@@ -319,6 +326,8 @@ pub(crate) async fn db(client: &Client, cmd: DbCmd) -> Result<()> {
             name,
             dsn_file,
             dsn_env: _,
+            tls,
+            ca_file,
         } => {
             let dsn = match dsn_file {
                 Some(path) => std::fs::read_to_string(&path)
@@ -327,23 +336,31 @@ pub(crate) async fn db(client: &Client, cmd: DbCmd) -> Result<()> {
                     "give --dsn-file FILE, or set WARDEN_DB_ADMIN_DSN and pass --dsn-env",
                 )?,
             };
+            let mut body = json!({"dsn": dsn.trim()});
+            if let Some(tls) = tls {
+                body["tls"] = json!(tls);
+            }
+            if let Some(path) = ca_file {
+                let pem = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                body["ca_pem"] = json!(pem);
+            }
             let v = client
-                .put_json(
-                    &format!("/v1/databases/{}", percent_encode(&name)),
-                    &json!({"dsn": dsn.trim()}),
-                )
+                .put_json(&format!("/v1/databases/{}", percent_encode(&name)), &body)
                 .await?;
             println!(
-                "database {name} -> {}",
-                v["target"].as_str().unwrap_or_default()
+                "database {name} -> {} (tls {})",
+                v["target"].as_str().unwrap_or_default(),
+                v["tls"].as_str().unwrap_or_default()
             );
         }
         DbCmd::Connections => {
             let v = client.get_json("/v1/databases").await?;
             for c in v.as_array().into_iter().flatten() {
                 println!(
-                    "{:<24} {}",
+                    "{:<24} {:<12} {}",
                     c["name"].as_str().unwrap_or_default(),
+                    c["tls"].as_str().unwrap_or_default(),
                     c["target"].as_str().unwrap_or_default()
                 );
             }

@@ -46,6 +46,8 @@ pub(crate) struct FileConfig {
     pub(crate) delegation_depth: Option<usize>,
     pub(crate) broker_policy_package: Option<String>,
     pub(crate) lease_retry_base_ms: Option<u64>,
+    /// `[limits]`: rate limits, refusal budgets, listing bounds, retention.
+    pub(crate) limits: Option<server::Limits>,
 }
 
 impl FileConfig {
@@ -92,6 +94,8 @@ pub(crate) struct Settings {
     pub(crate) ca: crate::identity_keys::CaSettings,
     /// The credential broker's scopes, token lifetime, delegation depth and policy package.
     pub(crate) broker: server::BrokerSettings,
+    /// Rate limits, refusal budgets, listing bounds and retention (`[limits]`).
+    pub(crate) limits: server::Limits,
 }
 
 /// Values given as flags or environment variables (clap merges those two).
@@ -304,8 +308,11 @@ impl Settings {
             )?),
             ..defaults
         };
+        let limits = file.limits.clone().unwrap_or_default();
+        limits.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Self {
             broker,
+            limits,
             tls,
             ca,
             public_url,

@@ -102,6 +102,11 @@ impl Demo {
 
     /// A JWT-SVID of `id` for this server, from the Workload API.
     pub(crate) async fn svid(&self, id: &str) -> Result<String> {
+        self.svid_for(id, &self.url).await
+    }
+
+    /// A JWT-SVID of `id` for `audience`, from the Workload API.
+    pub(crate) async fn svid_for(&self, id: &str, audience: &str) -> Result<String> {
         Ok(self
             .warden(&[
                 "svid".into(),
@@ -109,7 +114,7 @@ impl Demo {
                 self.socket().display().to_string(),
                 "jwt".into(),
                 "--audience".into(),
-                self.url.clone(),
+                audience.to_owned(),
                 "--spiffe-id".into(),
                 id.into(),
             ])

@@ -65,9 +65,10 @@ fn remote_lines(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// A push of `refspec` from `dir` as `who` (its JWT-SVID as the push option).
+/// A push of `refspec` from `dir` as `who` (its JWT-SVID for `git:<repository>` as the push
+/// option).
 async fn push(demo: &Demo, dir: &Path, who: &str, refspec: &str) -> Result<(bool, Vec<String>)> {
-    let svid = demo.svid(who).await?;
+    let svid = demo.svid_for(who, &format!("git:{REPO}")).await?;
     let option = format!("warden-token={svid}");
     let (ok, text) = git(demo, dir, &["push", "-o", &option, "origin", refspec]).await?;
     Ok((ok, remote_lines(&text)))

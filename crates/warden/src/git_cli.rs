@@ -3,8 +3,10 @@
 //! (`POST /v1/git/authorize`) about every ref of every push and refuses the push unless each
 //! is allowed — and when Warden cannot be reached (fail closed).
 //!
-//! The pusher's credential is its JWT-SVID (audience: Warden's issuer URL), sent as the push
-//! option `warden-token=<JWT-SVID>`: `git push -o warden-token=… origin HEAD:refs/heads/x`.
+//! The pusher's credential is a JWT-SVID for the audience `git:<repository>` alone — good for
+//! that repository's pushes and refused by Warden's agent APIs, so the git server that sees it
+//! cannot replay it — sent as the push option `warden-token=<JWT-SVID>`:
+//! `git push -o warden-token="$(warden svid jwt --audience git:REPO)" origin HEAD:refs/heads/x`.
 //! The hook's own credential is an API token of role `enforcer` in a file.
 
 use std::{
@@ -38,8 +40,8 @@ pub(crate) enum GitCmd {
     /// Guard a bare repository: every push to it is authorized by Warden, ref by ref
     ///
     /// Writes REPO/hooks/pre-receive (running this warden binary with these settings) and sets
-    /// receive.advertisePushOptions, so pushers can send their JWT-SVID as
-    /// `git push -o warden-token=<JWT-SVID>`.
+    /// receive.advertisePushOptions, so pushers can send a JWT-SVID for audience
+    /// git:<repository> as `git push -o warden-token=<JWT-SVID>`.
     InstallHook {
         /// The bare repository pushes go to
         repo: PathBuf,
@@ -213,11 +215,12 @@ fn hook_script(warden: &Path, hook: &HookArgs, token_file: &Path) -> Result<Stri
          {MARKER} installed by `warden git install-hook`; replace it by running that again.\n\
          # Warden authorizes every ref of every push to this repository; a push is refused\n\
          # unless Warden allows each ref, and whenever Warden cannot be reached.\n\
-         # Pushers send their JWT-SVID (audience: Warden's issuer URL) as a push option:\n\
-         #   git push -o {TOKEN_OPTION}\"$(warden svid jwt --audience <issuer>)\" origin HEAD:refs/heads/<branch>\n\
+         # Pushers send a JWT-SVID for this repository's pushes alone as a push option:\n\
+         #   git push -o {TOKEN_OPTION}\"$(warden svid jwt --audience git:{repository})\" origin HEAD:refs/heads/<branch>\n\
          # Only the settings below count: no WARDEN_* variable of the pusher's environment.\n\
          for name in $(env | sed -n 's/^\\(WARDEN_[A-Za-z0-9_]*\\)=.*/\\1/p'); do unset \"$name\"; done\n\
-         {command}\n"
+         {command}\n",
+        repository = hook.repository
     ))
 }
 
@@ -290,13 +293,6 @@ async fn install_hook(repo: &Path, hook: &HookArgs, force: bool) -> Result<()> {
             other.unwrap_or("?")
         ),
     }
-    let issuer = warden
-        .get("/.well-known/openid-configuration", false)
-        .await?["issuer"]
-        .as_str()
-        .map(str::to_owned)
-        .context("Warden's discovery document has no issuer")?;
-
     let hooks = repo.join("hooks");
     std::fs::create_dir_all(&hooks)
         .with_context(|| format!("cannot create {}", hooks.display()))?;
@@ -349,7 +345,8 @@ async fn install_hook(repo: &Path, hook: &HookArgs, force: bool) -> Result<()> {
             .unwrap_or_default()
     );
     println!(
-        "pushers send their JWT-SVID: git push -o {TOKEN_OPTION}\"$(warden svid jwt --audience {issuer})\" …"
+        "pushers send a JWT-SVID for this repository alone: git push -o {TOKEN_OPTION}\"$(warden svid jwt --audience git:{})\" …",
+        hook.repository
     );
     Ok(())
 }

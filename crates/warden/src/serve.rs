@@ -12,8 +12,15 @@ use crate::{
 };
 
 pub(crate) fn init_tracing(settings: &Settings) -> Result<()> {
+    // The PostgreSQL client logs statement text at debug, and the credentials engine's
+    // statements carry SCRAM verifiers: never below info, whatever the filter says.
     let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)
-        .with_context(|| format!("invalid log filter `{}`", settings.log))?;
+        .with_context(|| format!("invalid log filter `{}`", settings.log))?
+        .add_directive(
+            "tokio_postgres=info"
+                .parse()
+                .context("the tokio_postgres log directive")?,
+        );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -203,7 +210,11 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
         Arc::clone(&denylist),
         stop_rx.clone(),
     )
-    .with_issuer(issuer.clone());
+    .with_issuer(issuer.clone())
+    .with_call_limit(workload::api::CallLimit {
+        per_sec: settings.limits.workload_calls_per_uid.per_sec,
+        burst: settings.limits.workload_calls_per_uid.burst,
+    });
     let workload_listener = bind_workload_socket(&settings.workload_socket)?;
     let workload_task = tokio::spawn(workload::api::serve(workload, workload_listener));
     eprintln!(
@@ -213,7 +224,8 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
     let state = Arc::new(
         server::AppState::new(Arc::clone(&store), ledger.clone(), authority, denylist)
             .with_issuer(issuer)
-            .with_broker(settings.broker.clone()),
+            .with_broker(settings.broker.clone())
+            .with_limits(settings.limits.clone()),
     );
     // Policy packages, agent metadata and relationship stores: loaded now, re-read every second
     // (expired relationship tuples purged every minute).

@@ -44,7 +44,7 @@ pub(crate) async fn ca(client: &Client, cmd: CaCmd) -> Result<()> {
         CaCmd::List => {
             let keys = client.get_json("/v1/ca").await?;
             println!(
-                "{:<21} {:<8} {:<9} {:<7} {:<21} {:<21} FINGERPRINT (SHA-256)",
+                "{:<21} {:<12} {:<9} {:<7} {:<21} {:<21} FINGERPRINT (SHA-256)",
                 "ID", "KIND", "STATE", "BUNDLE", "ACTIVATED", "NOT AFTER"
             );
             for k in keys.as_array().into_iter().flatten() {
@@ -54,7 +54,7 @@ pub(crate) async fn ca(client: &Client, cmd: CaCmd) -> Result<()> {
                     _ => "no",
                 };
                 println!(
-                    "{:<21} {:<8} {:<9} {:<7} {:<21} {:<21} {}",
+                    "{:<21} {:<12} {:<9} {:<7} {:<21} {:<21} {}",
                     k["id"].as_str().unwrap_or_default(),
                     k["kind"].as_str().unwrap_or_default(),
                     k["state"].as_str().unwrap_or_default(),
@@ -134,6 +134,16 @@ pub(crate) enum FederationCmd {
         /// PEM roots authenticating the bundle endpoint, instead of the Web PKI
         #[arg(long, requires = "bundle_url")]
         endpoint_ca: Option<PathBuf>,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Set what a federated domain's agents may do here (admin); options left out take
+    /// their defaults: JWT-SVIDs of at most 3600 s, no issuer pinned, no agent route
+    Limits {
+        /// The federated trust domain
+        trust_domain: String,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// List federated trust domains
     List,
@@ -157,6 +167,45 @@ pub(crate) enum FederationCmd {
     },
 }
 
+/// A federated domain's limits, as flags.
+#[derive(Debug, clap::Args)]
+pub(crate) struct LimitArgs {
+    /// Longest JWT-SVID lifetime (exp - iat) accepted from its agents, seconds
+    /// [default: 3600; at most 86400]
+    #[arg(long, value_name = "SECS")]
+    max_jwt_svid_ttl: Option<i64>,
+    /// The issuer (`iss`) its JWT-SVIDs must carry, when the partner publishes one
+    #[arg(long, value_name = "URL")]
+    issuer: Option<String>,
+    /// Agent route groups its agents may use, comma-separated: token_exchange,
+    /// db_credentials, leases, tasks, grant_requests, git [default: none]
+    #[arg(long, value_delimiter = ',', value_name = "GROUPS")]
+    routes: Vec<String>,
+}
+
+impl LimitArgs {
+    /// The `limits` object of a request: only the fields given.
+    fn to_json(&self) -> Value {
+        let mut limits = serde_json::json!({});
+        if let Some(ttl) = self.max_jwt_svid_ttl {
+            limits["max_jwt_svid_ttl_secs"] = Value::from(ttl);
+        }
+        if let Some(iss) = &self.issuer {
+            limits["issuer"] = Value::from(iss.as_str());
+        }
+        let routes: Vec<&str> = self
+            .routes
+            .iter()
+            .map(|r| r.trim())
+            .filter(|r| !r.is_empty())
+            .collect();
+        if !routes.is_empty() {
+            limits["routes"] = Value::from(routes);
+        }
+        limits
+    }
+}
+
 fn read_json(path: &PathBuf) -> Result<Value> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -170,13 +219,27 @@ fn print_federation(f: &Value) {
         .flatten()
         .filter_map(Value::as_str)
         .collect();
+    let limits = &f["limits"];
+    let routes: Vec<&str> = limits["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
     println!(
-        "{:<28} {:<44} x509:{:<2} jwt:{:<20} refreshed {}{}",
+        "{:<28} {:<44} x509:{:<2} jwt:{:<20} refreshed {}  max-ttl:{}s issuer:{} routes:{}{}",
         f["trust_domain"].as_str().unwrap_or_default(),
         f["bundle_url"].as_str().unwrap_or("(static)"),
         f["x509_authorities"],
         kids.join(","),
         when(&f["refreshed_unix_ms"]),
+        limits["max_jwt_svid_ttl_secs"],
+        limits["issuer"].as_str().unwrap_or("-"),
+        if routes.is_empty() {
+            "-".to_owned()
+        } else {
+            routes.join(",")
+        },
         f["last_error"]
             .as_str()
             .map(|e| format!("  LAST REFRESH FAILED: {e}"))
@@ -190,8 +253,12 @@ pub(crate) async fn federation(client: &Client, cmd: FederationCmd) -> Result<()
             trust_domain,
             from,
             endpoint_ca,
+            limits,
         } => {
-            let mut body = serde_json::json!({ "trust_domain": trust_domain });
+            let mut body = serde_json::json!({
+                "trust_domain": trust_domain,
+                "limits": limits.to_json(),
+            });
             if let Some(path) = &from.bundle_file {
                 body["bundle"] = read_json(path)?;
             }
@@ -205,6 +272,18 @@ pub(crate) async fn federation(client: &Client, cmd: FederationCmd) -> Result<()
                 );
             }
             let f = client.post_json("/v1/federations", &body).await?;
+            print_federation(&f);
+        }
+        FederationCmd::Limits {
+            trust_domain,
+            limits,
+        } => {
+            let f = client
+                .put_json(
+                    &format!("/v1/federations/{}/limits", percent_encode(&trust_domain)),
+                    &limits.to_json(),
+                )
+                .await?;
             print_federation(&f);
         }
         FederationCmd::List => {

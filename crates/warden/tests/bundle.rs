@@ -79,7 +79,7 @@ async fn bundle_is_served_stable_and_sealed() {
         .filter(|e| e["event"]["action"] == "signing_key.create")
         .map(|e| e["event"]["fields"]["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(created, ["x509-ca", "jwt"]);
+    assert_eq!(created, ["x509-ca", "jwt", "access-token"]);
 
     // A restart serves the very same bundle (keys persisted, nothing regenerated).
     server.stop().await;

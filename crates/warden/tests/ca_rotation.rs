@@ -102,9 +102,10 @@ async fn rotation_overlaps_bundles_then_retires_and_revokes() {
         c
     };
 
-    // Start: one active key of each kind, both in the bundle.
+    // Start: one active key of each kind, all published (the access-token key at
+    // /oauth2/keys, apart from the SPIFFE bundle).
     let start = keys(&server, &admin).await;
-    assert_eq!(start.len(), 2, "{start:#?}");
+    assert_eq!(start.len(), 3, "{start:#?}");
     assert!(
         start
             .iter()
@@ -112,7 +113,28 @@ async fn rotation_overlaps_bundles_then_retires_and_revokes() {
     );
     let old_ca = ids_in(&start, "x509-ca", "active");
     let old_jwt = ids_in(&start, "jwt", "active");
+    let old_at = ids_in(&start, "access-token", "active");
+    let at_kid = |id: &str, keys: &[Value]| {
+        keys.iter().find(|k| k["id"] == id).unwrap()["kid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let old_at_kid = at_kid(&old_at[0], &start);
+    let at_kids = |jwks: &Value| -> Vec<String> {
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        at_kids(&server.get_public_json("/oauth2/keys").await),
+        [old_at_kid.as_str()]
+    );
     let bundle0 = server.get_public_json("/bundle").await;
+    assert!(!bundle0.to_string().contains(&old_at_kid));
     assert_eq!(x509_roots(&bundle0).len(), 1);
     assert_eq!(jwt_kids(&bundle0).len(), 1);
     let old_root = install.path("old-root.pem");
@@ -137,6 +159,7 @@ async fn rotation_overlaps_bundles_then_retires_and_revokes() {
     let prepared = keys(&server, &admin).await;
     assert_eq!(ids_in(&prepared, "x509-ca", "prepared").len(), 1);
     assert_eq!(ids_in(&prepared, "jwt", "prepared").len(), 1);
+    assert_eq!(ids_in(&prepared, "access-token", "prepared").len(), 1);
     assert_eq!(ids_in(&prepared, "x509-ca", "active"), old_ca);
     let bundle1 = server.get_public_json("/bundle").await;
     assert_eq!(x509_roots(&bundle1).len(), 2, "{bundle1:#}");
@@ -166,6 +189,21 @@ async fn rotation_overlaps_bundles_then_retires_and_revokes() {
     let active = keys(&server, &admin).await;
     assert_eq!(ids_in(&active, "x509-ca", "retired"), old_ca);
     assert_eq!(ids_in(&active, "jwt", "retired"), old_jwt);
+    assert_eq!(ids_in(&active, "access-token", "retired"), old_at);
+    // Both access-token keys validate during the overlap; neither is in the SPIFFE bundle.
+    let new_at_kid = at_kid(&ids_in(&active, "access-token", "active")[0], &active);
+    let mut published = at_kids(&server.get_public_json("/oauth2/keys").await);
+    published.sort();
+    let mut want = vec![old_at_kid.clone(), new_at_kid.clone()];
+    want.sort();
+    assert_eq!(published, want);
+    assert!(
+        !server
+            .get_public_json("/bundle")
+            .await
+            .to_string()
+            .contains(&new_at_kid)
+    );
     let retired_ca = active
         .iter()
         .find(|k| k["id"] == old_ca[0].as_str())
@@ -275,12 +313,16 @@ async fn rotation_overlaps_bundles_then_retires_and_revokes() {
 
     // Revoke the retired keys (a compromised old CA): they leave the bundle at once, and what
     // they signed stops verifying.
-    for id in old_ca.iter().chain(&old_jwt) {
+    for id in old_ca.iter().chain(&old_jwt).chain(&old_at) {
         let out = run(install.client(&server, &["ca", "revoke", id]))
             .await
             .ok();
         assert!(out.stdout.contains("left the bundle"), "{out:#?}");
     }
+    assert_eq!(
+        at_kids(&server.get_public_json("/oauth2/keys").await),
+        [new_at_kid.as_str()]
+    );
     let bundle3 = server.get_public_json("/bundle").await;
     assert_eq!(x509_roots(&bundle3), vec![new_x5c.clone()]);
     assert_eq!(jwt_kids(&bundle3), vec![kid(&new_token)]);
@@ -312,7 +354,7 @@ async fn rotation_overlaps_bundles_then_retires_and_revokes() {
 
     // `warden ca list` shows it all.
     let out = run(install.client(&server, &["ca", "list"])).await.ok();
-    assert_eq!(out.stdout.lines().count(), 5, "{}", out.stdout);
+    assert_eq!(out.stdout.lines().count(), 7, "{}", out.stdout);
     assert!(out.stdout.contains("revoked"), "{}", out.stdout);
 
     // The ledger has every step, by the admin.
@@ -340,12 +382,16 @@ async fn rotation_overlaps_bundles_then_retires_and_revokes() {
         [
             ("signing_key.create", "x509-ca"),
             ("signing_key.create", "jwt"),
+            ("signing_key.create", "access-token"),
             ("signing_key.prepare", "x509-ca"),
             ("signing_key.prepare", "jwt"),
+            ("signing_key.prepare", "access-token"),
             ("signing_key.activate", "x509-ca"),
             ("signing_key.activate", "jwt"),
+            ("signing_key.activate", "access-token"),
             ("signing_key.revoke", "x509-ca"),
             ("signing_key.revoke", "jwt"),
+            ("signing_key.revoke", "access-token"),
         ]
     );
     let activation = entries

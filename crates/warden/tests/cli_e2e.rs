@@ -1066,9 +1066,10 @@ async fn graceful_shutdown_signs_a_final_checkpoint_and_restart_continues_the_lo
         assert_eq!(entries[stop]["event"]["actor"], "system:server");
     }
     assert_eq!(
-        actions[..4],
+        actions[..5],
         [
             "install.init",
+            "signing_key.create",
             "signing_key.create",
             "signing_key.create",
             "server.start"

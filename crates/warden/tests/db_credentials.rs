@@ -315,6 +315,16 @@ impl Forwarder {
         (arrived_rx, open_tx)
     }
 
+    /// Cuts every forwarded connection, still listening: the server's pooled admin sessions
+    /// die, so its next database operation opens a new connection (through a gate, if set).
+    async fn cut(&self) {
+        let conns: Vec<JoinHandle<()>> = std::mem::take(&mut *self.conns.lock().unwrap());
+        for c in conns {
+            c.abort();
+            let _ = c.await;
+        }
+    }
+
     /// Stops listening and cuts every forwarded connection; returns once the port is closed.
     async fn shut(self) {
         self.accept.abort();
@@ -1171,7 +1181,7 @@ async fn bad_input_is_refused_with_a_stable_code() {
         let resp = env
             .request(&env.db.template, Some(&svid), json!({"ttl_s": ttl}))
             .await;
-        expect_error("ttl out of bounds", resp, 400, "bad_request").await;
+        expect_error("ttl out of bounds", resp, 400, "invalid_request").await;
     }
     // Unknown fields.
     let resp = env
@@ -1240,7 +1250,7 @@ async fn bad_input_is_refused_with_a_stable_code() {
                    "default_ttl_s": 600, "max_ttl_s": 60}),
         )
         .await;
-    expect_error("default above max", resp, 400, "bad_request").await;
+    expect_error("default above max", resp, 400, "invalid_request").await;
     let resp = env
         .put_role(
             "t_bad",
@@ -1448,6 +1458,7 @@ async fn sweeper_stays_off_a_revocation_in_progress() {
     let lease_id = s(&cred["lease_id"]).to_owned();
 
     // The agent gives the credential back; its request's upstream work is held at the door.
+    fwd.cut().await;
     let (arrived, open) = fwd.gate();
     let request = {
         let http = env.server.http.clone();

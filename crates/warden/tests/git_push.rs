@@ -211,13 +211,19 @@ impl Env {
         out.status.success().then(|| out.stdout.trim().to_owned())
     }
 
-    /// A JWT-SVID of `id` for Warden, from the Workload API.
+    /// A push credential of `id`: a JWT-SVID for the repository's git authorization alone
+    /// (audience `git:<repository>`), from the Workload API.
     async fn svid(&self, id: &str) -> String {
+        self.svid_for(id, &format!("git:{REPO}")).await
+    }
+
+    /// A JWT-SVID of `id` for `audience`, from the Workload API.
+    async fn svid_for(&self, id: &str, audience: &str) -> String {
         let mut cmd = warden();
         cmd.arg("svid")
             .arg("--socket")
             .arg(self.install.data_dir.join("workload.sock"))
-            .args(["jwt", "--audience", &self.issuer, "--spiffe-id", id]);
+            .args(["jwt", "--audience", audience, "--spiffe-id", id]);
         run(cmd).await.ok().stdout.trim().to_owned()
     }
 
@@ -420,7 +426,7 @@ async fn pushes_follow_the_task_the_relations_and_the_risk_score() {
         remote(&out),
         vec![format!(
             "push to refs/heads/fix/T-1 refused: no Warden credential: push with `-o warden-token=<JWT-SVID>`, a JWT-SVID for audience `{0}` (e.g. `warden svid jwt --audience {0}`)",
-            env.issuer
+            format!("git:{REPO}")
         )]
     );
     // With a credential that is not one: refused.
@@ -790,4 +796,152 @@ async fn the_authorize_api_checks_what_it_is_given() {
         "unknown_package",
     )
     .await;
+}
+
+/// Issue 20 item 9: the credential a pusher hands the git server is good for that
+/// repository's pushes and nothing else. Replayed by the git server against Warden's agent
+/// APIs or its token endpoint, it is refused; a JWT-SVID for the agent APIs, one for another
+/// repository, and one that names both are refused as push credentials.
+#[tokio::test]
+async fn the_push_credential_works_for_that_repository_only() {
+    let env = Env::start().await;
+    env.task("T-1").await;
+    let coder = env.clone("coder").await;
+    let token = env.svid(CODER).await;
+    env.commit(&coder, "fix").await;
+    let out = env
+        .push(&coder, Some(&token), &["HEAD:refs/heads/fix/T-1"])
+        .await;
+    assert!(out.status.success(), "{out:#?}");
+
+    // The git server replays what it saw against the agent APIs: 401, nothing done.
+    let http = &env.server.http;
+    for (path, body) in [
+        (
+            "/v1/agent/tasks",
+            json!({"id": "T-evil", "type": "patch_bug", "owner": "mallory@example.org",
+                   "resources": [format!("repository:{REPO}")], "deadline_s": 600}),
+        ),
+        ("/v1/agent/credentials/database/reader", json!({})),
+        (
+            "/v1/agent/leases/revoke",
+            json!({"lease_id": "oauth/token/lse_00"}),
+        ),
+    ] {
+        let resp = http
+            .post(env.server.at(path))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let body = common::expect_error(path, resp, 401, "invalid_jwt_svid").await;
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("audience `{}`", env.issuer)),
+            "{body}"
+        );
+    }
+    // ...and at the token endpoint, as a subject or an actor token: refused (RFC 8693
+    // §2.2.2 `invalid_request`), no token issued.
+    let svid_type = "urn:ietf:params:oauth:token-type:jwt";
+    let agent_svid = env.svid_for(CODER, &env.issuer).await;
+    for (which, form) in [
+        (
+            "subject_token",
+            vec![
+                ("subject_token", token.as_str()),
+                ("subject_token_type", svid_type),
+            ],
+        ),
+        (
+            "actor_token",
+            vec![
+                ("subject_token", agent_svid.as_str()),
+                ("subject_token_type", svid_type),
+                ("actor_token", token.as_str()),
+                ("actor_token_type", svid_type),
+            ],
+        ),
+    ] {
+        let mut form = form;
+        form.extend([
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("audience", "https://api.example.org"),
+        ]);
+        let resp = http
+            .post(env.server.at("/oauth2/token"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{which}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request", "{which}: {body}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{which}: audience `{}`", env.issuer)),
+            "{which}: {body}"
+        );
+        assert!(body.get("access_token").is_none());
+    }
+
+    // Push credentials that would also work elsewhere, or are for another repository.
+    env.commit(&coder, "more").await;
+    let mut cmd = warden();
+    cmd.arg("svid")
+        .arg("--socket")
+        .arg(env.install.data_dir.join("workload.sock"))
+        .args(["jwt", "--audience", &format!("git:{REPO}")])
+        .args(["--audience", &env.issuer, "--spiffe-id", CODER]);
+    let both = run(cmd).await.ok().stdout.trim().to_owned();
+    let hint = format!(
+        "a push credential is a JWT-SVID for audience `git:{REPO}` alone (`warden svid jwt --audience git:{REPO}`)"
+    );
+    for (bad, why) in [
+        (
+            agent_svid.clone(),
+            format!("audience `git:{REPO}` is not in the token's audience: {hint}"),
+        ),
+        (
+            env.svid_for(CODER, "git:other").await,
+            format!("audience `git:{REPO}` is not in the token's audience: {hint}"),
+        ),
+        (
+            both,
+            format!(
+                "a push credential must be for audience `git:{REPO}` alone, and this one is also for `{}`",
+                env.issuer
+            ),
+        ),
+    ] {
+        let out = env
+            .push(&coder, Some(&bad), &["HEAD:refs/heads/fix/T-1"])
+            .await;
+        assert!(refused(&out), "{out:#?}");
+        let lines = remote(&out);
+        assert_eq!(lines.len(), 1, "{out:#?}");
+        assert!(
+            lines[0].starts_with(&format!(
+                "push to refs/heads/fix/T-1 refused: credential refused: {why}"
+            )),
+            "{lines:?}"
+        );
+    }
+    // The right credential still pushes.
+    let out = env
+        .push(
+            &coder,
+            Some(&env.svid(CODER).await),
+            &["HEAD:refs/heads/fix/T-1"],
+        )
+        .await;
+    assert!(out.status.success(), "{out:#?}");
 }

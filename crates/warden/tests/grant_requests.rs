@@ -881,3 +881,47 @@ async fn an_unauthenticated_request_is_recorded() {
         "the 401 left no ledger entry"
     );
 }
+
+/// A hold placed while a request waits wins over the approver: approving it then grants
+/// nothing, says why, and is recorded; after the release it can be approved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_after_a_hold_grants_nothing() {
+    let env = Env::start().await;
+    let svid = env.svid(CODER).await;
+    let r = env.request(&svid, "T-1", REPO, json!({})).await;
+    assert_eq!(r["state"], "pending", "{r:#}");
+    let id = r["request_id"].as_str().unwrap().to_owned();
+    let approve = || async {
+        env.post(
+            &format!("/v1/approvals/{id}"),
+            Some(&env.approver),
+            &json!({"decision": "approve", "reason": "lgtm"}),
+        )
+        .await
+    };
+    env.cli(&["hold", "agent", CODER, "--reason", "odd pushes"])
+        .await
+        .ok();
+    let resp = approve().await;
+    let body = expect_error("approve a held agent's request", resp, 403, "agent_on_hold").await;
+    assert_eq!(body["details"]["barred"]["agent"], CODER, "{body:#}");
+    assert!(!env.check(CODER_USER, "writer", REPO).await);
+    let approvals = env.events("grant.approval").await;
+    assert!(
+        approvals
+            .iter()
+            .any(|e| e["fields"]["request_id"] == id.as_str()
+                && e["fields"]["result"] == "refused: on hold"),
+        "{approvals:#?}"
+    );
+    // A held task refuses the same way.
+    env.cli(&["release", "agent", CODER, "--reason", "cleared"])
+        .await
+        .ok();
+    env.cli(&["hold", "task", "T-1", "--reason", "scope review"])
+        .await
+        .ok();
+    let resp = approve().await;
+    expect_error("approve on a held task", resp, 403, "task_on_hold").await;
+    assert!(!env.check(CODER_USER, "writer", REPO).await);
+}

@@ -1,6 +1,6 @@
 //! Interoperability of the broker with OAuth libraries nobody here wrote: Authlib does the RFC
 //! 8693 token exchange, the RFC 7662 introspection and the RFC 7009 revocation, and PyJWT
-//! validates the RFC 9068 access token against the JWK set from OpenID discovery
+//! validates the RFC 9068 access token against the access-token JWK set of the RFC 8414 metadata
 //! (`tests/interop/oauth_client.py`, against the real binary).
 //!
 //! Without the Python packages the test says it skipped, unless `WARDEN_REQUIRE_INTEROP` is

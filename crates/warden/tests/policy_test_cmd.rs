@@ -75,7 +75,7 @@ async fn the_broker_example_tests_pass() {
     assert_eq!(out.code(), Some(0), "{out:#?}");
     assert!(
         out.stdout
-            .contains("test result: ok. 15 passed; 0 failed; 0 skipped"),
+            .contains("test result: ok. 22 passed; 0 failed; 0 skipped"),
         "{}",
         out.stdout
     );

@@ -25,6 +25,8 @@ const CODER_USER: &str = "agent:example.org/agent/coder";
 const REVIEWER_USER: &str = "agent:example.org/agent/reviewer";
 const REPO: &str = "repository:warden";
 const GIT: &str = "https://git.example.org";
+/// The repository the example broker policy lets the Planner open bug-fix tasks on.
+const BUGFIX_REPO: &str = "repository:bugfix-demo";
 
 /// Grants are tuples `repository:…#writer@agent:…`: the model allows agents directly.
 const MODEL: &str = "model\n  schema 1.1\ntype agent\ntype repository\n  relations\n    define writer: [agent]\n    define reader: [agent] or writer\n";
@@ -242,6 +244,32 @@ impl Env {
             200,
         )
         .await
+    }
+
+    /// The Planner exchanges its JWT-SVID for a git token with `scope` for `task`: the
+    /// status and the body.
+    async fn exchange(&self, scope: &str, task: &str) -> (u16, Value) {
+        let svid = self.svid(PLANNER).await;
+        let resp = self
+            .server
+            .http
+            .post(self.server.at("/oauth2/token"))
+            .form(&[
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ),
+                ("subject_token", svid.as_str()),
+                ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+                ("audience", GIT),
+                ("scope", scope),
+                ("task", task),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap())
     }
 
     async fn token_secret(&self, name: &str, role: &str) -> String {
@@ -634,27 +662,8 @@ async fn ending_a_task_revokes_its_tokens_and_records_it() {
     env.assign("BUG-3", PLANNER, &["writer"]).await;
 
     // A token for the task (the broker policy lets the Planner read and write git).
-    let svid = env.svid(PLANNER).await;
-    let resp = env
-        .server
-        .http
-        .post(env.server.at("/oauth2/token"))
-        .form(&[
-            (
-                "grant_type",
-                "urn:ietf:params:oauth:grant-type:token-exchange",
-            ),
-            ("subject_token", svid.as_str()),
-            ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
-            ("audience", GIT),
-            ("scope", "repo:read"),
-            ("task", "BUG-3"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    let body: Value = resp.json().await.unwrap();
+    let (status, body) = env.exchange("repo:read", "BUG-3").await;
+    assert_eq!(status, 200, "{body:#}");
     let token = body["access_token"].as_str().unwrap().to_owned();
     let lease = body["lease_id"].as_str().unwrap().to_owned();
     let introspect = || async {
@@ -710,26 +719,8 @@ async fn ending_a_task_revokes_its_tokens_and_records_it() {
         "{revoked:#?}"
     );
     // No new token for the ended task.
-    let svid = env.svid(PLANNER).await;
-    let resp = env
-        .server
-        .http
-        .post(env.server.at("/oauth2/token"))
-        .form(&[
-            (
-                "grant_type",
-                "urn:ietf:params:oauth:grant-type:token-exchange",
-            ),
-            ("subject_token", svid.as_str()),
-            ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
-            ("audience", GIT),
-            ("scope", "repo:read"),
-            ("task", "BUG-3"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 403);
+    let (status, body) = env.exchange("repo:read", "BUG-3").await;
+    assert_eq!(status, 403, "{body:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1142,7 +1133,8 @@ async fn agents_create_and_run_tasks_under_policy() {
     let planner = env.svid(PLANNER).await;
     let coder = env.svid(CODER).await;
     let body = json!({"id": "BUG-7", "type": "patch_bug", "owner": "alice@example.org",
-                      "resources": [REPO], "deadline_s": 3600});
+                      "resources": [BUGFIX_REPO], "deadline_s": 3600,
+                      "attributes": {"branch": "refs/heads/fix/BUG-7"}});
 
     // The policy lets the Planner open `patch_bug` tasks, and nobody else; nor other types.
     let resp = env.post("/v1/agent/tasks", Some(&coder), &body).await;
@@ -1151,10 +1143,29 @@ async fn agents_create_and_run_tasks_under_policy() {
         .post(
             "/v1/agent/tasks",
             Some(&planner),
-            &json!({"type": "deploy", "owner": "a", "resources": [REPO], "deadline_s": 60}),
+            &json!({"type": "deploy", "owner": "a", "resources": [BUGFIX_REPO], "deadline_s": 60}),
         )
         .await;
     expect_error("planner creates a deploy task", resp, 403, "access_denied").await;
+    // Nor on another repository, nor on a protected branch (the review's attack: a task on
+    // prod-infra whose branch is main, so that the git policy lets its writer push to main).
+    for (what, resources, branch) in [
+        (
+            "another repository",
+            json!(["repository:prod-infra"]),
+            "refs/heads/fix/x",
+        ),
+        ("the main branch", json!([BUGFIX_REPO]), "refs/heads/main"),
+        ("no branch", json!([BUGFIX_REPO]), ""),
+    ] {
+        let mut attack = json!({"type": "patch_bug", "owner": "a", "resources": resources,
+                                "deadline_s": 60});
+        if !branch.is_empty() {
+            attack["attributes"] = json!({"branch": branch});
+        }
+        let resp = env.post("/v1/agent/tasks", Some(&planner), &attack).await;
+        expect_error(what, resp, 403, "access_denied").await;
+    }
     let resp = env.post("/v1/agent/tasks", None, &body).await;
     expect_error("no credentials", resp, 401, "agent_auth_required").await;
     let t = env.ok("/v1/agent/tasks", &planner, &body, 201).await;
@@ -1176,11 +1187,72 @@ async fn agents_create_and_run_tasks_under_policy() {
         .post("/v1/agent/tasks/BUG-7/agents", Some(&coder), &assign)
         .await;
     expect_error("coder assigns", resp, 403, "not_task_creator").await;
+
+    // Delegated administration is a decision: the Planner may not make itself a writer, nor
+    // an agent of a federated trust domain (no policy can allow either), nor hand out what
+    // the policy does not allow.
+    for (what, body, code) in [
+        (
+            "the planner assigns itself",
+            json!({"agent": PLANNER, "role": "coder", "permissions": ["writer"]}),
+            "self_escalation",
+        ),
+        (
+            "the planner assigns a federated agent",
+            json!({"agent": "spiffe://partner.example/agent/coder", "role": "coder",
+                   "permissions": ["writer"]}),
+            "foreign_trust_domain",
+        ),
+        (
+            "the reviewer as a writer",
+            json!({"agent": REVIEWER, "role": "reviewer", "permissions": ["writer"]}),
+            "access_denied",
+        ),
+        (
+            "the coder in another role",
+            json!({"agent": CODER, "role": "admin", "permissions": ["writer"]}),
+            "access_denied",
+        ),
+    ] {
+        let resp = env
+            .post("/v1/agent/tasks/BUG-7/agents", Some(&planner), &body)
+            .await;
+        expect_error(what, resp, 403, code).await;
+    }
+    assert!(
+        !env.check("agent:example.org/agent/planner", "writer", BUGFIX_REPO)
+            .await
+    );
+    assert!(!env.check(REVIEWER_USER, "writer", BUGFIX_REPO).await);
+    let refused = env.events("task.assign").await;
+    for code in ["self_escalation", "foreign_trust_domain"] {
+        assert!(
+            refused
+                .iter()
+                .any(|e| e["fields"]["refused"] == code && e["outcome"] == "denied"),
+            "{code}: {refused:#?}"
+        );
+    }
+    let decisions = env.events("policy.decision").await;
+    assert!(
+        decisions.iter().any(|e| e["fields"]["action"] == "assign"
+            && e["fields"]["principal"] == PLANNER
+            && e["fields"]["decision"] == "deny"),
+        "{decisions:#?}"
+    );
+
     let v = env
         .ok("/v1/agent/tasks/BUG-7/agents", &planner, &assign, 200)
         .await;
     assert_eq!(v["grants"].as_array().unwrap().len(), 1);
-    assert!(env.check(CODER_USER, "writer", REPO).await);
+    assert!(env.check(CODER_USER, "writer", BUGFIX_REPO).await);
+    let decisions = env.events("policy.decision").await;
+    assert!(
+        decisions.iter().any(|e| e["fields"]["action"] == "assign"
+            && e["fields"]["principal"] == PLANNER
+            && e["fields"]["decision"] == "allow"),
+        "{decisions:#?}"
+    );
     let end = json!({"outcome": "completed", "reason": "fixed"});
     let resp = env
         .post("/v1/agent/tasks/BUG-7/end", Some(&coder), &end)
@@ -1208,13 +1280,88 @@ async fn agents_create_and_run_tasks_under_policy() {
         .ok("/v1/agent/tasks/BUG-7/end", &planner, &end, 200)
         .await;
     assert_eq!(t["state"], "completed");
-    assert!(!env.check(CODER_USER, "writer", REPO).await);
+    assert!(!env.check(CODER_USER, "writer", BUGFIX_REPO).await);
     let ends = env.events("task.end").await;
     assert!(
         ends.iter()
             .any(|e| e["fields"]["task"] == "BUG-7" && e["actor"] == format!("agent:{PLANNER}")),
         "{ends:#?}"
     );
+}
+
+/// A decision's task is the one covering its resource, or the one the presented token names
+/// — never a guess: an open task about another resource lends its type to nothing, and a token
+/// minted for one task cannot carry a decision about another task's resource.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_sees_the_task_covering_its_resource_or_the_tokens_never_a_guess() {
+    let env = Env::start(true).await;
+    let enforcer = env.token_secret("gateway", "enforcer").await;
+    // The Planner is on a bug fix about `warden` and on a deploy about `ops`; it is also a
+    // standing writer of `other` (an operator's tuple, no task).
+    env.task("BUG-20", 3600).await;
+    env.assign("BUG-20", PLANNER, &["writer"]).await;
+    env.ok(
+        "/v1/tasks",
+        &env.admin,
+        &json!({"id": "OPS-1", "type": "deploy", "owner": "alice@example.org",
+                "resources": ["repository:ops"], "deadline_s": 3600}),
+        201,
+    )
+    .await;
+    env.assign("OPS-1", PLANNER, &[]).await;
+    env.cli(&[
+        "rebac",
+        "write",
+        "repository:other#writer@agent:example.org/agent/planner",
+    ])
+    .await
+    .ok();
+    let write = |id: &'static str, token: Option<String>| {
+        let env = &env;
+        let enforcer = &enforcer;
+        async move {
+            let mut body = json!({"package": "repo", "principal": PLANNER, "action": "write",
+                                  "resource": {"type": "Repository", "id": id}});
+            if let Some(t) = token {
+                body["token"] = json!(t);
+            }
+            env.ok("/v1/authorize", enforcer, &body, 200).await
+        }
+    };
+    // Writing `other` is about no task: the bug fix's type is not lent to it.
+    let d = write("other", None).await;
+    assert_eq!(d["decision"], "deny", "{d:#}");
+    let decisions = env.events("policy.decision").await;
+    let recorded = decisions
+        .iter()
+        .find(|e| e["fields"]["decision_id"] == d["decision_id"])
+        .unwrap();
+    assert!(
+        recorded["fields"]["request"]["context"]
+            .get("task")
+            .is_none_or(Value::is_null),
+        "{recorded:#}"
+    );
+    assert_eq!(write("warden", None).await["decision"], "allow");
+
+    // A token for the deploy task cannot carry a write to the bug fix's repository.
+    let token = |task: &'static str| {
+        let env = &env;
+        async move {
+            let (status, body) = env.exchange("repo:write", task).await;
+            assert_eq!(status, 200, "{body:#}");
+            body["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let d = write("warden", Some(token("OPS-1").await)).await;
+    assert_eq!(d["decision"], "deny", "{d:#}");
+    assert!(d["errors"].to_string().contains("task mismatch"), "{d:#}");
+    let d = write("warden", Some(token("BUG-20").await)).await;
+    assert_eq!(d["decision"], "allow", "{d:#}");
+    // A task the agent is not on is refused at the exchange, before any token exists.
+    env.task("BUG-21", 3600).await;
+    let (status, body) = env.exchange("repo:read", "BUG-21").await;
+    assert_eq!(status, 403, "{body:#}");
 }
 
 /// Grants are task-specific: when two open tasks grant an agent the same permission on the

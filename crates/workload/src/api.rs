@@ -76,6 +76,22 @@ pub struct WorkloadApi {
     validator: identity::jwt::Validator,
     issuer: Option<String>,
     shutdown: watch::Receiver<bool>,
+    /// Calls per attested Unix user; `None`: unlimited.
+    calls: Option<Arc<CallLimiter>>,
+}
+
+/// A GCRA budget of Workload API calls per Unix user id.
+type CallLimiter = governor::DefaultKeyedRateLimiter<u32>;
+
+/// The number of calls to the Workload API each Unix user may make: `burst` at once,
+/// refilled at `per_sec` a second. The kernel's answer for the caller's uid is the key: a
+/// process cannot spread its calls over keys by forking.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CallLimit {
+    /// Calls a second, sustained; 0 turns the limit off.
+    pub per_sec: f64,
+    /// Calls at once.
+    pub burst: u32,
 }
 
 impl std::fmt::Debug for WorkloadApi {
@@ -115,7 +131,42 @@ impl WorkloadApi {
             keyring,
             attestor: Arc::new(Attestor::new()),
             shutdown,
+            calls: None,
         }
+    }
+
+    /// Limits the calls each Unix user may make (FetchX509SVID, FetchJWTSVID,
+    /// ValidateJWTSVID); past it a call is refused `RESOURCE_EXHAUSTED` with a message
+    /// starting `rate_limited:` and `retry-after` (seconds) in the trailers.
+    pub fn with_call_limit(mut self, limit: CallLimit) -> Self {
+        let quota = (limit.per_sec > 0.0 && limit.per_sec.is_finite())
+            .then(|| Duration::try_from_secs_f64(1.0 / limit.per_sec).ok())
+            .flatten()
+            .and_then(|period| governor::Quota::with_period(period.max(Duration::from_nanos(1))))
+            .zip(std::num::NonZeroU32::new(limit.burst.max(1)))
+            .map(|(q, burst)| q.allow_burst(burst));
+        self.calls = quota.map(|q| Arc::new(governor::RateLimiter::hashmap(q)));
+        self
+    }
+
+    /// Spends one call of `uid`'s budget.
+    fn admit(&self, uid: u32) -> Result<(), Status> {
+        let Some(calls) = &self.calls else {
+            return Ok(());
+        };
+        use governor::clock::Clock as _;
+        calls.check_key(&uid).map_err(|not_until| {
+            let wait = not_until.wait_time_from(calls.clock().now());
+            let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+            tracing::debug!(uid, secs, "workload api call rate limited");
+            let mut status = Status::resource_exhausted(format!(
+                "rate_limited: too many Workload API calls from uid {uid}; retry in {secs} s"
+            ));
+            if let Ok(v) = secs.to_string().parse() {
+                status.metadata_mut().insert("retry-after", v);
+            }
+            status
+        })
     }
 
     /// Puts `iss` = `issuer` in JWT-SVIDs, for OIDC verifiers (the URL whose
@@ -367,6 +418,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         check_header(&req)?;
         let caller = peer(&req)?;
+        self.admit(caller.uid)?;
         let pid = caller.pid;
         let api = self.inner();
         // The first answer (or refusal) comes back on the call itself.
@@ -434,6 +486,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<JwtsvidResponse>, Status> {
         check_header(&req)?;
         let caller = peer(&req)?;
+        self.admit(caller.uid)?;
         let pid = caller.pid;
         let body = req.get_ref();
         if body.audience.is_empty() || body.audience.iter().any(String::is_empty) {
@@ -514,6 +567,14 @@ impl SpiffeWorkloadApi for WorkloadApi {
         req: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
         check_header(&req)?;
+        // Validation needs no attestation, but each costs a signature check: limited by the
+        // kernel's uid for the caller (a peer without credentials shares one budget).
+        let uid = req
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|info| info.uds.peer_cred)
+            .map_or(u32::MAX, |cred| cred.uid());
+        self.admit(uid)?;
         let body = req.get_ref();
         if body.audience.is_empty() {
             return Err(Status::invalid_argument("audience must be specified"));
@@ -529,6 +590,14 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 trust.jwt_bundle(td)
             })
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // A federated domain's JWT-SVIDs are held to its limits (lifetime, pinned issuer), as
+        // on Warden's own agent routes.
+        let td = claims.sub.trust_domain();
+        if let Some(limits) = trust.federation_limits(&td) {
+            limits
+                .check_jwt_svid(&td, &claims, now(), JWT_SKEW)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
         if self.denylist.denies_id(&claims.sub) || self.denylist.denies(DenyKind::Jti, &claims.jti)
         {
             return Err(Status::invalid_argument("token has been revoked"));

@@ -15,11 +15,9 @@
 //! checked per message by the Workload API's front, from SCM_CREDENTIALS.)
 
 use std::{
-    collections::HashMap,
     io::Read,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    sync::Mutex,
 };
 
 use identity::Selector;
@@ -106,18 +104,27 @@ impl Attestation {
     }
 }
 
-/// Most executable digests kept.
-const MAX_CACHED_DIGESTS: usize = 4096;
+/// Most executable digests kept; past it the least-used make way (TinyLFU), so the agents'
+/// own executables stay hashed while a stream of one-off programs comes and goes.
+const MAX_CACHED_DIGESTS: u64 = 4096;
 
 /// Identity of an executable file: device, inode, size, mtime seconds and nanoseconds.
 type FileKey = (u64, u64, u64, i64, i64);
 
 /// Attests peers, caching executable digests by file identity so a busy agent's executable is
 /// hashed once, not on every connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Attestor {
     // file identity -> sha256 hex
-    digests: Mutex<HashMap<FileKey, String>>,
+    digests: moka::sync::Cache<FileKey, String>,
+}
+
+impl Default for Attestor {
+    fn default() -> Self {
+        Self {
+            digests: moka::sync::Cache::new(MAX_CACHED_DIGESTS),
+        }
+    }
 }
 
 impl Attestor {
@@ -201,8 +208,8 @@ impl Attestor {
     fn digest(&self, exe: &Path) -> Option<(FileKey, String)> {
         let mut file = std::fs::File::open(exe).ok()?;
         let key = file_key(&file.metadata().ok()?);
-        if let Some(hex) = self.cache().get(&key) {
-            return Some((key, hex.clone()));
+        if let Some(hex) = self.digests.get(&key) {
+            return Some((key, hex));
         }
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 64 * 1024];
@@ -218,20 +225,8 @@ impl Attestor {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let mut cache = self.cache();
-        if cache.len() >= MAX_CACHED_DIGESTS {
-            // Many distinct executables: start over rather than grow without bound.
-            cache.clear();
-        }
-        cache.insert(key, hex.clone());
+        self.digests.insert(key, hex.clone());
         Some((key, hex))
-    }
-
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<FileKey, String>> {
-        // A poisoned cache holds only complete entries; keep using it.
-        self.digests
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use identity::{TrustDomain, ca::Ca, jwt::JwtSigner};
 use tonic::{Code, Request};
 use workload::api::proto::{
-    JwtBundlesRequest, JwtsvidRequest, X509BundlesRequest, X509svidRequest,
+    JwtBundlesRequest, JwtsvidRequest, ValidateJwtsvidRequest, X509BundlesRequest, X509svidRequest,
     spiffe_workload_api_client::SpiffeWorkloadApiClient,
 };
 
@@ -134,6 +134,54 @@ async fn refusals_and_bundle_pushes() {
         pushed.bundles.get("spiffe://partner.test").unwrap(),
         partner_ca.cert_der()
     );
+
+    // A partner's JWT-SVIDs are held to its federation's limits here too: the token,
+    // valid for 30,000 years, is refused; one of an ordinary lifetime validates.
+    let partner_jwt = JwtSigner::generate().unwrap();
+    let partner = identity::trust::TrustBundle::new(
+        TrustDomain::parse("partner.test").unwrap(),
+        Vec::new(),
+        [partner_jwt.public_key()],
+    );
+    let own = keyring.current().own().clone();
+    keyring.replace(identity::trust::Trust::new(
+        Arc::clone(&running.ca),
+        Arc::clone(&running.jwt),
+        own,
+        [partner],
+    ));
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let token = |exp: i64| {
+        partner_jwt
+            .mint(&identity::jwt::JwtSvidClaims {
+                sub: identity::SpiffeId::parse("spiffe://partner.test/agent/x").unwrap(),
+                aud: vec!["svc".into()],
+                exp,
+                iat: now,
+                jti: format!("j-{exp}"),
+                act: None,
+                iss: None,
+            })
+            .unwrap()
+    };
+    let err = client
+        .validate_jwtsvid(with_header(ValidateJwtsvidRequest {
+            audience: "svc".into(),
+            svid: token(now + 30_000 * 365 * 86_400),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("at most 3600 s"), "{err:?}");
+    let ok = client
+        .validate_jwtsvid(with_header(ValidateJwtsvidRequest {
+            audience: "svc".into(),
+            svid: token(now + 600),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.spiffe_id, "spiffe://partner.test/agent/x");
 
     running.stop().await;
 }

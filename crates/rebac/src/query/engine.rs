@@ -101,6 +101,17 @@ impl AnyOf {
     }
 }
 
+/// How often (in nodes visited) a bounded walk asks whether it is out of time.
+pub(crate) const CLOCK_EVERY: u32 = 64;
+
+/// When a bounded reverse walk stops: after `max` nodes of relation pair `pair` were found,
+/// or when `out_of_time` answers `true`.
+pub(crate) struct WalkStop<'s> {
+    pub(crate) pair: u32,
+    pub(crate) max: Option<usize>,
+    pub(crate) out_of_time: &'s dyn Fn() -> bool,
+}
+
 /// A node of the reverse walk: object, model type, model relation.
 #[derive(Debug, Clone, Copy)]
 struct Node {
@@ -399,6 +410,20 @@ impl<'a> Engine<'a> {
         deps: &[u64],
         limit: Option<u32>,
     ) -> Res<HashMap<u64, u32>> {
+        Ok(self.reverse_walk_bounded(deps, limit, None)?.0)
+    }
+
+    /// [`reverse_walk`](Self::reverse_walk) that stops early: once `stop.pair` nodes number
+    /// `stop.max` or `stop.out_of_time` says so. The flag is `true` when it stopped early
+    /// (the map then holds what was found so far).
+    pub(crate) fn reverse_walk_bounded(
+        &mut self,
+        deps: &[u64],
+        limit: Option<u32>,
+        stop: Option<&WalkStop<'_>>,
+    ) -> Res<(HashMap<u64, u32>, bool)> {
+        let mut targets = 0usize;
+        let mut steps = 0u32;
         let m = self.m;
         let v = self.v;
         let now = self.now;
@@ -492,7 +517,15 @@ impl<'a> Engine<'a> {
                         continue;
                     }
                 }
-                found.insert(key, d);
+                let fresh = found.insert(key, d).is_none();
+                if let Some(stop) = stop.filter(|_| fresh) {
+                    if key as u32 == stop.pair {
+                        targets += 1;
+                        if stop.max.is_some_and(|max| targets >= max) {
+                            return Ok((found, true));
+                        }
+                    }
+                }
                 if queue.front().is_some_and(|&(_, qd)| d <= qd) {
                     queue.push_front((n, d));
                 } else {
@@ -502,6 +535,12 @@ impl<'a> Engine<'a> {
             let Some((n, d)) = queue.pop_front() else {
                 break;
             };
+            steps = steps.wrapping_add(1);
+            if let Some(stop) = stop {
+                if steps % CLOCK_EVERY == 0 && (stop.out_of_time)() {
+                    return Ok((found, true));
+                }
+            }
             let rel = m.rel(n.t, n.r);
             if found
                 .get(&node_key(n.o, rel.pair))
@@ -558,6 +597,6 @@ impl<'a> Engine<'a> {
                 }
             }
         }
-        Ok(found)
+        Ok((found, false))
     }
 }

@@ -6,12 +6,51 @@ use serde_json::{Value, json};
 use crate::error::RebacError;
 use crate::graph::View;
 use crate::model::{Allowed, CRewrite, Model};
-use crate::query::engine::{Engine, RESOLVE_DEPTH_LIMIT, Subject};
+use crate::query::engine::{CLOCK_EVERY, Engine, RESOLVE_DEPTH_LIMIT, Subject, WalkStop};
 use crate::query::{subject, validate_target, validate_user, view};
 use crate::tuple::{ObjectRef, TupleKey, User};
 
+/// How much a listing query may return and how long it may run: OpenFGA's
+/// `listObjectsMaxResults` / `listObjectsDeadline` and `listUsersMaxResults` /
+/// `listUsersDeadline` (both 1,000 results and 3 s by default there; the server applies them).
+///
+/// The crate reads no clock: `out_of_time` is asked every few dozen steps of the walk, and
+/// once it answers `true` the query ends with what it found so far, flagged as truncated.
+#[derive(Clone, Copy)]
+pub struct ListBounds<'a> {
+    /// Most results returned; `None`: no cap.
+    pub max_results: Option<usize>,
+    /// Whether the caller's deadline has passed.
+    pub out_of_time: &'a dyn Fn() -> bool,
+}
+
+impl ListBounds<'_> {
+    /// No cap and no deadline.
+    pub const UNBOUNDED: ListBounds<'static> = ListBounds {
+        max_results: None,
+        out_of_time: &|| false,
+    };
+}
+
+impl std::fmt::Debug for ListBounds<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListBounds")
+            .field("max_results", &self.max_results)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The answer of [`list_objects_bounded`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListObjectsResponse {
+    /// `type:id` of the objects found, sorted.
+    pub objects: Vec<String>,
+    /// The walk stopped at the result cap or the deadline: there may be more objects.
+    pub truncated: bool,
+}
+
 /// ListObjects: every object of `object_type` on which `user` has `relation`, as `type:id`
-/// strings, sorted (OpenFGA returns them unordered; there is no result cap here).
+/// strings, sorted, without a result cap or deadline (see [`list_objects_bounded`]).
 ///
 /// It walks up from the user through the reverse index (OpenFGA's reverse expansion), so the
 /// cost follows what the user can reach, not how many objects exist. Objects reached through
@@ -26,20 +65,58 @@ pub fn list_objects(
     contextual_tuples: &[TupleKey],
     now_ms: i64,
 ) -> Result<Vec<String>, RebacError> {
+    list_objects_bounded(
+        model,
+        graph,
+        object_type,
+        relation,
+        user,
+        contextual_tuples,
+        now_ms,
+        ListBounds::UNBOUNDED,
+    )
+    .map(|r| r.objects)
+}
+
+/// [`list_objects`] within `bounds`: the walk stops as soon as it has found
+/// `bounds.max_results` objects or is out of time, and answers with what it found, flagged
+/// [`truncated`](ListObjectsResponse::truncated) — as OpenFGA answers with the objects found
+/// by its deadline or up to its cap. (The objects of a truncated answer are those the walk met
+/// first, not the first in sort order.)
+#[allow(
+    clippy::too_many_arguments,
+    reason = "OpenFGA's request fields, one argument each"
+)]
+pub fn list_objects_bounded(
+    model: &Model,
+    graph: &crate::graph::Graph,
+    object_type: &str,
+    relation: &str,
+    user: &User,
+    contextual_tuples: &[TupleKey],
+    now_ms: i64,
+    bounds: ListBounds<'_>,
+) -> Result<ListObjectsResponse, RebacError> {
     validate_user(model, user)?;
     let (t, r) = validate_target(model, object_type, relation)?;
     let mut v = view(model, graph, contextual_tuples)?;
     let subject = subject(model, &mut v, user)?;
     let rel = model.compiled.rel(t, r);
     let mut engine = Engine::new(&model.compiled, &v, now_ms, subject);
-    let found = engine.reverse_walk(&rel.deps, Some(RESOLVE_DEPTH_LIMIT))?;
-    let mut out: Vec<String> = found
+    let stop = WalkStop {
+        pair: rel.pair,
+        max: bounds.max_results,
+        out_of_time: bounds.out_of_time,
+    };
+    let (found, truncated) =
+        engine.reverse_walk_bounded(&rel.deps, Some(RESOLVE_DEPTH_LIMIT), Some(&stop))?;
+    let mut objects: Vec<String> = found
         .keys()
         .filter(|&&k| k as u32 == rel.pair)
         .map(|&k| v.object_string((k >> 32) as u32))
         .collect();
-    out.sort_unstable();
-    Ok(out)
+    objects.sort_unstable();
+    Ok(ListObjectsResponse { objects, truncated })
 }
 
 /// Which users [`list_users`] returns: objects of `type_name` (and its wildcard), or, with a
@@ -61,6 +138,9 @@ pub struct ListUsersResponse {
     /// When a wildcard is returned, the objects of its type that were met while expanding the
     /// relation and do not have it (e.g. `[user:*] but not blocked`), sorted; empty otherwise.
     pub excluded_users: Vec<User>,
+    /// The query stopped at the result cap or the deadline ([`list_users_bounded`]): there
+    /// may be more users.
+    pub truncated: bool,
 }
 
 fn user_json(u: &User) -> Value {
@@ -120,6 +200,37 @@ pub fn list_users(
     contextual_tuples: &[TupleKey],
     now_ms: i64,
 ) -> Result<ListUsersResponse, RebacError> {
+    list_users_bounded(
+        model,
+        graph,
+        object,
+        relation,
+        user_filters,
+        contextual_tuples,
+        now_ms,
+        ListBounds::UNBOUNDED,
+    )
+}
+
+/// [`list_users`] within `bounds`: gathering candidates and confirming them stop once
+/// `bounds.max_results` users are confirmed or the caller is out of time, and the answer holds
+/// what was found, flagged [`truncated`](ListUsersResponse::truncated) (OpenFGA's
+/// `listUsersMaxResults` and `listUsersDeadline`). At most `max_results` excluded users are
+/// returned too.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "OpenFGA's request fields, one argument each"
+)]
+pub fn list_users_bounded(
+    model: &Model,
+    graph: &crate::graph::Graph,
+    object: &ObjectRef,
+    relation: &str,
+    user_filters: &[UserFilter],
+    contextual_tuples: &[TupleKey],
+    now_ms: i64,
+    bounds: ListBounds<'_>,
+) -> Result<ListUsersResponse, RebacError> {
     let [filter] = user_filters else {
         return Err(RebacError::validation(format!(
             "list users takes exactly one user filter, got {}",
@@ -138,14 +249,21 @@ pub fn list_users(
     let obj = v.intern_object(gtype, object.id())?;
 
     let placeholder = Subject::Wildcard { w: u32::MAX, t: ft };
-    let candidates = {
+    let (candidates, mut truncated) = {
         let mut e = Engine::new(c, &v, now_ms, placeholder);
-        collect(&mut e, obj, t, r, ft, fr)
+        collect(&mut e, obj, t, r, ft, fr, bounds.out_of_time)
     };
     let union_closed = c.rel(t, r).union_closed;
+    let max = bounds.max_results.unwrap_or(usize::MAX);
     let mut allowed = Vec::new();
     let mut denied = Vec::new();
-    for cand in candidates {
+    for (i, cand) in candidates.into_iter().enumerate() {
+        if allowed.len() >= max
+            || (i as u32 % CLOCK_EVERY == CLOCK_EVERY - 1 && (bounds.out_of_time)())
+        {
+            truncated = true;
+            break;
+        }
         let ok = union_closed || {
             let subject = match cand {
                 Candidate::Plain(o) if v.is_wildcard(o) => Subject::Wildcard { w: o, t: ft },
@@ -185,6 +303,7 @@ pub fn list_users(
         denied
             .iter()
             .filter(|cand| matches!(cand, Candidate::Plain(o) if !v.is_wildcard(*o)))
+            .take(max)
             .map(|&cand| to_user(cand))
             .collect::<Result<Vec<_>, _>>()?
     } else {
@@ -195,10 +314,12 @@ pub fn list_users(
     Ok(ListUsersResponse {
         users,
         excluded_users,
+        truncated,
     })
 }
 
-/// Every user matching the filter met while expanding `obj#t.r` through all branches.
+/// Every user matching the filter met while expanding `obj#t.r` through all branches; with
+/// `true` when `out_of_time` stopped the expansion early.
 fn collect(
     e: &mut Engine<'_>,
     obj: u32,
@@ -206,7 +327,8 @@ fn collect(
     r: u32,
     ft: u32,
     fr: Option<u32>,
-) -> Vec<Candidate> {
+    out_of_time: &dyn Fn() -> bool,
+) -> (Vec<Candidate>, bool) {
     let m = e.m;
     let v = e.v;
     let now_ms = e.now();
@@ -214,7 +336,12 @@ fn collect(
     let mut seen_cand: HashSet<Candidate> = HashSet::new();
     let mut visited: HashSet<(u32, u32)> = HashSet::new();
     let mut stack = vec![(obj, t, r)];
+    let mut steps = 0u32;
     while let Some((o, t, r)) = stack.pop() {
+        steps = steps.wrapping_add(1);
+        if steps % CLOCK_EVERY == 0 && out_of_time() {
+            return (out, true);
+        }
         let rel = m.rel(t, r);
         if !visited.insert((o, rel.pair)) {
             continue;
@@ -279,7 +406,7 @@ fn collect(
             }
         }
     }
-    out
+    (out, false)
 }
 
 fn walk<'r>(rw: &'r CRewrite, out: &mut Vec<&'r CRewrite>) {

@@ -288,8 +288,15 @@ def main():
     )
     access_token = token["access_token"]
 
-    # RFC 9068 §4: validation by a resource server.
-    jwks = jwt.PyJWKClient(conf["jwks_uri"], timeout=TIMEOUT)
+    # RFC 9068 §4: validation by a resource server, with the keys the authorization server's
+    # RFC 8414 metadata names. They are the access-token keys alone (RFC 8725 §3.12): OIDC
+    # discovery's jwks_uri has the JWT-SVID keys, a different set.
+    check(
+        bool(meta.get("jwks_uri")) and meta["jwks_uri"] != conf["jwks_uri"],
+        f"RFC 8414 jwks_uri ({meta.get('jwks_uri')}) is not the JWT-SVID key set",
+    )
+    jwks = jwt.PyJWKClient(meta["jwks_uri"], timeout=TIMEOUT)
+    svid_jwks = jwt.PyJWKClient(conf["jwks_uri"], timeout=TIMEOUT)
 
     def validate(tok, audience, subject):
         """An RFC 9068 §4 resource-server check with PyJWT; raises on any violation."""
@@ -341,26 +348,26 @@ def main():
         check(True, "PyJWT refuses the token for another audience")
     else:
         raise Failed("PyJWT accepted the token for another audience")
-    # The subject JWT-SVID is not an access token: the RFC 9068 check refuses it. (Were the
-    # typ check left out, only the claims would tell them apart when both are signed by one
-    # key with one issuer; RFC 8725 §3.12.)
+    # The subject JWT-SVID is not an access token: the RFC 9068 check refuses it.
     try:
         validate(args.subject_token, issuer, args.client_id)
     except jwt.InvalidTokenError as e:
         check(True, f"the RFC 9068 check refuses the JWT-SVID as an access token ({e})")
     else:
         raise Failed("a JWT-SVID passed as an access token")
-    try:
-        svid_key = jwks.get_signing_key_from_jwt(args.subject_token)
-        jwt.decode(
-            args.subject_token, svid_key, algorithms=["ES256"], audience=issuer, issuer=issuer
-        )
-        print(
-            "note: the JWT-SVID verifies with a key and issuer that also sign access tokens: "
-            "only typ and client_id tell them apart (RFC 8725 §3.12)"
-        )
-    except jwt.PyJWTError:
-        pass
+    # RFC 8725 §3.12: the two kinds are signed with different keys, so a resource server that
+    # skipped the typ check would still not find the JWT-SVID's key among the access-token
+    # keys, nor an OIDC verifier of JWT-SVIDs the access token's.
+    for tok, keyset, what in [
+        (args.subject_token, jwks, "the JWT-SVID's key is not an access-token key"),
+        (access_token, svid_jwks, "the access token's key is not a JWT-SVID key"),
+    ]:
+        try:
+            keyset.get_signing_key_from_jwt(tok)
+        except jwt.PyJWKClientError:
+            check(True, f"{what} (RFC 8725 §3.12)")
+        else:
+            raise Failed(f"not so: {what}")
 
     # RFC 7662 §2: introspection by a resource server, authenticated with its bearer token.
     def introspect(tok):
