@@ -12,13 +12,25 @@ fn signer() -> &'static identity::jwt::JwtSigner {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(token) = std::str::from_utf8(data) else { return };
+    let Ok(token) = std::str::from_utf8(data) else {
+        return;
+    };
     let key = signer().public_key();
-    let result = identity::access::validate_access_token(token, "https://warden", 1_800_000_000, 30, |kid| {
-        (kid == key.kid()).then_some(&key)
-    });
-    // Random input never carries a valid ES256 signature by this fresh key.
-    assert!(result.is_err());
+    for audience in [
+        identity::access::Audience::Is("https://api.example"),
+        identity::access::Audience::IssuerInspection,
+    ] {
+        let result = identity::access::validate_access_token(
+            token,
+            "https://warden",
+            audience,
+            1_800_000_000,
+            30,
+            |kid| (kid == key.kid()).then_some(&key),
+        );
+        // Random input never carries a valid ES256 signature by this fresh key.
+        assert!(result.is_err());
+    }
     let bundle = identity::jwt::JwtBundle::new(
         identity::TrustDomain::parse("example.org").expect("td"),
         [key.clone()],
