@@ -570,28 +570,35 @@ pub(crate) async fn grant(
     let mut tuples = Vec::new();
     let mut rows: Vec<GrantRow> = Vec::new();
     let now = now_ms();
+    // Each (resource, permission) once, however often the request names it.
+    let mut pairs = Vec::new();
     for r in resources {
         for p in permissions {
-            let key = rebac::TupleKey::parse(&format!("{r}#{p}@{user}"))
-                .map_err(|e| bad("invalid_grant", format!("{r}#{p}: {e}")))?;
-            tuples.push(rebac::Tuple {
-                key,
-                expires_at_ms: Some(expires_ms),
-            });
-            rows.push(GrantRow {
-                id: format!("grant_{}", uuid::Uuid::new_v4().simple()),
-                task: task.id.clone(),
-                agent: agent.to_string(),
-                resource: r.clone(),
-                permission: p.clone(),
-                expires_ms,
-                state: "active".into(),
-                source: source.to_owned(),
-                created_ms: now,
-                created_by: actor.to_owned(),
-                ended_ms: None,
-            });
+            if !pairs.contains(&(r, p)) {
+                pairs.push((r, p));
+            }
         }
+    }
+    for (r, p) in pairs {
+        let key = rebac::TupleKey::parse(&format!("{r}#{p}@{user}"))
+            .map_err(|e| bad("invalid_grant", format!("{r}#{p}: {e}")))?;
+        tuples.push(rebac::Tuple {
+            key,
+            expires_at_ms: Some(expires_ms),
+        });
+        rows.push(GrantRow {
+            id: format!("grant_{}", uuid::Uuid::new_v4().simple()),
+            task: task.id.clone(),
+            agent: agent.to_string(),
+            resource: r.clone(),
+            permission: p.clone(),
+            expires_ms,
+            state: "active".into(),
+            source: source.to_owned(),
+            created_ms: now,
+            created_by: actor.to_owned(),
+            ended_ms: None,
+        });
     }
     let rel = crate::rebac_api::open_store(state, DEFAULT_STORE, None)
         .await
@@ -641,8 +648,12 @@ pub(crate) async fn grant(
             .filter(|t| !deletes.contains(&t.key))
             .cloned()
             .collect();
-        rebac::validate_write(snap.model(), snap.graph(), &fresh, &deletes, now)
-            .map_err(|e| bad("invalid_grant", e.to_string()))?;
+        // Nothing to write when every tuple is held already until at least this grant's end
+        // (another grant's, or standing): the grant rows are still issued and recorded.
+        if !fresh.is_empty() || !deletes.is_empty() {
+            rebac::validate_write(snap.model(), snap.graph(), &fresh, &deletes, now)
+                .map_err(|e| bad("invalid_grant", e.to_string()))?;
+        }
         (writes, deletes)
     };
     state

@@ -1409,3 +1409,29 @@ async fn a_standing_relation_survives_a_task_that_also_granted_it() {
         "the hand-written tuple {standing} was deleted with the task"
     );
 }
+
+/// Granting what the agent already holds until at least as late — the same assignment twice,
+/// the same permission twice in one request, a shorter task after a longer one — issues the
+/// grants and keeps the tuple at the later end, instead of failing with nothing to write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn granting_what_is_already_held_until_later_succeeds() {
+    let env = Env::start(true).await;
+    env.task("BUG-30", 7200).await;
+    env.assign("BUG-30", CODER, &["writer"]).await;
+    let again = env.assign("BUG-30", CODER, &["writer"]).await;
+    assert_eq!(again["grants"].as_array().unwrap().len(), 2, "{again:#}");
+    let twice = env.assign("BUG-30", REVIEWER, &["reader", "reader"]).await;
+    assert_eq!(twice["grants"].as_array().unwrap().len(), 2, "{twice:#}");
+    env.task("BUG-31", 600).await;
+    let shorter = env.assign("BUG-31", CODER, &["writer"]).await;
+    assert_eq!(
+        shorter["grants"].as_array().unwrap().len(),
+        2,
+        "{shorter:#}"
+    );
+    // The shorter task ends: the longer one's grant keeps the tuple.
+    env.cli(&["task", "complete", "BUG-31", "--reason", "done"])
+        .await
+        .ok();
+    assert!(env.check(CODER_USER, "writer", REPO).await);
+}
