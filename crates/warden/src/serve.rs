@@ -1,9 +1,18 @@
 //! `warden serve`.
 
-use std::sync::Arc;
+use std::{
+    fs::File,
+    io::{Read as _, Write as _},
+    path::Path,
+    sync::Arc,
+};
 
 use anyhow::{Context, Result, bail};
 use ledger::{Ledger, LedgerConfig, NewEvent, OcsfClass, Outcome};
+use nix::{
+    errno::Errno,
+    fcntl::{Flock, FlockArg},
+};
 use tokio::sync::watch;
 
 use crate::{
@@ -24,12 +33,82 @@ pub(crate) fn init_tracing(settings: &Settings) -> Result<()> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(|| QuietStderr);
     let result = match settings.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
     result.map_err(|e| anyhow::anyhow!("cannot install logger: {e}"))
+}
+
+/// Standard error for the logger and the server's status lines: a write that fails (the
+/// reader closed the pipe, e.g. `warden serve 2>&1 | grep -m1 listening`) is dropped instead
+/// of failing — `eprintln!` would panic, and a panic in the task that waits for SIGTERM would
+/// leave the server deaf to it.
+struct QuietStderr;
+
+impl std::io::Write for QuietStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
+/// Writes one status line to standard error, ignoring write errors (see [`QuietStderr`]).
+fn say(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(QuietStderr, "{line}");
+}
+
+/// The file in the data directory on which `warden serve` holds an exclusive lock while it
+/// runs; it contains the holder's pid.
+const SERVE_LOCK_FILE: &str = "serve.lock";
+
+/// Takes the data directory's exclusive `warden serve` lock (flock(2), non-blocking) and writes
+/// this process's pid into the lock file. The kernel releases the lock when the process exits,
+/// however it exits, so a stale file never blocks a later start. Fails, naming the holder's
+/// pid, when another `warden serve` holds it.
+fn lock_data_dir(data_dir: &Path) -> Result<Flock<File>> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = data_dir.join(SERVE_LOCK_FILE);
+    // Not truncated on open: the holder's pid must survive until the lock is ours.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("opening the lock file {}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => {
+            let mut file: &File = &lock;
+            file.set_len(0)
+                .and_then(|()| writeln!(file, "{}", std::process::id()))
+                .with_context(|| format!("writing the lock file {}", path.display()))?;
+            Ok(lock)
+        }
+        Err((mut file, Errno::EWOULDBLOCK)) => {
+            let mut text = String::new();
+            let holder = match file
+                .read_to_string(&mut text)
+                .map(|_| text.trim().parse::<u32>())
+            {
+                Ok(Ok(pid)) => format!("pid {pid}"),
+                _ => "pid unknown".to_owned(),
+            };
+            bail!(
+                "data directory {} is in use by warden serve ({holder}); stop it first or use \
+                 another --data-dir",
+                data_dir.display()
+            )
+        }
+        Err((_, errno)) => bail!("cannot lock {}: {errno}", path.display()),
+    }
 }
 
 async fn shutdown_signal(tx: watch::Sender<bool>) {
@@ -42,11 +121,13 @@ async fn shutdown_signal(tx: watch::Sender<bool>) {
             Err(_) => std::future::pending::<()>().await,
         }
     };
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
-        _ = term => tracing::info!("SIGTERM received, shutting down"),
-    }
+    // Stop first, log after: nothing the logger does may keep the server from stopping.
+    let what = tokio::select! {
+        _ = ctrl_c => "SIGINT",
+        _ = term => "SIGTERM",
+    };
     let _ = tx.send(true);
+    tracing::info!("{what} received, shutting down");
 }
 
 /// Binds the Workload API socket: a stale socket file from a previous run is replaced (never
@@ -87,6 +168,10 @@ async fn load_denylist(
 
 pub(crate) async fn run(settings: Settings) -> Result<()> {
     init_tracing(&settings)?;
+    // Before anything that writes to the data directory or binds its Workload API socket: a
+    // second `warden serve` here would take the socket over and delete it when it stops. Held
+    // until this function returns.
+    let _data_dir_lock = lock_data_dir(&settings.data_dir)?;
     let (signer, hmac) = keys::load(&settings.data_dir)?;
     let store = store::open(&settings.database_url)
         .await
@@ -217,10 +302,10 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
     });
     let workload_listener = bind_workload_socket(&settings.workload_socket)?;
     let workload_task = tokio::spawn(workload::api::serve(workload, workload_listener));
-    eprintln!(
+    say(format_args!(
         "workload api on unix://{}",
         settings.workload_socket.display()
-    );
+    ));
     let state = Arc::new(
         server::AppState::new(Arc::clone(&store), ledger.clone(), authority, denylist)
             .with_issuer(issuer)
@@ -309,7 +394,7 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
     };
     match tls {
         Some(config) => {
-            eprintln!("warden listening on https://{local}");
+            say(format_args!("warden listening on https://{local}"));
             server::serve(
                 server::TlsListener::new(listener, config)?,
                 router,
@@ -319,7 +404,7 @@ pub(crate) async fn run(settings: Settings) -> Result<()> {
             .await
         }
         None => {
-            eprintln!("warden listening on http://{local}");
+            say(format_args!("warden listening on http://{local}"));
             server::serve(listener, router, shutdown, server::ConnLimits::default()).await
         }
     }
