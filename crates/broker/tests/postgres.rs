@@ -15,6 +15,9 @@
     reason = "tests"
 )]
 
+mod common;
+
+use common::{DEADLINE, PSQL, URL_VAR, random_suffix, stderr, stdout};
 use std::{
     process::{Command, Output, Stdio},
     sync::{Arc, Mutex},
@@ -30,26 +33,11 @@ use broker::{
         revoke_role, role_name,
     },
 };
-use rand::{Rng, distributions::Alphanumeric};
 use time::OffsetDateTime;
-
-const PSQL: &str = "/usr/bin/psql";
-const URL_VAR: &str = "WARDEN_TEST_DATABASE_URL";
-/// How long to wait for something that should happen at once (a session showing up in
-/// `pg_stat_activity`, a terminated `psql` exiting).
-const DEADLINE: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------------
 // Fixture
 // ---------------------------------------------------------------------------------------------
-
-fn random_suffix(len: usize) -> String {
-    rand::thread_rng()
-        .sample_iter(&Alphanumeric)
-        .take(len)
-        .map(|b| char::from(b).to_ascii_lowercase())
-        .collect()
-}
 
 /// A superuser connection to the test database, a schema of our own, and the roles to drop.
 struct Db {
@@ -274,14 +262,6 @@ impl Drop for Db {
             eprintln!("cleanup of {} failed: {}", self.schema, stderr(&out));
         }
     }
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).trim().to_owned()
 }
 
 /// An hour from now, at PostgreSQL's microsecond precision so it compares exactly.

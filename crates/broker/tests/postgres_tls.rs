@@ -20,6 +20,9 @@
     reason = "tests"
 )]
 
+mod common;
+
+use common::{DEADLINE, PSQL, URL_VAR, random_suffix, stderr, stdout};
 use std::{
     net::TcpListener,
     os::unix::fs::PermissionsExt,
@@ -33,7 +36,6 @@ use broker::postgres::{
     AdminDsn, Password, RevokeOutcome, RoleTemplate, TargetPools, TargetTls, TemplateName, TlsMode,
     check, create_role, generate_password, role_name,
 };
-use rand::{Rng, distributions::Alphanumeric};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose,
     PKCS_ECDSA_P256_SHA256,
@@ -41,25 +43,6 @@ use rcgen::{
 use time::OffsetDateTime;
 
 const BIN: &str = "/usr/lib/postgresql/15/bin";
-const PSQL: &str = "/usr/bin/psql";
-const URL_VAR: &str = "WARDEN_TEST_DATABASE_URL";
-const DEADLINE: Duration = Duration::from_secs(10);
-
-fn random_suffix(len: usize) -> String {
-    rand::thread_rng()
-        .sample_iter(&Alphanumeric)
-        .take(len)
-        .map(|b| char::from(b).to_ascii_lowercase())
-        .collect()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).trim().to_owned()
-}
 
 /// A CA and its PEM certificate.
 struct Ca {
