@@ -158,7 +158,8 @@ pub(crate) async fn require_route_role(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
-    let allowed = match roles_for(req.method(), &path) {
+    let roles = roles_for(req.method(), &path);
+    let allowed = match roles {
         None => false,
         Some([]) => true,
         Some(roles) => roles.iter().any(|r| caller.role.allows(*r)),
@@ -166,16 +167,14 @@ pub(crate) async fn require_route_role(req: Request, next: Next) -> Response {
     if allowed {
         return next.run(req).await;
     }
-    let needed = roles_for(req.method(), &path)
-        .map(|roles| {
-            roles
-                .iter()
-                .map(|r| format!("`{}`", r.as_str()))
-                .collect::<Vec<_>>()
-                .join(" or ")
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "a role set for this route (none is)".into());
+    let needed = match roles {
+        Some(roles) if !roles.is_empty() => roles
+            .iter()
+            .map(|r| format!("`{}`", r.as_str()))
+            .collect::<Vec<_>>()
+            .join(" or "),
+        _ => "a role set for this route (none is)".to_owned(),
+    };
     ApiError::new(
         StatusCode::FORBIDDEN,
         "forbidden",
