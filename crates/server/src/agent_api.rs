@@ -38,7 +38,8 @@ pub(crate) struct Renewed {
 }
 
 /// Renews one of the caller's own leases.
-#[utoipa::path(post, path = "/v1/agent/leases/renew", tag = "broker", request_body = AgentRenew,
+#[utoipa::path(post, path = "/v1/agent/leases/renew", operation_id = "agent_renew_lease",
+    tag = "broker", request_body = AgentRenew,
     responses((status = 200, body = Renewed), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn renew(
     State(state): State<Arc<AppState>>,
@@ -71,7 +72,8 @@ pub(crate) struct AgentRevoke {
 
 /// Revokes one of the caller's own leases (and what it delegated from it); a database role is
 /// dropped before this answers.
-#[utoipa::path(post, path = "/v1/agent/leases/revoke", tag = "broker", request_body = AgentRevoke,
+#[utoipa::path(post, path = "/v1/agent/leases/revoke", operation_id = "agent_revoke_lease",
+    tag = "broker", request_body = AgentRevoke,
     responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn revoke(
     State(state): State<Arc<AppState>>,
@@ -130,7 +132,8 @@ pub(crate) struct Recorded {
 
 /// Records an operation the calling agent performed (`agent.operation`, OCSF API Activity),
 /// tied to the lease it used: the data-access entries of the audit trail.
-#[utoipa::path(post, path = "/v1/agent/operations", tag = "broker", request_body = Operation,
+#[utoipa::path(post, path = "/v1/agent/operations", operation_id = "agent_record_operation",
+    tag = "broker", request_body = Operation,
     responses((status = 201, body = Recorded), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(crate) async fn operation(
     State(state): State<Arc<AppState>>,

@@ -36,6 +36,7 @@ fn proof_error(e: LedgerError) -> ApiError {
 
 /// Query for `GET /v1/audit/entries`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EntriesQuery {
     /// First index (default 0).
@@ -68,7 +69,8 @@ pub(crate) struct EntriesOut {
 }
 
 /// Reads entries (role `auditor` or `admin`).
-#[utoipa::path(get, path = "/v1/audit/entries", tag = "audit", params(EntriesQuery),
+#[utoipa::path(get, path = "/v1/audit/entries", operation_id = "list_audit_entries",
+    tag = "audit", params(EntriesQuery),
     security(("bearer" = [])),
     responses((status = 200, body = EntriesOut), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(crate) async fn entries(
@@ -106,7 +108,7 @@ pub(crate) async fn entries(
 }
 
 /// The latest signed checkpoint as a C2SP signed note (text).
-#[utoipa::path(get, path = "/v1/audit/checkpoint", tag = "audit",
+#[utoipa::path(get, path = "/v1/audit/checkpoint", operation_id = "get_checkpoint", tag = "audit",
     responses((status = 200, body = String, content_type = "text/plain"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn checkpoint(
     State(state): State<Arc<AppState>>,
@@ -136,7 +138,8 @@ pub(crate) struct CheckpointOut {
 }
 
 /// Signs a checkpoint now (role `admin`).
-#[utoipa::path(post, path = "/v1/audit/checkpoint", tag = "audit", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/audit/checkpoint", operation_id = "publish_checkpoint",
+    tag = "audit", security(("bearer" = [])),
     responses((status = 200, body = CheckpointOut), (status = 403, body = ErrorBody)))]
 pub(crate) async fn publish_checkpoint(
     State(state): State<Arc<AppState>>,
@@ -156,7 +159,7 @@ pub(crate) async fn publish_checkpoint(
 }
 
 /// The checkpoint verifier key in signed-note `vkey` form (text).
-#[utoipa::path(get, path = "/v1/audit/key", tag = "audit",
+#[utoipa::path(get, path = "/v1/audit/key", operation_id = "get_ledger_key", tag = "audit",
     responses((status = 200, body = String, content_type = "text/plain")))]
 pub(crate) async fn key(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
@@ -167,6 +170,7 @@ pub(crate) async fn key(State(state): State<Arc<AppState>>) -> impl IntoResponse
 
 /// Query for an inclusion proof.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct InclusionQuery {
     /// Leaf index.
@@ -177,9 +181,8 @@ pub(crate) struct InclusionQuery {
 
 /// An inclusion proof; field names as in the RFC 6962 test vectors.
 #[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
 pub(crate) struct InclusionOut {
-    leaf_idx: u64,
+    leaf_index: u64,
     tree_size: u64,
     leaf_hash: String,
     root: String,
@@ -199,7 +202,8 @@ async fn default_size(state: &AppState, size: Option<u64>) -> u64 {
 }
 
 /// Inclusion proof of entry `index` in the tree of `size` entries.
-#[utoipa::path(get, path = "/v1/audit/proof/inclusion", tag = "audit", params(InclusionQuery),
+#[utoipa::path(get, path = "/v1/audit/proof/inclusion", operation_id = "get_inclusion_proof",
+    tag = "audit", params(InclusionQuery),
     responses((status = 200, body = InclusionOut), (status = 400, body = ErrorBody)))]
 pub(crate) async fn inclusion(
     State(state): State<Arc<AppState>>,
@@ -217,7 +221,7 @@ pub(crate) async fn inclusion(
         .leaf_hash(q.index)
         .ok_or_else(|| ApiError::not_found(format!("no entry {}", q.index)))?;
     Ok(ApiJson(InclusionOut {
-        leaf_idx: q.index,
+        leaf_index: q.index,
         tree_size: size,
         leaf_hash: b64(leaf_hash.as_bytes()),
         root: b64(root.as_bytes()),
@@ -227,6 +231,7 @@ pub(crate) async fn inclusion(
 
 /// Query for a consistency proof.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ConsistencyQuery {
     /// Older tree size (> 0).
@@ -246,7 +251,8 @@ pub(crate) struct ConsistencyOut {
 }
 
 /// Consistency proof between tree sizes `from` and `to`.
-#[utoipa::path(get, path = "/v1/audit/proof/consistency", tag = "audit", params(ConsistencyQuery),
+#[utoipa::path(get, path = "/v1/audit/proof/consistency", operation_id = "get_consistency_proof",
+    tag = "audit", params(ConsistencyQuery),
     responses((status = 200, body = ConsistencyOut), (status = 400, body = ErrorBody)))]
 pub(crate) async fn consistency(
     State(state): State<Arc<AppState>>,

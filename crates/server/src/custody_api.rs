@@ -66,7 +66,8 @@ pub(crate) struct SecretVersion {
 
 /// Stores (or rotates) an upstream secret (role `admin`): a new version sealed under a fresh
 /// data key; recorded without its value.
-#[utoipa::path(put, path = "/v1/secrets/{name}", tag = "broker", security(("bearer" = [])), request_body = PutSecret,
+#[utoipa::path(put, path = "/v1/secrets/{name}", operation_id = "put_secret",
+    tag = "broker", security(("bearer" = [])), request_body = PutSecret,
     params(("name" = String, Path)),
     responses((status = 201, body = SecretVersion), (status = 400, body = ErrorBody)))]
 pub(crate) async fn put(
@@ -135,7 +136,8 @@ pub(crate) async fn put(
 }
 
 /// Lists every version of every secret, without values (role `auditor` or `admin`).
-#[utoipa::path(get, path = "/v1/secrets", tag = "broker", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/secrets", operation_id = "list_secrets",
+    tag = "broker", security(("bearer" = [])),
     responses((status = 200, body = Vec<SecretVersion>)))]
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
@@ -178,7 +180,8 @@ pub(crate) struct Revealed {
 }
 
 /// Reads a secret's value (role `admin`): recorded first (`secret.read`, with the reason).
-#[utoipa::path(post, path = "/v1/secrets/{name}/reveal", tag = "broker", security(("bearer" = [])), request_body = Reveal,
+#[utoipa::path(post, path = "/v1/secrets/{name}/reveal", operation_id = "reveal_secret",
+    tag = "broker", security(("bearer" = [])), request_body = Reveal,
     params(("name" = String, Path)),
     responses((status = 200, body = Revealed), (status = 404, body = ErrorBody)))]
 pub(crate) async fn reveal(
@@ -194,9 +197,7 @@ pub(crate) async fn reveal(
         .store
         .secret_get(&name, req.version)
         .await?
-        .ok_or_else(|| {
-            ApiError::not_found(format!("no secret `{name}` (version {:?})", req.version))
-        })?;
+        .ok_or_else(|| no_secret(&name, req.version))?;
     state
         .record(
             NewEvent::new(
@@ -228,8 +229,17 @@ pub(crate) async fn reveal(
     }))
 }
 
+/// 404 for a secret, or one version of it, that does not exist.
+fn no_secret(name: &str, version: Option<i64>) -> ApiError {
+    ApiError::not_found(match version {
+        Some(version) => format!("no version {version} of secret `{name}`"),
+        None => format!("no secret `{name}`"),
+    })
+}
+
 /// Why a secret is deleted.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DeleteQuery {
     /// Why (1-512 characters).
@@ -237,7 +247,8 @@ pub(crate) struct DeleteQuery {
 }
 
 /// Deletes every version of a secret (role `admin`); recorded first.
-#[utoipa::path(delete, path = "/v1/secrets/{name}", tag = "broker", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/secrets/{name}", operation_id = "delete_secret",
+    tag = "broker", security(("bearer" = [])),
     params(("name" = String, Path), DeleteQuery),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub(crate) async fn delete(
@@ -250,7 +261,7 @@ pub(crate) async fn delete(
     check_name(&name)?;
     check_reason(&q.reason)?;
     if state.store.secret_get(&name, None).await?.is_none() {
-        return Err(ApiError::not_found(format!("no secret `{name}`")));
+        return Err(no_secret(&name, None));
     }
     state
         .record(
@@ -266,4 +277,21 @@ pub(crate) async fn delete(
         .await?;
     state.store.secret_delete(&name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_secret_or_version_is_named_plainly() {
+        assert_eq!(
+            no_secret("slack-bot", None).body().message,
+            "no secret `slack-bot`"
+        );
+        let missing = no_secret("slack-bot", Some(9));
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        assert_eq!(missing.body().code, "not_found");
+        assert_eq!(missing.body().message, "no version 9 of secret `slack-bot`");
+    }
 }

@@ -171,7 +171,8 @@ pub(crate) struct ConnectionView {
 /// target's TLS settings (it must connect — verifying the server's certificate for
 /// `verify-full` — and be able to create roles), sealed with those settings, stored, recorded
 /// (redacted). Replacing a target closes the admin sessions pooled for its old settings.
-#[utoipa::path(put, path = "/v1/databases/{name}", tag = "broker", security(("bearer" = [])), request_body = PutConnection,
+#[utoipa::path(put, path = "/v1/databases/{name}", operation_id = "put_database",
+    tag = "broker", security(("bearer" = [])), request_body = PutConnection,
     params(("name" = String, Path)),
     responses((status = 200, body = ConnectionView), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn put_connection(
@@ -222,7 +223,8 @@ pub(crate) async fn put_connection(
 }
 
 /// Lists target databases (role `auditor` or `admin`).
-#[utoipa::path(get, path = "/v1/databases", tag = "broker", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/databases", operation_id = "list_databases",
+    tag = "broker", security(("bearer" = [])),
     responses((status = 200, body = Vec<ConnectionView>)))]
 pub(crate) async fn list_connections(
     State(state): State<Arc<AppState>>,
@@ -293,7 +295,8 @@ impl From<DbRoleRow> for RoleView {
 }
 
 /// Adds or replaces a role template (role `admin`); validated and recorded.
-#[utoipa::path(put, path = "/v1/database-roles/{name}", tag = "broker", security(("bearer" = [])), request_body = PutRole,
+#[utoipa::path(put, path = "/v1/database-roles/{name}", operation_id = "put_database_role",
+    tag = "broker", security(("bearer" = [])), request_body = PutRole,
     params(("name" = String, Path)),
     responses((status = 200, body = RoleView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn put_role(
@@ -354,7 +357,8 @@ pub(crate) async fn put_role(
 }
 
 /// Lists role templates (role `auditor` or `admin`).
-#[utoipa::path(get, path = "/v1/database-roles", tag = "broker", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/database-roles", operation_id = "list_database_roles",
+    tag = "broker", security(("bearer" = [])),
     responses((status = 200, body = Vec<RoleView>)))]
 pub(crate) async fn list_roles(
     State(state): State<Arc<AppState>>,
@@ -373,7 +377,8 @@ pub(crate) async fn list_roles(
 }
 
 /// Removes a role template (role `admin`); refused while any of its leases is live.
-#[utoipa::path(delete, path = "/v1/database-roles/{name}", tag = "broker", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/database-roles/{name}", operation_id = "delete_database_role",
+    tag = "broker", security(("bearer" = [])),
     params(("name" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn delete_role(
@@ -423,7 +428,8 @@ pub(crate) async fn delete_role(
 
 /// Removes a target database (role `admin`); refused while a role template uses it. Its
 /// pooled admin sessions are closed.
-#[utoipa::path(delete, path = "/v1/databases/{name}", tag = "broker", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/databases/{name}", operation_id = "delete_database",
+    tag = "broker", security(("bearer" = [])),
     params(("name" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn delete_connection(
@@ -554,7 +560,8 @@ pub(crate) async fn require_agent(
 /// SVID). The broker policy decides (`action == "issue"`, resource `DatabaseRole::"<role>"`);
 /// on allow a unique login role is created with exactly the template's grants and a
 /// `VALID UNTIL`, leased, recorded, and returned once.
-#[utoipa::path(post, path = "/v1/agent/credentials/database/{role}", tag = "broker",
+#[utoipa::path(post, path = "/v1/agent/credentials/database/{role}", operation_id = "issue_database_credential",
+    tag = "broker",
     params(("role" = String, Path)), request_body = CredentialRequest,
     responses((status = 201, body = DbCredential), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn issue(

@@ -48,7 +48,8 @@ fn parse(kind: &str, value: &str) -> Result<(DenyKind, String), ApiError> {
 }
 
 /// Denies an identity or credential everywhere (role `admin`).
-#[utoipa::path(post, path = "/v1/denylist", tag = "identity", security(("bearer" = [])), request_body = AddDeny,
+#[utoipa::path(post, path = "/v1/denylist", operation_id = "add_denial",
+    tag = "identity", security(("bearer" = [])), request_body = AddDeny,
     responses((status = 201, body = DenyEntry), (status = 200, body = DenyEntry), (status = 400, body = ErrorBody)))]
 pub(crate) async fn add(
     State(state): State<Arc<AppState>>,
@@ -103,7 +104,8 @@ pub(crate) async fn add(
 }
 
 /// Lists the denylist (role `auditor` or `admin`).
-#[utoipa::path(get, path = "/v1/denylist", tag = "identity", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/denylist", operation_id = "list_denials",
+    tag = "identity", security(("bearer" = [])),
     responses((status = 200, body = Vec<DenyEntry>)))]
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
@@ -124,7 +126,8 @@ pub(crate) async fn list(
 }
 
 /// Lifts a denial (role `admin`).
-#[utoipa::path(delete, path = "/v1/denylist/{kind}/{value}", tag = "identity", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/denylist/{kind}/{value}", operation_id = "remove_denial",
+    tag = "identity", security(("bearer" = [])),
     params(("kind" = String, Path, description = "spiffe_id, jti or serial"), ("value" = String, Path, description = "the denied value, URL-encoded")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub(crate) async fn remove(

@@ -171,7 +171,8 @@ fn validate(state: &AppState, req: CreateEntry) -> Result<store::EntryRow, ApiEr
 }
 
 /// Creates a registration entry (role `admin`).
-#[utoipa::path(post, path = "/v1/entries", tag = "entries", security(("bearer" = [])), request_body = CreateEntry,
+#[utoipa::path(post, path = "/v1/entries", operation_id = "create_entry",
+    tag = "entries", security(("bearer" = [])), request_body = CreateEntry,
     responses((status = 201, body = Entry), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
@@ -201,7 +202,8 @@ pub(crate) async fn create(
 }
 
 /// Lists registration entries (role `auditor` or `admin`).
-#[utoipa::path(get, path = "/v1/entries", tag = "entries", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/entries", operation_id = "list_entries",
+    tag = "entries", security(("bearer" = [])),
     responses((status = 200, body = Vec<Entry>), (status = 403, body = ErrorBody)))]
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
@@ -213,7 +215,8 @@ pub(crate) async fn list(
 }
 
 /// Shows one registration entry (role `auditor` or `admin`).
-#[utoipa::path(get, path = "/v1/entries/{id}", tag = "entries", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/entries/{id}", operation_id = "get_entry",
+    tag = "entries", security(("bearer" = [])),
     params(("id" = String, Path, description = "entry id")),
     responses((status = 200, body = Entry), (status = 404, body = ErrorBody)))]
 pub(crate) async fn show(
@@ -233,7 +236,8 @@ pub(crate) async fn show(
 /// Deletes a registration entry (role `admin`). The store's delete decides who wins when
 /// several deletions race; only the winner is recorded, and if that record cannot be written
 /// the entry is put back (a deletion that could not be recorded does not happen).
-#[utoipa::path(delete, path = "/v1/entries/{id}", tag = "entries", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/entries/{id}", operation_id = "delete_entry",
+    tag = "entries", security(("bearer" = [])),
     params(("id" = String, Path, description = "entry id")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub(crate) async fn delete(

@@ -235,7 +235,8 @@ fn check_request(req: &GitAuthorize) -> Result<(), ApiError> {
 /// `new` and `operation` (`create`, `update`, `delete`) — recorded with api `git`. A push
 /// without a valid credential is refused, every ref, with a `git.push` ledger entry. The push
 /// is allowed only if every ref is.
-#[utoipa::path(post, path = "/v1/git/authorize", tag = "policy", security(("bearer" = [])), request_body = GitAuthorize,
+#[utoipa::path(post, path = "/v1/git/authorize", operation_id = "git_authorize",
+    tag = "policy", security(("bearer" = [])), request_body = GitAuthorize,
     responses((status = 200, body = GitAuthorizeResponse), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn authorize(
     State(state): State<Arc<AppState>>,

@@ -160,7 +160,8 @@ async fn ask(
 /// decides: `request_grant` allowed → granted now (`allowed`); else
 /// `request_grant_with_approval` allowed → `pending` until an approver decides or it times
 /// out; else `denied`. All recorded.
-#[utoipa::path(post, path = "/v1/grants/requests", tag = "tasks", request_body = NewRequest,
+#[utoipa::path(post, path = "/v1/grants/requests", operation_id = "create_grant_request",
+    tag = "tasks", request_body = NewRequest,
     responses((status = 201, body = RequestView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
@@ -310,6 +311,7 @@ async fn create_core(
 
 /// How long to wait.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WaitQuery {
     /// Long poll: wait up to this many seconds (at most 60) for a pending request to be
@@ -318,7 +320,8 @@ pub(crate) struct WaitQuery {
 }
 
 /// The calling agent's request, optionally waiting for the decision (long poll).
-#[utoipa::path(get, path = "/v1/grants/requests/{id}", tag = "tasks", params(("id" = String, Path), WaitQuery),
+#[utoipa::path(get, path = "/v1/grants/requests/{id}", operation_id = "get_grant_request",
+    tag = "tasks", params(("id" = String, Path), WaitQuery),
     responses((status = 200, body = RequestView), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get(
     State(state): State<Arc<AppState>>,
@@ -361,6 +364,7 @@ pub(crate) async fn get(
 
 /// Which requests to list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ApprovalQuery {
     /// `pending` (default), `allowed`, `approved`, `denied`, `expired` or `all`.
@@ -368,7 +372,8 @@ pub(crate) struct ApprovalQuery {
 }
 
 /// Grant requests waiting for an approver (role `approver`; `?state=` for others).
-#[utoipa::path(get, path = "/v1/approvals", tag = "tasks", security(("bearer" = [])), params(ApprovalQuery),
+#[utoipa::path(get, path = "/v1/approvals", operation_id = "list_approvals",
+    tag = "tasks", security(("bearer" = [])), params(ApprovalQuery),
     responses((status = 200, body = Vec<RequestView>)))]
 pub(crate) async fn approvals(
     State(state): State<Arc<AppState>>,
@@ -397,7 +402,8 @@ pub(crate) struct Decide {
 /// Approves or denies a pending request (role `approver`). Approval grants the permission
 /// until the request's asked lifetime (never past the task's deadline). A request already
 /// decided (or timed out) is refused with `already_decided` and recorded.
-#[utoipa::path(post, path = "/v1/approvals/{id}", tag = "tasks", security(("bearer" = [])), request_body = Decide,
+#[utoipa::path(post, path = "/v1/approvals/{id}", operation_id = "decide_approval",
+    tag = "tasks", security(("bearer" = [])), request_body = Decide,
     params(("id" = String, Path)),
     responses((status = 200, body = RequestView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn decide(

@@ -451,7 +451,8 @@ pub(crate) struct HoldResponse {
 
 /// Holds an agent, a task or a vendor (role `admin`): recorded, then in force on this replica
 /// before the answer (others within a second); every lease revoked and database roles dropped.
-#[utoipa::path(post, path = "/v1/holds", tag = "broker", security(("bearer" = [])), request_body = HoldRequest,
+#[utoipa::path(post, path = "/v1/holds", operation_id = "place_hold",
+    tag = "broker", security(("bearer" = [])), request_body = HoldRequest,
     responses((status = 201, body = HoldResponse), (status = 200, body = HoldResponse), (status = 400, body = ErrorBody)))]
 pub(crate) async fn hold(
     State(state): State<Arc<AppState>>,
@@ -551,7 +552,8 @@ pub(crate) struct HoldView {
 }
 
 /// Lists holds (role `auditor` or `admin`).
-#[utoipa::path(get, path = "/v1/holds", tag = "broker", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/holds", operation_id = "list_holds",
+    tag = "broker", security(("bearer" = [])),
     responses((status = 200, body = Vec<HoldView>)))]
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
@@ -574,6 +576,7 @@ pub(crate) async fn list(
 
 /// Why a hold is released.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReleaseQuery {
     /// Why (1-512 characters).
@@ -581,8 +584,11 @@ pub(crate) struct ReleaseQuery {
 }
 
 /// Releases a hold (role `admin`); recorded first. Revoked credentials stay revoked.
-#[utoipa::path(delete, path = "/v1/holds/{kind}/{value}", tag = "broker", security(("bearer" = [])),
-    params(("kind" = String, Path), ("value" = String, Path), ReleaseQuery),
+#[utoipa::path(delete, path = "/v1/holds/{kind}/{value}", operation_id = "release_hold",
+    tag = "broker", security(("bearer" = [])),
+    params(("kind" = String, Path, description = "`agent`, `task` or `vendor`"),
+        ("value" = String, Path, description = "The held SPIFFE ID, task id or vendor, URL-encoded"),
+        ReleaseQuery),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub(crate) async fn release(
     State(state): State<Arc<AppState>>,

@@ -47,7 +47,8 @@ pub(crate) struct CreatedJoinToken {
 }
 
 /// Generates a one-time join token (role `admin`).
-#[utoipa::path(post, path = "/v1/join-tokens", tag = "identity", security(("bearer" = [])), request_body = CreateJoinToken,
+#[utoipa::path(post, path = "/v1/join-tokens", operation_id = "create_join_token",
+    tag = "identity", security(("bearer" = [])), request_body = CreateJoinToken,
     responses((status = 201, body = CreatedJoinToken), (status = 400, body = ErrorBody)))]
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
@@ -131,7 +132,7 @@ fn refused(code: &'static str, message: &str) -> ApiError {
 
 /// Exchanges a join token and a CSR for an X.509-SVID (no bearer token: the join token is the
 /// credential, usable once).
-#[utoipa::path(post, path = "/v1/join", tag = "identity", request_body = Join,
+#[utoipa::path(post, path = "/v1/join", operation_id = "join", tag = "identity", request_body = Join,
     responses((status = 200, body = Joined), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(crate) async fn join(
     State(state): State<Arc<AppState>>,

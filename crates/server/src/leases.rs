@@ -335,6 +335,7 @@ impl AppState {
 
 /// Filters for listing leases.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
     /// Held by, or issued on behalf of, this SPIFFE ID.
@@ -358,7 +359,8 @@ fn bad_lease(e: &broker::BrokerError) -> ApiError {
 }
 
 /// Lists leases (role `auditor` or `admin`); `?id=` shows one.
-#[utoipa::path(get, path = "/v1/leases", tag = "broker", security(("bearer" = [])), params(ListQuery),
+#[utoipa::path(get, path = "/v1/leases", operation_id = "list_leases",
+    tag = "broker", security(("bearer" = [])), params(ListQuery),
     responses((status = 200, body = Vec<LeaseView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
@@ -468,7 +470,8 @@ fn selector_of(req: &RevokeRequest) -> Result<LeaseSelector, ApiError> {
 /// Revokes leases (role `admin`): one by id, or every lease of an agent, a task, or an id
 /// prefix — with everything delegated from them. Database roles are dropped before this
 /// answers (failures are retried by the sweeper, and shown as `revoking`).
-#[utoipa::path(post, path = "/v1/leases/revoke", tag = "broker", security(("bearer" = [])), request_body = RevokeRequest,
+#[utoipa::path(post, path = "/v1/leases/revoke", operation_id = "revoke_leases",
+    tag = "broker", security(("bearer" = [])), request_body = RevokeRequest,
     responses((status = 200, body = RevokeResponse), (status = 400, body = ErrorBody)))]
 pub(crate) async fn revoke_api(
     State(state): State<Arc<AppState>>,
@@ -496,7 +499,8 @@ pub(crate) struct RenewRequest {
 
 /// Renews a lease (role `admin`): its expiry moves to now + `ttl_s`, never past its maximum
 /// (`lease_max_ttl` refusal otherwise). Agents renew their own at `/v1/agent/leases/renew`.
-#[utoipa::path(post, path = "/v1/leases/renew", tag = "broker", security(("bearer" = [])), request_body = RenewRequest,
+#[utoipa::path(post, path = "/v1/leases/renew", operation_id = "renew_lease",
+    tag = "broker", security(("bearer" = [])), request_body = RenewRequest,
     responses((status = 200, body = LeaseView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn renew_api(
     State(state): State<Arc<AppState>>,

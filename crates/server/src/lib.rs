@@ -202,7 +202,7 @@ impl AppState {
 /// keys have `use` `x509-svid` (the root certificate in `x5c`) or `jwt-svid`) — every key that
 /// is prepared, active, or retired within its overlap — with `spiffe_sequence` and
 /// `spiffe_refresh_hint`. Other trust domains federate by fetching this.
-#[utoipa::path(get, path = "/bundle", tag = "identity",
+#[utoipa::path(get, path = "/bundle", operation_id = "get_bundle", tag = "identity",
     responses((status = 200, description = "SPIFFE bundle (JWK set)", content_type = "application/json")))]
 async fn bundle(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
@@ -212,7 +212,8 @@ async fn bundle(
 
 /// OpenID Connect discovery, so cloud IAM (AWS, Azure, GCP workload identity federation) and
 /// any OIDC library can verify agent JWT-SVIDs with nothing but this document and its keys.
-#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "identity",
+#[utoipa::path(get, path = "/.well-known/openid-configuration", operation_id = "get_openid_configuration",
+    tag = "identity",
     responses((status = 200, description = "OIDC discovery document", content_type = "application/json")))]
 async fn openid_configuration(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
@@ -257,7 +258,8 @@ fn oauth_metadata(state: &AppState) -> serde_json::Map<String, serde_json::Value
 /// OAuth 2.0 authorization server metadata (RFC 8414): the token exchange, introspection and
 /// revocation endpoints, so OAuth client libraries find them, and the access-token keys
 /// (`jwks_uri`: `/oauth2/keys`, apart from the JWT-SVID keys of OIDC discovery).
-#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "broker",
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", operation_id = "get_oauth_authorization_server_metadata",
+    tag = "broker",
     responses((status = 200, description = "RFC 8414 metadata", content_type = "application/json")))]
 async fn oauth_authorization_server(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
@@ -274,7 +276,7 @@ async fn oauth_authorization_server(
 }
 
 /// The JWT-SVID signing keys as an OIDC JWK set (`use` = `sig`).
-#[utoipa::path(get, path = "/keys", tag = "identity",
+#[utoipa::path(get, path = "/keys", operation_id = "get_jwt_svid_keys", tag = "identity",
     responses((status = 200, description = "JWK set", content_type = "application/json")))]
 async fn oidc_keys(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
@@ -416,47 +418,106 @@ fn route_table() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>)
         .routes(routes!(tasks_api::set_risk, tasks_api::list_risk))
         .routes(routes!(grants_api::approvals))
         .routes(routes!(grants_api::decide))
-        // The same relationship routes for a named store: one handler each, documented once
-        // (under the default store's path) and in docs/api.md.
-        .route(
-            "/v1/rebac/stores/{store}/model",
-            axum::routing::put(rebac_api::put_model).get(rebac_api::get_model),
-        )
-        .route(
-            "/v1/rebac/stores/{store}/tuples",
-            axum::routing::post(rebac_api::write).get(rebac_api::read),
-        )
-        .route(
-            "/v1/rebac/stores/{store}/check",
-            axum::routing::post(rebac_api::check),
-        )
-        .route(
-            "/v1/rebac/stores/{store}/batch-check",
-            axum::routing::post(rebac_api::batch_check),
-        )
-        .route(
-            "/v1/rebac/stores/{store}/expand",
-            axum::routing::post(rebac_api::expand),
-        )
-        .route(
-            "/v1/rebac/stores/{store}/list-objects",
-            axum::routing::post(rebac_api::list_objects),
-        )
-        .route(
-            "/v1/rebac/stores/{store}/list-users",
-            axum::routing::post(rebac_api::list_users),
-        )
-        .route(
-            "/v1/rebac/stores/{store}/changes",
-            axum::routing::get(rebac_api::changes),
-        )
-        // OPA's data API takes a path of any depth, which OpenAPI cannot describe: routed here,
-        // documented in docs/api.md.
-        .route(
-            "/v1/data/{*path}",
-            axum::routing::post(policy_api::opa_data),
-        );
+        // The same relationship routes for a named store: the same handlers, documented again
+        // with a `store` path parameter.
+        .routes(in_named_store(routes!(
+            rebac_api::put_model,
+            rebac_api::get_model
+        )))
+        .routes(in_named_store(routes!(rebac_api::write, rebac_api::read)))
+        .routes(in_named_store(routes!(rebac_api::check)))
+        .routes(in_named_store(routes!(rebac_api::batch_check)))
+        .routes(in_named_store(routes!(rebac_api::expand)))
+        .routes(in_named_store(routes!(rebac_api::list_objects)))
+        .routes(in_named_store(routes!(rebac_api::list_users)))
+        .routes(in_named_store(routes!(rebac_api::changes)));
+    // OPA's data API takes a document path of any depth.
+    let authenticated = route_wildcard(
+        authenticated,
+        "/v1/data/{*path}",
+        routes!(policy_api::opa_data),
+    );
     (public, authenticated)
+}
+
+/// A router of the route table.
+type ApiRouter = OpenApiRouter<Arc<AppState>>;
+
+/// What `routes!` makes: the handlers' schemas, their documented paths, and the method router.
+type ApiMethodRouter = utoipa_axum::router::UtoipaMethodRouter<Arc<AppState>>;
+
+/// The default relationship store's routes (`/v1/rebac/…`) for a named store: served at
+/// `/v1/rebac/stores/{store}/…` by the same handlers, documented with the same schemas, a
+/// `store` path parameter and their own operation ids (`…_in_store`).
+fn in_named_store((schemas, paths, method_router): ApiMethodRouter) -> ApiMethodRouter {
+    use utoipa::openapi::{
+        Required,
+        path::{ParameterBuilder, ParameterIn, Paths},
+        schema::{ObjectBuilder, Type},
+    };
+    let store = ParameterBuilder::new()
+        .name("store")
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .description(Some(
+            "The relationship store: 1 to 64 lowercase letters, digits, `-` or `_` \
+             (`default` is the store of the `/v1/rebac/…` routes without one).",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[a-z0-9_-]{1,64}$")),
+        ))
+        .build();
+    let mut named = Paths::new();
+    for (path, mut item) in paths.paths {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for op in operations.into_iter().flatten() {
+            op.operation_id = op.operation_id.take().map(|id| format!("{id}_in_store"));
+            op.parameters
+                .get_or_insert_with(Vec::new)
+                .insert(0, store.clone());
+        }
+        let rest = path.strip_prefix("/v1/rebac").unwrap_or(&path);
+        named
+            .paths
+            .insert(format!("/v1/rebac/stores/{{store}}{rest}"), item);
+    }
+    (schemas, named, method_router)
+}
+
+/// Serves `method_router` at `route`, an axum path with a wildcard (`{*name}`, any number of
+/// segments), and documents it as its `utoipa::path` says (`{name}`: OpenAPI describes a path
+/// parameter as one segment, so the handler's documentation says that it may hold `/`).
+fn route_wildcard(
+    router: ApiRouter,
+    route: &str,
+    (schemas, paths, method_router): ApiMethodRouter,
+) -> ApiRouter {
+    let mut router = router.route(route, method_router);
+    let doc = router.get_openapi_mut();
+    for (path, item) in paths.paths {
+        match doc.paths.paths.get_mut(&path) {
+            Some(existing) => existing.merge_operations(item),
+            None => {
+                doc.paths.paths.insert(path, item);
+            }
+        }
+    }
+    doc.components
+        .get_or_insert_with(utoipa::openapi::Components::new)
+        .schemas
+        .extend(schemas);
+    router
 }
 
 fn api_routes(state: &Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
@@ -531,6 +592,8 @@ pub fn router(state: Arc<AppState>, config: &ServerConfig) -> Router {
 fn add_openapi_path(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{HttpMethod, PathItem, ResponseBuilder, path::OperationBuilder};
     let op = OperationBuilder::new()
+        .operation_id(Some("get_openapi"))
+        .tag("ops")
         .summary(Some("This OpenAPI document"))
         .response(
             "200",
@@ -598,7 +661,149 @@ async fn request_id(mut req: Request, next: Next) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
     use super::*;
+
+    /// Every `(method, path)` an axum router serves, read from its `Debug` form (axum has no other
+    /// way to list routes): the route table's paths and, for each, the methods with a handler.
+    /// HEAD, which axum answers with the GET handler, is left out. Paths are axum's (`{*rest}`).
+    pub(crate) fn served_routes<S>(router: &Router<S>) -> Vec<(axum::http::Method, String)> {
+        let text = format!("{router:?}");
+        // Only the router's own routes, not its fallback router's.
+        let text = text.split("fallback_router:").next().unwrap_or_default();
+        let endpoint =
+            regex::Regex::new(r"RouteId\((\d+)\): MethodRouter\(MethodRouter \{ (.*?), fallback:")
+                .unwrap();
+        let slot = regex::Regex::new(r"(\w+): (\w+)").unwrap();
+        let path = regex::Regex::new(r#"RouteId\((\d+)\): "([^"]*)""#).unwrap();
+        let paths: std::collections::HashMap<&str, &str> = path
+            .captures_iter(text)
+            .map(|c| (c.get(1).unwrap().as_str(), c.get(2).unwrap().as_str()))
+            .collect();
+        let mut out = Vec::new();
+        for c in endpoint.captures_iter(text) {
+            let id = c.get(1).unwrap().as_str();
+            let path = paths
+                .get(id)
+                .unwrap_or_else(|| panic!("route {id} has no path in {text}"));
+            for s in slot.captures_iter(c.get(2).unwrap().as_str()) {
+                let (method, handler) = (&s[1], &s[2]);
+                if handler != "None" && method != "head" {
+                    out.push((
+                        method.to_uppercase().parse::<axum::http::Method>().unwrap(),
+                        (*path).to_owned(),
+                    ));
+                }
+            }
+        }
+        assert!(
+            !paths.is_empty() && out.len() >= paths.len(),
+            "axum's Debug form of a router changed; read routes from {text}"
+        );
+        out.sort_by(|a, b| (a.1.as_str(), a.0.as_str()).cmp(&(b.1.as_str(), b.0.as_str())));
+        out
+    }
+
+    /// `(method, path)` of every operation in the document.
+    fn documented(doc: &serde_json::Value) -> BTreeMap<(String, String), serde_json::Value> {
+        let mut out = BTreeMap::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if method.parse::<axum::http::Method>().is_ok() {
+                    out.insert((method.to_uppercase(), path.clone()), op.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// A route that the router serves and the document leaves out, or the reverse, fails here:
+    /// a new route cannot go undocumented. A wildcard route (`{*path}`) is documented as one
+    /// parameter (`{path}`).
+    #[test]
+    fn the_document_lists_exactly_the_routes_served() {
+        let (public, authenticated) = route_table();
+        let (router, _) = public.merge(authenticated).split_for_parts();
+        let mut served: BTreeSet<(String, String)> = served_routes(&router)
+            .into_iter()
+            .map(|(m, p)| (m.to_string(), p.replace("{*", "{")))
+            .collect();
+        // Added by `router` beside the table, with the document it serves.
+        served.insert(("GET".to_owned(), "/v1/openapi.json".to_owned()));
+        let doc = serde_json::to_value(openapi()).unwrap();
+        let documented: BTreeSet<(String, String)> = documented(&doc).into_keys().collect();
+        assert!(served.len() > 100, "{served:?}");
+        let undocumented: Vec<_> = served.difference(&documented).collect();
+        assert!(
+            undocumented.is_empty(),
+            "served, not documented: {undocumented:?}"
+        );
+        let unserved: Vec<_> = documented.difference(&served).collect();
+        assert!(unserved.is_empty(), "documented, not served: {unserved:?}");
+    }
+
+    /// Client generators name their functions after operation ids: each operation has one, in
+    /// snake case, and no two are the same.
+    #[test]
+    fn operation_ids_are_unique_snake_case_names() {
+        let doc = serde_json::to_value(openapi()).unwrap();
+        let snake = regex::Regex::new("^[a-z][a-z0-9]*(_[a-z0-9]+)*$").unwrap();
+        let mut seen = BTreeMap::new();
+        for ((method, path), op) in documented(&doc) {
+            let id = op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            assert!(snake.is_match(id), "{method} {path}: operationId `{id}`");
+            if let Some(other) = seen.insert(id.to_owned(), format!("{method} {path}")) {
+                panic!("operationId `{id}` is used by {other} and {method} {path}");
+            }
+        }
+        assert_eq!(seen["revoke_api_token"], "DELETE /v1/tokens/{id}");
+        assert_eq!(
+            seen["rebac_check_in_store"],
+            "POST /v1/rebac/stores/{store}/check"
+        );
+    }
+
+    /// Each `{name}` in a path is a required `in: path` parameter of each of its operations,
+    /// and every other parameter is a query parameter (the document once put query parameters
+    /// in the path).
+    #[test]
+    fn path_parameters_are_the_path_template_and_the_rest_are_queries() {
+        let doc = serde_json::to_value(openapi()).unwrap();
+        let template = regex::Regex::new(r"\{([^}]+)\}").unwrap();
+        for ((method, path), op) in documented(&doc) {
+            let expected: BTreeSet<&str> = template
+                .captures_iter(&path)
+                .map(|c| c.get(1).unwrap().as_str())
+                .collect();
+            let mut in_path = BTreeSet::new();
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let name = p["name"].as_str().unwrap();
+                match p["in"].as_str().unwrap() {
+                    "path" => {
+                        assert_eq!(p["required"], true, "{method} {path}: {name}");
+                        assert!(in_path.insert(name), "{method} {path}: {name} twice");
+                    }
+                    "query" => assert!(
+                        !expected.contains(name),
+                        "{method} {path}: {name} is in the path"
+                    ),
+                    other => panic!("{method} {path}: {name} is in {other}"),
+                }
+            }
+            assert_eq!(in_path, expected, "{method} {path}");
+        }
+        let entries = &documented(&doc)[&("GET".to_owned(), "/v1/audit/entries".to_owned())];
+        let names: Vec<_> = entries["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["name"].as_str().unwrap(), p["in"].as_str().unwrap()))
+            .collect();
+        assert_eq!(names, [("from", "query"), ("limit", "query")]);
+    }
 
     /// The document lists every route the issue names, with the right methods.
     #[test]
@@ -702,6 +907,17 @@ mod tests {
             ("/v1/secrets/{name}", "put"),
             ("/v1/secrets/{name}", "delete"),
             ("/v1/secrets/{name}/reveal", "post"),
+            ("/v1/data/{path}", "post"),
+            ("/v1/rebac/stores/{store}/model", "put"),
+            ("/v1/rebac/stores/{store}/model", "get"),
+            ("/v1/rebac/stores/{store}/tuples", "post"),
+            ("/v1/rebac/stores/{store}/tuples", "get"),
+            ("/v1/rebac/stores/{store}/check", "post"),
+            ("/v1/rebac/stores/{store}/batch-check", "post"),
+            ("/v1/rebac/stores/{store}/expand", "post"),
+            ("/v1/rebac/stores/{store}/list-objects", "post"),
+            ("/v1/rebac/stores/{store}/list-users", "post"),
+            ("/v1/rebac/stores/{store}/changes", "get"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path} missing");
         }

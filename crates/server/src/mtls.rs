@@ -229,7 +229,7 @@ pub(crate) struct SvidIdentity {
 
 /// The caller's identity by its client certificate (mutual TLS; no API token): 401
 /// `svid_required` without one, 403 with the reason when it no longer verifies or is denied.
-#[utoipa::path(get, path = "/v1/svid/whoami", tag = "identity",
+#[utoipa::path(get, path = "/v1/svid/whoami", operation_id = "svid_whoami", tag = "identity",
     responses((status = 200, body = SvidIdentity), (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)))]
 pub(crate) async fn whoami(
     axum::extract::State(state): axum::extract::State<Arc<crate::AppState>>,

@@ -206,6 +206,56 @@ impl Form {
     }
 }
 
+/// An RFC 8693 §2.1 token exchange request.
+// Only in the OpenAPI document: `token` reads the form itself (`Form`), since OAuth parameters
+// are checked one by one and some repeat.
+#[derive(utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "describes the form in the OpenAPI document; `Form` parses it"
+)]
+pub(crate) struct TokenExchangeForm {
+    /// `urn:ietf:params:oauth:grant-type:token-exchange`.
+    grant_type: String,
+    /// A JWT-SVID for this server's issuer URL, or an access token issued here (delegation);
+    /// leave out over mutual TLS, when the client certificate is the subject.
+    subject_token: Option<String>,
+    /// `urn:ietf:params:oauth:token-type:jwt` or `urn:ietf:params:oauth:token-type:access_token`.
+    subject_token_type: Option<String>,
+    /// The sub-agent's JWT-SVID, when delegating.
+    actor_token: Option<String>,
+    /// `urn:ietf:params:oauth:token-type:jwt` when `actor_token` is given.
+    actor_token_type: Option<String>,
+    /// `urn:ietf:params:oauth:token-type:access_token` (the default) or `…:jwt`.
+    requested_token_type: Option<String>,
+    /// Audiences (RFC 8693), repeatable.
+    audience: Option<Vec<String>>,
+    /// Resource indicators (RFC 8707), repeatable.
+    resource: Option<Vec<String>>,
+    /// Space-separated scopes.
+    scope: Option<String>,
+    /// RFC 9396 authorization details, a JSON array as text.
+    authorization_details: Option<String>,
+    /// The task the token is for (Warden's parameter).
+    task: Option<String>,
+    /// A public client naming itself (RFC 6749 §2.3): the agent that would hold the token.
+    client_id: Option<String>,
+}
+
+/// A token to introspect (RFC 7662 §2.1) or revoke (RFC 7009 §2.1).
+// Only in the OpenAPI document: the handlers read the form itself (`Form`).
+#[derive(utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "describes the form in the OpenAPI document; `Form` parses it"
+)]
+pub(crate) struct TokenForm {
+    /// The token.
+    token: String,
+    /// `access_token`; a hint, which may be left out.
+    token_type_hint: Option<String>,
+}
+
 /// A subject token that validated: a JWT-SVID, or an access token this server issued.
 enum Subject {
     Svid(agent_auth::Agent),
@@ -237,7 +287,7 @@ fn verify_access_token(state: &AppState, token: &str) -> Result<AccessTokenClaim
 /// The access-token keys as a JWK set (`use` `sig`): what a resource server validates Warden's
 /// access tokens with (RFC 9068 §4, found through the RFC 8414 metadata's `jwks_uri`). The
 /// JWT-SVID keys are not in it: they are at `/keys` and in the SPIFFE bundle.
-#[utoipa::path(get, path = "/oauth2/keys", tag = "broker",
+#[utoipa::path(get, path = "/oauth2/keys", operation_id = "get_access_token_keys", tag = "broker",
     responses((status = 200, description = "JWK set of the access-token keys", content_type = "application/json")))]
 pub(crate) async fn access_token_keys(
     State(state): State<Arc<AppState>>,
@@ -373,8 +423,9 @@ impl Exchange<'_> {
 /// JWT-SVID), `audience`/`resource` (RFC 8707, repeatable), `scope`, `authorization_details`
 /// (RFC 9396), and Warden's `task`. Answers an RFC 9068 access token, or an RFC 6749 §5.2
 /// error.
-#[utoipa::path(post, path = "/oauth2/token", tag = "broker",
-    request_body(content_type = "application/x-www-form-urlencoded", description = "RFC 8693 token exchange request"),
+#[utoipa::path(post, path = "/oauth2/token", operation_id = "oauth_token", tag = "broker",
+    request_body(content = TokenExchangeForm, content_type = "application/x-www-form-urlencoded",
+        description = "RFC 8693 token exchange request"),
     responses((status = 200, description = "RFC 8693 §2.2.1 token response"), (status = 400, description = "RFC 6749 §5.2 error"), (status = 403, description = "access_denied")))]
 pub(crate) async fn token(
     State(state): State<Arc<AppState>>,
@@ -1012,8 +1063,10 @@ async fn subject_from_token(
 /// RFC 7662 token introspection (role `enforcer` or `admin`): `token` (form) → `{"active":
 /// true, …claims}` only while the token verifies, its lease is active and nobody in its chain
 /// or its task is held; `{"active": false}` otherwise — revocation shows at once.
-#[utoipa::path(post, path = "/oauth2/introspect", tag = "broker", security(("bearer" = [])),
-    request_body(content_type = "application/x-www-form-urlencoded", description = "token=…&token_type_hint=access_token"),
+#[utoipa::path(post, path = "/oauth2/introspect", operation_id = "oauth_introspect",
+    tag = "broker", security(("bearer" = [])),
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded",
+        description = "token=…&token_type_hint=access_token"),
     responses((status = 200, description = "RFC 7662 §2.2 introspection response")))]
 pub(crate) async fn introspect(
     State(state): State<Arc<AppState>>,
@@ -1101,8 +1154,9 @@ pub(crate) async fn introspect(
 /// RFC 7009 token revocation: `token` (form). Holding the token is the authority to revoke
 /// it; its lease and everything delegated from it are revoked and recorded. Unknown or
 /// invalid tokens also get 200 (RFC 7009 §2.2).
-#[utoipa::path(post, path = "/oauth2/revoke", tag = "broker",
-    request_body(content_type = "application/x-www-form-urlencoded", description = "token=…"),
+#[utoipa::path(post, path = "/oauth2/revoke", operation_id = "oauth_revoke", tag = "broker",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded",
+        description = "token=…"),
     responses((status = 200, description = "revoked, or nothing to revoke"), (status = 400, description = "RFC 6749 §5.2 error")))]
 pub(crate) async fn revoke(
     State(state): State<Arc<AppState>>,

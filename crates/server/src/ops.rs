@@ -253,7 +253,8 @@ pub(crate) struct Health {
 }
 
 /// Liveness: the process is up and serving.
-#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz",
+    tag = "ops", responses((status = 200, body = Health)))]
 pub(crate) async fn healthz() -> ApiJson<Health> {
     ApiJson(Health { status: "ok" })
 }
@@ -268,7 +269,7 @@ pub(crate) struct Ready {
 }
 
 /// Readiness: the store answers and the ledger accepts appends. 503 when not.
-#[utoipa::path(get, path = "/readyz", tag = "ops",
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "ops",
     responses((status = 200, body = Ready), (status = 503, body = Ready)))]
 pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, ApiJson<Ready>) {
     let (status, store) = match state.store.ping().await {
@@ -294,7 +295,7 @@ pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, A
 }
 
 /// Prometheus text exposition.
-#[utoipa::path(get, path = "/metrics", tag = "ops",
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "ops",
     responses((status = 200, body = String, content_type = "text/plain")))]
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let m = &state.metrics;

@@ -260,7 +260,8 @@ async fn append_version(
 
 /// Pushes a new version of a policy package (role `admin`). Invalid policies, schemas or Rego
 /// are refused with 422 `invalid_policy` and the engine's diagnostics (file, line, column).
-#[utoipa::path(post, path = "/v1/policies/{name}", tag = "policy", security(("bearer" = [])), request_body = PushPolicy,
+#[utoipa::path(post, path = "/v1/policies/{name}", operation_id = "push_policy",
+    tag = "policy", security(("bearer" = [])), request_body = PushPolicy,
     params(("name" = String, Path, description = "package name")),
     responses((status = 201, body = PolicyVersion), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn push(
@@ -291,7 +292,8 @@ pub(crate) async fn push(
 }
 
 /// Lists the packages in force, latest version each (role `auditor`).
-#[utoipa::path(get, path = "/v1/policies", tag = "policy", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/policies", operation_id = "list_policies",
+    tag = "policy", security(("bearer" = [])),
     responses((status = 200, body = Vec<PolicyVersion>)))]
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
@@ -304,6 +306,7 @@ pub(crate) async fn list(
 
 /// `?version=N`
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct VersionQuery {
     /// Show this version's files.
@@ -312,7 +315,8 @@ pub(crate) struct VersionQuery {
 
 /// A package's versions, oldest first; with `?version=N` that version with its files (role
 /// `auditor`).
-#[utoipa::path(get, path = "/v1/policies/{name}", tag = "policy", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/policies/{name}", operation_id = "get_policy",
+    tag = "policy", security(("bearer" = [])),
     params(("name" = String, Path, description = "package name"), VersionQuery),
     responses((status = 200, body = serde_json::Value), (status = 404, body = ErrorBody)))]
 pub(crate) async fn show(
@@ -360,7 +364,8 @@ pub(crate) struct Rollback {
 
 /// Rolls a package back (role `admin`): the content of version `to` becomes a new version, so
 /// history stays append-only.
-#[utoipa::path(post, path = "/v1/policies/{name}/rollback", tag = "policy", security(("bearer" = [])), request_body = Rollback,
+#[utoipa::path(post, path = "/v1/policies/{name}/rollback", operation_id = "rollback_policy",
+    tag = "policy", security(("bearer" = [])), request_body = Rollback,
     params(("name" = String, Path, description = "package name")),
     responses((status = 201, body = PolicyVersion), (status = 404, body = ErrorBody)))]
 pub(crate) async fn rollback(
@@ -760,7 +765,8 @@ pub(crate) async fn evaluate(
 /// Decides: may `principal` do `action` on `resource`? Warden fills in the context it knows
 /// (agent metadata, task, risk score, hold, time); the caller's `context` appears as
 /// `context.request` (role `enforcer` or `admin`).
-#[utoipa::path(post, path = "/v1/authorize", tag = "policy", security(("bearer" = [])), request_body = Authorize,
+#[utoipa::path(post, path = "/v1/authorize", operation_id = "authorize",
+    tag = "policy", security(("bearer" = [])), request_body = Authorize,
     responses((status = 200, body = AuthorizeResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn authorize(
     State(state): State<Arc<AppState>>,
@@ -810,6 +816,7 @@ pub(crate) async fn authorize(
 
 /// `?package=NAME` for the standard APIs, which have no field for it.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PackageQuery {
     /// The package to ask (optional when only one is in force).
@@ -928,7 +935,8 @@ async fn evaluate_one(
 
 /// OpenID AuthZEN 1.0 Access Evaluation API: `{"subject": {"type", "id"}, "action": {"name"},
 /// "resource": {"type", "id"}, "context"?}` → `{"decision": bool}` (role `enforcer`).
-#[utoipa::path(post, path = "/access/v1/evaluation", tag = "policy", security(("bearer" = [])), request_body = Evaluation,
+#[utoipa::path(post, path = "/access/v1/evaluation", operation_id = "authzen_evaluation",
+    tag = "policy", security(("bearer" = [])), request_body = Evaluation,
     params(PackageQuery),
     responses((status = 200, body = serde_json::Value), (status = 400, body = ErrorBody)))]
 pub(crate) async fn authzen_evaluation(
@@ -970,7 +978,8 @@ const MAX_BATCH: usize = 256;
 /// OpenID AuthZEN 1.0 Access Evaluations API (batch): top-level `subject`, `action`,
 /// `resource`, `context` are defaults each item may override → `{"evaluations": [{"decision"}…]}`
 /// in order (role `enforcer`).
-#[utoipa::path(post, path = "/access/v1/evaluations", tag = "policy", security(("bearer" = [])), request_body = Evaluations,
+#[utoipa::path(post, path = "/access/v1/evaluations", operation_id = "authzen_evaluations",
+    tag = "policy", security(("bearer" = [])), request_body = Evaluations,
     params(PackageQuery),
     responses((status = 200, body = serde_json::Value), (status = 400, body = ErrorBody)))]
 pub(crate) async fn authzen_evaluations(
@@ -1054,11 +1063,24 @@ impl OpaSubjects {
 }
 
 /// OPA's data API request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct DataRequest {
-    /// The input document.
+    /// The input document (any JSON value; `null` when left out).
     #[serde(default)]
+    #[schema(value_type = Value)]
     input: Value,
+}
+
+/// OPA's data API answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DataResponse {
+    /// The decision's id in the ledger.
+    decision_id: String,
+    /// The document's value (any JSON value); absent when the rule is undefined for this
+    /// input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Value, required = false)]
+    result: Option<Value>,
 }
 
 /// OPA-compatible data API for Rego packages: `POST /v1/data/a/b/allow {"input": …}` →
@@ -1066,12 +1088,26 @@ pub(crate) struct DataRequest {
 /// clients work pointed at Warden (role `enforcer`). The input is evaluated as sent — unless
 /// the agent it names (`input.principal`, `input.context.delegation`, the task) is on hold or
 /// on the denylist: then the deny is recorded and the answer is 403 with no result.
+///
+/// The route takes a document path of any depth (`/v1/data/{*path}`); OpenAPI models a path
+/// parameter as one segment, so the document describes `path` as one string that may hold `/`.
+#[utoipa::path(post, path = "/v1/data/{path}", operation_id = "opa_data", tag = "policy",
+    security(("bearer" = [])), request_body = DataRequest,
+    params(("path" = String, Path, example = "coder/allow",
+        description = "The document's path under `data`, its segments separated by `/` \
+            (`coder/allow` asks for `data.coder.allow`). Unlike other path parameters it may \
+            hold `/`: send the slashes as they are (as `allowReserved` allows for a query \
+            parameter) or percent-encoded as `%2F`; both name the same document. OpenAPI 3.1 \
+            cannot describe a parameter that spans several path segments, so it is documented \
+            as one string.")),
+    responses((status = 200, body = DataResponse), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn opa_data(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Path(path): Path<String>,
     ApiJson(req): ApiJson<DataRequest>,
-) -> Result<ApiJson<Value>, ApiError> {
+) -> Result<ApiJson<DataResponse>, ApiError> {
     caller.require(Role::Enforcer)?;
     let rule = format!("data.{}", path.trim_matches('/').replace('/', "."));
     // The Rego package that defines the document.
@@ -1164,11 +1200,10 @@ pub(crate) async fn opa_data(
             .map_err(ApiError::internal)?,
         )
         .await?;
-    let mut out = serde_json::json!({ "decision_id": id });
-    if let Some(result) = result {
-        out["result"] = result;
-    }
-    Ok(ApiJson(out))
+    Ok(ApiJson(DataResponse {
+        decision_id: id,
+        result,
+    }))
 }
 
 // ---- simulation -----------------------------------------------------------------------------
@@ -1416,7 +1451,8 @@ fn simulation_busy() -> ApiError {
 /// `simulation_busy` with `Retry-After`), each on a blocking thread of its own — never on the
 /// async workers — and each reads at most `max_entries` ledger entries for at most `max_ms`
 /// (the answer's `budget`, `complete` and `stopped_by` say what it covered).
-#[utoipa::path(post, path = "/v1/policies/{name}/simulate", tag = "policy", security(("bearer" = [])), request_body = Simulate,
+#[utoipa::path(post, path = "/v1/policies/{name}/simulate", operation_id = "simulate_policy",
+    tag = "policy", security(("bearer" = [])), request_body = Simulate,
     params(("name" = String, Path, description = "package whose recorded decisions are replayed")),
     responses((status = 200, body = serde_json::Value), (status = 422, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]

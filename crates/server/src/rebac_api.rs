@@ -286,11 +286,27 @@ pub(crate) struct ModelInfo {
     created_by: String,
 }
 
+/// A model in the OpenFGA modeling language as raw UTF-8 bytes.
+// Only in the OpenAPI document: `put_model` reads any body that is not JSON as the language.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[expect(
+    dead_code,
+    reason = "describes a request body in the OpenAPI document; `put_model` reads it as text"
+)]
+pub(crate) struct ModelBytes(Vec<u8>);
+
 /// Uploads a model (the OpenFGA modeling language, schema 1.1, as the request body; or
 /// OpenFGA's JSON model with `Content-Type: application/json`). The new version is in force
 /// at once; tuples are not rewritten (role `admin`).
-#[utoipa::path(put, path = "/v1/rebac/model", tag = "rebac", security(("bearer" = [])),
-    request_body(content = String, content_type = "text/plain"),
+#[utoipa::path(put, path = "/v1/rebac/model", operation_id = "put_rebac_model",
+    tag = "rebac", security(("bearer" = [])),
+    // OpenFGA's JSON model (`application/json`) is in the description only: some client
+    // generators (openapi-python-client 0.29) make unusable code for a body of several types.
+    request_body(description = "The model in the OpenFGA modeling language (schema 1.1), UTF-8 \
+        text; any content type but `application/json` is read as the modeling language. \
+        OpenFGA's JSON model is also accepted, sent as `application/json`.",
+        content((String = "text/plain"), (inline(ModelBytes) = "application/octet-stream"))),
     responses((status = 201, body = ModelInfo), (status = 400, body = ErrorBody)))]
 pub(crate) async fn put_model(
     State(state): State<Arc<AppState>>,
@@ -363,6 +379,7 @@ fn model_info(row: &store::RebacModelRow) -> Result<ModelInfo, ApiError> {
 
 /// `?version=N` for reading one model version.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct VersionQuery {
     /// A version number; default: the latest.
@@ -370,7 +387,8 @@ pub(crate) struct VersionQuery {
 }
 
 /// The model in force, or an earlier version (roles `enforcer`, `auditor`, `admin`).
-#[utoipa::path(get, path = "/v1/rebac/model", tag = "rebac", security(("bearer" = [])), params(VersionQuery),
+#[utoipa::path(get, path = "/v1/rebac/model", operation_id = "get_rebac_model",
+    tag = "rebac", security(("bearer" = [])), params(VersionQuery),
     responses((status = 200, body = ModelInfo), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_model(
     State(state): State<Arc<AppState>>,
@@ -413,7 +431,8 @@ pub(crate) struct StoreInfo {
 }
 
 /// Every relationship store (roles `enforcer`, `auditor`, `admin`).
-#[utoipa::path(get, path = "/v1/rebac/stores", tag = "rebac", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/rebac/stores", operation_id = "list_rebac_stores",
+    tag = "rebac", security(("bearer" = [])),
     responses((status = 200, body = Vec<StoreInfo>)))]
 pub(crate) async fn stores(
     State(state): State<Arc<AppState>>,
@@ -466,7 +485,8 @@ pub(crate) struct WriteResponse {
 
 /// Writes and deletes tuples atomically (at most 100 per request), validated against the
 /// model in force (role `admin`).
-#[utoipa::path(post, path = "/v1/rebac/tuples", tag = "rebac", security(("bearer" = [])), request_body = WriteRequest,
+#[utoipa::path(post, path = "/v1/rebac/tuples", operation_id = "write_rebac_tuples",
+    tag = "rebac", security(("bearer" = [])), request_body = WriteRequest,
     responses((status = 200, body = WriteResponse), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn write(
     State(state): State<Arc<AppState>>,
@@ -617,6 +637,7 @@ fn recorded_tuples(rows: &[store::RebacTupleRow]) -> Value {
 /// Filters for reading tuples (all optional; `object` may be `type:` for every object of a
 /// type, as in OpenFGA).
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReadQuery {
     /// `type:id`, or `type:` for every object of the type.
@@ -646,7 +667,8 @@ pub(crate) struct ReadResponse {
 
 /// Reads live tuples matching the filters, in a stable order (roles `enforcer`, `auditor`,
 /// `admin`).
-#[utoipa::path(get, path = "/v1/rebac/tuples", tag = "rebac", security(("bearer" = [])), params(ReadQuery),
+#[utoipa::path(get, path = "/v1/rebac/tuples", operation_id = "read_rebac_tuples",
+    tag = "rebac", security(("bearer" = [])), params(ReadQuery),
     responses((status = 200, body = ReadResponse), (status = 400, body = ErrorBody)))]
 pub(crate) async fn read(
     State(state): State<Arc<AppState>>,
@@ -865,7 +887,8 @@ fn check_event(
 
 /// Does `user` have `relation` on `object`? OpenFGA's Check, with contextual tuples; every
 /// answer is a ledger entry (roles `enforcer`, `auditor`, `admin`).
-#[utoipa::path(post, path = "/v1/rebac/check", tag = "rebac", security(("bearer" = [])), request_body = CheckRequest,
+#[utoipa::path(post, path = "/v1/rebac/check", operation_id = "rebac_check",
+    tag = "rebac", security(("bearer" = [])), request_body = CheckRequest,
     responses((status = 200, body = CheckResponse), (status = 400, body = ErrorBody)))]
 pub(crate) async fn check(
     State(state): State<Arc<AppState>>,
@@ -927,7 +950,8 @@ pub(crate) struct BatchCheckRequest {
 
 /// Many checks at once: `{"result": {correlation_id: {"allowed": …} or {"error": …}}}`; each
 /// answered check is a ledger entry (roles `enforcer`, `auditor`, `admin`).
-#[utoipa::path(post, path = "/v1/rebac/batch-check", tag = "rebac", security(("bearer" = [])), request_body = BatchCheckRequest,
+#[utoipa::path(post, path = "/v1/rebac/batch-check", operation_id = "rebac_batch_check",
+    tag = "rebac", security(("bearer" = [])), request_body = BatchCheckRequest,
     responses((status = 200, body = Object), (status = 400, body = ErrorBody)))]
 pub(crate) async fn batch_check(
     State(state): State<Arc<AppState>>,
@@ -1027,7 +1051,8 @@ pub(crate) struct ExpandKey {
 
 /// One level of the userset tree of `object#relation`, in OpenFGA's Expand shape (roles
 /// `enforcer`, `auditor`, `admin`).
-#[utoipa::path(post, path = "/v1/rebac/expand", tag = "rebac", security(("bearer" = [])), request_body = ExpandRequest,
+#[utoipa::path(post, path = "/v1/rebac/expand", operation_id = "rebac_expand",
+    tag = "rebac", security(("bearer" = [])), request_body = ExpandRequest,
     responses((status = 200, body = Object), (status = 400, body = ErrorBody)))]
 pub(crate) async fn expand(
     State(state): State<Arc<AppState>>,
@@ -1079,7 +1104,8 @@ pub(crate) struct ListObjectsRequest {
 /// `enforcer`, `auditor`, `admin`). At most `limits.list_objects_max_results` objects (1,000)
 /// found within `limits.list_objects_deadline_ms` (3 s), OpenFGA's defaults; when either cut
 /// the search short, the answer holds what was found and `truncated` is `true`.
-#[utoipa::path(post, path = "/v1/rebac/list-objects", tag = "rebac", security(("bearer" = [])), request_body = ListObjectsRequest,
+#[utoipa::path(post, path = "/v1/rebac/list-objects", operation_id = "rebac_list_objects",
+    tag = "rebac", security(("bearer" = [])), request_body = ListObjectsRequest,
     responses((status = 200, body = Object), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list_objects(
     State(state): State<Arc<AppState>>,
@@ -1191,7 +1217,8 @@ pub(crate) struct ListUsersRequest {
 /// `auditor`, `admin`). At most `limits.list_users_max_results` users (1,000) found within
 /// `limits.list_users_deadline_ms` (3 s), OpenFGA's defaults; when either cut the search
 /// short, the answer holds what was found and `truncated` is `true`.
-#[utoipa::path(post, path = "/v1/rebac/list-users", tag = "rebac", security(("bearer" = [])), request_body = ListUsersRequest,
+#[utoipa::path(post, path = "/v1/rebac/list-users", operation_id = "rebac_list_users",
+    tag = "rebac", security(("bearer" = [])), request_body = ListUsersRequest,
     responses((status = 200, body = Object), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list_users(
     State(state): State<Arc<AppState>>,
@@ -1281,6 +1308,7 @@ fn list_user_json(user: &User) -> Value {
 
 /// Change feed query.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ChangesQuery {
     /// Only changes to objects of this type.
@@ -1294,7 +1322,8 @@ pub(crate) struct ChangesQuery {
 
 /// The change feed: every write and delete in commit order, OpenFGA's ReadChanges shape
 /// (roles `enforcer`, `auditor`, `admin`).
-#[utoipa::path(get, path = "/v1/rebac/changes", tag = "rebac", security(("bearer" = [])), params(ChangesQuery),
+#[utoipa::path(get, path = "/v1/rebac/changes", operation_id = "rebac_changes",
+    tag = "rebac", security(("bearer" = [])), params(ChangesQuery),
     responses((status = 200, body = Object), (status = 400, body = ErrorBody)))]
 pub(crate) async fn changes(
     State(state): State<Arc<AppState>>,

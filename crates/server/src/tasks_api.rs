@@ -371,7 +371,8 @@ async fn create_core(state: &AppState, actor: &str, req: CreateTask) -> Result<T
 }
 
 /// Creates a task (role `admin`).
-#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])), request_body = CreateTask,
+#[utoipa::path(post, path = "/v1/tasks", operation_id = "create_task",
+    tag = "tasks", security(("bearer" = [])), request_body = CreateTask,
     responses((status = 201, body = TaskView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
@@ -386,7 +387,8 @@ pub(crate) async fn create(
 /// An agent (an orchestrator such as a Planner) creates a task, if the broker policy allows
 /// `create_task` on `TaskType::"<type>"` (`context.request`: `owner`, `resources`,
 /// `attributes`); it may then assign agents to it, as the policy allows, and end it.
-#[utoipa::path(post, path = "/v1/agent/tasks", tag = "tasks", request_body = CreateTask,
+#[utoipa::path(post, path = "/v1/agent/tasks", operation_id = "agent_create_task",
+    tag = "tasks", request_body = CreateTask,
     responses((status = 201, body = TaskView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(crate) async fn agent_create(
     State(state): State<Arc<AppState>>,
@@ -439,6 +441,7 @@ pub(crate) async fn agent_create(
 
 /// Filters for listing tasks.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
     /// `open`, `completed`, `failed`, `cancelled` or `expired`.
@@ -450,7 +453,8 @@ pub(crate) struct ListQuery {
 }
 
 /// Lists tasks, newest first (role `auditor` or `admin`).
-#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])), params(ListQuery),
+#[utoipa::path(get, path = "/v1/tasks", operation_id = "list_tasks",
+    tag = "tasks", security(("bearer" = [])), params(ListQuery),
     responses((status = 200, body = Vec<TaskView>)))]
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
@@ -489,7 +493,8 @@ pub(crate) async fn task_or_404(state: &AppState, id: &str) -> Result<TaskRow, A
 }
 
 /// One task with its agents and grants (role `auditor` or `admin`).
-#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/tasks/{id}", operation_id = "get_task",
+    tag = "tasks", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 200, body = TaskView), (status = 404, body = ErrorBody)))]
 pub(crate) async fn show(
     State(state): State<Arc<AppState>>,
@@ -773,7 +778,8 @@ async fn assign_core(
 
 /// Assigns an agent to a task with a role, granting it permissions on the task's resources
 /// until the deadline (role `admin`).
-#[utoipa::path(post, path = "/v1/tasks/{id}/agents", tag = "tasks", security(("bearer" = [])), request_body = Assign,
+#[utoipa::path(post, path = "/v1/tasks/{id}/agents", operation_id = "assign_task",
+    tag = "tasks", security(("bearer" = [])), request_body = Assign,
     params(("id" = String, Path)),
     responses((status = 200, description = "assigned; grants issued"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn assign(
@@ -907,7 +913,8 @@ async fn decide_delegated_assignment(
 
 /// The agent that created a task assigns an agent to it, if the broker policy allows
 /// `assign` (delegated administration: never itself, never an agent of another trust domain).
-#[utoipa::path(post, path = "/v1/agent/tasks/{id}/agents", tag = "tasks", request_body = Assign,
+#[utoipa::path(post, path = "/v1/agent/tasks/{id}/agents", operation_id = "agent_assign_task",
+    tag = "tasks", request_body = Assign,
     params(("id" = String, Path)),
     responses((status = 200, description = "assigned; grants issued"), (status = 403, body = ErrorBody)))]
 pub(crate) async fn agent_assign(
@@ -981,7 +988,8 @@ async fn end_core(
 
 /// Ends a task (role `admin`): `completed`, `failed` or `cancelled`. Its grants end (tuples
 /// deleted), its leases and tokens are revoked; all recorded.
-#[utoipa::path(post, path = "/v1/tasks/{id}/end", tag = "tasks", security(("bearer" = [])), request_body = EndTask,
+#[utoipa::path(post, path = "/v1/tasks/{id}/end", operation_id = "end_task",
+    tag = "tasks", security(("bearer" = [])), request_body = EndTask,
     params(("id" = String, Path)),
     responses((status = 200, body = TaskView), (status = 409, body = ErrorBody)))]
 pub(crate) async fn end(
@@ -995,7 +1003,8 @@ pub(crate) async fn end(
 }
 
 /// The agent that created a task ends it.
-#[utoipa::path(post, path = "/v1/agent/tasks/{id}/end", tag = "tasks", request_body = EndTask,
+#[utoipa::path(post, path = "/v1/agent/tasks/{id}/end", operation_id = "agent_end_task",
+    tag = "tasks", request_body = EndTask,
     params(("id" = String, Path)),
     responses((status = 200, body = TaskView), (status = 403, body = ErrorBody)))]
 pub(crate) async fn agent_end(
@@ -1203,7 +1212,8 @@ pub(crate) struct SetRisk {
 
 /// Sets an agent's risk score (role `admin`); decisions see it as `context.risk_score` at once
 /// here, within a second elsewhere. (Monitoring will set scores by itself later.)
-#[utoipa::path(post, path = "/v1/risk", tag = "tasks", security(("bearer" = [])), request_body = SetRisk,
+#[utoipa::path(post, path = "/v1/risk", operation_id = "set_risk",
+    tag = "tasks", security(("bearer" = [])), request_body = SetRisk,
     responses((status = 204), (status = 400, body = ErrorBody)))]
 pub(crate) async fn set_risk(
     State(state): State<Arc<AppState>>,
@@ -1246,7 +1256,7 @@ pub(crate) async fn set_risk(
 }
 
 /// Lists risk scores (role `auditor` or `admin`).
-#[utoipa::path(get, path = "/v1/risk", tag = "tasks", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/risk", operation_id = "list_risk", tag = "tasks", security(("bearer" = [])),
     responses((status = 200, description = "agent, score, reason, set_unix_ms, set_by")))]
 pub(crate) async fn list_risk(
     State(state): State<Arc<AppState>>,

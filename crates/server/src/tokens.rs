@@ -56,7 +56,8 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// Creates an API token.
-#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", security(("bearer" = [])), request_body = CreateToken,
+#[utoipa::path(post, path = "/v1/tokens", operation_id = "create_api_token",
+    tag = "tokens", security(("bearer" = [])), request_body = CreateToken,
     responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
@@ -112,7 +113,8 @@ pub(crate) async fn create(
 }
 
 /// Lists API tokens.
-#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/tokens", operation_id = "list_api_tokens",
+    tag = "tokens", security(("bearer" = [])),
     responses((status = 200, body = Vec<TokenInfo>)))]
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
@@ -134,7 +136,8 @@ pub(crate) async fn list(
 }
 
 /// Revokes an API token. The last active admin token cannot be revoked (no lock-out).
-#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/tokens/{id}", operation_id = "revoke_api_token",
+    tag = "tokens", security(("bearer" = [])),
     params(("id" = String, Path, description = "token id")),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn revoke(
@@ -209,7 +212,7 @@ pub(crate) struct WhoAmI {
 }
 
 /// Describes the calling token.
-#[utoipa::path(get, path = "/v1/whoami", tag = "tokens", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/whoami", operation_id = "whoami", tag = "tokens", security(("bearer" = [])),
     responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
 pub(crate) async fn whoami(Extension(caller): Extension<Caller>) -> ApiJson<WhoAmI> {
     ApiJson(WhoAmI {

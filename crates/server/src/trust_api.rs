@@ -46,7 +46,8 @@ impl From<AuthorityError> for ApiError {
 
 /// Lists the signing keys with their state and whether the bundle carries them (role
 /// `auditor` or `admin`).
-#[utoipa::path(get, path = "/v1/ca", tag = "identity", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/ca", operation_id = "list_ca_keys",
+    tag = "identity", security(("bearer" = [])),
     responses((status = 200, description = "signing keys, oldest first", body = Vec<serde_json::Value>)))]
 pub(crate) async fn keys(
     State(state): State<Arc<AppState>>,
@@ -67,7 +68,8 @@ pub(crate) struct Rotate {
 }
 
 /// Rotates the CA and the JWT-SVID key (role `admin`).
-#[utoipa::path(post, path = "/v1/ca/rotate", tag = "identity", security(("bearer" = [])), request_body = Rotate,
+#[utoipa::path(post, path = "/v1/ca/rotate", operation_id = "rotate_ca",
+    tag = "identity", security(("bearer" = [])), request_body = Rotate,
     responses((status = 200, description = "what changed", body = serde_json::Value), (status = 503, body = ErrorBody)))]
 pub(crate) async fn rotate(
     State(state): State<Arc<AppState>>,
@@ -87,7 +89,8 @@ pub(crate) async fn rotate(
 
 /// Withdraws a prepared or retired key from the bundle at once (role `admin`): SVIDs it
 /// signed stop verifying. The active key cannot be revoked; rotate first.
-#[utoipa::path(post, path = "/v1/ca/keys/{id}/revoke", tag = "identity", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/ca/keys/{id}/revoke", operation_id = "revoke_ca_key",
+    tag = "identity", security(("bearer" = [])),
     params(("id" = String, Path, description = "key id")),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn revoke(
@@ -135,7 +138,8 @@ fn trust_domain(name: &str) -> Result<TrustDomain, ApiError> {
 
 /// Federates with another trust domain (role `admin`): its SVIDs are accepted from then on and
 /// its bundle is handed to workloads.
-#[utoipa::path(post, path = "/v1/federations", tag = "identity", security(("bearer" = [])), request_body = AddFederation,
+#[utoipa::path(post, path = "/v1/federations", operation_id = "add_federation",
+    tag = "identity", security(("bearer" = [])), request_body = AddFederation,
     responses((status = 201, body = serde_json::Value), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)))]
 pub(crate) async fn add_federation(
     State(state): State<Arc<AppState>>,
@@ -169,7 +173,8 @@ pub(crate) async fn add_federation(
 /// JWT-SVID lifetime accepted from them, the issuer their JWT-SVIDs must carry, and the agent
 /// route groups open to them. Fields left out take their defaults (3600 s, no issuer, no
 /// route).
-#[utoipa::path(put, path = "/v1/federations/{trust_domain}/limits", tag = "identity", security(("bearer" = [])),
+#[utoipa::path(put, path = "/v1/federations/{trust_domain}/limits", operation_id = "set_federation_limits",
+    tag = "identity", security(("bearer" = [])),
     request_body(content = Object, description = "{\"max_jwt_svid_ttl_secs\", \"issuer\", \"routes\"}"),
     params(("trust_domain" = String, Path, description = "federated trust domain")),
     responses((status = 200, body = serde_json::Value), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -190,7 +195,8 @@ pub(crate) async fn set_federation_limits(
 }
 
 /// Lists federated trust domains (role `auditor` or `admin`).
-#[utoipa::path(get, path = "/v1/federations", tag = "identity", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/federations", operation_id = "list_federations",
+    tag = "identity", security(("bearer" = [])),
     responses((status = 200, body = Vec<serde_json::Value>)))]
 pub(crate) async fn federations(
     State(state): State<Arc<AppState>>,
@@ -209,7 +215,8 @@ pub(crate) struct UpdateFederation {
 }
 
 /// Replaces the static bundle of a federated trust domain (role `admin`).
-#[utoipa::path(put, path = "/v1/federations/{trust_domain}", tag = "identity", security(("bearer" = [])), request_body = UpdateFederation,
+#[utoipa::path(put, path = "/v1/federations/{trust_domain}", operation_id = "update_federation",
+    tag = "identity", security(("bearer" = [])), request_body = UpdateFederation,
     params(("trust_domain" = String, Path, description = "federated trust domain")),
     responses((status = 200, body = serde_json::Value), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn update_federation(
@@ -229,7 +236,8 @@ pub(crate) async fn update_federation(
 }
 
 /// Stops federating (role `admin`): the domain's SVIDs are refused from then on.
-#[utoipa::path(delete, path = "/v1/federations/{trust_domain}", tag = "identity", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/federations/{trust_domain}", operation_id = "remove_federation",
+    tag = "identity", security(("bearer" = [])),
     params(("trust_domain" = String, Path, description = "federated trust domain")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub(crate) async fn remove_federation(
@@ -247,7 +255,8 @@ pub(crate) async fn remove_federation(
 }
 
 /// Fetches a federated bundle from its endpoint now (role `admin`).
-#[utoipa::path(post, path = "/v1/federations/{trust_domain}/refresh", tag = "identity", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/federations/{trust_domain}/refresh", operation_id = "refresh_federation",
+    tag = "identity", security(("bearer" = [])),
     params(("trust_domain" = String, Path, description = "federated trust domain")),
     responses((status = 200, body = serde_json::Value), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
 pub(crate) async fn refresh_federation(
