@@ -473,11 +473,30 @@ impl PolicyError {
     }
 }
 
+/// At most this many diagnostics are written out in an [`PolicyError::InvalidPackage`]
+/// message; the rest are counted (the error's `diagnostics` field keeps them all).
+const DIAGNOSTICS_IN_MESSAGE: usize = 20;
+
+/// One diagnostic on the message's line; several as a count, then one indented line each
+/// (the first [`DIAGNOSTICS_IN_MESSAGE`], then how many more).
 fn summarize(diagnostics: &[Diagnostic]) -> String {
     match diagnostics {
         [] => "no diagnostics".to_owned(),
         [one] => one.to_string(),
-        [first, rest @ ..] => format!("{first} (and {} more)", rest.len()),
+        all => {
+            let mut out = format!("{} errors:", all.len());
+            for d in all.iter().take(DIAGNOSTICS_IN_MESSAGE) {
+                out.push_str("\n  ");
+                out.push_str(&d.to_string());
+            }
+            if all.len() > DIAGNOSTICS_IN_MESSAGE {
+                out.push_str(&format!(
+                    "\n  … and {} more",
+                    all.len() - DIAGNOSTICS_IN_MESSAGE
+                ));
+            }
+            out
+        }
     }
 }
 
@@ -544,6 +563,67 @@ mod tests {
             assert_eq!(l.as_str().parse::<Language>().unwrap(), l);
         }
         assert!("opa".parse::<Language>().is_err());
+    }
+
+    /// Every diagnostic of a package is in the error's message, each with its place, not
+    /// just the first.
+    #[test]
+    fn every_diagnostic_is_in_the_message() {
+        let schema = include_str!("../../../examples/policies/coder/coder.cedarschema");
+        let policies = "permit(principal, action == Action::\"read\", resource) when { context.one };\n\
+                        permit(principal, action == Action::\"read\", resource) when { context.two };\n\
+                        permit(principal, action == Action::\"read\", resource) when { context.three };\n";
+        let err = CompiledPackage::compile(&PackageSource {
+            language: Language::Cedar,
+            files: [
+                ("p.cedar".to_owned(), policies.to_owned()),
+                ("s.cedarschema".to_owned(), schema.to_owned()),
+            ]
+            .into_iter()
+            .collect(),
+            entrypoint: None,
+        })
+        .expect_err("three unknown attributes");
+        let PolicyError::InvalidPackage { diagnostics } = &err else {
+            panic!("expected an invalid package, got {err:?}")
+        };
+        assert_eq!(diagnostics.len(), 3, "{diagnostics:?}");
+        let message = err.to_string();
+        assert!(
+            message.starts_with("invalid policy package: 3 errors:\n"),
+            "{message}"
+        );
+        for (line, attribute) in [(1, "one"), (2, "two"), (3, "three")] {
+            assert!(
+                message.contains(&format!("\n  p.cedar:{line}:")) && message.contains(attribute),
+                "line {line} (`{attribute}`) is missing: {message}"
+            );
+        }
+        assert!(!message.contains("more"), "{message}");
+    }
+
+    /// A package with very many errors: the first ones written out, the rest counted.
+    #[test]
+    fn the_message_is_bounded() {
+        let many: Vec<Diagnostic> = (1..=25)
+            .map(|i| Diagnostic {
+                line: Some(i),
+                ..Diagnostic::in_file("p.cedar", format!("error {i}"))
+            })
+            .collect();
+        let message = PolicyError::InvalidPackage { diagnostics: many }.to_string();
+        assert!(message.starts_with("invalid policy package: 25 errors:\n"));
+        assert_eq!(
+            message.lines().count(),
+            1 + DIAGNOSTICS_IN_MESSAGE + 1,
+            "{message}"
+        );
+        assert!(message.contains("\n  p.cedar:20: error 20\n"), "{message}");
+        assert!(!message.contains("error 21"), "{message}");
+        assert!(message.ends_with("\n  … and 5 more"), "{message}");
+        // One diagnostic stays on the message's line.
+        let one = PolicyError::invalid_package("no files").to_string();
+        assert_eq!(one, "invalid policy package: no files");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Every call must carry the `workload.spiffe.io: true` metadata. The caller is attested from
 //! the kernel (SO_PEERCRED on the socket, then `/proc`), its selectors are matched against the
 //! registration entries, and it gets SVIDs for every entry that matches — or
-//! `PermissionDenied` when none does. Every SVID handed out is recorded in the ledger first.
+//! `PermissionDenied` when none does (saying so when a hold or a deny entry bars the identity
+//! that matched). Every SVID handed out is recorded in the ledger first.
 //! X.509-SVIDs are pushed again at half their lifetime for as long as the stream is open.
 
 #![expect(
@@ -209,8 +210,114 @@ fn check_header<T>(req: &Request<T>) -> Result<(), Status> {
     }
 }
 
+/// Why an identity the caller's selectors match is not issued. The caller may be told: it is
+/// its own identity, and the refusal is all it learns (not who held it, nor why).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Barred {
+    /// The identity is on hold (kill switch on the agent or its vendor).
+    Held,
+    /// An operator's deny entry names the identity.
+    Denied,
+}
+
+impl Barred {
+    /// Whether, and why, `denylist` bars `id`.
+    fn of(denylist: &Denylist, id: &SpiffeId) -> Option<Self> {
+        if denylist.is_held(id.as_str()) {
+            Some(Barred::Held)
+        } else if denylist.denies_id(id) {
+            Some(Barred::Denied)
+        } else {
+            None
+        }
+    }
+}
+
+/// At most this many barred identities are named in one refusal (the rest are counted).
+const BARRED_NAMED: usize = 5;
+
+/// The refusal for a caller whose only matching identities are barred: it names each (its
+/// own) and says why none is issued.
+fn barred_refusal(barred: &[(SpiffeId, Barred)]) -> Status {
+    let mut seen = std::collections::BTreeSet::new();
+    let distinct: Vec<_> = barred
+        .iter()
+        .filter(|(id, _)| seen.insert(id.as_str()))
+        .collect();
+    let mut message = distinct
+        .iter()
+        .take(BARRED_NAMED)
+        .map(|(id, why)| match why {
+            Barred::Held => format!(
+                "identity `{id}` is on hold: no SVID is issued for it until the hold is released"
+            ),
+            Barred::Denied => format!(
+                "identity `{id}` is denied: no SVID is issued for it while the deny entry stands"
+            ),
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    if distinct.len() > BARRED_NAMED {
+        message.push_str(&format!(
+            " (and {} more barred identities)",
+            distinct.len() - BARRED_NAMED
+        ));
+    }
+    Status::permission_denied(message)
+}
+
+/// What a caller's selectors match: the identities it is issued, and those it would be but
+/// for a hold or a deny entry.
+struct Entitlement {
+    granted: Vec<Granted>,
+    barred: Vec<(SpiffeId, Barred)>,
+}
+
+impl Entitlement {
+    /// The identities issued, or the refusal when there are none: naming the barred ones if
+    /// that is why, "no identity issued" otherwise.
+    fn into_granted(self) -> Result<Vec<Granted>, Status> {
+        if !self.granted.is_empty() {
+            Ok(self.granted)
+        } else if !self.barred.is_empty() {
+            Err(barred_refusal(&self.barred))
+        } else {
+            Err(Status::permission_denied("no identity issued"))
+        }
+    }
+
+    /// The identity `wanted` alone, or the refusal that says why it is not issued.
+    fn only(self, wanted: &str) -> Result<Vec<Granted>, Status> {
+        let granted: Vec<Granted> = self
+            .granted
+            .into_iter()
+            .filter(|g| g.id.as_str() == wanted)
+            .collect();
+        if !granted.is_empty() {
+            return Ok(granted);
+        }
+        let barred: Vec<_> = self
+            .barred
+            .into_iter()
+            .filter(|(id, _)| id.as_str() == wanted)
+            .collect();
+        if barred.is_empty() {
+            Err(Status::permission_denied(format!(
+                "no identity `{wanted}` issued to this caller"
+            )))
+        } else {
+            Err(barred_refusal(&barred))
+        }
+    }
+}
+
 /// Attests the caller and returns the identities its selectors entitle it to.
 async fn entitled(api: &Inner, caller: &Caller) -> Result<Vec<Granted>, Status> {
+    entitlement(api, caller).await?.into_granted()
+}
+
+/// Attests the caller and matches its selectors against the registration entries.
+async fn entitlement(api: &Inner, caller: &Caller) -> Result<Entitlement, Status> {
     let attestor = Arc::clone(&api.attestor);
     let Caller {
         pid,
@@ -231,6 +338,7 @@ async fn entitled(api: &Inner, caller: &Caller) -> Result<Vec<Granted>, Status> 
         .await
         .map_err(|_| Status::unavailable("the store is unavailable"))?;
     let mut granted = Vec::new();
+    let mut barred = Vec::new();
     for entry in entries {
         let required: Result<Vec<Selector>, _> =
             entry.selectors.split('\n').map(Selector::parse).collect();
@@ -240,15 +348,13 @@ async fn entitled(api: &Inner, caller: &Caller) -> Result<Vec<Granted>, Status> 
         }
         if let Ok(id) = SpiffeId::parse(&entry.spiffe_id) {
             // A denied identity is not issued, whatever its entry says.
-            if !api.denylist.denies_id(&id) {
-                granted.push(Granted { id, entry });
+            match Barred::of(&api.denylist, &id) {
+                None => granted.push(Granted { id, entry }),
+                Some(why) => barred.push((id, why)),
             }
         }
     }
-    if granted.is_empty() {
-        return Err(Status::permission_denied("no identity issued"));
-    }
-    Ok(granted)
+    Ok(Entitlement { granted, barred })
 }
 
 /// The parts the request handlers and stream tasks share.
@@ -493,16 +599,12 @@ impl SpiffeWorkloadApi for WorkloadApi {
             return Err(Status::invalid_argument("audience must be specified"));
         }
         let api = self.inner();
-        let mut granted = entitled(&api, &caller).await?;
-        if !body.spiffe_id.is_empty() {
-            granted.retain(|g| g.id.as_str() == body.spiffe_id);
-            if granted.is_empty() {
-                return Err(Status::permission_denied(format!(
-                    "no identity `{}` issued to this caller",
-                    body.spiffe_id
-                )));
-            }
-        }
+        let entitlement = entitlement(&api, &caller).await?;
+        let granted = if body.spiffe_id.is_empty() {
+            entitlement.into_granted()?
+        } else {
+            entitlement.only(&body.spiffe_id)?
+        };
         let mut svids = Vec::new();
         let trust = self.keyring.current();
         for g in &granted {

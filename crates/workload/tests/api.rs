@@ -1,7 +1,8 @@
 //! Workload API behaviour a library client does not show: a call without the
 //! `workload.spiffe.io: true` security header is refused with InvalidArgument, and a JWT-SVID
 //! request without an audience likewise; the bundle streams push a new message when the
-//! keyring changes (rotation, federation).
+//! keyring changes (rotation, federation); a caller whose identity is on hold or denied is
+//! told so.
 
 #![allow(
     clippy::unwrap_used,
@@ -21,6 +22,103 @@ use workload::api::proto::{
 };
 
 mod common;
+
+/// A client of the Workload API at `sock`.
+async fn client(sock: std::path::PathBuf) -> SpiffeWorkloadApiClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::try_from("http://localhost")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = sock.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap();
+    SpiffeWorkloadApiClient::new(channel)
+}
+
+fn with_header<T>(msg: T) -> Request<T> {
+    let mut req = Request::new(msg);
+    req.metadata_mut()
+        .insert("workload.spiffe.io", "true".parse().unwrap());
+    req
+}
+
+/// A caller whose identity is on hold, or named by a deny entry, is told that about its own
+/// identity — not the bare "no identity issued" of a caller nothing is registered for — and
+/// gets it again once the hold is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_or_denied_caller_is_told_why() {
+    let running = common::Running::start(workload::front::Limits::for_this_process()).await;
+    let me = std::fs::canonicalize("/proc/self/exe").unwrap();
+    let held = "spiffe://example.org/agent/held";
+    let denied = "spiffe://example.org/agent/denied";
+    running.register(held, &me).await;
+    running.register(denied, &me).await;
+    running.denylist.hold([held.to_owned()]);
+    running
+        .denylist
+        .insert(identity::deny::DenyKind::SpiffeId, denied.to_owned());
+    let mut client = client(running.sock.clone()).await;
+    let jwt = |spiffe_id: &str| {
+        with_header(JwtsvidRequest {
+            audience: vec!["svc".into()],
+            spiffe_id: spiffe_id.to_owned(),
+        })
+    };
+    let held_says = format!(
+        "identity `{held}` is on hold: no SVID is issued for it until the hold is released"
+    );
+    let denied_says = format!(
+        "identity `{denied}` is denied: no SVID is issued for it while the deny entry stands"
+    );
+
+    // Every identity it matches is barred: each is named with its reason.
+    let err = client
+        .fetch_x509svid(with_header(X509svidRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains(&held_says), "{err:?}");
+    assert!(err.message().contains(&denied_says), "{err:?}");
+    let err = client.fetch_jwtsvid(jwt("")).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains(&held_says), "{err:?}");
+
+    // Asked for one identity by name: that one's reason, and no word of the other.
+    let err = client.fetch_jwtsvid(jwt(held)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(err.message(), held_says, "{err:?}");
+    let err = client.fetch_jwtsvid(jwt(denied)).await.unwrap_err();
+    assert_eq!(err.message(), denied_says, "{err:?}");
+    // An identity it was never registered for is not one it may hear about.
+    let err = client
+        .fetch_jwtsvid(jwt("spiffe://example.org/agent/other"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(
+        err.message(),
+        "no identity `spiffe://example.org/agent/other` issued to this caller"
+    );
+
+    // The hold released: that identity is issued again, the denied one still is not.
+    running.denylist.replace_held([]);
+    let svids = client
+        .fetch_jwtsvid(jwt(""))
+        .await
+        .unwrap()
+        .into_inner()
+        .svids;
+    let ids: Vec<&str> = svids.iter().map(|s| s.spiffe_id.as_str()).collect();
+    assert_eq!(ids, [held]);
+    let err = client.fetch_jwtsvid(jwt(denied)).await.unwrap_err();
+    assert_eq!(err.message(), denied_says, "{err:?}");
+    running.stop().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_and_bundle_pushes() {

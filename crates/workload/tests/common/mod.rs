@@ -29,6 +29,8 @@ pub(crate) struct Running {
     pub(crate) keyring: Arc<Keyring>,
     /// The store the API reads registration entries from.
     pub(crate) store: Arc<dyn store::Store>,
+    /// The denylist the API consults (holds and deny entries).
+    pub(crate) denylist: Arc<identity::deny::Denylist>,
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -65,12 +67,13 @@ impl Running {
             Arc::clone(&jwt),
         )));
         let (stop, stop_rx) = watch::channel(false);
+        let denylist = Arc::new(identity::deny::Denylist::new());
         let api = WorkloadApi::new(
             td,
             Arc::clone(&store),
             ledger,
             Arc::clone(&keyring),
-            Arc::new(identity::deny::Denylist::new()),
+            Arc::clone(&denylist),
             stop_rx,
         );
         let sock = dir.path().join("api.sock");
@@ -83,6 +86,7 @@ impl Running {
             jwt,
             keyring,
             store,
+            denylist,
             stop,
             server,
         }
