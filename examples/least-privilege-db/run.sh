@@ -84,7 +84,7 @@ cleanup() {
   if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then
     if [[ -n $server_url ]]; then
       # Every role this server made, to drop below should the server have missed one.
-      roles=$("$WARDEN" lease list --json --limit 1000 --server "$server_url" --token-file "$token_file" 2>/dev/null |
+      roles=$("$WARDEN" lease list -o json --limit 1000 --server "$server_url" --token-file "$token_file" 2>/dev/null |
         jq -r '.[].scope.db_role // empty' 2>/dev/null)
       "$WARDEN" lease revoke --agent "$AGENT" --reason "example cleanup" \
         --server "$server_url" --token-file "$token_file" >/dev/null 2>&1
@@ -166,7 +166,7 @@ say "It permits $AGENT to obtain DatabaseRole::\"$ROLE\" for at most 600 seconds
 step "The operator adds the database and the role template $ROLE"
 WARDEN_DB_ADMIN_DSN=$example_url operator db add-connection customers --dsn-env | indent
 operator db add-role "$ROLE" --connection customers --grant SELECT:customers,orders \
-  --default-ttl 300 --max-ttl 3600 | indent
+  --default-ttl 5m --max-ttl 1h | indent
 say "The admin connection string is checked live and stored sealed; agents never see it."
 
 step "The operator opens task $TASK and puts the summarizer on it"
@@ -179,8 +179,8 @@ say "Credentials for the task go only to agents on it, and end when it ends."
 # ---- the agent works --------------------------------------------------------------------------
 
 step "The agent starts with no standing credential"
-held=$(operator lease list --agent "$AGENT")
-[[ -z $held ]] || fail "the agent already holds leases: $held"
+held=$(operator lease list --agent "$AGENT" -o json)
+[[ $held == "[]" ]] || fail "the agent already holds leases: $held"
 # Grants on the tables to anyone but their owner (the operator).
 grants=$(psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$example_url" -c "
   SELECT count(*) FROM pg_class c, aclexplode(c.relacl) a
@@ -189,7 +189,7 @@ grants=$(psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$example_url" -c "
 ok "no standing credential: no lease, no role but the tables' owner may read them, no password anywhere"
 
 step "The agent asks for more than the policy allows (15 minutes)"
-if out=$(agent db-credential "$ROLE" --task "$TASK" --ttl 900 2>&1); then
+if out=$(agent db-credential "$ROLE" --task "$TASK" --ttl 15m 2>&1); then
   fail "a 900 s credential was issued: $out"
 fi
 [[ $out == *access_denied* ]] || fail "expected access_denied, got: $out"
@@ -197,7 +197,7 @@ ok "policy refused a 15-minute credential"
 say "$(printf '%s' "$out" | tail -n 1)"
 
 step "The agent asks for a 5-minute credential for task $TASK"
-cred=$(agent db-credential "$ROLE" --task "$TASK" --ttl 300)
+cred=$(agent db-credential "$ROLE" --task "$TASK" --ttl 5m -o json)
 lease=$(jq -r .lease_id <<<"$cred")
 user=$(jq -r .username <<<"$cred")
 dsn=$(jq -r .dsn <<<"$cred")
@@ -277,12 +277,12 @@ if out=$(psql -X -q -d "$dsn" -c 'SELECT 1' 2>&1); then
 fi
 [[ $out == *"does not exist"* || $out == *"authentication failed"* ]] || fail "unexpected login error: $out"
 ok "login refused after revocation: $(printf '%s' "$out" | tail -n 1)"
-state=$(operator lease show "$lease" | jq -r '"\(.state) (\(.revoke_reason))"')
+state=$(operator lease show "$lease" -o json | jq -r '"\(.state) (\(.revoke_reason))"')
 [[ $state == "revoked (returned by its holder)" ]] || fail "lease is $state"
 say "lease $lease: $state"
 
 step "A credential an agent forgets to give back ends on its own"
-cred2=$(agent db-credential "$ROLE" --task "$TASK" --ttl 2)
+cred2=$(agent db-credential "$ROLE" --task "$TASK" --ttl 2s -o json)
 lease2=$(jq -r .lease_id <<<"$cred2")
 user2=$(jq -r .username <<<"$cred2")
 [[ $user2 =~ ^w_[a-z0-9_]+$ ]] || fail "unexpected role name: $user2"
@@ -290,7 +290,7 @@ say "issued $lease2 for 2 seconds, and never returned"
 started=$(date +%s%3N)
 gone=
 for _ in $(seq 1 300); do
-  state2=$(operator lease show "$lease2" | jq -r '"\(.state), reason: \(.revoke_reason)"')
+  state2=$(operator lease show "$lease2" -o json | jq -r '"\(.state), reason: \(.revoke_reason)"')
   left=$(admin_sql "SELECT count(*) FROM pg_roles WHERE rolname = '$user2'")
   if [[ $left == 0 && $state2 == "revoked, reason: expired" ]]; then
     gone=1
@@ -306,8 +306,8 @@ ok "the sweeper dropped the forgotten credential $((elapsed / 1000)).$((elapsed 
 
 step "The audit trail of this run"
 say "Ledger index, action, outcome, who, what (admin API calls, also recorded, left out):"
-operator audit tail -n 1000 --json | jq -r '
-  .event as $e
+operator audit tail -n 1000 -o json | jq -r '
+  .[] | .event as $e
   | select($e.action | IN("policy.decision", "lease.issue", "agent.operation", "lease.revoke",
                           "lease.revoked", "lease.revoke_upstream", "lease.expire"))
   | ($e.fields) as $f
@@ -323,7 +323,7 @@ operator audit tail -n 1000 --json | jq -r '
   done
 
 step "An auditor verifies the ledger offline"
-operator audit export --publish -o "$work/ledger.jsonl" 2>&1 | indent
+operator audit export --publish "$work/ledger.jsonl" 2>&1 | indent
 curl -sf "$server_url/v1/audit/key" >"$work/ledger.vkey"
 say "The auditor takes the ledger's public key out of band: $(cat "$work/ledger.vkey")"
 verified=$("$WARDEN" audit verify "$work/ledger.jsonl" --key-file "$work/ledger.vkey" --quiet) ||

@@ -192,7 +192,7 @@ git -C "$src" add .
 git -C "$src" -c user.name=Operator -c user.email=ops@example.org commit -q -m "Pagination helpers"
 bare="$work/srv/$REPO.git"
 git clone -q --bare "$src" "$bare"
-hook_token=$(operator api-token create --name git-hook --role enforcer 2>/dev/null | sed -n 's/^token: *//p')
+hook_token=$(operator api-token create --name git-hook --role enforcer -o json 2>/dev/null | jq -r .token)
 [[ $hook_token == wdn_* ]] || fail "no enforcer token was created"
 (umask 077 && printf '%s\n' "$hook_token" >"$work/hook.token")
 "$WARDEN" git install-hook "$bare" --server "$server_url" --token-file "$work/hook.token" \
@@ -336,7 +336,7 @@ say "task $TASK2 cancelled"
 
 step "The audit trail of this run"
 say "Ledger index, action, outcome, actor, what (other admin API calls left out):"
-operator audit tail -n 1000 --json >"$work/trail.jsonl"
+operator audit tail -n 1000 -o json | jq -c '.[]' >"$work/trail.jsonl"
 jq -r '
   .event as $e | ($e.fields) as $f
   | select(($e.action == "policy.decision" and $f.api == "git")
@@ -371,7 +371,7 @@ operator audit proof --index "$late_index" 2>&1 | indent
 ok "the refusal is provably in the signed ledger (and so is the accepted push, $accepted_decision)"
 
 step "An auditor verifies the whole ledger offline"
-operator audit export --publish -o "$work/ledger.jsonl" 2>&1 | indent
+operator audit export --publish "$work/ledger.jsonl" 2>&1 | indent
 curl -sf "$server_url/v1/audit/key" >"$work/ledger.vkey"
 say "The auditor takes the ledger's public key out of band: $(cat "$work/ledger.vkey")"
 verified=$("$WARDEN" audit verify "$work/ledger.jsonl" --key-file "$work/ledger.vkey" --quiet) ||

@@ -2,12 +2,15 @@
 //! Each command fetches the caller's JWT-SVID from the local Workload API (attested from the
 //! kernel, for this server's issuer URL) and presents it — no API token, no stored secret.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::client::{Client, ClientArgs, percent_encode};
+use crate::{
+    client::{Client, percent_encode},
+    output::{self, Cell, Negative, Out, Refused},
+};
 
 /// `warden agent …`
 #[derive(Debug, clap::Subcommand)]
@@ -41,16 +44,16 @@ pub(crate) enum AgentCmd {
         /// The task it is for
         #[arg(long)]
         task: Option<String>,
-        /// Lifetime, seconds
-        #[arg(long)]
+        /// Lifetime (90s, 10m, 8h, 2d or seconds) [default: the role template's]
+        #[arg(long, value_parser = crate::client::parse_duration)]
         ttl: Option<i64>,
     },
     /// Renew one of this agent's leases
     Renew {
         /// The lease id
         lease_id: String,
-        /// New lifetime from now, seconds
-        #[arg(long)]
+        /// New lifetime from now (90s, 10m, 8h, 2d or seconds)
+        #[arg(long, value_parser = crate::client::parse_duration)]
         ttl: i64,
     },
     /// Give one of this agent's leases back (a database role is dropped at once)
@@ -74,7 +77,8 @@ pub(crate) enum AgentCmd {
         details: Vec<String>,
     },
     /// Ask, just in time, for a permission on one of this agent's task's resources; exits 0
-    /// once it is granted (by policy, or by an approver within --wait), 1 otherwise
+    /// once it is granted (by policy, or by an approver within --wait), 1 when it is denied
+    /// or expires, 3 while it still waits for an approver
     RequestGrant(RequestGrantArgs),
 }
 
@@ -93,18 +97,18 @@ pub(crate) struct RequestGrantArgs {
     /// Why, for the approver and the record
     #[arg(long)]
     reason: String,
-    /// How long the grant lasts (30s, 10m, 2h, 1d) [default and at most: the task's deadline]
+    /// How long the grant lasts (90s, 10m, 8h, 2d or seconds) [default and at most: the
+    /// task's deadline]
     #[arg(long, value_parser = crate::client::parse_duration)]
     ttl: Option<i64>,
-    /// How long an approver has before the request is denied (30s, 10m, 2h, 1d) [default: 5m]
+    /// How long an approver has before the request is denied (90s, 10m, 8h, 2d or seconds)
+    /// [default: 5m]
     #[arg(long, value_parser = crate::client::parse_duration)]
     approval_timeout: Option<i64>,
-    /// Wait this long for an approver's decision (30s, 10m, …) when approval is needed
+    /// Wait this long for an approver's decision (90s, 10m, 8h, 2d or seconds) when approval
+    /// is needed
     #[arg(long, value_parser = crate::client::parse_duration)]
     wait: Option<i64>,
-    /// Print the request as JSON (the final state with --wait)
-    #[arg(long)]
-    json: bool,
 }
 
 /// This process's JWT-SVID (as `spiffe_id`, one of its identities; empty: the first) for the
@@ -117,7 +121,7 @@ async fn svid(client: &Client, socket: PathBuf, spiffe_id: String) -> Result<Str
         .with_context(|| format!("cannot reach the Workload API at {}", socket.display()))?;
     let (_, token) = wl::fetch_jwt_as(&mut api, vec![issuer], spiffe_id)
         .await
-        .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?;
+        .map_err(|s| crate::client::workload_error(&s))?;
     Ok(token)
 }
 
@@ -126,11 +130,13 @@ const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 pub(crate) async fn agent(
     client: &Client,
+    out: Out,
     socket: PathBuf,
     spiffe_id: Option<String>,
     cmd: AgentCmd,
 ) -> Result<()> {
-    let me = svid(client, socket, spiffe_id.unwrap_or_default()).await?;
+    let spiffe_id = spiffe_id.unwrap_or_default();
+    let me = svid(client, socket.clone(), spiffe_id.clone()).await?;
     match cmd {
         AgentCmd::Token {
             audiences,
@@ -166,13 +172,26 @@ pub(crate) async fn agent(
             }
             let (status, body) = client.post_form("/oauth2/token", &form).await?;
             if status != 200 {
-                bail!(
+                let why = format!(
                     "{} ({status}): {}",
                     body["error"].as_str().unwrap_or("error"),
                     body["error_description"].as_str().unwrap_or_default()
                 );
+                if status == 403 {
+                    return Err(Refused(why).into());
+                }
+                bail!(why);
             }
-            println!("{}", serde_json::to_string_pretty(&body)?);
+            out.object(
+                &body,
+                &[
+                    ("ACCESS_TOKEN", Cell::Str("access_token")),
+                    ("TOKEN_TYPE", Cell::Str("token_type")),
+                    ("ISSUED_TOKEN_TYPE", Cell::Str("issued_token_type")),
+                    ("EXPIRES_IN", Cell::Str("expires_in")),
+                    ("SCOPE", Cell::Str("scope")),
+                ],
+            )?;
         }
         AgentCmd::DbCredential { role, task, ttl } => {
             let mut body = serde_json::Map::new();
@@ -189,7 +208,21 @@ pub(crate) async fn agent(
                     &Value::Object(body),
                 )
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            out.object(
+                &v,
+                &[
+                    ("LEASE_ID", Cell::Str("lease_id")),
+                    ("USERNAME", Cell::Str("username")),
+                    ("PASSWORD", Cell::Str("password")),
+                    ("HOST", Cell::Str("host")),
+                    ("PORT", Cell::Str("port")),
+                    ("DATABASE", Cell::Str("database")),
+                    ("SSLMODE", Cell::Str("sslmode")),
+                    ("DSN", Cell::Str("dsn")),
+                    ("EXPIRES", Cell::Time("expires_unix_ms")),
+                    ("MAX_EXPIRES", Cell::Time("max_expires_unix_ms")),
+                ],
+            )?;
         }
         AgentCmd::Renew { lease_id, ttl } => {
             let v = client
@@ -199,17 +232,17 @@ pub(crate) async fn agent(
                     &json!({"lease_id": lease_id, "ttl_s": ttl}),
                 )
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            out.object(&v, crate::broker_cli::LEASE_FIELDS)?;
         }
         AgentCmd::Revoke { lease_id } => {
-            client
+            let v = client
                 .post_as_agent(
                     "/v1/agent/leases/revoke",
                     &me,
                     &json!({"lease_id": lease_id}),
                 )
                 .await?;
-            println!("revoked {lease_id}");
+            out.done(&v, format!("revoked {lease_id}"))?;
         }
         AgentCmd::Record {
             lease,
@@ -220,7 +253,7 @@ pub(crate) async fn agent(
             let mut detail = serde_json::Map::new();
             for d in details {
                 let Some((k, v)) = d.split_once('=') else {
-                    bail!("detail `{d}` must be KEY=VALUE");
+                    bail!("--detail `{d}` must be KEY=VALUE");
                 };
                 let value = v
                     .parse::<i64>()
@@ -235,54 +268,29 @@ pub(crate) async fn agent(
             let v = client
                 .post_as_agent("/v1/agent/operations", &me, &body)
                 .await?;
-            println!("recorded as ledger entry {}", v["seq"]);
+            out.done(&v, format!("recorded as ledger entry {}", v["seq"]))?;
         }
-        AgentCmd::RequestGrant(_) => {
-            // INVARIANT: `main` sends `request-grant` to `request_grant` (it needs the client
-            // settings to poll as the agent, and an exit code).
-            bail!("`agent request-grant` is run through `request_grant`");
+        AgentCmd::RequestGrant(req) => {
+            request_grant(client, out, socket, spiffe_id, me, req).await?;
         }
     }
     Ok(())
-}
-
-/// The client settings with only the token replaced by `bearer`.
-fn with_token(args: &ClientArgs, bearer: &str) -> Result<ClientArgs> {
-    use clap::{Args as _, FromArgMatches as _};
-    // `ClientArgs`'s own argument definitions with no defaults and no environment, so the
-    // matches hold only `--token` and updating a copy replaces nothing else.
-    let cmd = ClientArgs::augment_args(clap::Command::new("warden"))
-        .mut_args(|a| a.default_value(None).env(None));
-    let matches = cmd
-        .try_get_matches_from(["warden", "--token", bearer])
-        .context("cannot set up the agent client")?;
-    let mut args = args.clone();
-    args.update_from_arg_matches(&matches)
-        .context("cannot set up the agent client")?;
-    Ok(args)
-}
-
-/// A client for the same server (and CA) that authenticates every request with `bearer`, an
-/// agent's JWT-SVID, instead of an API token.
-fn client_as(args: &ClientArgs, bearer: &str) -> Result<Client> {
-    Client::new(&with_token(args, bearer)?)
 }
 
 /// Longest single long poll, seconds: below the client's 60 s request timeout.
 const POLL_S: i64 = 50;
 
 /// `warden agent request-grant …`: asks, prints the request, and with `--wait` long-polls
-/// until it is decided or the wait is over. Success when the permission is granted
-/// (`allowed` by policy or `approved`).
-pub(crate) async fn request_grant(
-    args: &ClientArgs,
+/// until it is decided or the wait is over. Exit 0 when the permission is granted (`allowed`
+/// by policy or `approved`), 1 when it is denied or expired, 3 while it is still pending.
+async fn request_grant(
+    client: &Client,
+    out: Out,
     socket: PathBuf,
-    spiffe_id: Option<String>,
+    spiffe_id: String,
+    me: String,
     req: RequestGrantArgs,
-) -> Result<ExitCode> {
-    let plain = Client::new(args)?;
-    let spiffe_id = spiffe_id.unwrap_or_default();
-    let me = svid(&plain, socket.clone(), spiffe_id.clone()).await?;
+) -> Result<()> {
     let mut body = json!({
         "task": req.task, "resource": req.resource, "permission": req.permission,
         "reason": req.reason,
@@ -293,11 +301,12 @@ pub(crate) async fn request_grant(
     if let Some(t) = req.approval_timeout {
         body["approval_timeout_s"] = json!(t);
     }
-    let mut r = client_as(args, &me)?
+    let mut r = client
+        .as_bearer(&me)
         .post_json("/v1/grants/requests", &body)
         .await?;
-    if !req.json {
-        print_request_state(&r);
+    if !out.is_json() {
+        print_request_state(&r)?;
     }
     if let Some(wait) = req.wait.filter(|_| r["state"] == "pending") {
         let id = r["request_id"]
@@ -311,8 +320,9 @@ pub(crate) async fn request_grant(
                 break;
             }
             // A fresh SVID for every poll: a long wait may outlive one.
-            let me = svid(&plain, socket.clone(), spiffe_id.clone()).await?;
-            r = client_as(args, &me)?
+            let me = svid(client, socket.clone(), spiffe_id.clone()).await?;
+            r = client
+                .as_bearer(&me)
                 .get_json(&format!(
                     "/v1/grants/requests/{}?wait_s={}",
                     percent_encode(&id),
@@ -323,21 +333,22 @@ pub(crate) async fn request_grant(
                 break;
             }
         }
-        if !req.json {
-            print_request_state(&r);
+        if !out.is_json() {
+            print_request_state(&r)?;
         }
     }
-    if req.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+    if out.is_json() {
+        output::json(&r)?;
     }
-    Ok(match r["state"].as_str() {
-        Some("allowed" | "approved") => ExitCode::SUCCESS,
-        _ => ExitCode::FAILURE,
-    })
+    match r["state"].as_str() {
+        Some("allowed" | "approved") => Ok(()),
+        Some("pending") => Err(output::Pending.into()),
+        _ => Err(Negative.into()),
+    }
 }
 
 /// One line on where a grant request stands.
-fn print_request_state(r: &Value) {
+fn print_request_state(r: &Value) -> Result<()> {
     let s = |k: &str| r[k].as_str().unwrap_or("-").to_owned();
     let what = format!(
         "{} on {} (task {})",
@@ -345,36 +356,36 @@ fn print_request_state(r: &Value) {
         s("resource"),
         s("task")
     );
-    match r["state"].as_str().unwrap_or("-") {
-        "allowed" => println!(
+    output::line(&match r["state"].as_str().unwrap_or("-") {
+        "allowed" => format!(
             "granted {what} by policy: request {}, decision {}",
             s("request_id"),
             s("decision_id")
         ),
-        "approved" => println!(
+        "approved" => format!(
             "granted {what}: request {} approved by {}{}",
             s("request_id"),
             s("decided_by"),
             reason_of(r)
         ),
-        "pending" => println!(
+        "pending" => format!(
             "waiting for an approver: request {} for {what}, decision {}, until {}",
             s("request_id"),
             s("decision_id"),
-            crate::trust_cli::when(&r["expires_unix_ms"])
+            output::time(&r["expires_unix_ms"])
         ),
-        "denied" => println!(
+        "denied" => format!(
             "denied {what}: request {} denied by {}{}",
             s("request_id"),
             s("decided_by"),
             reason_of(r)
         ),
-        "expired" => println!(
+        "expired" => format!(
             "denied {what}: request {} expired with no approver's decision",
             s("request_id")
         ),
-        other => println!("request {} is {other}", s("request_id")),
-    }
+        other => format!("request {} is {other}", s("request_id")),
+    })
 }
 
 fn reason_of(r: &Value) -> String {
@@ -382,41 +393,4 @@ fn reason_of(r: &Value) -> String {
         .as_str()
         .map(|why| format!(": {why}"))
         .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, clap::Parser)]
-    struct Cli {
-        #[command(flatten)]
-        client: ClientArgs,
-    }
-
-    /// The agent client keeps the server, token file and CA file, and only swaps the token.
-    #[test]
-    fn agent_client_replaces_only_the_token() {
-        use clap::Parser as _;
-        let cli = Cli::try_parse_from([
-            "warden",
-            "--server",
-            "https://warden.example:8443",
-            "--token-file",
-            "/nonexistent/admin.token",
-            "--ca-file",
-            "/etc/warden/ca.pem",
-        ])
-        .unwrap();
-        let args = with_token(&cli.client, "eyJ.svid").unwrap();
-        let shown = format!("{args:?}");
-        for want in [
-            "https://warden.example:8443",
-            "Some(\"eyJ.svid\")",
-            "/nonexistent/admin.token",
-            "/etc/warden/ca.pem",
-        ] {
-            assert!(shown.contains(want), "{want} not in {shown}");
-        }
-    }
 }

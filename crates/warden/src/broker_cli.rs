@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::client::{Client, percent_encode};
+use crate::{
+    client::{Client, parse_duration, percent_encode},
+    output::{self, Cell, Col, Out},
+};
 
 /// `warden lease …`
 #[derive(Debug, clap::Subcommand)]
@@ -28,9 +31,6 @@ pub(crate) enum LeaseCmd {
         /// Page size (1-1000)
         #[arg(long, default_value_t = 100)]
         limit: u32,
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
     },
     /// Show one lease (auditor)
     Show {
@@ -59,13 +59,41 @@ pub(crate) enum LeaseCmd {
     Renew {
         /// The lease id
         id: String,
-        /// New lifetime from now, seconds
-        #[arg(long)]
+        /// New lifetime from now (90s, 10m, 8h, 2d or seconds)
+        #[arg(long, value_parser = parse_duration)]
         ttl: i64,
     },
 }
 
-pub(crate) async fn lease(client: &Client, cmd: LeaseCmd) -> Result<()> {
+/// The columns of `lease list`.
+const LEASE_COLS: &[Col] = &[
+    ("LEASE_ID", Cell::Str("lease_id")),
+    ("STATE", Cell::Str("state")),
+    ("AGENT", Cell::Str("agent")),
+    ("TASK", Cell::Str("task")),
+    ("EXPIRES", Cell::Time("expires_unix_ms")),
+];
+
+/// The fields of one lease (`lease show`, `lease renew`, `agent renew`).
+pub(crate) const LEASE_FIELDS: &[Col] = &[
+    ("LEASE_ID", Cell::Str("lease_id")),
+    ("STATE", Cell::Str("state")),
+    ("AGENT", Cell::Str("agent")),
+    ("SUBJECT", Cell::Str("subject")),
+    ("TASK", Cell::Str("task")),
+    ("ENGINE", Cell::Str("engine")),
+    ("SCOPE", Cell::Json("scope")),
+    ("PARENT", Cell::Str("parent")),
+    ("ISSUED", Cell::Time("issued_unix_ms")),
+    ("EXPIRES", Cell::Time("expires_unix_ms")),
+    ("MAX_EXPIRES", Cell::Time("max_expires_unix_ms")),
+    ("REVOKED", Cell::Time("revoked_unix_ms")),
+    ("REVOKE_REASON", Cell::Str("revoke_reason")),
+    ("ATTEMPTS", Cell::Str("attempts")),
+    ("LAST_ERROR", Cell::Str("last_error")),
+];
+
+pub(crate) async fn lease(client: &Client, out: Out, cmd: LeaseCmd) -> Result<()> {
     match cmd {
         LeaseCmd::List {
             agent,
@@ -73,7 +101,6 @@ pub(crate) async fn lease(client: &Client, cmd: LeaseCmd) -> Result<()> {
             prefix,
             state,
             limit,
-            json,
         } => {
             let mut query = vec![format!("limit={limit}")];
             for (k, v) in [
@@ -89,24 +116,16 @@ pub(crate) async fn lease(client: &Client, cmd: LeaseCmd) -> Result<()> {
             let v = client
                 .get_json(&format!("/v1/leases?{}", query.join("&")))
                 .await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(());
-            }
-            for l in v.as_array().into_iter().flatten() {
-                print_lease_line(l);
-            }
+            out.list(&v, &v, "no leases", LEASE_COLS)?;
         }
         LeaseCmd::Show { id } => {
             let v = client
                 .get_json(&format!("/v1/leases?id={}", percent_encode(&id)))
                 .await?;
-            let one = v
-                .as_array()
-                .and_then(|a| a.first())
-                .cloned()
-                .unwrap_or(Value::Null);
-            println!("{}", serde_json::to_string_pretty(&one)?);
+            let Some(one) = v.as_array().and_then(|a| a.first()) else {
+                return Err(output::Refused(format!("no lease `{id}`")).into());
+            };
+            out.object(one, LEASE_FIELDS)?;
         }
         LeaseCmd::Revoke {
             id,
@@ -121,43 +140,26 @@ pub(crate) async fn lease(client: &Client, cmd: LeaseCmd) -> Result<()> {
             let body = strip_nulls(body);
             let v = client.post_json("/v1/leases/revoke", &body).await?;
             let n = v["revoked"].as_u64().unwrap_or(0);
-            println!("revoked {n} lease(s)");
             let ids: Vec<&str> = v["lease_ids"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter_map(Value::as_str)
                 .collect();
-            for id in ids.iter().take(20) {
-                println!("  {id}");
+            let mut text = format!("revoked {n} lease(s)");
+            for id in &ids {
+                text.push_str(&format!("\n  {id}"));
             }
-            if n > 20 {
-                println!(
-                    "  … and {} more (warden lease list --state revoked)",
-                    n - 20
-                );
-            }
+            out.done(&v, text)?;
         }
         LeaseCmd::Renew { id, ttl } => {
             let v = client
                 .post_json("/v1/leases/renew", &json!({"lease_id": id, "ttl_s": ttl}))
                 .await?;
-            print_lease_line(&v);
+            out.object(&v, LEASE_FIELDS)?;
         }
     }
     Ok(())
-}
-
-fn print_lease_line(l: &Value) {
-    let s = |k: &str| l[k].as_str().unwrap_or("-").to_owned();
-    println!(
-        "{:<62} {:<9} {:<45} task={} expires={}",
-        s("lease_id"),
-        s("state"),
-        s("agent"),
-        l["task"].as_str().unwrap_or("-"),
-        crate::trust_cli::when(&l["expires_unix_ms"])
-    );
 }
 
 fn strip_nulls(v: Value) -> Value {
@@ -189,14 +191,20 @@ impl HoldKind {
 }
 
 /// `warden hold KIND VALUE --reason …`: the kill switch.
-pub(crate) async fn hold(client: &Client, kind: HoldKind, value: &str, reason: &str) -> Result<()> {
+pub(crate) async fn hold(
+    client: &Client,
+    out: Out,
+    kind: HoldKind,
+    value: &str,
+    reason: &str,
+) -> Result<()> {
     let v = client
         .post_json(
             "/v1/holds",
             &json!({"kind": kind.as_str(), "value": value, "reason": reason}),
         )
         .await?;
-    println!(
+    let mut text = format!(
         "held {} {}: {} lease(s) revoked{}",
         kind.as_str(),
         value,
@@ -209,14 +217,15 @@ pub(crate) async fn hold(client: &Client, kind: HoldKind, value: &str, reason: &
         }
     );
     for a in v["agents_held"].as_array().into_iter().flatten() {
-        println!("  denied everywhere: {}", a.as_str().unwrap_or_default());
+        text.push_str(&format!("\n  denied everywhere: {}", output::scalar(a)));
     }
-    Ok(())
+    out.done(&v, text)
 }
 
 /// `warden release KIND VALUE --reason …`
 pub(crate) async fn release(
     client: &Client,
+    out: Out,
     kind: HoldKind,
     value: &str,
     reason: &str,
@@ -229,26 +238,30 @@ pub(crate) async fn release(
             percent_encode(reason)
         ))
         .await?;
-    println!(
-        "released {} {value} (revoked credentials stay revoked)",
-        kind.as_str()
-    );
-    Ok(())
+    out.done(
+        &json!({"kind": kind.as_str(), "value": value, "released": true}),
+        format!(
+            "released {} {value} (revoked credentials stay revoked)",
+            kind.as_str()
+        ),
+    )
 }
 
 /// `warden holds`
-pub(crate) async fn holds(client: &Client) -> Result<()> {
+pub(crate) async fn holds(client: &Client, out: Out) -> Result<()> {
     let v = client.get_json("/v1/holds").await?;
-    for h in v.as_array().into_iter().flatten() {
-        println!(
-            "{:<7} {:<50} {} ({})",
-            h["kind"].as_str().unwrap_or_default(),
-            h["value"].as_str().unwrap_or_default(),
-            h["reason"].as_str().unwrap_or_default(),
-            h["created_by"].as_str().unwrap_or_default()
-        );
-    }
-    Ok(())
+    out.list(
+        &v,
+        &v,
+        "no holds",
+        &[
+            ("KIND", Cell::Str("kind")),
+            ("VALUE", Cell::Str("value")),
+            ("SINCE", Cell::Time("created_unix_ms")),
+            ("BY", Cell::Str("created_by")),
+            ("REASON", Cell::Str("reason")),
+        ],
+    )
 }
 
 /// `warden db …`
@@ -289,11 +302,11 @@ pub(crate) enum DbCmd {
         /// PRIVILEGES:TABLES, e.g. SELECT:customers,orders (repeatable)
         #[arg(long = "grant", required = true)]
         grants: Vec<String>,
-        /// Default lease lifetime, seconds
-        #[arg(long, default_value_t = 300)]
+        /// Default lease lifetime (90s, 10m, 8h, 2d or seconds)
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
         default_ttl: i64,
-        /// Longest lifetime, renewals included, seconds
-        #[arg(long, default_value_t = 3600)]
+        /// Longest lifetime, renewals included (90s, 10m, 8h, 2d or seconds)
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
         max_ttl: i64,
     },
     /// List role templates
@@ -308,7 +321,7 @@ pub(crate) enum DbCmd {
 /// `SELECT,INSERT:customers,orders` → `{"privileges": [...], "tables": [...]}`.
 fn parse_grant(text: &str) -> Result<Value> {
     let Some((privileges, tables)) = text.split_once(':') else {
-        bail!("grant `{text}` must be PRIVILEGES:TABLES, e.g. SELECT:customers,orders");
+        bail!("--grant `{text}` must be PRIVILEGES:TABLES, e.g. SELECT:customers,orders");
     };
     let list = |s: &str| -> Vec<String> {
         s.split(',')
@@ -320,7 +333,7 @@ fn parse_grant(text: &str) -> Result<Value> {
     Ok(json!({"privileges": list(privileges), "tables": list(tables)}))
 }
 
-pub(crate) async fn db(client: &Client, cmd: DbCmd) -> Result<()> {
+pub(crate) async fn db(client: &Client, out: Out, cmd: DbCmd) -> Result<()> {
     match cmd {
         DbCmd::AddConnection {
             name,
@@ -331,7 +344,7 @@ pub(crate) async fn db(client: &Client, cmd: DbCmd) -> Result<()> {
         } => {
             let dsn = match dsn_file {
                 Some(path) => std::fs::read_to_string(&path)
-                    .with_context(|| format!("reading {}", path.display()))?,
+                    .with_context(|| format!("reading {} (--dsn-file)", path.display()))?,
                 None => std::env::var("WARDEN_DB_ADMIN_DSN").context(
                     "give --dsn-file FILE, or set WARDEN_DB_ADMIN_DSN and pass --dsn-env",
                 )?,
@@ -342,34 +355,40 @@ pub(crate) async fn db(client: &Client, cmd: DbCmd) -> Result<()> {
             }
             if let Some(path) = ca_file {
                 let pem = std::fs::read_to_string(&path)
-                    .with_context(|| format!("reading {}", path.display()))?;
+                    .with_context(|| format!("reading {} (--ca-file)", path.display()))?;
                 body["ca_pem"] = json!(pem);
             }
             let v = client
                 .put_json(&format!("/v1/databases/{}", percent_encode(&name)), &body)
                 .await?;
-            println!(
+            let sentence = format!(
                 "database {name} -> {} (tls {})",
-                v["target"].as_str().unwrap_or_default(),
-                v["tls"].as_str().unwrap_or_default()
+                output::scalar(&v["target"]),
+                output::scalar(&v["tls"])
             );
+            out.done(&v, sentence)?;
         }
         DbCmd::Connections => {
             let v = client.get_json("/v1/databases").await?;
-            for c in v.as_array().into_iter().flatten() {
-                println!(
-                    "{:<24} {:<12} {}",
-                    c["name"].as_str().unwrap_or_default(),
-                    c["tls"].as_str().unwrap_or_default(),
-                    c["target"].as_str().unwrap_or_default()
-                );
-            }
+            out.list(
+                &v,
+                &v,
+                "no target databases",
+                &[
+                    ("NAME", Cell::Str("name")),
+                    ("TLS", Cell::Str("tls")),
+                    ("TARGET", Cell::Str("target")),
+                ],
+            )?;
         }
         DbCmd::RemoveConnection { name } => {
             client
                 .delete(&format!("/v1/databases/{}", percent_encode(&name)))
                 .await?;
-            println!("removed database {name}");
+            out.done(
+                &json!({"name": name, "removed": true}),
+                format!("removed database {name}"),
+            )?;
         }
         DbCmd::AddRole {
             name,
@@ -382,7 +401,7 @@ pub(crate) async fn db(client: &Client, cmd: DbCmd) -> Result<()> {
                 .iter()
                 .map(|g| parse_grant(g))
                 .collect::<Result<Vec<_>>>()?;
-            client
+            let v = client
                 .put_json(
                     &format!("/v1/database-roles/{}", percent_encode(&name)),
                     &json!({
@@ -393,26 +412,31 @@ pub(crate) async fn db(client: &Client, cmd: DbCmd) -> Result<()> {
                     }),
                 )
                 .await?;
-            println!("role {name} on {connection}");
+            out.done(&v, format!("role {name} on {connection}"))?;
         }
         DbCmd::Roles => {
             let v = client.get_json("/v1/database-roles").await?;
-            for r in v.as_array().into_iter().flatten() {
-                println!(
-                    "{:<24} {:<16} ttl={}s max={}s {}",
-                    r["name"].as_str().unwrap_or_default(),
-                    r["connection"].as_str().unwrap_or_default(),
-                    r["default_ttl_s"],
-                    r["max_ttl_s"],
-                    r["grants"]
-                );
-            }
+            out.list(
+                &v,
+                &v,
+                "no role templates",
+                &[
+                    ("NAME", Cell::Str("name")),
+                    ("CONNECTION", Cell::Str("connection")),
+                    ("DEFAULT_TTL_S", Cell::Str("default_ttl_s")),
+                    ("MAX_TTL_S", Cell::Str("max_ttl_s")),
+                    ("GRANTS", Cell::Json("grants")),
+                ],
+            )?;
         }
         DbCmd::RemoveRole { name } => {
             client
                 .delete(&format!("/v1/database-roles/{}", percent_encode(&name)))
                 .await?;
-            println!("removed role {name}");
+            out.done(
+                &json!({"name": name, "removed": true}),
+                format!("removed role {name}"),
+            )?;
         }
     }
     Ok(())
@@ -467,12 +491,12 @@ pub(crate) enum SecretCmd {
     },
 }
 
-pub(crate) async fn secret(client: &Client, cmd: SecretCmd) -> Result<()> {
+pub(crate) async fn secret(client: &Client, out: Out, cmd: SecretCmd) -> Result<()> {
     match cmd {
         SecretCmd::Put { name, value_file } => {
             let value = match value_file {
                 Some(path) => std::fs::read_to_string(&path)
-                    .with_context(|| format!("reading {}", path.display()))?,
+                    .with_context(|| format!("reading {} (--value-file)", path.display()))?,
                 None => {
                     let mut s = String::new();
                     std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
@@ -486,19 +510,21 @@ pub(crate) async fn secret(client: &Client, cmd: SecretCmd) -> Result<()> {
                     &json!({"value": value}),
                 )
                 .await?;
-            println!("secret {name} version {}", v["version"]);
+            out.done(&v, format!("secret {name} version {}", v["version"]))?;
         }
         SecretCmd::List => {
             let v = client.get_json("/v1/secrets").await?;
-            for s in v.as_array().into_iter().flatten() {
-                println!(
-                    "{:<32} v{:<4} {} {}",
-                    s["name"].as_str().unwrap_or_default(),
-                    s["version"],
-                    crate::trust_cli::when(&s["created_unix_ms"]),
-                    s["created_by"].as_str().unwrap_or_default()
-                );
-            }
+            out.list(
+                &v,
+                &v,
+                "no secrets",
+                &[
+                    ("NAME", Cell::Str("name")),
+                    ("VERSION", Cell::Str("version")),
+                    ("CREATED", Cell::Time("created_unix_ms")),
+                    ("BY", Cell::Str("created_by")),
+                ],
+            )?;
         }
         SecretCmd::Reveal {
             name,
@@ -511,7 +537,11 @@ pub(crate) async fn secret(client: &Client, cmd: SecretCmd) -> Result<()> {
                     &strip_nulls(json!({"reason": reason, "version": version})),
                 )
                 .await?;
-            println!("{}", v["value"].as_str().unwrap_or_default());
+            if out.is_json() {
+                output::json(&v)?;
+            } else {
+                output::line(v["value"].as_str().unwrap_or_default())?;
+            }
         }
         SecretCmd::Delete { name, reason } => {
             client
@@ -521,7 +551,10 @@ pub(crate) async fn secret(client: &Client, cmd: SecretCmd) -> Result<()> {
                     percent_encode(&reason)
                 ))
                 .await?;
-            println!("deleted secret {name}");
+            out.done(
+                &json!({"name": name, "deleted": true}),
+                format!("deleted secret {name}"),
+            )?;
         }
     }
     Ok(())

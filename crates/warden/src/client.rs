@@ -13,32 +13,60 @@ use ledger::{Checkpoint, NoteVerifier, export};
 use serde::Deserialize;
 use serde_json::Value;
 
-/// Where the server is and how to authenticate.
+use crate::output::{self, ApiFailure, Cell, Negative, Out};
+
+/// Where the server is: the flags every command that talks to a server takes.
 #[derive(Debug, Clone, clap::Args)]
-pub(crate) struct ClientArgs {
+pub(crate) struct ServerArgs {
     /// Server base URL
     #[arg(
         long,
         env = "WARDEN_SERVER",
         default_value = "http://127.0.0.1:8080",
-        global = true
+        global = true,
+        help_heading = "Server connection"
     )]
     server: String,
+    /// Extra CA certificate (PEM) to trust for an https:// server
+    #[arg(
+        long,
+        env = "WARDEN_CA_FILE",
+        global = true,
+        help_heading = "Server connection"
+    )]
+    ca_file: Option<PathBuf>,
+}
+
+/// Where the server is and the API token to authenticate with (operator commands).
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ClientArgs {
+    #[command(flatten)]
+    server: ServerArgs,
     /// API token (prefer --token-file or WARDEN_TOKEN: flags show up in `ps`)
-    #[arg(long, env = "WARDEN_TOKEN", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "WARDEN_TOKEN",
+        hide_env_values = true,
+        global = true,
+        help_heading = "Server connection"
+    )]
     token: Option<String>,
     /// File holding the API token
-    #[arg(long, env = "WARDEN_TOKEN_FILE", global = true)]
+    #[arg(
+        long,
+        env = "WARDEN_TOKEN_FILE",
+        global = true,
+        help_heading = "Server connection"
+    )]
     token_file: Option<PathBuf>,
-    /// Extra CA certificate (PEM) to trust for an https:// server
-    #[arg(long, env = "WARDEN_CA_FILE", global = true)]
-    ca_file: Option<PathBuf>,
 }
 
 pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// Whether a 401 should point at `--token-file` (an operator command run without one).
+    token_hint: bool,
 }
 
 #[derive(Deserialize)]
@@ -48,34 +76,63 @@ struct ErrorBody {
 }
 
 impl Client {
+    /// An operator's client: the API token from `--token`, `--token-file` or the environment.
     pub(crate) fn new(args: &ClientArgs) -> Result<Self> {
         let token = match (&args.token, &args.token_file) {
             (Some(t), _) => Some(t.trim().to_owned()),
             (None, Some(path)) => Some(
                 std::fs::read_to_string(path)
-                    .with_context(|| format!("reading token file {}", path.display()))?
+                    .with_context(|| {
+                        format!(
+                            "reading the API token file {} (--token-file / WARDEN_TOKEN_FILE)",
+                            path.display()
+                        )
+                    })?
                     .trim()
                     .to_owned(),
             ),
             (None, None) => None,
         };
+        let mut client = Self::without_token(&args.server)?;
+        client.token_hint = token.is_none();
+        client.token = token;
+        Ok(client)
+    }
+
+    /// A client that sends no API token: an agent's (it presents its SVID per request) or a
+    /// joining host's.
+    pub(crate) fn without_token(args: &ServerArgs) -> Result<Self> {
         let mut http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .use_rustls_tls();
         if let Some(path) = &args.ca_file {
             let pem = std::fs::read(path)
-                .with_context(|| format!("reading CA file {}", path.display()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .with_context(|| format!("{} is not a PEM certificate bundle", path.display()))?
-            {
+                .with_context(|| format!("reading the CA file {} (--ca-file)", path.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
+                format!(
+                    "{} (--ca-file) is not a PEM certificate bundle",
+                    path.display()
+                )
+            })? {
                 http = http.add_root_certificate(cert);
             }
         }
         Ok(Self {
             http: http.build()?,
             base: args.server.trim_end_matches('/').to_owned(),
-            token,
+            token: None,
+            token_hint: false,
         })
+    }
+
+    /// The same server and TLS settings, authenticating with `bearer` (an agent's JWT-SVID).
+    pub(crate) fn as_bearer(&self, bearer: &str) -> Self {
+        Self {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            token: Some(bearer.to_owned()),
+            token_hint: false,
+        }
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -96,10 +153,22 @@ impl Client {
         }
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
-        match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(e) => bail!("{} ({}): {}", e.code, status.as_u16(), e.message),
-            Err(_) => bail!("server answered {status}: {text}"),
+        let Ok(e) = serde_json::from_str::<ErrorBody>(&text) else {
+            bail!("server answered {status}: {text}");
+        };
+        let mut message = e.message;
+        if status == reqwest::StatusCode::UNAUTHORIZED && self.token_hint {
+            message = format!(
+                "no API token given: pass --token-file FILE or set WARDEN_TOKEN_FILE \
+                 (the first start wrote DATA_DIR/admin.token) [{message}]"
+            );
         }
+        Err(ApiFailure {
+            status: status.as_u16(),
+            code: e.code,
+            message,
+        }
+        .into())
     }
 
     pub(crate) async fn get_json(&self, path: &str) -> Result<Value> {
@@ -221,12 +290,10 @@ pub(crate) enum AuditCmd {
         /// How many entries
         #[arg(short = 'n', long, default_value_t = 20)]
         lines: u64,
-        /// Keep printing new entries as they arrive
+        /// Keep printing new entries as they arrive (with --output json: one JSON object per
+        /// line)
         #[arg(short, long)]
         follow: bool,
-        /// Print each entry as one JSON object
-        #[arg(long)]
-        json: bool,
     },
     /// Fetch and check an inclusion proof (--index) or a consistency proof (--from)
     Proof {
@@ -251,9 +318,8 @@ pub(crate) enum AuditCmd {
     },
     /// Write a portable export (entries + signed checkpoint) for offline verification
     Export {
-        /// Output file
-        #[arg(short, long)]
-        output: PathBuf,
+        /// The file to write (it must not exist)
+        file: PathBuf,
         /// Sign a fresh checkpoint first so the export covers every entry (admin)
         #[arg(long)]
         publish: bool,
@@ -274,22 +340,24 @@ pub(crate) enum AuditCmd {
     },
 }
 
-fn print_entry(e: &Value, json: bool) {
-    if json {
-        println!("{e}");
-        return;
-    }
-    let ev = &e["event"];
-    println!(
-        "{:>8}  {}  {:<8} {:<24} {:<28} {}",
-        e["index"],
-        ev["time"].as_str().unwrap_or("?"),
-        ev["outcome"].as_str().unwrap_or("?"),
-        ev["action"].as_str().unwrap_or("?"),
-        ev["actor"].as_str().unwrap_or("?"),
-        ev["fields"]
-    );
-}
+/// The columns of `audit tail`.
+const ENTRY_COLS: &[output::Col] = &[
+    ("INDEX", Cell::Str("index")),
+    ("TIME", Cell::With(|e| output::time(&e["event"]["time"]))),
+    (
+        "OUTCOME",
+        Cell::With(|e| output::scalar(&e["event"]["outcome"])),
+    ),
+    (
+        "ACTION",
+        Cell::With(|e| output::scalar(&e["event"]["action"])),
+    ),
+    (
+        "ACTOR",
+        Cell::With(|e| output::scalar(&e["event"]["actor"])),
+    ),
+    ("FIELDS", Cell::With(|e| e["event"]["fields"].to_string())),
+];
 
 fn decode_hash(v: &Value) -> Result<merkle::Hash> {
     let s = v.as_str().context("expected a base64 hash")?;
@@ -304,6 +372,37 @@ fn decode_proof(v: &Value) -> Result<Vec<merkle::Hash>> {
         .collect()
 }
 
+/// The fields `audit proof` shows (inclusion or consistency; absent ones are left out).
+const PROOF_FIELDS: &[output::Col] = &[
+    (
+        "KIND",
+        Cell::With(|p| {
+            if p["root1"].is_null() {
+                "inclusion".into()
+            } else {
+                "consistency".into()
+            }
+        }),
+    ),
+    ("LEAF_INDEX", Cell::Str("leaf_index")),
+    ("TREE_SIZE", Cell::Str("tree_size")),
+    ("FROM_SIZE", Cell::Str("size1")),
+    ("TO_SIZE", Cell::Str("size2")),
+    ("LEAF_HASH", Cell::Str("leaf_hash")),
+    (
+        "ROOT",
+        Cell::With(|p| {
+            output::scalar(if p["root"].is_null() {
+                &p["root2"]
+            } else {
+                &p["root"]
+            })
+        }),
+    ),
+    ("OLD_ROOT", Cell::Str("root1")),
+    ("PROOF", Cell::List("proof")),
+];
+
 /// The latest checkpoint, its signed note, and the server's key, with the signature checked
 /// against that key.
 async fn trusted_checkpoint(client: &Client) -> Result<(Checkpoint, String, String)> {
@@ -314,24 +413,39 @@ async fn trusted_checkpoint(client: &Client) -> Result<(Checkpoint, String, Stri
     Ok((cp, note, vkey.trim().to_owned()))
 }
 
-pub(crate) async fn audit(client: &Client, cmd: AuditCmd) -> Result<()> {
+pub(crate) async fn audit(client: &Client, out: Out, cmd: AuditCmd) -> Result<()> {
     match cmd {
-        AuditCmd::Tail {
-            lines,
-            follow,
-            json,
-        } => {
+        AuditCmd::Tail { lines, follow } => {
             let page = client.get_json("/v1/audit/entries?limit=1").await?;
             let size = page["tree_size"].as_u64().unwrap_or(0);
             let mut next = size.saturating_sub(lines);
+            let mut printed_header = false;
             loop {
                 let page = client
                     .get_json(&format!("/v1/audit/entries?from={next}&limit=1000"))
                     .await?;
                 let entries = page["entries"].as_array().cloned().unwrap_or_default();
-                for e in &entries {
-                    print_entry(e, json);
-                    next = e["index"].as_u64().map_or(next, |i| i + 1);
+                if let Some(last) = entries.last() {
+                    next = last["index"].as_u64().map_or(next, |i| i + 1);
+                }
+                if out.is_json() {
+                    if follow {
+                        for e in &entries {
+                            output::line(&e.to_string())?;
+                        }
+                    } else {
+                        output::json(&Value::Array(entries.clone()))?;
+                    }
+                } else if !entries.is_empty() {
+                    let rows: Vec<&Value> = entries.iter().collect();
+                    if printed_header {
+                        output::table_rows(ENTRY_COLS, &rows)?;
+                    } else {
+                        output::table(ENTRY_COLS, &rows)?;
+                        printed_header = true;
+                    }
+                } else if !follow {
+                    output::line("no audit entries")?;
                 }
                 if !follow {
                     return Ok(());
@@ -362,29 +476,33 @@ pub(crate) async fn audit(client: &Client, cmd: AuditCmd) -> Result<()> {
                         "/v1/audit/proof/inclusion?index={index}&size={size}"
                     ))
                     .await?;
-                println!("{}", serde_json::to_string_pretty(&p)?);
                 let proof = decode_proof(&p["proof"])?;
-                let (leaf, root) = (decode_hash(&p["leafHash"])?, decode_hash(&p["root"])?);
+                let (leaf, root) = (decode_hash(&p["leaf_hash"])?, decode_hash(&p["root"])?);
                 merkle::verify_inclusion(index, size, &leaf, &proof, &root)
                     .context("the server's inclusion proof does not verify")?;
-                if size == cp.size {
+                let verdict = if size == cp.size {
                     if root != cp.root {
                         bail!("the proof's root differs from the signed checkpoint's root");
                     }
-                    eprintln!(
+                    format!(
                         "verified: entry {index} is in the signed checkpoint at size {size} ({vkey})"
-                    );
+                    )
                 } else {
-                    eprintln!(
-                        "verified against the root at size {size} (no signed checkpoint at that size)"
-                    );
+                    format!(
+                        "verified: entry {index} is in the tree at size {size} (no signed checkpoint at that size)"
+                    )
+                };
+                out.object(&p, PROOF_FIELDS)?;
+                if out.is_json() {
+                    eprintln!("{verdict}");
+                } else {
+                    output::line(&verdict)?;
                 }
             } else if let Some(from) = from {
                 let to = to.unwrap_or(cp.size);
                 let p = client
                     .get_json(&format!("/v1/audit/proof/consistency?from={from}&to={to}"))
                     .await?;
-                println!("{}", serde_json::to_string_pretty(&p)?);
                 let proof = decode_proof(&p["proof"])?;
                 let (r1, r2) = (decode_hash(&p["root1"])?, decode_hash(&p["root2"])?);
                 merkle::verify_consistency(from, to, &r1.0, &r2.0, &proof)
@@ -392,24 +510,42 @@ pub(crate) async fn audit(client: &Client, cmd: AuditCmd) -> Result<()> {
                 if to == cp.size && r2 != cp.root {
                     bail!("the proof's new root differs from the signed checkpoint's root");
                 }
-                eprintln!("verified: the log at size {to} extends the log at size {from}");
+                let verdict =
+                    format!("verified: the log at size {to} extends the log at size {from}");
+                out.object(&p, PROOF_FIELDS)?;
+                if out.is_json() {
+                    eprintln!("{verdict}");
+                } else {
+                    output::line(&verdict)?;
+                }
             } else {
                 bail!("give --index (inclusion proof) or --from (consistency proof)");
             }
             Ok(())
         }
         AuditCmd::Checkpoint { publish } => {
-            if publish {
-                let cp = client
+            // The signed note is the checkpoint; JSON adds its size and root, checked here.
+            let (cp, note) = if publish {
+                let answer = client
                     .post_json("/v1/audit/checkpoint", &Value::Null)
                     .await?;
-                print!("{}", cp["note"].as_str().unwrap_or_default());
+                let (cp, _, _) = trusted_checkpoint(client).await?;
+                (cp, answer["note"].as_str().unwrap_or_default().to_owned())
             } else {
-                print!("{}", client.get_text("/v1/audit/checkpoint").await?);
+                let (cp, note, _) = trusted_checkpoint(client).await?;
+                (cp, note)
+            };
+            if out.is_json() {
+                output::json(&serde_json::json!({
+                    "tree_size": cp.size,
+                    "root": STANDARD.encode(cp.root.as_bytes()),
+                    "note": note,
+                }))
+            } else {
+                output::line(note.trim_end())
             }
-            Ok(())
         }
-        AuditCmd::Export { output, publish } => export_log(client, &output, publish).await,
+        AuditCmd::Export { file, publish } => export_log(client, out, &file, publish).await,
         AuditCmd::Verify { .. } => unreachable_offline(),
     }
 }
@@ -418,7 +554,7 @@ fn unreachable_offline() -> Result<()> {
     bail!("`audit verify` runs offline and is dispatched before connecting")
 }
 
-async fn export_log(client: &Client, output: &PathBuf, publish: bool) -> Result<()> {
+async fn export_log(client: &Client, out: Out, output: &PathBuf, publish: bool) -> Result<()> {
     if publish {
         client
             .post_json("/v1/audit/checkpoint", &Value::Null)
@@ -430,9 +566,9 @@ async fn export_log(client: &Client, output: &PathBuf, publish: bool) -> Result<
         .create_new(true)
         .open(output)
         .with_context(|| format!("creating {} (it must not exist)", output.display()))?;
-    let mut out = BufWriter::new(file);
+    let mut file = BufWriter::new(file);
     export::write_header(
-        &mut out,
+        &mut file,
         &export::Header {
             format: export::FORMAT.into(),
             origin: cp.origin.clone(),
@@ -462,21 +598,28 @@ async fn export_log(client: &Client, output: &PathBuf, publish: bool) -> Result<
             }
             let leaf = STANDARD.decode(e["leaf"].as_str().context("entry without leaf")?)?;
             let hash = decode_hash(&e["leaf_hash"])?;
-            export::write_entry(&mut out, index, &hash, &leaf)?;
+            export::write_entry(&mut file, index, &hash, &leaf)?;
             next += 1;
         }
         bar.set_position(next);
     }
-    out.flush()?;
-    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    file.flush()?;
+    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     bar.finish_and_clear();
-    eprintln!(
-        "exported {} entries of {} to {}",
-        cp.size,
-        cp.origin,
-        output.display()
-    );
-    Ok(())
+    out.done(
+        &serde_json::json!({
+            "file": output.display().to_string(),
+            "origin": cp.origin,
+            "tree_size": cp.size,
+            "root": STANDARD.encode(cp.root.as_bytes()),
+        }),
+        format!(
+            "exported {} entries of {} to {}",
+            cp.size,
+            cp.origin,
+            output.display()
+        ),
+    )
 }
 
 fn progress(total: u64, what: &str) -> ProgressBar {
@@ -492,19 +635,22 @@ fn progress(total: u64, what: &str) -> ProgressBar {
 }
 
 /// `warden audit verify`: offline, no server, no trust in the file's own claims.
+/// Exits 0 when the export verifies, 1 when it does not (the reason is printed).
 pub(crate) fn verify_offline(
+    out: Out,
     file: &PathBuf,
     key: Option<String>,
     key_file: Option<PathBuf>,
     quiet: bool,
-) -> Result<bool> {
+) -> Result<()> {
     let vkey = match (key, key_file) {
         (Some(k), _) => k,
         (None, Some(path)) => std::fs::read_to_string(&path)
-            .with_context(|| format!("reading key file {}", path.display()))?,
+            .with_context(|| format!("reading the key file {} (--key-file)", path.display()))?,
         (None, None) => bail!("give --key or --key-file"),
     };
-    let verifier = NoteVerifier::from_vkey(&vkey)?;
+    let verifier = NoteVerifier::from_vkey(&vkey)
+        .context("the verifier key (--key / --key-file) is not a vkey")?;
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let reader = std::io::BufReader::with_capacity(1 << 20, f);
     let bar = if quiet {
@@ -518,19 +664,28 @@ pub(crate) fn verify_offline(
     });
     bar.finish_and_clear();
     match result {
-        Ok(v) => {
-            println!(
+        Ok(v) => out.done(
+            &serde_json::json!({
+                "verified": true,
+                "origin": v.origin,
+                "tree_size": v.tree_size,
+                "root": STANDARD.encode(v.root.as_bytes()),
+                "signer": verifier.name(),
+            }),
+            format!(
                 "OK: {} entries of {} verified; root {} is signed by {}",
                 v.tree_size,
                 v.origin,
                 STANDARD.encode(v.root.as_bytes()),
                 verifier.name()
-            );
-            Ok(true)
-        }
+            ),
+        ),
         Err(e) => {
-            println!("FAILED: {e}");
-            Ok(false)
+            out.done(
+                &serde_json::json!({"verified": false, "error": e.to_string()}),
+                format!("FAILED: {e}"),
+            )?;
+            Err(Negative.into())
         }
     }
 }
@@ -558,7 +713,26 @@ pub(crate) enum TokenCmd {
     Whoami,
 }
 
-pub(crate) async fn tokens(client: &Client, cmd: TokenCmd) -> Result<()> {
+/// The columns of an API token.
+const TOKEN_COLS: &[output::Col] = &[
+    ("ID", Cell::Str("id")),
+    ("NAME", Cell::Str("name")),
+    ("ROLE", Cell::Str("role")),
+    ("CREATED", Cell::Time("created_unix_ms")),
+    ("REVOKED", Cell::Time("revoked_unix_ms")),
+    (
+        "STATE",
+        Cell::With(|t| {
+            if t["revoked_unix_ms"].is_null() {
+                "active".into()
+            } else {
+                "revoked".into()
+            }
+        }),
+    ),
+];
+
+pub(crate) async fn tokens(client: &Client, out: Out, cmd: TokenCmd) -> Result<()> {
     match cmd {
         TokenCmd::Create { name, role } => {
             let v = client
@@ -567,41 +741,46 @@ pub(crate) async fn tokens(client: &Client, cmd: TokenCmd) -> Result<()> {
                     &serde_json::json!({ "name": name, "role": role }),
                 )
                 .await?;
-            println!("id:    {}", v["id"].as_str().unwrap_or_default());
-            println!("role:  {}", v["role"].as_str().unwrap_or_default());
-            println!("token: {}", v["token"].as_str().unwrap_or_default());
-            eprintln!("(shown once; Warden keeps only its hash)");
+            out.object(
+                &v,
+                &[
+                    ("ID", Cell::Str("id")),
+                    ("NAME", Cell::Str("name")),
+                    ("ROLE", Cell::Str("role")),
+                    ("TOKEN", Cell::Str("token")),
+                ],
+            )?;
+            eprintln!("(the token is shown once; Warden keeps only its hash)");
         }
         TokenCmd::List => {
             let v = client.get_json("/v1/tokens").await?;
-            for t in v.as_array().into_iter().flatten() {
-                println!(
-                    "{}  {:<9} {:<24} {}",
-                    t["id"].as_str().unwrap_or_default(),
-                    t["role"].as_str().unwrap_or_default(),
-                    t["name"].as_str().unwrap_or_default(),
-                    if t["revoked_unix_ms"].is_null() {
-                        "active"
-                    } else {
-                        "revoked"
-                    }
-                );
-            }
+            out.list(&v, &v, "no API tokens", TOKEN_COLS)?;
         }
         TokenCmd::Revoke { id } => {
             client
-                .delete(&format!("/v1/tokens/{}", path_segment(&id)?))
+                .delete(&format!("/v1/tokens/{}", path_segment(&id, "token id")?))
                 .await?;
-            println!("revoked {id}");
+            out.done(
+                &serde_json::json!({"id": id, "revoked": true}),
+                format!("revoked {id}"),
+            )?;
         }
         TokenCmd::Whoami => {
-            println!("{}", client.get_json("/v1/whoami").await?);
+            let v = client.get_json("/v1/whoami").await?;
+            out.object(
+                &v,
+                &[
+                    ("TOKEN_ID", Cell::Str("token_id")),
+                    ("NAME", Cell::Str("name")),
+                    ("ROLE", Cell::Str("role")),
+                ],
+            )?;
         }
     }
     Ok(())
 }
 
-/// Parses `90s`, `5m`, `1h`, `2d` or plain seconds into seconds.
+/// Parses the one duration syntax of every TTL flag: `90s`, `10m`, `8h`, `2d`, or bare seconds.
 pub(crate) fn parse_duration(s: &str) -> Result<i64, String> {
     let s = s.trim();
     let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
@@ -610,16 +789,25 @@ pub(crate) fn parse_duration(s: &str) -> Result<i64, String> {
     };
     let n: i64 = digits
         .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 90s, 5m, 1h or 2d"))?;
+        .map_err(|_| format!("`{s}` is not a duration: use 90s, 10m, 8h, 2d or bare seconds"))?;
     let factor = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("`{s}` is not a duration like 90s, 5m, 1h or 2d")),
+        _ => {
+            return Err(format!(
+                "`{s}` is not a duration: use 90s, 10m, 8h, 2d or bare seconds"
+            ));
+        }
     };
     n.checked_mul(factor)
         .ok_or_else(|| format!("`{s}` is too long"))
+}
+
+/// [`parse_duration`] for a setting that cannot be negative.
+pub(crate) fn parse_seconds(s: &str) -> Result<u64, String> {
+    parse_duration(s).and_then(|n| u64::try_from(n).map_err(|_| format!("`{s}` is negative")))
 }
 
 /// `warden entry …`
@@ -635,10 +823,10 @@ pub(crate) enum EntryCmd {
         /// unix:path:/ABS/PATH, unix:sha256:HEX
         #[arg(long = "selector", required = true)]
         selectors: Vec<String>,
-        /// X.509-SVID lifetime (90s, 5m, 1h, 2d) [default: 1h]
+        /// X.509-SVID lifetime (90s, 10m, 8h, 2d or seconds) [default: 1h]
         #[arg(long, value_parser = parse_duration)]
         x509_ttl: Option<i64>,
-        /// JWT-SVID lifetime [default: 5m]
+        /// JWT-SVID lifetime (90s, 10m, 8h, 2d or seconds) [default: 5m]
         #[arg(long, value_parser = parse_duration)]
         jwt_ttl: Option<i64>,
         /// Kind of agent, e.g. coder
@@ -665,7 +853,20 @@ pub(crate) enum EntryCmd {
     },
 }
 
-pub(crate) async fn entries(client: &Client, cmd: EntryCmd) -> Result<()> {
+/// The fields of a registration entry.
+const ENTRY_FIELDS: &[output::Col] = &[
+    ("ID", Cell::Str("id")),
+    ("SPIFFE_ID", Cell::Str("spiffe_id")),
+    ("SELECTORS", Cell::List("selectors")),
+    ("X509_TTL_SECS", Cell::Str("x509_ttl_secs")),
+    ("JWT_TTL_SECS", Cell::Str("jwt_ttl_secs")),
+    ("KIND", Cell::Str("agent_kind")),
+    ("OWNER", Cell::Str("owner")),
+    ("DESCRIPTION", Cell::Str("description")),
+    ("CREATED", Cell::Time("created_unix_ms")),
+];
+
+pub(crate) async fn entries(client: &Client, out: Out, cmd: EntryCmd) -> Result<()> {
     match cmd {
         EntryCmd::Create {
             spiffe_id,
@@ -690,49 +891,49 @@ pub(crate) async fn entries(client: &Client, cmd: EntryCmd) -> Result<()> {
                     }),
                 )
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            out.object(&v, ENTRY_FIELDS)?;
         }
         EntryCmd::List => {
             let v = client.get_json("/v1/entries").await?;
-            for e in v.as_array().into_iter().flatten() {
-                let selectors: Vec<&str> = e["selectors"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect();
-                println!(
-                    "{}  {:<40} {}",
-                    e["id"].as_str().unwrap_or_default(),
-                    e["spiffe_id"].as_str().unwrap_or_default(),
-                    selectors.join(",")
-                );
-            }
+            out.list(
+                &v,
+                &v,
+                "no registration entries",
+                &[
+                    ("ID", Cell::Str("id")),
+                    ("SPIFFE_ID", Cell::Str("spiffe_id")),
+                    ("OWNER", Cell::Str("owner")),
+                    ("SELECTORS", Cell::List("selectors")),
+                ],
+            )?;
         }
         EntryCmd::Show { id } => {
             let v = client
-                .get_json(&format!("/v1/entries/{}", path_segment(&id)?))
+                .get_json(&format!("/v1/entries/{}", path_segment(&id, "entry id")?))
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            out.object(&v, ENTRY_FIELDS)?;
         }
         EntryCmd::Delete { id } => {
             client
-                .delete(&format!("/v1/entries/{}", path_segment(&id)?))
+                .delete(&format!("/v1/entries/{}", path_segment(&id, "entry id")?))
                 .await?;
-            println!("deleted {id}");
+            out.done(
+                &serde_json::json!({"id": id, "deleted": true}),
+                format!("deleted {id}"),
+            )?;
         }
     }
     Ok(())
 }
 
 /// An id to put in a URL path: refused if it could change the path.
-fn path_segment(id: &str) -> Result<&str> {
+fn path_segment<'a>(id: &'a str, what: &str) -> Result<&'a str> {
     if id.is_empty()
         || !id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
-        bail!("`{id}` is not an id");
+        bail!("`{id}` is not a {what} (letters, digits, `_` and `-`)");
     }
     Ok(id)
 }
@@ -766,13 +967,13 @@ pub(crate) enum JoinTokenCmd {
         /// SPIFFE ID the token may be exchanged for
         #[arg(long)]
         spiffe_id: String,
-        /// Token lifetime (60s to 7d) [default: 10m]
+        /// Token lifetime (90s, 10m, 8h, 2d or seconds; 60s to 7d) [default: 10m]
         #[arg(long, value_parser = parse_duration)]
         ttl: Option<i64>,
     },
 }
 
-pub(crate) async fn join_tokens(client: &Client, cmd: JoinTokenCmd) -> Result<()> {
+pub(crate) async fn join_tokens(client: &Client, out: Out, cmd: JoinTokenCmd) -> Result<()> {
     match cmd {
         JoinTokenCmd::Generate { spiffe_id, ttl } => {
             let v = client
@@ -781,13 +982,15 @@ pub(crate) async fn join_tokens(client: &Client, cmd: JoinTokenCmd) -> Result<()
                     &serde_json::json!({ "spiffe_id": spiffe_id, "ttl_secs": ttl }),
                 )
                 .await?;
-            println!("token:      {}", v["token"].as_str().unwrap_or_default());
-            println!(
-                "spiffe_id:  {}",
-                v["spiffe_id"].as_str().unwrap_or_default()
-            );
-            println!("expires_ms: {}", v["expires_unix_ms"]);
-            eprintln!("(one use; shown once)");
+            out.object(
+                &v,
+                &[
+                    ("TOKEN", Cell::Str("token")),
+                    ("SPIFFE_ID", Cell::Str("spiffe_id")),
+                    ("EXPIRES", Cell::Time("expires_unix_ms")),
+                ],
+            )?;
+            eprintln!("(one use; the token is shown once)");
         }
     }
     Ok(())
@@ -795,7 +998,12 @@ pub(crate) async fn join_tokens(client: &Client, cmd: JoinTokenCmd) -> Result<()
 
 /// `warden join`: exchange a join token for this host's first X.509-SVID. The private key is
 /// made here and never sent.
-pub(crate) async fn join(client: &Client, join_token: &str, out: &std::path::Path) -> Result<()> {
+pub(crate) async fn join(
+    client: &Client,
+    out: Out,
+    join_token: &str,
+    dir: &std::path::Path,
+) -> Result<()> {
     let (key_pem, csr) =
         identity::ca::new_key_and_csr().map_err(|e| anyhow::anyhow!("cannot make a key: {e}"))?;
     let v = client
@@ -804,7 +1012,7 @@ pub(crate) async fn join(client: &Client, join_token: &str, out: &std::path::Pat
             &serde_json::json!({ "token": join_token, "csr": csr }),
         )
         .await?;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {} (--out)", dir.display()))?;
     let field = |name: &str| -> Result<String> {
         Ok(v[name]
             .as_str()
@@ -812,45 +1020,68 @@ pub(crate) async fn join(client: &Client, join_token: &str, out: &std::path::Pat
             .to_owned())
     };
     let (svid, bundle) = (field("svid_pem")?, field("bundle_pem")?);
-    let key_path = out.join("svid.key");
+    write_identity(dir, &svid, key_pem.as_bytes(), &bundle)?;
+    let mut answer = serde_json::json!({
+        "spiffe_id": field("spiffe_id")?,
+        "expires_unix_ms": v["expires_unix_ms"],
+    });
+    answer["files"] = serde_json::json!(identity_files(dir));
+    out.object(
+        &answer,
+        &[
+            ("SPIFFE_ID", Cell::Str("spiffe_id")),
+            ("EXPIRES", Cell::Time("expires_unix_ms")),
+            ("FILES", Cell::List("files")),
+        ],
+    )
+}
+
+/// The three files an identity is written to: the SVID chain, its key (0600) and the bundle.
+fn identity_files(dir: &std::path::Path) -> Vec<String> {
+    ["svid.pem", "svid.key", "bundle.pem"]
+        .iter()
+        .map(|f| dir.join(f).display().to_string())
+        .collect()
+}
+
+/// Writes svid.pem, svid.key (0600, replaced, never widened) and bundle.pem into `dir`.
+fn write_identity(
+    dir: &std::path::Path,
+    svid_pem: &str,
+    key_pem: &[u8],
+    bundle_pem: &str,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {} (--out)", dir.display()))?;
+    let key_path = dir.join("svid.key");
     if key_path.exists() {
-        std::fs::remove_file(&key_path)?;
+        std::fs::remove_file(&key_path)
+            .with_context(|| format!("replacing {}", key_path.display()))?;
     }
-    crate::keys::write_secret_file(&key_path, key_pem.as_bytes())?;
-    std::fs::write(out.join("svid.pem"), svid)?;
-    std::fs::write(out.join("bundle.pem"), bundle)?;
-    println!("spiffe_id:  {}", field("spiffe_id")?);
-    println!("expires_ms: {}", v["expires_unix_ms"]);
-    println!(
-        "wrote {}/svid.pem, svid.key (0600) and bundle.pem",
-        out.display()
-    );
+    crate::keys::write_secret_file(&key_path, key_pem)?;
+    std::fs::write(dir.join("svid.pem"), svid_pem)
+        .with_context(|| format!("writing {}", dir.join("svid.pem").display()))?;
+    std::fs::write(dir.join("bundle.pem"), bundle_pem)
+        .with_context(|| format!("writing {}", dir.join("bundle.pem").display()))?;
     Ok(())
 }
 
-/// What to deny: exactly one of these.
-#[derive(Debug, clap::Args)]
-#[group(required = true, multiple = false)]
-pub(crate) struct DenyTarget {
-    /// A workload identity
-    #[arg(long)]
-    spiffe_id: Option<String>,
+/// What a denial names.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum DenyKind {
+    /// A workload identity, by SPIFFE ID
+    SpiffeId,
     /// One JWT, by its jti
-    #[arg(long)]
-    jti: Option<String>,
+    Jti,
     /// One X.509 certificate, by its serial (lowercase hex)
-    #[arg(long)]
-    serial: Option<String>,
+    Serial,
 }
 
-impl DenyTarget {
-    fn pair(&self) -> (&'static str, &str) {
-        match (&self.spiffe_id, &self.jti, &self.serial) {
-            (Some(v), _, _) => ("spiffe_id", v),
-            (_, Some(v), _) => ("jti", v),
-            (_, _, Some(v)) => ("serial", v),
-            // INVARIANT: clap's group makes exactly one present; an empty value fails server-side.
-            _ => ("serial", ""),
+impl DenyKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            DenyKind::SpiffeId => "spiffe_id",
+            DenyKind::Jti => "jti",
+            DenyKind::Serial => "serial",
         }
     }
 }
@@ -860,8 +1091,11 @@ impl DenyTarget {
 pub(crate) enum DenyCmd {
     /// Deny an identity or credential everywhere, now (admin)
     Add {
-        #[command(flatten)]
-        target: DenyTarget,
+        /// spiffe-id, jti or serial
+        #[arg(value_enum)]
+        kind: DenyKind,
+        /// The SPIFFE ID, jti or serial
+        value: String,
         /// Why, for the record
         #[arg(long)]
         reason: String,
@@ -870,8 +1104,11 @@ pub(crate) enum DenyCmd {
     List,
     /// Lift a denial (admin)
     Remove {
-        #[command(flatten)]
-        target: DenyTarget,
+        /// spiffe-id, jti or serial
+        #[arg(value_enum)]
+        kind: DenyKind,
+        /// The SPIFFE ID, jti or serial
+        value: String,
     },
 }
 
@@ -887,39 +1124,52 @@ pub(crate) fn percent_encode(s: &str) -> String {
         .collect()
 }
 
-pub(crate) async fn deny(client: &Client, cmd: DenyCmd) -> Result<()> {
+pub(crate) async fn deny(client: &Client, out: Out, cmd: DenyCmd) -> Result<()> {
     match cmd {
-        DenyCmd::Add { target, reason } => {
-            let (kind, value) = target.pair();
+        DenyCmd::Add {
+            kind,
+            value,
+            reason,
+        } => {
             let v = client
                 .post_json(
                     "/v1/denylist",
-                    &serde_json::json!({ "kind": kind, "value": value, "reason": reason }),
+                    &serde_json::json!({ "kind": kind.as_str(), "value": value, "reason": reason }),
                 )
                 .await?;
-            println!(
-                "denied {} {}",
-                v["kind"].as_str().unwrap_or_default(),
-                v["value"].as_str().unwrap_or_default()
-            );
+            out.done(
+                &v,
+                format!(
+                    "denied {} {}",
+                    output::scalar(&v["kind"]),
+                    output::scalar(&v["value"])
+                ),
+            )?;
         }
         DenyCmd::List => {
             let v = client.get_json("/v1/denylist").await?;
-            for e in v.as_array().into_iter().flatten() {
-                println!(
-                    "{:<9} {:<50} {}",
-                    e["kind"].as_str().unwrap_or_default(),
-                    e["value"].as_str().unwrap_or_default(),
-                    e["reason"].as_str().unwrap_or_default()
-                );
-            }
+            out.list(
+                &v,
+                &v,
+                "no denials",
+                &[
+                    ("KIND", Cell::Str("kind")),
+                    ("VALUE", Cell::Str("value")),
+                    ("CREATED", Cell::Time("created_unix_ms")),
+                    ("BY", Cell::Str("created_by")),
+                    ("REASON", Cell::Str("reason")),
+                ],
+            )?;
         }
-        DenyCmd::Remove { target } => {
-            let (kind, value) = target.pair();
+        DenyCmd::Remove { kind, value } => {
+            let kind = kind.as_str();
             client
-                .delete(&format!("/v1/denylist/{kind}/{}", percent_encode(value)))
+                .delete(&format!("/v1/denylist/{kind}/{}", percent_encode(&value)))
                 .await?;
-            println!("removed {kind} {value}");
+            out.done(
+                &serde_json::json!({"kind": kind, "value": value, "removed": true}),
+                format!("removed {kind} {value}"),
+            )?;
         }
     }
     Ok(())
@@ -933,8 +1183,8 @@ pub(crate) enum SvidCmd {
     /// Write the X.509-SVID, its key (0600) and the bundle as PEM files
     X509 {
         /// Directory for svid.pem, svid.key and bundle.pem
-        #[arg(long)]
-        out: PathBuf,
+        #[arg(long = "out", value_name = "DIR")]
+        dir: PathBuf,
     },
     /// Print a JWT-SVID for an audience
     Jwt {
@@ -949,38 +1199,45 @@ pub(crate) enum SvidCmd {
 
 /// The Workload API socket: `--socket`, else `SPIFFE_ENDPOINT_SOCKET`, else the data
 /// directory's default.
-pub(crate) fn workload_socket(flag: Option<PathBuf>, data_dir: &std::path::Path) -> PathBuf {
-    flag.or_else(|| {
-        std::env::var("SPIFFE_ENDPOINT_SOCKET").ok().map(|v| {
-            let path = v
-                .strip_prefix("unix://")
-                .or_else(|| v.strip_prefix("unix:"))
-                .unwrap_or(&v);
-            PathBuf::from(path)
-        })
-    })
-    .unwrap_or_else(|| data_dir.join("workload.sock"))
+/// directory's default. Each may be a path or a `unix://` / `unix:` address.
+pub(crate) fn workload_socket(flag: Option<String>, data_dir: &std::path::Path) -> PathBuf {
+    flag.or_else(|| std::env::var("SPIFFE_ENDPOINT_SOCKET").ok())
+        .map(|v| socket_path(&v))
+        .unwrap_or_else(|| data_dir.join("workload.sock"))
 }
 
-pub(crate) async fn svid(socket: PathBuf, cmd: SvidCmd) -> Result<()> {
+/// A Workload API address as a path: `unix:///run/x.sock`, `unix:/run/x.sock` or `/run/x.sock`.
+fn socket_path(address: &str) -> PathBuf {
+    PathBuf::from(
+        address
+            .strip_prefix("unix://")
+            .or_else(|| address.strip_prefix("unix:"))
+            .unwrap_or(address),
+    )
+}
+
+/// A Workload API refusal as an error: a permission refusal (no identity for this caller, a
+/// held or denied one) is a "no" (exit 1), anything else an error (exit 2).
+pub(crate) fn workload_error(s: &workload::api::Status) -> anyhow::Error {
+    let text = format!("{}: {}", s.code(), s.message());
+    // 7: gRPC's PERMISSION_DENIED.
+    if s.code() as i32 == 7 {
+        output::Refused(text).into()
+    } else {
+        anyhow::anyhow!(text)
+    }
+}
+
+pub(crate) async fn svid(socket: PathBuf, out: Out, cmd: SvidCmd) -> Result<()> {
     use workload::api::client;
     let mut api = client::connect(socket.clone())
         .await
         .with_context(|| format!("cannot reach the Workload API at {}", socket.display()))?;
-    let status = |s: workload::api::Status| anyhow::anyhow!("{}: {}", s.code(), s.message());
+    let status = |s: workload::api::Status| workload_error(&s);
     match cmd {
-        SvidCmd::X509 { out } => {
+        SvidCmd::X509 { dir } => {
             let svids = client::fetch_x509(&mut api).await.map_err(status)?;
             let svid = svids.first().context("no X.509-SVID in the answer")?;
-            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-            let key_path = out.join("svid.key");
-            if key_path.exists() {
-                std::fs::remove_file(&key_path)?;
-            }
-            crate::keys::write_secret_file(
-                &key_path,
-                identity::ca::pem("PRIVATE KEY", &svid.x509_svid_key).as_bytes(),
-            )?;
             // Both fields are DER certificates back to back: the leaf then its intermediates,
             // and every root of the trust domain.
             let pems = |der: &[u8]| -> Result<String> {
@@ -990,9 +1247,20 @@ pub(crate) async fn svid(socket: PathBuf, cmd: SvidCmd) -> Result<()> {
                     .map(|c| identity::ca::cert_pem(c))
                     .collect())
             };
-            std::fs::write(out.join("svid.pem"), pems(&svid.x509_svid)?)?;
-            std::fs::write(out.join("bundle.pem"), pems(&svid.bundle)?)?;
-            println!("{}", svid.spiffe_id);
+            write_identity(
+                &dir,
+                &pems(&svid.x509_svid)?,
+                identity::ca::pem("PRIVATE KEY", &svid.x509_svid_key).as_bytes(),
+                &pems(&svid.bundle)?,
+            )?;
+            if out.is_json() {
+                output::json(&serde_json::json!({
+                    "spiffe_id": svid.spiffe_id,
+                    "files": identity_files(&dir),
+                }))?;
+            } else {
+                output::line(&svid.spiffe_id)?;
+            }
         }
         SvidCmd::Jwt {
             audiences,
@@ -1002,7 +1270,11 @@ pub(crate) async fn svid(socket: PathBuf, cmd: SvidCmd) -> Result<()> {
                 client::fetch_jwt_as(&mut api, audiences, spiffe_id.unwrap_or_default())
                     .await
                     .map_err(status)?;
-            println!("{token}");
+            if out.is_json() {
+                output::json(&serde_json::json!({ "token": token }))?;
+            } else {
+                output::line(&token)?;
+            }
         }
     }
     Ok(())

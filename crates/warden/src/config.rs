@@ -117,8 +117,9 @@ pub(crate) struct Overrides {
     /// Seconds between scheduled checkpoints [env: WARDEN_CHECKPOINT_INTERVAL] [default: 10]
     #[arg(long, env = "WARDEN_CHECKPOINT_INTERVAL", hide_env = true)]
     pub(crate) checkpoint_interval: Option<u64>,
-    /// Request time limit, seconds [env: WARDEN_REQUEST_TIMEOUT] [default: 30]
-    #[arg(long, env = "WARDEN_REQUEST_TIMEOUT", hide_env = true)]
+    /// Request time limit (90s, 10m, 8h, 2d or seconds) [env: WARDEN_REQUEST_TIMEOUT]
+    /// [default: 30s]
+    #[arg(long, env = "WARDEN_REQUEST_TIMEOUT", hide_env = true, value_parser = crate::client::parse_seconds)]
     pub(crate) request_timeout: Option<u64>,
     /// Request body limit, bytes [env: WARDEN_BODY_LIMIT] [default: 1048576]
     #[arg(long, env = "WARDEN_BODY_LIMIT", hide_env = true)]
@@ -156,8 +157,9 @@ pub(crate) struct Overrides {
         value_delimiter = ','
     )]
     pub(crate) oauth_scopes: Option<Vec<String>>,
-    /// Access-token lifetime, seconds (at most 3600) [env: WARDEN_OAUTH_TOKEN_TTL] [default: 300]
-    #[arg(long, env = "WARDEN_OAUTH_TOKEN_TTL", hide_env = true)]
+    /// Access-token lifetime (90s, 10m, 8h, 2d or seconds; at most 1h)
+    /// [env: WARDEN_OAUTH_TOKEN_TTL] [default: 5m]
+    #[arg(long, env = "WARDEN_OAUTH_TOKEN_TTL", hide_env = true, value_parser = crate::client::parse_seconds)]
     pub(crate) oauth_token_ttl: Option<u64>,
     /// Most actors in a delegation chain (0 disables delegation) [env: WARDEN_DELEGATION_DEPTH]
     /// [default: 3]

@@ -77,10 +77,13 @@ impl Demo {
         self.warden(args).await
     }
 
-    /// Runs `warden agent --as ID ARGS` (the agent's SVID from the Workload API, no token).
+    /// Runs `warden agent --as ID ARGS --output json` (the agent's SVID from the Workload
+    /// API, no token).
     pub(crate) async fn agent(&self, id: &str, args: &[&str]) -> Result<String> {
         let mut all: Vec<String> = vec![
             "agent".into(),
+            "--output".into(),
+            "json".into(),
             "--server".into(),
             self.url.clone(),
             "--socket".into(),
@@ -500,7 +503,6 @@ async fn verify(demo: &mut Demo) -> Result<()> {
         "audit",
         "export",
         "--publish",
-        "-o",
         &export.display().to_string(),
     ])
     .await?;

@@ -408,20 +408,22 @@ fn token_from_push_options(env: impl Fn(&str) -> Option<String>) -> Result<Optio
     }
 }
 
-/// The hook: 0 when Warden allowed every ref, 1 otherwise (and on any failure).
+/// The hook (docs/cli.md's exit statuses): 0 when Warden allowed every ref, 1 when it refused
+/// one, 2 when it could not decide (bad input, Warden unreachable); git refuses the push on
+/// anything but 0.
 async fn pre_receive(hook: &HookArgs) -> ExitCode {
     let refs = match read_updates(std::io::stdin().lock()) {
         Ok(refs) => refs,
         Err(why) => {
             say(&format!("push refused: {why}"));
-            return ExitCode::FAILURE;
+            return ExitCode::from(crate::output::exit::ERROR);
         }
     };
     let token = match token_from_push_options(|k| std::env::var(k).ok()) {
         Ok(t) => t,
         Err(why) => {
             say(&format!("push refused: {why}"));
-            return ExitCode::FAILURE;
+            return ExitCode::from(crate::output::exit::ERROR);
         }
     };
     let mut body = json!({
@@ -442,7 +444,7 @@ async fn pre_receive(hook: &HookArgs) -> ExitCode {
             say(&format!(
                 "push refused: Warden could not authorize it ({e:#}); pushes are refused while Warden cannot decide"
             ));
-            return ExitCode::FAILURE;
+            return ExitCode::from(crate::output::exit::ERROR);
         }
     };
     let agent = answer["agent"].as_str();
@@ -453,7 +455,7 @@ async fn pre_receive(hook: &HookArgs) -> ExitCode {
         .unwrap_or_default();
     if answers.len() != refs.len() {
         say("push refused: Warden's answer does not cover every ref");
-        return ExitCode::FAILURE;
+        return ExitCode::from(crate::output::exit::ERROR);
     }
     for a in answers {
         let name = a["ref"].as_str().unwrap_or("?");
@@ -475,7 +477,7 @@ async fn pre_receive(hook: &HookArgs) -> ExitCode {
     if all && answer["allowed"] == Value::Bool(true) {
         ExitCode::SUCCESS
     } else {
-        ExitCode::FAILURE
+        ExitCode::from(crate::output::exit::NO)
     }
 }
 

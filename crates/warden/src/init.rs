@@ -1,6 +1,6 @@
 //! `warden init`: data directory, trust domain, keys, store, bootstrap admin token.
 
-use std::{os::unix::fs::DirBuilderExt, path::Path, sync::Arc};
+use std::{path::Path, sync::Arc};
 
 use anyhow::{Context, Result, bail};
 use ledger::{Ledger, LedgerConfig, NewEvent, OcsfClass, Outcome};
@@ -17,8 +17,9 @@ pub(crate) struct InitArgs {
     /// [default: example.org]
     #[arg(long)]
     trust_domain: Option<String>,
-    /// Write the bootstrap admin token to this new file (mode 0600) instead of printing it
-    #[arg(long)]
+    /// Write the bootstrap admin token to this new file (mode 0600); `-` prints it on standard
+    /// output instead [default: DATA_DIR/admin.token]
+    #[arg(long, value_name = "FILE")]
     admin_token_file: Option<std::path::PathBuf>,
     /// Database URL to initialise (sqlite://PATH or postgres://…); recorded in warden.toml
     #[arg(long, env = "WARDEN_DATABASE_URL", hide_env = true)]
@@ -32,20 +33,27 @@ pub(crate) struct InitArgs {
     upstream_ca_key: Option<std::path::PathBuf>,
 }
 
-/// A data directory that does not exist yet, or is empty.
+/// The bootstrap admin token's file in the data directory, where `warden init` and the first
+/// `warden serve` write it unless told otherwise.
+const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// A data directory that does not exist yet, or is empty but for the lock file of the process
+/// that asks (which the lock created).
 pub(crate) fn is_fresh(data_dir: &Path) -> bool {
     match std::fs::read_dir(data_dir) {
-        Ok(mut entries) => entries.next().is_none(),
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .all(|e| e.file_name() == crate::serve::SERVE_LOCK_FILE),
         Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     }
 }
 
-/// `warden serve` on a fresh data directory: `init` with defaults, the bootstrap admin token
-/// written to `DATA_DIR/admin.token` (0600).
+/// `warden serve` on a fresh data directory, under the lock it holds: `init` with defaults,
+/// the bootstrap admin token written to `DATA_DIR/admin.token` (0600).
 pub(crate) async fn first_start(data_dir: &Path, database_url: Option<String>) -> Result<()> {
-    let token_file = data_dir.join("admin.token");
+    let token_file = data_dir.join(ADMIN_TOKEN_FILE);
     eprintln!("first start: initialising {}", data_dir.display());
-    run(
+    run_locked(
         data_dir,
         InitArgs {
             trust_domain: None,
@@ -68,7 +76,36 @@ pub(crate) fn origin(trust_domain: &str) -> String {
     format!("{trust_domain}/warden/ledger")
 }
 
-pub(crate) async fn run(data_dir: &Path, mut args: InitArgs) -> Result<()> {
+/// `warden init`: under the data directory's lock, so it is refused while a `warden serve`
+/// (or another init) uses the directory. The lock file is removed when it ends, and so is the
+/// directory if init made it and failed.
+pub(crate) async fn run(data_dir: &Path, args: InitArgs) -> Result<()> {
+    let lock = crate::serve::lock_data_dir(data_dir, crate::serve::Holder::Init)?;
+    let result = run_locked(data_dir, args).await;
+    lock.release_and_tidy();
+    result
+}
+
+/// Where the bootstrap admin token goes.
+enum TokenOut {
+    /// A new file, mode 0600.
+    File(std::path::PathBuf),
+    /// Standard output (`--admin-token-file -`).
+    Stdout,
+}
+
+impl TokenOut {
+    fn of(data_dir: &Path, arg: Option<&Path>) -> Self {
+        match arg {
+            Some(path) if path == Path::new("-") => TokenOut::Stdout,
+            Some(path) => TokenOut::File(path.to_owned()),
+            None => TokenOut::File(data_dir.join(ADMIN_TOKEN_FILE)),
+        }
+    }
+}
+
+/// `warden init`'s work, with the data directory's lock held by the caller.
+async fn run_locked(data_dir: &Path, mut args: InitArgs) -> Result<()> {
     if let Some(existing) = FileConfig::load(data_dir)? {
         let td = existing.trust_domain.unwrap_or_default();
         if let Some(asked) = args.trust_domain.as_ref().filter(|a| **a != td) {
@@ -111,7 +148,7 @@ pub(crate) async fn run(data_dir: &Path, mut args: InitArgs) -> Result<()> {
             );
         }
     }
-    if let Some(path) = &args.admin_token_file {
+    if let TokenOut::File(path) = TokenOut::of(data_dir, args.admin_token_file.as_deref()) {
         // (checked before anything is created; the file is created with create_new below)
         if path.exists() {
             bail!(
@@ -120,12 +157,6 @@ pub(crate) async fn run(data_dir: &Path, mut args: InitArgs) -> Result<()> {
             );
         }
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
-
     let db = args
         .database_url
         .clone()
@@ -242,12 +273,12 @@ async fn finish(
     );
     println!("store:          {url}");
     println!("ledger key:     {vkey}");
-    match &args.admin_token_file {
-        Some(path) => {
-            keys::write_secret_file(path, format!("{}\n", token.secret).as_bytes())?;
+    match TokenOut::of(data_dir, args.admin_token_file.as_deref()) {
+        TokenOut::File(path) => {
+            keys::write_secret_file(&path, format!("{}\n", token.secret).as_bytes())?;
             println!("admin token:    written to {} (mode 0600)", path.display());
         }
-        None => {
+        TokenOut::Stdout => {
             println!("admin token:    {}", token.secret);
             println!("                (shown once; Warden keeps only its hash)");
         }

@@ -26,6 +26,7 @@ mod git_cli;
 mod identity_keys;
 mod init;
 mod keys;
+mod output;
 mod policy_cli;
 mod policy_test;
 mod rebac_cli;
@@ -42,9 +43,12 @@ struct Cli {
         long,
         env = "WARDEN_DATA_DIR",
         default_value = "./warden-data",
-        global = true
+        global = true,
+        help_heading = "Data directory"
     )]
     data_dir: PathBuf,
+    #[command(flatten)]
+    output: output::OutputArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -89,19 +93,20 @@ enum Command {
     /// Exchange a join token for this host's X.509-SVID (the key is made here, never sent)
     Join {
         #[command(flatten)]
-        client: client::ClientArgs,
+        server: client::ServerArgs,
         /// The join token (wjt_…)
         #[arg(long, env = "WARDEN_JOIN_TOKEN", hide_env_values = true)]
         join_token: String,
         /// Where to write svid.pem, svid.key and bundle.pem
-        #[arg(long)]
-        out: PathBuf,
+        #[arg(long = "out", value_name = "DIR")]
+        dir: PathBuf,
     },
     /// Fetch this process's SVID from the local Workload API (for shell agents)
     Svid {
-        /// Workload API socket [default: SPIFFE_ENDPOINT_SOCKET, else DATA_DIR/workload.sock]
-        #[arg(long, global = true)]
-        socket: Option<PathBuf>,
+        /// Workload API socket, a path or unix:///path [default: SPIFFE_ENDPOINT_SOCKET, else
+        /// DATA_DIR/workload.sock]
+        #[arg(long, global = true, value_name = "PATH")]
+        socket: Option<String>,
         #[command(subcommand)]
         cmd: client::SvidCmd,
     },
@@ -197,10 +202,11 @@ enum Command {
     /// authenticated by this process's SVID from the Workload API
     Agent {
         #[command(flatten)]
-        client: client::ClientArgs,
-        /// Workload API socket [default: SPIFFE_ENDPOINT_SOCKET, else DATA_DIR/workload.sock]
-        #[arg(long, global = true)]
-        socket: Option<PathBuf>,
+        server: client::ServerArgs,
+        /// Workload API socket, a path or unix:///path [default: SPIFFE_ENDPOINT_SOCKET, else
+        /// DATA_DIR/workload.sock]
+        #[arg(long, global = true, value_name = "PATH")]
+        socket: Option<String>,
         /// Act as this one of the process's identities (default: the first)
         #[arg(long = "as", global = true)]
         spiffe_id: Option<String>,
@@ -243,27 +249,11 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
+    let out = output::Out::new(&cli.output);
     match cli.command {
         Command::Init(args) => init::run(&cli.data_dir, args).await?,
         Command::Demo(args) => demo::run(args).await?,
-        Command::Serve(overrides) => {
-            let file = match config::FileConfig::load(&cli.data_dir)? {
-                Some(file) => file,
-                None if init::is_fresh(&cli.data_dir) => {
-                    // First start on a fresh machine: initialise with defaults, keeping the
-                    // bootstrap token in a 0600 file in the (0700) data directory.
-                    init::first_start(&cli.data_dir, overrides.database_url.clone()).await?;
-                    config::FileConfig::load(&cli.data_dir)?
-                        .ok_or_else(|| anyhow::anyhow!("initialisation left no warden.toml"))?
-                }
-                None => anyhow::bail!(
-                    "{} is not an initialised data directory: run `warden init` first",
-                    cli.data_dir.display()
-                ),
-            };
-            let settings = config::Settings::resolve(&cli.data_dir, file, &overrides)?;
-            serve::run(settings).await?;
-        }
+        Command::Serve(overrides) => serve::start(&cli.data_dir, &overrides).await?,
         Command::Audit {
             cmd:
                 client::AuditCmd::Verify {
@@ -274,72 +264,67 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 },
             ..
         } => {
-            if !client::verify_offline(&file, key, key_file, quiet)? {
-                return Ok(ExitCode::FAILURE);
-            }
+            client::verify_offline(out, &file, key, key_file, quiet)?;
         }
         Command::Audit { client, cmd } => {
-            client::audit(&client::Client::new(&client)?, cmd).await?;
+            client::audit(&client::Client::new(&client)?, out, cmd).await?;
         }
         Command::ApiToken { client, cmd } => {
-            client::tokens(&client::Client::new(&client)?, cmd).await?;
+            client::tokens(&client::Client::new(&client)?, out, cmd).await?;
         }
         Command::Entry { client, cmd } => {
-            client::entries(&client::Client::new(&client)?, cmd).await?;
+            client::entries(&client::Client::new(&client)?, out, cmd).await?;
         }
         Command::Token { client, cmd } => {
-            client::join_tokens(&client::Client::new(&client)?, cmd).await?;
+            client::join_tokens(&client::Client::new(&client)?, out, cmd).await?;
         }
         Command::Join {
-            client,
+            server,
             join_token,
-            out,
+            dir,
         } => {
-            client::join(&client::Client::new(&client)?, &join_token, &out).await?;
+            client::join(
+                &client::Client::without_token(&server)?,
+                out,
+                &join_token,
+                &dir,
+            )
+            .await?;
         }
         Command::Lease { client, cmd } => {
-            broker_cli::lease(&client::Client::new(&client)?, cmd).await?;
+            broker_cli::lease(&client::Client::new(&client)?, out, cmd).await?;
         }
         Command::Hold {
             client,
             kind,
             value,
             reason,
-        } => broker_cli::hold(&client::Client::new(&client)?, kind, &value, &reason).await?,
+        } => broker_cli::hold(&client::Client::new(&client)?, out, kind, &value, &reason).await?,
         Command::Release {
             client,
             kind,
             value,
             reason,
-        } => broker_cli::release(&client::Client::new(&client)?, kind, &value, &reason).await?,
-        Command::Holds { client } => broker_cli::holds(&client::Client::new(&client)?).await?,
-        Command::Secret { client, cmd } => {
-            broker_cli::secret(&client::Client::new(&client)?, cmd).await?;
+        } => {
+            broker_cli::release(&client::Client::new(&client)?, out, kind, &value, &reason).await?
         }
-        Command::Db { client, cmd } => broker_cli::db(&client::Client::new(&client)?, cmd).await?,
+        Command::Holds { client } => broker_cli::holds(&client::Client::new(&client)?, out).await?,
+        Command::Secret { client, cmd } => {
+            broker_cli::secret(&client::Client::new(&client)?, out, cmd).await?;
+        }
+        Command::Db { client, cmd } => {
+            broker_cli::db(&client::Client::new(&client)?, out, cmd).await?
+        }
         // `request-grant` polls as the agent and has its own exit code.
         Command::Agent {
-            client,
-            socket,
-            spiffe_id,
-            cmd: agent_cli::AgentCmd::RequestGrant(args),
-        } => {
-            return agent_cli::request_grant(
-                &client,
-                client::workload_socket(socket, &cli.data_dir),
-                spiffe_id,
-                args,
-            )
-            .await;
-        }
-        Command::Agent {
-            client,
+            server,
             socket,
             spiffe_id,
             cmd,
         } => {
             agent_cli::agent(
-                &client::Client::new(&client)?,
+                &client::Client::without_token(&server)?,
+                out,
                 client::workload_socket(socket, &cli.data_dir),
                 spiffe_id,
                 cmd,
@@ -347,7 +332,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             .await?;
         }
         Command::Svid { socket, cmd } => {
-            client::svid(client::workload_socket(socket, &cli.data_dir), cmd).await?;
+            client::svid(client::workload_socket(socket, &cli.data_dir), out, cmd).await?;
         }
         // `policy test` is offline: no client, so no token or server settings are read.
         Command::Policy {
@@ -355,28 +340,28 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             ..
         } => policy_test::run_and_exit(&args),
         Command::Policy { client, cmd } => {
-            policy_cli::policy(&client::Client::new(&client)?, cmd).await?;
+            policy_cli::policy(&client::Client::new(&client)?, out, cmd).await?;
         }
         Command::Rebac { client, args } => {
-            rebac_cli::rebac(&client::Client::new(&client)?, args).await?;
+            rebac_cli::rebac(&client::Client::new(&client)?, out, args).await?;
         }
         Command::Ca { client, cmd } => {
-            trust_cli::ca(&client::Client::new(&client)?, cmd).await?;
+            trust_cli::ca(&client::Client::new(&client)?, out, cmd).await?;
         }
         Command::Federation { client, cmd } => {
-            trust_cli::federation(&client::Client::new(&client)?, cmd).await?;
+            trust_cli::federation(&client::Client::new(&client)?, out, cmd).await?;
         }
         Command::Deny { client, cmd } => {
-            client::deny(&client::Client::new(&client)?, cmd).await?;
+            client::deny(&client::Client::new(&client)?, out, cmd).await?;
         }
         Command::Task { client, cmd } => {
-            task_cli::task(&client::Client::new(&client)?, cmd).await?;
+            task_cli::task(&client::Client::new(&client)?, out, cmd).await?;
         }
         Command::Approvals { client, cmd } => {
-            task_cli::approvals(&client::Client::new(&client)?, cmd).await?;
+            task_cli::approvals(&client::Client::new(&client)?, out, cmd).await?;
         }
         Command::Risk { client, cmd } => {
-            task_cli::risk(&client::Client::new(&client)?, cmd).await?;
+            task_cli::risk(&client::Client::new(&client)?, out, cmd).await?;
         }
         Command::Git(cmd) => return git_cli::git(cmd).await,
         Command::Bench(cmd) => bench::run(cmd).await?,
@@ -397,16 +382,19 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(output::exit::ERROR);
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            // Not `eprintln!`: with stderr closed by its reader it would panic (exit 101).
-            use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "error: {e:#}");
-            ExitCode::FAILURE
+            // A negative answer the command printed itself needs no error line.
+            if !e.is::<output::Negative>() && !e.is::<output::Pending>() {
+                // Not `eprintln!`: with stderr closed by its reader it would panic (exit 101).
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            }
+            ExitCode::from(output::exit_status(&e))
         }
     }
 }
@@ -419,5 +407,69 @@ mod tests {
     fn command_line_definition_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    /// Every subcommand, depth first, with its full name.
+    fn leaves(cmd: &clap::Command, name: String, out: &mut Vec<(String, clap::Command)>) {
+        out.push((name.clone(), cmd.clone()));
+        for sub in cmd.get_subcommands() {
+            leaves(sub, format!("{name} {}", sub.get_name()), out);
+        }
+    }
+
+    /// docs/cli.md's conventions, over the whole command tree: one duration syntax for every
+    /// lifetime flag, `--output` instead of per-command JSON flags, and the server connection
+    /// flags in their own help group (and not on commands that do not use an API token).
+    #[test]
+    fn every_command_follows_the_cli_conventions() {
+        use clap::CommandFactory;
+        let mut all = Vec::new();
+        leaves(&super::Cli::command(), "warden".into(), &mut all);
+        let mut durations = 0;
+        for (name, cmd) in &all {
+            for arg in cmd.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                assert_ne!(long, "json", "{name}: use --output json, not --json");
+                let is_duration = long.contains("ttl")
+                    || long.contains("timeout")
+                    || matches!(long, "expires-in" | "wait" | "deadline");
+                if is_duration {
+                    durations += 1;
+                    // The flag alone, with its own value parser, in a command of its own.
+                    let alone = clap::Command::new("t").arg(
+                        clap::Arg::new("x")
+                            // clap takes 'static names; a test may leak a few bytes.
+                            .long(&*Box::leak(long.to_owned().into_boxed_str()))
+                            .value_parser(arg.get_value_parser().clone()),
+                    );
+                    for text in ["90s", "10m", "8h", "2d", "600"] {
+                        alone
+                            .clone()
+                            .try_get_matches_from(["t", &format!("--{long}"), text])
+                            .unwrap_or_else(|e| panic!("{name} --{long} {text}: {e}"));
+                    }
+                }
+                if matches!(long, "server" | "token" | "token-file" | "ca-file")
+                    && !name.starts_with("warden db add-connection")
+                    && !name.starts_with("warden git")
+                    && !name.starts_with("warden bench")
+                {
+                    assert_eq!(
+                        arg.get_help_heading(),
+                        Some("Server connection"),
+                        "{name} --{long}"
+                    );
+                }
+                if matches!(long, "token" | "token-file") {
+                    for no_token in ["warden join", "warden agent", "warden svid"] {
+                        assert!(
+                            !name.starts_with(no_token),
+                            "{name} takes --{long}, which it never sends"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(durations >= 10, "only {durations} duration flags found");
     }
 }

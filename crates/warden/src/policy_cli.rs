@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::client::{Client, percent_encode};
+use crate::{
+    client::{Client, parse_duration, percent_encode},
+    output::{self, Cell, Col, Negative, Out},
+};
 
 /// `warden policy …`
 #[derive(Debug, clap::Subcommand)]
@@ -52,14 +55,16 @@ pub(crate) enum PolicyCmd {
         /// The candidate's files (repeat: `--candidate a.cedar --candidate s.cedarschema`)
         #[arg(long = "candidate", required = true)]
         candidates: Vec<PathBuf>,
-        /// Only decisions recorded within this period, e.g. 24h, 7d [default: all]
-        #[arg(long)]
-        since: Option<String>,
+        /// Only decisions recorded within this period (90s, 10m, 8h, 2d or seconds) [default:
+        /// all]
+        #[arg(long, value_parser = parse_duration)]
+        since: Option<i64>,
         /// Rego: the rule that decides
         #[arg(long)]
         entrypoint: Option<String>,
     },
-    /// Ask for a decision, as an enforcement point would (enforcer or admin); recorded
+    /// Ask for a decision, as an enforcement point would (enforcer or admin); recorded.
+    /// Exit 0: allow; 1: deny
     Eval {
         /// Package [default: the only one in force]
         #[arg(long)]
@@ -82,22 +87,82 @@ pub(crate) enum PolicyCmd {
     Test(crate::policy_test::TestArgs),
 }
 
-/// The files as the API takes them: `[{"name", "text"}…]`, named by their file names.
-fn read_files(paths: &[PathBuf]) -> Result<Vec<Value>> {
+/// The files as the API takes them: `[{"name", "text"}…]`, named by their file names. An
+/// error names the file and the argument (`arg`) it came from.
+fn read_files(paths: &[PathBuf], arg: &str) -> Result<Vec<Value>> {
     let mut files = Vec::new();
     for path in paths {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the policy file {} ({arg})", path.display()))?;
         let file_name = path
             .file_name()
             .and_then(|n| n.to_str())
-            .with_context(|| format!("{} has no usable file name", path.display()))?;
+            .with_context(|| format!("{} ({arg}) has no usable file name", path.display()))?;
         files.push(serde_json::json!({ "name": file_name, "text": text }));
     }
     Ok(files)
 }
 
-pub(crate) async fn policy(client: &Client, cmd: PolicyCmd) -> Result<()> {
+/// The columns of a package version (`policy list`).
+const PACKAGE_COLS: &[Col] = &[
+    ("PACKAGE", Cell::Str("package")),
+    ("VERSION", Cell::Str("version")),
+    ("LANGUAGE", Cell::Str("language")),
+    ("SHA256", Cell::Str("sha256")),
+    ("CREATED", Cell::Time("created_unix_ms")),
+    ("CREATED_BY", Cell::Str("created_by")),
+];
+
+/// Whether a version is the one in force.
+fn in_force(v: &Value) -> String {
+    if v["active"] == true { "yes" } else { "no" }.into()
+}
+
+/// The columns of a package's versions (`policy show NAME`).
+const VERSION_COLS: &[Col] = &[
+    ("VERSION", Cell::Str("version")),
+    ("IN_FORCE", Cell::With(in_force)),
+    ("SHA256", Cell::Str("sha256")),
+    ("CREATED", Cell::Time("created_unix_ms")),
+    ("CREATED_BY", Cell::Str("created_by")),
+    ("NOTE", Cell::Str("note")),
+];
+
+/// The fields of one version (`policy show NAME VERSION`), before its files.
+const VERSION_FIELDS: &[Col] = &[
+    ("PACKAGE", Cell::Str("package")),
+    ("VERSION", Cell::Str("version")),
+    ("IN_FORCE", Cell::With(in_force)),
+    ("LANGUAGE", Cell::Str("language")),
+    ("ENTRYPOINT", Cell::Str("entrypoint")),
+    ("SHA256", Cell::Str("sha256")),
+    ("CREATED", Cell::Time("created_unix_ms")),
+    ("CREATED_BY", Cell::Str("created_by")),
+    ("NOTE", Cell::Str("note")),
+];
+
+/// The columns of the decisions a candidate would flip (`policy simulate`).
+const FLIP_COLS: &[Col] = &[
+    ("TIME", Cell::Time("time")),
+    ("DECISION_ID", Cell::Str("decision_id")),
+    ("PRINCIPAL", Cell::Str("principal")),
+    ("ACTION", Cell::Str("action")),
+    ("RESOURCE", Cell::Str("resource")),
+    ("WAS", Cell::Str("was")),
+    ("NOW", Cell::Str("now")),
+    ("BECAUSE", Cell::With(|f| strings(&f["because"]).join("; "))),
+];
+
+/// A JSON array of strings (anything else: nothing).
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(output::scalar)
+        .collect()
+}
+
+pub(crate) async fn policy(client: &Client, out: Out, cmd: PolicyCmd) -> Result<()> {
     match cmd {
         // Dispatched before a client exists (see main); here only for completeness.
         PolicyCmd::Test(args) => crate::policy_test::run_and_exit(&args),
@@ -107,7 +172,7 @@ pub(crate) async fn policy(client: &Client, cmd: PolicyCmd) -> Result<()> {
             entrypoint,
             expect_version,
         } => {
-            let mut body = serde_json::json!({ "files": read_files(&files)? });
+            let mut body = serde_json::json!({ "files": read_files(&files, "FILES")? });
             if let Some(e) = entrypoint {
                 body["entrypoint"] = Value::from(e);
             }
@@ -117,56 +182,37 @@ pub(crate) async fn policy(client: &Client, cmd: PolicyCmd) -> Result<()> {
             let v = client
                 .post_json(&format!("/v1/policies/{}", percent_encode(&name)), &body)
                 .await?;
-            println!(
+            let mut text = format!(
                 "{} version {} ({}) sha256 {}",
-                v["package"].as_str().unwrap_or_default(),
+                output::scalar(&v["package"]),
                 v["version"],
-                v["language"].as_str().unwrap_or_default(),
-                v["sha256"].as_str().unwrap_or_default()
+                output::scalar(&v["language"]),
+                output::scalar(&v["sha256"])
             );
-            for w in v["warnings"].as_array().into_iter().flatten() {
-                println!("warning: {}", w.as_str().unwrap_or_default());
+            for w in strings(&v["warnings"]) {
+                text.push_str(&format!("\nwarning: {w}"));
             }
+            out.done(&v, text)?;
         }
         PolicyCmd::List => {
             let v = client.get_json("/v1/policies").await?;
-            for p in v.as_array().into_iter().flatten() {
-                println!(
-                    "{:<24} v{:<4} {:<6} {}  {}",
-                    p["package"].as_str().unwrap_or_default(),
-                    p["version"],
-                    p["language"].as_str().unwrap_or_default(),
-                    p["sha256"].as_str().unwrap_or_default(),
-                    p["created_by"].as_str().unwrap_or_default()
-                );
-            }
+            out.list(&v, &v, "no policy packages", PACKAGE_COLS)?;
         }
         PolicyCmd::Show { name, number } => {
-            let version = number;
-            let path = match version {
+            let path = match number {
                 Some(n) => format!("/v1/policies/{}?version={n}", percent_encode(&name)),
                 None => format!("/v1/policies/{}", percent_encode(&name)),
             };
             let v = client.get_json(&path).await?;
-            if version.is_some() {
-                for f in v["files"].as_array().into_iter().flatten() {
-                    println!("# {}", f["name"].as_str().unwrap_or_default());
-                    println!("{}", f["text"].as_str().unwrap_or_default());
-                }
+            if number.is_none() {
+                out.list(&v, &v["versions"], "no versions", VERSION_COLS)?;
+            } else if out.is_json() {
+                output::json(&v)?;
             } else {
-                for r in v["versions"].as_array().into_iter().flatten() {
-                    println!(
-                        "v{:<4} {} {} {}{}",
-                        r["version"],
-                        r["sha256"].as_str().unwrap_or_default(),
-                        r["created_by"].as_str().unwrap_or_default(),
-                        r["note"].as_str().unwrap_or_default(),
-                        if r["active"] == true {
-                            "  (in force)"
-                        } else {
-                            ""
-                        }
-                    );
+                out.object(&v, VERSION_FIELDS)?;
+                for f in v["files"].as_array().into_iter().flatten() {
+                    output::line(&format!("\n# {}", output::scalar(&f["name"])))?;
+                    output::line(f["text"].as_str().unwrap_or_default().trim_end())?;
                 }
             }
         }
@@ -177,12 +223,15 @@ pub(crate) async fn policy(client: &Client, cmd: PolicyCmd) -> Result<()> {
                     &serde_json::json!({ "to": to }),
                 )
                 .await?;
-            println!(
-                "{} version {} = version {to} (sha256 {})",
-                v["package"].as_str().unwrap_or_default(),
-                v["version"],
-                v["sha256"].as_str().unwrap_or_default()
-            );
+            out.done(
+                &v,
+                format!(
+                    "{} version {} = version {to} (sha256 {})",
+                    output::scalar(&v["package"]),
+                    v["version"],
+                    output::scalar(&v["sha256"])
+                ),
+            )?;
         }
         PolicyCmd::Simulate {
             package,
@@ -209,12 +258,11 @@ pub(crate) async fn policy(client: &Client, cmd: PolicyCmd) -> Result<()> {
                     }
                 }
             };
-            let mut body = serde_json::json!({ "files": read_files(&candidates)? });
+            let mut body = serde_json::json!({ "files": read_files(&candidates, "--candidate")? });
             if let Some(e) = entrypoint {
                 body["entrypoint"] = Value::from(e);
             }
-            if let Some(period) = since {
-                let secs = crate::client::parse_duration(&period).map_err(anyhow::Error::msg)?;
+            if let Some(secs) = since {
                 body["since_unix_ms"] =
                     Value::from(crate::now_ms().saturating_sub(secs.saturating_mul(1000)));
             }
@@ -224,25 +272,12 @@ pub(crate) async fn policy(client: &Client, cmd: PolicyCmd) -> Result<()> {
                     &body,
                 )
                 .await?;
-            let flips = v["flips"].as_array().cloned().unwrap_or_default();
-            for f in &flips {
-                println!(
-                    "FLIP {} {} {} {} on {}: {} -> {}  ({})",
-                    f["time"].as_str().unwrap_or_default(),
-                    f["decision_id"].as_str().unwrap_or_default(),
-                    f["principal"].as_str().unwrap_or_default(),
-                    f["action"].as_str().unwrap_or_default(),
-                    f["resource"].as_str().unwrap_or_default(),
-                    f["was"].as_str().unwrap_or_default(),
-                    f["now"].as_str().unwrap_or_default(),
-                    f["because"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                );
+            if out.is_json() {
+                return output::json(&v);
+            }
+            let flips = v["flips"].as_array().map_or(&[][..], Vec::as_slice);
+            if !flips.is_empty() {
+                output::table(FLIP_COLS, &flips.iter().collect::<Vec<_>>())?;
             }
             let flip_count = v["flip_count"].as_u64().unwrap_or(flips.len() as u64);
             let listed = if flip_count > flips.len() as u64 {
@@ -259,11 +294,11 @@ pub(crate) async fn policy(client: &Client, cmd: PolicyCmd) -> Result<()> {
                     v["scanned_entries"]
                 )
             };
-            println!(
+            output::line(&format!(
                 "{} decisions of `{package}` replayed against {}: {flip_count} would flip{listed}{stopped}",
                 v["replayed"],
-                v["candidate_sha256"].as_str().unwrap_or_default(),
-            );
+                output::scalar(&v["candidate_sha256"]),
+            ))?;
         }
         PolicyCmd::Eval {
             package,
@@ -272,8 +307,11 @@ pub(crate) async fn policy(client: &Client, cmd: PolicyCmd) -> Result<()> {
             resource,
             context,
         } => {
-            let Some((kind, id)) = resource.split_once("::") else {
-                bail!("--resource must be TYPE::ID, e.g. Repository::warden");
+            let Some((kind, id)) = resource
+                .split_once("::")
+                .filter(|(k, i)| !k.is_empty() && !i.is_empty())
+            else {
+                bail!("--resource `{resource}` must be TYPE::ID, e.g. Repository::warden");
             };
             let mut body = serde_json::json!({
                 "principal": principal,
@@ -284,13 +322,48 @@ pub(crate) async fn policy(client: &Client, cmd: PolicyCmd) -> Result<()> {
                 body["package"] = Value::from(p);
             }
             if let Some(c) = context {
-                body["context"] =
-                    serde_json::from_str(&c).context("--context must be a JSON object")?;
+                let value: Value = serde_json::from_str(&c)
+                    .context("--context must be a JSON object, e.g. '{\"ip\": \"10.0.0.1\"}'")?;
+                if !value.is_object() {
+                    bail!("--context must be a JSON object, not {value}");
+                }
+                body["context"] = value;
             }
             let v = client.post_json("/v1/authorize", &body).await?;
-            println!("{}", v["decision"].as_str().unwrap_or_default());
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            let allowed = v["decision"] == "allow";
+            if out.is_json() {
+                output::json(&v)?;
+            } else {
+                print_decision(&v)?;
+            }
+            if !allowed {
+                return Err(Negative.into());
+            }
         }
     }
     Ok(())
+}
+
+/// A decision for people: `allow` or `deny`, then why and where it is recorded.
+fn print_decision(v: &Value) -> Result<()> {
+    let mut lines = vec![output::scalar(&v["decision"])];
+    if let Some(why) = v["reason"].as_str() {
+        lines.push(format!("reason: {why}"));
+    }
+    let determining = strings(&v["determining_policies"]);
+    if !determining.is_empty() {
+        lines.push(format!("determined by: {}", determining.join(", ")));
+    } else if v["decision"] != "allow" && v["reason"].is_null() {
+        lines.push("reason: no policy permits it".to_owned());
+    }
+    for e in strings(&v["errors"]) {
+        lines.push(format!("error: {e}"));
+    }
+    lines.push(format!(
+        "package {} version {}, decision {}",
+        output::scalar(&v["package"]),
+        output::scalar(&v["policy_version"]),
+        output::scalar(&v["decision_id"])
+    ));
+    output::line(&lines.join("\n"))
 }

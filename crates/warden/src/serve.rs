@@ -3,7 +3,7 @@
 use std::{
     fs::File,
     io::{Read as _, Write as _},
-    path::Path,
+    path::{Path, PathBuf},
     sync::Arc,
 };
 
@@ -16,7 +16,7 @@ use nix::{
 use tokio::sync::watch;
 
 use crate::{
-    config::{LogFormat, Settings},
+    config::{FileConfig, LogFormat, Overrides, Settings},
     keys,
 };
 
@@ -64,51 +64,211 @@ fn say(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(QuietStderr, "{line}");
 }
 
-/// The file in the data directory on which `warden serve` holds an exclusive lock while it
-/// runs; it contains the holder's pid.
-const SERVE_LOCK_FILE: &str = "serve.lock";
+/// The file in the data directory on which `warden serve` and `warden init` hold an
+/// exclusive lock while they run; it names the holder (`PID COMMAND`).
+pub(crate) const SERVE_LOCK_FILE: &str = "serve.lock";
 
-/// Takes the data directory's exclusive `warden serve` lock (flock(2), non-blocking) and writes
-/// this process's pid into the lock file. The kernel releases the lock when the process exits,
-/// however it exits, so a stale file never blocks a later start. Fails, naming the holder's
-/// pid, when another `warden serve` holds it.
-fn lock_data_dir(data_dir: &Path) -> Result<Flock<File>> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let path = data_dir.join(SERVE_LOCK_FILE);
-    // Not truncated on open: the holder's pid must survive until the lock is ours.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("opening the lock file {}", path.display()))?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => {
-            let mut file: &File = &lock;
-            file.set_len(0)
-                .and_then(|()| writeln!(file, "{}", std::process::id()))
-                .with_context(|| format!("writing the lock file {}", path.display()))?;
-            Ok(lock)
+/// Which command holds a data directory's lock (named to a process it refuses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Holder {
+    /// `warden serve` (including the initialisation of a fresh directory on its first start).
+    Serve,
+    /// `warden init`.
+    Init,
+}
+
+impl Holder {
+    fn as_str(self) -> &'static str {
+        match self {
+            Holder::Serve => "serve",
+            Holder::Init => "init",
         }
-        Err((mut file, Errno::EWOULDBLOCK)) => {
-            let mut text = String::new();
-            let holder = match file
-                .read_to_string(&mut text)
-                .map(|_| text.trim().parse::<u32>())
-            {
-                Ok(Ok(pid)) => format!("pid {pid}"),
-                _ => "pid unknown".to_owned(),
+    }
+}
+
+/// A data directory's exclusive lock, held until dropped. The kernel releases it when the
+/// process exits, however it exits, so a leftover lock file never blocks a later start.
+pub(crate) struct DataDirLock {
+    lock: Flock<File>,
+    data_dir: PathBuf,
+    made_dir: bool,
+    made_file: bool,
+}
+
+impl DataDirLock {
+    /// Releases the lock and removes what taking it created — the lock file, and the data
+    /// directory if it was made for it and is empty again — so a refused or failed command
+    /// leaves nothing behind. (The file is unlinked while still locked: a process that opened
+    /// it meanwhile finds its lock on an unlinked file and starts over, see [`lock_data_dir`].)
+    pub(crate) fn release_and_tidy(self) {
+        if self.made_file {
+            let _ = std::fs::remove_file(self.data_dir.join(SERVE_LOCK_FILE));
+        }
+        if self.made_dir {
+            // Fails, harmlessly, if anything else is in it by now.
+            let _ = std::fs::remove_dir(&self.data_dir);
+        }
+        drop(self.lock);
+    }
+}
+
+/// How many times [`lock_data_dir`] starts over when the lock file it locked was replaced or
+/// removed under it (another process tidying up after a refusal) before giving up.
+const LOCK_ATTEMPTS: u32 = 100;
+
+/// How long a refused process waits for the holder to write its pid into the lock file (the
+/// holder writes it right after taking the lock).
+const HOLDER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Creates the data directory (mode 0700) if it does not exist, takes its exclusive lock
+/// (flock(2), non-blocking) and writes this process's pid and `holder` into the lock file.
+/// Fails, naming the holder's pid, when another `warden serve` or `warden init` holds it.
+///
+/// This comes before anything reads or writes the data directory: two first starts on an
+/// empty directory must not both initialise it, and a second server would take the first
+/// one's Workload API socket over and delete it when it stops.
+pub(crate) fn lock_data_dir(data_dir: &Path, holder: Holder) -> Result<DataDirLock> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
+    let path = data_dir.join(SERVE_LOCK_FILE);
+    for _ in 0..LOCK_ATTEMPTS {
+        let made_dir = match std::fs::DirBuilder::new().mode(0o700).create(data_dir) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(data_dir)
+                    .with_context(|| format!("creating {}", data_dir.display()))?;
+                true
+            }
+            Err(e) => return Err(e).with_context(|| format!("creating {}", data_dir.display())),
+        };
+        // Never truncated on open: the holder's pid must survive until the lock is ours.
+        let (file, made_file) = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(file) => (file, true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                match std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                {
+                    Ok(file) => (file, false),
+                    // Removed between the two opens: start over.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("opening the lock file {}", path.display()));
+                    }
+                }
+            }
+            // The directory was removed under us (a refused process tidying up): start over.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(e).with_context(|| format!("opening the lock file {}", path.display()));
+            }
+        };
+        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((file, Errno::EWOULDBLOCK)) => {
+                let (command, pid) = lock_holder(&file);
+                bail!(
+                    "data directory {} is in use by warden {command} ({pid}); stop it first or \
+                     use another --data-dir",
+                    data_dir.display()
+                )
+            }
+            Err((_, errno)) => bail!("cannot lock {}: {errno}", path.display()),
+        };
+        // The lock counts only if it is on the file the path names now: a process that
+        // removed the file while holding it leaves us a lock nobody else can see.
+        let ours = lock.metadata().ok();
+        let named = std::fs::metadata(&path).ok();
+        match (ours, named) {
+            (Some(a), Some(b)) if a.dev() == b.dev() && a.ino() == b.ino() => {}
+            _ => continue,
+        }
+        let mut file: &File = &lock;
+        file.set_len(0)
+            .and_then(|()| writeln!(file, "{} {}", std::process::id(), holder.as_str()))
+            .with_context(|| format!("writing the lock file {}", path.display()))?;
+        return Ok(DataDirLock {
+            lock,
+            data_dir: data_dir.to_owned(),
+            made_dir,
+            made_file,
+        });
+    }
+    bail!(
+        "cannot lock {}: it kept being replaced; is another process removing it?",
+        path.display()
+    )
+}
+
+/// Who holds a lock file: the command (`serve` when the file does not say) and `pid N` (or
+/// `pid unknown`). The holder writes them right after taking the lock, so an empty file is
+/// read again for up to [`HOLDER_WAIT`].
+fn lock_holder(mut file: &File) -> (&'static str, String) {
+    use std::io::{Seek as _, SeekFrom};
+    let until = std::time::Instant::now() + HOLDER_WAIT;
+    loop {
+        let mut text = String::new();
+        let read = file
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| file.read_to_string(&mut text));
+        let mut words = text.split_whitespace();
+        if let (Ok(_), Some(Ok(pid))) = (read, words.next().map(str::parse::<u32>)) {
+            let command = match words.next() {
+                Some("init") => Holder::Init,
+                _ => Holder::Serve,
             };
+            return (command.as_str(), format!("pid {pid}"));
+        }
+        if std::time::Instant::now() >= until {
+            return (Holder::Serve.as_str(), "pid unknown".to_owned());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// `warden serve`: takes the data directory's lock, initialises a fresh directory (first
+/// start) or refuses one that holds something else, loads the settings and serves until
+/// SIGTERM or SIGINT.
+pub(crate) async fn start(data_dir: &Path, overrides: &Overrides) -> Result<()> {
+    let lock = lock_data_dir(data_dir, Holder::Serve)?;
+    let file = match FileConfig::load(data_dir) {
+        Ok(Some(file)) => file,
+        Ok(None) if crate::init::is_fresh(data_dir) => {
+            // First start on a fresh machine: initialise with defaults, keeping the bootstrap
+            // token in a 0600 file in the (0700) data directory.
+            if let Err(e) = crate::init::first_start(data_dir, overrides.database_url.clone()).await
+            {
+                lock.release_and_tidy();
+                return Err(e);
+            }
+            FileConfig::load(data_dir)?
+                .ok_or_else(|| anyhow::anyhow!("initialisation left no warden.toml"))?
+        }
+        Ok(None) => {
+            lock.release_and_tidy();
             bail!(
-                "data directory {} is in use by warden serve ({holder}); stop it first or use \
-                 another --data-dir",
+                "{} is not an initialised data directory: run `warden init` first",
                 data_dir.display()
             )
         }
-        Err((_, errno)) => bail!("cannot lock {}: {errno}", path.display()),
-    }
+        Err(e) => {
+            lock.release_and_tidy();
+            return Err(e);
+        }
+    };
+    let settings = Settings::resolve(data_dir, file, overrides)?;
+    run(settings, lock).await
 }
 
 async fn shutdown_signal(tx: watch::Sender<bool>) {
@@ -166,12 +326,9 @@ async fn load_denylist(
     Ok(())
 }
 
-pub(crate) async fn run(settings: Settings) -> Result<()> {
+/// Serves with `settings`, holding the data directory's lock until it returns.
+async fn run(settings: Settings, _data_dir_lock: DataDirLock) -> Result<()> {
     init_tracing(&settings)?;
-    // Before anything that writes to the data directory or binds its Workload API socket: a
-    // second `warden serve` here would take the socket over and delete it when it stops. Held
-    // until this function returns.
-    let _data_dir_lock = lock_data_dir(&settings.data_dir)?;
     let (signer, hmac) = keys::load(&settings.data_dir)?;
     let store = store::open(&settings.database_url)
         .await

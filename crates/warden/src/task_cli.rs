@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     client::{Client, parse_duration, percent_encode},
-    trust_cli::when,
+    output::{self, Cell, Col, Out},
 };
 
 /// `warden task …`
@@ -24,7 +24,7 @@ pub(crate) enum TaskCmd {
         /// A resource it is about, type:id, e.g. repository:warden (repeatable)
         #[arg(long = "resource", required = true, value_name = "TYPE:ID")]
         resources: Vec<String>,
-        /// How long it may run (30s, 10m, 2h, 1d); it ends by itself then
+        /// How long it may run (90s, 10m, 8h, 2d or seconds); it ends by itself then
         #[arg(long, value_parser = parse_duration)]
         deadline: i64,
         /// Its id [default: a fresh task_…]
@@ -34,9 +34,6 @@ pub(crate) enum TaskCmd {
         /// typed)
         #[arg(long = "attribute", value_name = "KEY=VALUE")]
         attributes: Vec<String>,
-        /// Print the task as JSON
-        #[arg(long)]
-        json: bool,
     },
     /// Assign an agent to a task in a role, granting it permissions on the task's resources
     /// until the deadline (admin)
@@ -56,20 +53,14 @@ pub(crate) enum TaskCmd {
         /// Grant on this one of the task's resources only (repeatable) [default: all]
         #[arg(long = "resource", value_name = "TYPE:ID")]
         resources: Vec<String>,
-        /// End the grants sooner than the task (30s, 10m, 2h, 1d)
+        /// End the grants sooner than the task (90s, 10m, 8h, 2d or seconds)
         #[arg(long, value_parser = parse_duration)]
         ttl: Option<i64>,
-        /// Print the answer as JSON
-        #[arg(long)]
-        json: bool,
     },
     /// Show a task with its agents and grants (auditor)
     Show {
         /// The task id
         task: String,
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
     },
     /// List tasks, newest first (auditor)
     List {
@@ -82,9 +73,6 @@ pub(crate) enum TaskCmd {
         /// At most this many (1-1000)
         #[arg(long, default_value_t = 100)]
         limit: u32,
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
     },
     /// End a task as completed: its grants end, its leases and tokens are revoked (admin)
     Complete(EndArgs),
@@ -112,9 +100,6 @@ pub(crate) enum ApprovalsCmd {
         /// pending, allowed, approved, denied, expired or all
         #[arg(long, default_value = "pending")]
         state: String,
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
     },
     /// Approve a pending request: the agent is granted the permission (approver)
     Approve {
@@ -148,20 +133,11 @@ pub(crate) enum RiskCmd {
         reason: String,
     },
     /// List the risk scores set (auditor)
-    List {
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
-    },
+    List,
 }
 
-fn print_json(v: &Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
-
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("-")
+fn s(v: &Value) -> String {
+    output::scalar(v)
 }
 
 /// `KEY=VALUE` attributes as a JSON object; integers and booleans keep their type.
@@ -169,10 +145,10 @@ fn attributes(pairs: &[String]) -> Result<Map<String, Value>> {
     let mut out = Map::new();
     for pair in pairs {
         let Some((k, v)) = pair.split_once('=') else {
-            bail!("attribute `{pair}` must be KEY=VALUE");
+            bail!("--attribute `{pair}` must be KEY=VALUE");
         };
         if k.is_empty() {
-            bail!("attribute `{pair}` has no key");
+            bail!("--attribute `{pair}` has no key");
         }
         let value = match v {
             "true" => Value::Bool(true),
@@ -183,7 +159,7 @@ fn attributes(pairs: &[String]) -> Result<Map<String, Value>> {
                 .unwrap_or_else(|_| Value::from(v)),
         };
         if out.insert(k.to_owned(), value).is_some() {
-            bail!("attribute `{k}` is given twice");
+            bail!("--attribute `{k}` is given twice");
         }
     }
     Ok(out)
@@ -193,70 +169,57 @@ fn task_path(id: &str) -> String {
     format!("/v1/tasks/{}", percent_encode(id))
 }
 
-/// One line per grant: id, state, agent, permission on resource, until, source.
-fn print_grant(g: &Value) {
-    println!(
-        "    {}  {:<7} {} {} on {} until {} ({})",
-        s(&g["grant_id"]),
-        s(&g["state"]),
-        s(&g["agent"]),
-        s(&g["permission"]),
-        s(&g["resource"]),
-        when(&g["expires_unix_ms"]),
-        s(&g["source"]),
-    );
+/// The number of entries of a JSON array field.
+fn count(v: &Value, key: &str) -> String {
+    v[key].as_array().map_or(0, Vec::len).to_string()
 }
 
-fn print_task(t: &Value) {
-    println!(
-        "task {} ({}): {}",
-        s(&t["id"]),
-        s(&t["type"]),
-        s(&t["state"])
-    );
-    println!("  owner      {}", s(&t["owner"]));
-    let resources: Vec<&str> = t["resources"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(s)
-        .collect();
-    println!("  resources  {}", resources.join(", "));
-    if t["attributes"].as_object().is_some_and(|a| !a.is_empty()) {
-        println!("  attributes {}", t["attributes"]);
-    }
-    println!("  deadline   {}", when(&t["deadline_unix_ms"]));
-    println!(
-        "  created    {} by {}",
-        when(&t["created_unix_ms"]),
-        s(&t["created_by"])
-    );
-    if !t["ended_unix_ms"].is_null() {
-        println!(
-            "  ended      {}: {}",
-            when(&t["ended_unix_ms"]),
-            s(&t["end_reason"])
-        );
-    }
-    let agents = t["agents"].as_array().map_or(&[][..], Vec::as_slice);
-    println!("  agents     {}", agents.len());
-    for a in agents {
-        println!(
-            "    {} as {} (assigned {} by {})",
-            s(&a["agent"]),
-            s(&a["role"]),
-            when(&a["assigned_unix_ms"]),
-            s(&a["assigned_by"])
-        );
-    }
-    let grants = t["grants"].as_array().map_or(&[][..], Vec::as_slice);
-    println!("  grants     {}", grants.len());
-    for g in grants {
-        print_grant(g);
-    }
-}
+/// The columns of `task list`.
+const TASK_COLS: &[Col] = &[
+    ("ID", Cell::Str("id")),
+    ("STATE", Cell::Str("state")),
+    ("TYPE", Cell::Str("type")),
+    ("OWNER", Cell::Str("owner")),
+    ("DEADLINE", Cell::Time("deadline_unix_ms")),
+    ("AGENTS", Cell::With(|t| count(t, "agents"))),
+    ("GRANTS", Cell::With(|t| count(t, "grants"))),
+];
 
-pub(crate) async fn task(client: &Client, cmd: TaskCmd) -> Result<()> {
+/// The fields of one task (`task show`), before its agents and grants.
+const TASK_FIELDS: &[Col] = &[
+    ("ID", Cell::Str("id")),
+    ("TYPE", Cell::Str("type")),
+    ("STATE", Cell::Str("state")),
+    ("OWNER", Cell::Str("owner")),
+    ("RESOURCES", Cell::List("resources")),
+    ("ATTRIBUTES", Cell::Json("attributes")),
+    ("DEADLINE", Cell::Time("deadline_unix_ms")),
+    ("CREATED", Cell::Time("created_unix_ms")),
+    ("CREATED_BY", Cell::Str("created_by")),
+    ("ENDED", Cell::Time("ended_unix_ms")),
+    ("END_REASON", Cell::Str("end_reason")),
+];
+
+/// The columns of a task's agents.
+const AGENT_COLS: &[Col] = &[
+    ("AGENT", Cell::Str("agent")),
+    ("ROLE", Cell::Str("role")),
+    ("ASSIGNED", Cell::Time("assigned_unix_ms")),
+    ("ASSIGNED_BY", Cell::Str("assigned_by")),
+];
+
+/// The columns of grants.
+const GRANT_COLS: &[Col] = &[
+    ("GRANT_ID", Cell::Str("grant_id")),
+    ("STATE", Cell::Str("state")),
+    ("AGENT", Cell::Str("agent")),
+    ("PERMISSION", Cell::Str("permission")),
+    ("RESOURCE", Cell::Str("resource")),
+    ("EXPIRES", Cell::Time("expires_unix_ms")),
+    ("SOURCE", Cell::Str("source")),
+];
+
+pub(crate) async fn task(client: &Client, out: Out, cmd: TaskCmd) -> Result<()> {
     match cmd {
         TaskCmd::Create {
             kind,
@@ -265,7 +228,6 @@ pub(crate) async fn task(client: &Client, cmd: TaskCmd) -> Result<()> {
             deadline,
             id,
             attributes: attrs,
-            json,
         } => {
             let mut body = json!({
                 "type": kind, "owner": owner, "resources": resources, "deadline_s": deadline,
@@ -275,15 +237,15 @@ pub(crate) async fn task(client: &Client, cmd: TaskCmd) -> Result<()> {
                 body["id"] = json!(id);
             }
             let t = client.post_json("/v1/tasks", &body).await?;
-            if json {
-                return print_json(&t);
-            }
-            println!(
-                "created task {} ({}), open until {}",
-                s(&t["id"]),
-                s(&t["type"]),
-                when(&t["deadline_unix_ms"])
-            );
+            out.done(
+                &t,
+                format!(
+                    "created task {} ({}), open until {}",
+                    s(&t["id"]),
+                    s(&t["type"]),
+                    output::time(&t["deadline_unix_ms"])
+                ),
+            )?;
         }
         TaskCmd::Assign {
             task,
@@ -292,7 +254,6 @@ pub(crate) async fn task(client: &Client, cmd: TaskCmd) -> Result<()> {
             permissions,
             resources,
             ttl,
-            json,
         } => {
             let mut body = json!({"agent": agent, "role": role, "permissions": permissions});
             if !resources.is_empty() {
@@ -304,38 +265,43 @@ pub(crate) async fn task(client: &Client, cmd: TaskCmd) -> Result<()> {
             let v = client
                 .post_json(&format!("{}/agents", task_path(&task)), &body)
                 .await?;
-            if json {
-                return print_json(&v);
-            }
-            let grants = v["grants"].as_array().map_or(&[][..], Vec::as_slice);
-            println!(
-                "{} {} to task {} as {}; {} grant(s)",
-                if v["new"] == true {
-                    "assigned"
-                } else {
-                    "re-assigned"
-                },
-                s(&v["agent"]),
-                s(&v["task"]),
-                s(&v["role"]),
-                grants.len()
-            );
-            for g in grants {
-                print_grant(g);
+            out.done(
+                &v,
+                format!(
+                    "{} {} to task {} as {}; {} grant(s)",
+                    if v["new"] == true {
+                        "assigned"
+                    } else {
+                        "re-assigned"
+                    },
+                    s(&v["agent"]),
+                    s(&v["task"]),
+                    s(&v["role"]),
+                    count(&v, "grants")
+                ),
+            )?;
+            if !out.is_json() {
+                let grants: Vec<&Value> = v["grants"].as_array().into_iter().flatten().collect();
+                if !grants.is_empty() {
+                    output::table(GRANT_COLS, &grants)?;
+                }
             }
         }
-        TaskCmd::Show { task, json } => {
+        TaskCmd::Show { task } => {
             let t = client.get_json(&task_path(&task)).await?;
-            if json {
-                return print_json(&t);
+            if out.is_json() {
+                return output::json(&t);
             }
-            print_task(&t);
+            out.object(&t, TASK_FIELDS)?;
+            output::line("")?;
+            out.list(&t, &t["agents"], "no agents assigned", AGENT_COLS)?;
+            output::line("")?;
+            out.list(&t, &t["grants"], "no grants", GRANT_COLS)?;
         }
         TaskCmd::List {
             state,
             agent,
             limit,
-            json,
         } => {
             let mut query = vec![format!("limit={limit}")];
             for (k, v) in [("state", state), ("agent", agent)] {
@@ -346,40 +312,16 @@ pub(crate) async fn task(client: &Client, cmd: TaskCmd) -> Result<()> {
             let v = client
                 .get_json(&format!("/v1/tasks?{}", query.join("&")))
                 .await?;
-            if json {
-                return print_json(&v);
-            }
-            let tasks = v.as_array().map_or(&[][..], Vec::as_slice);
-            if tasks.is_empty() {
-                println!("no tasks");
-                return Ok(());
-            }
-            println!(
-                "{:<24} {:<9} {:<16} {:<24} {:<20} {:>6} {:>6}",
-                "ID", "STATE", "TYPE", "OWNER", "DEADLINE", "AGENTS", "GRANTS"
-            );
-            for t in tasks {
-                let count = |k: &str| t[k].as_array().map_or(0, Vec::len);
-                println!(
-                    "{:<24} {:<9} {:<16} {:<24} {:<20} {:>6} {:>6}",
-                    s(&t["id"]),
-                    s(&t["state"]),
-                    s(&t["type"]),
-                    s(&t["owner"]),
-                    when(&t["deadline_unix_ms"]),
-                    count("agents"),
-                    count("grants"),
-                );
-            }
+            out.list(&v, &v, "no tasks", TASK_COLS)?;
         }
-        TaskCmd::Complete(args) => end(client, "completed", args).await?,
-        TaskCmd::Fail(args) => end(client, "failed", args).await?,
-        TaskCmd::Cancel(args) => end(client, "cancelled", args).await?,
+        TaskCmd::Complete(args) => end(client, out, "completed", args).await?,
+        TaskCmd::Fail(args) => end(client, out, "failed", args).await?,
+        TaskCmd::Cancel(args) => end(client, out, "cancelled", args).await?,
     }
     Ok(())
 }
 
-async fn end(client: &Client, outcome: &str, args: EndArgs) -> Result<()> {
+async fn end(client: &Client, out: Out, outcome: &str, args: EndArgs) -> Result<()> {
     let t = client
         .post_json(
             &format!("{}/end", task_path(&args.task)),
@@ -392,58 +334,57 @@ async fn end(client: &Client, outcome: &str, args: EndArgs) -> Result<()> {
         .flatten()
         .filter(|g| g["state"] != "active")
         .count();
-    println!(
-        "task {} {}: {ended} grant(s) ended, its leases and tokens revoked",
-        s(&t["id"]),
-        s(&t["state"])
-    );
-    Ok(())
-}
-
-/// One line per grant request, for approvers.
-pub(crate) fn print_request(r: &Value) {
-    println!(
-        "{}  {:<8} {} asks {} on {} (task {}): {}",
-        s(&r["request_id"]),
-        s(&r["state"]),
-        s(&r["agent"]),
-        s(&r["permission"]),
-        s(&r["resource"]),
-        s(&r["task"]),
-        s(&r["reason"]),
-    );
-    match r["state"].as_str() {
-        Some("pending") => println!("    decide by {}", when(&r["expires_unix_ms"])),
-        Some(_) if !r["decided_by"].is_null() => println!(
-            "    decided by {} at {}{}",
-            s(&r["decided_by"]),
-            when(&r["decided_unix_ms"]),
-            r["decision_reason"]
-                .as_str()
-                .map(|why| format!(": {why}"))
-                .unwrap_or_default()
+    out.done(
+        &t,
+        format!(
+            "task {} {}: {ended} grant(s) ended, its leases and tokens revoked",
+            s(&t["id"]),
+            s(&t["state"])
         ),
-        _ => {}
-    }
+    )
 }
 
-pub(crate) async fn approvals(client: &Client, cmd: ApprovalsCmd) -> Result<()> {
+/// How a grant request was decided: by whom, when, and why; `-` while it is pending.
+fn decided(r: &Value) -> String {
+    if r["decided_by"].is_null() {
+        return "-".into();
+    }
+    let why = r["decision_reason"]
+        .as_str()
+        .map(|why| format!(": {why}"))
+        .unwrap_or_default();
+    format!(
+        "by {} at {}{why}",
+        s(&r["decided_by"]),
+        output::time(&r["decided_unix_ms"])
+    )
+}
+
+/// The columns of `approvals list`.
+const REQUEST_COLS: &[Col] = &[
+    ("REQUEST_ID", Cell::Str("request_id")),
+    ("STATE", Cell::Str("state")),
+    ("AGENT", Cell::Str("agent")),
+    ("PERMISSION", Cell::Str("permission")),
+    ("RESOURCE", Cell::Str("resource")),
+    ("TASK", Cell::Str("task")),
+    ("DECIDE_BY", Cell::Time("expires_unix_ms")),
+    ("REASON", Cell::Str("reason")),
+    ("DECIDED", Cell::With(decided)),
+];
+
+pub(crate) async fn approvals(client: &Client, out: Out, cmd: ApprovalsCmd) -> Result<()> {
     let (id, decision, reason) = match cmd {
-        ApprovalsCmd::List { state, json } => {
+        ApprovalsCmd::List { state } => {
             let v = client
                 .get_json(&format!("/v1/approvals?state={}", percent_encode(&state)))
                 .await?;
-            if json {
-                return print_json(&v);
-            }
-            let requests = v.as_array().map_or(&[][..], Vec::as_slice);
-            if requests.is_empty() {
-                println!("no {state} grant requests");
-            }
-            for r in requests {
-                print_request(r);
-            }
-            return Ok(());
+            let empty = match state.as_str() {
+                "pending" => "no pending approvals".to_owned(),
+                "all" => "no grant requests".to_owned(),
+                other => format!("no {other} grant requests"),
+            };
+            return out.list(&v, &v, &empty, REQUEST_COLS);
         }
         ApprovalsCmd::Approve { id, reason } => (id, "approve", reason),
         ApprovalsCmd::Deny { id, reason } => (id, "deny", reason),
@@ -454,19 +395,36 @@ pub(crate) async fn approvals(client: &Client, cmd: ApprovalsCmd) -> Result<()> 
             &json!({"decision": decision, "reason": reason}),
         )
         .await?;
-    println!(
-        "{} {}: {} {} on {} (task {})",
-        s(&r["state"]),
-        s(&r["request_id"]),
-        s(&r["agent"]),
-        s(&r["permission"]),
-        s(&r["resource"]),
-        s(&r["task"]),
-    );
-    Ok(())
+    out.done(
+        &r,
+        format!(
+            "{} {}: {} {} on {} (task {})",
+            s(&r["state"]),
+            s(&r["request_id"]),
+            s(&r["agent"]),
+            s(&r["permission"]),
+            s(&r["resource"]),
+            s(&r["task"]),
+        ),
+    )
 }
 
-pub(crate) async fn risk(client: &Client, cmd: RiskCmd) -> Result<()> {
+/// The columns of `risk list`.
+const RISK_COLS: &[Col] = &[
+    ("AGENT", Cell::Str("agent")),
+    (
+        "SCORE",
+        Cell::With(|r| match r["score"].as_f64() {
+            Some(score) => format!("{score:.3}"),
+            None => "-".into(),
+        }),
+    ),
+    ("SET", Cell::Time("set_unix_ms")),
+    ("SET_BY", Cell::Str("set_by")),
+    ("REASON", Cell::Str("reason")),
+];
+
+pub(crate) async fn risk(client: &Client, out: Out, cmd: RiskCmd) -> Result<()> {
     match cmd {
         RiskCmd::Set {
             agent,
@@ -474,14 +432,10 @@ pub(crate) async fn risk(client: &Client, cmd: RiskCmd) -> Result<()> {
             reason,
         } => {
             if !(0.0..=1.0).contains(&score) {
-                bail!("a risk score is between 0.0 and 1.0, not {score}");
+                bail!("SCORE must be between 0.0 and 1.0, not {score}");
             }
-            let sent = client
-                .post_json(
-                    "/v1/risk",
-                    &json!({"agent": agent, "score": score, "reason": reason}),
-                )
-                .await;
+            let body = json!({"agent": agent, "score": score, "reason": reason});
+            let sent = client.post_json("/v1/risk", &body).await;
             // The server answers 204 No Content: a body that does not decode after a success
             // status is that empty body (errors are reported before any decoding).
             if let Err(e) = sent {
@@ -492,27 +446,16 @@ pub(crate) async fn risk(client: &Client, cmd: RiskCmd) -> Result<()> {
                     return Err(e);
                 }
             }
-            println!("risk score of {agent} is now {score:.3}");
+            out.done(&body, format!("risk score of {agent} is now {score:.3}"))?;
         }
-        RiskCmd::List { json } => {
+        RiskCmd::List => {
             let v = client.get_json("/v1/risk").await?;
-            if json {
-                return print_json(&v);
-            }
-            let rows = v.as_array().map_or(&[][..], Vec::as_slice);
-            if rows.is_empty() {
-                println!("no risk scores set (every agent is at 0.0)");
-            }
-            for r in rows {
-                println!(
-                    "{:<48} {:.3}  set {} by {}: {}",
-                    s(&r["agent"]),
-                    r["score"].as_f64().unwrap_or(f64::NAN),
-                    when(&r["set_unix_ms"]),
-                    s(&r["set_by"]),
-                    s(&r["reason"]),
-                );
-            }
+            out.list(
+                &v,
+                &v,
+                "no risk scores set (every agent is at 0.0)",
+                RISK_COLS,
+            )?;
         }
     }
     Ok(())

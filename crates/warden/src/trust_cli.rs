@@ -1,12 +1,15 @@
 //! `warden ca …` (signing keys: list, rotate, revoke) and `warden federation …` (trust other
 //! trust domains' SVIDs), over the HTTP API.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use crate::client::{Client, percent_encode};
+use crate::{
+    client::{Client, parse_duration, percent_encode},
+    output::{self, Cell, Col, Out},
+};
 
 /// `warden ca …`
 #[derive(Debug, clap::Subcommand)]
@@ -29,41 +32,31 @@ pub(crate) enum CaCmd {
     },
 }
 
-pub(crate) fn when(v: &Value) -> String {
-    v.as_i64()
-        .and_then(|ms| time::OffsetDateTime::from_unix_timestamp(ms / 1000).ok())
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| "-".into())
-}
+/// The columns of `ca list`.
+const KEY_COLS: &[Col] = &[
+    ("ID", Cell::Str("id")),
+    ("KIND", Cell::Str("kind")),
+    ("STATE", Cell::Str("state")),
+    (
+        "BUNDLE",
+        Cell::With(
+            |k| match (k["in_bundle"].as_bool(), k["revoked_unix_ms"].is_i64()) {
+                (_, true) => "revoked".into(),
+                (Some(true), _) => "yes".into(),
+                _ => "no".into(),
+            },
+        ),
+    ),
+    ("ACTIVATED", Cell::Time("activated_unix_ms")),
+    ("NOT_AFTER", Cell::Time("not_after_unix_ms")),
+    ("FINGERPRINT", Cell::Str("fingerprint")),
+];
 
-pub(crate) async fn ca(client: &Client, cmd: CaCmd) -> Result<()> {
+pub(crate) async fn ca(client: &Client, out: Out, cmd: CaCmd) -> Result<()> {
     match cmd {
         CaCmd::List => {
             let keys = client.get_json("/v1/ca").await?;
-            println!(
-                "{:<21} {:<12} {:<9} {:<7} {:<21} {:<21} FINGERPRINT (SHA-256)",
-                "ID", "KIND", "STATE", "BUNDLE", "ACTIVATED", "NOT AFTER"
-            );
-            for k in keys.as_array().into_iter().flatten() {
-                let bundle = match (k["in_bundle"].as_bool(), k["revoked_unix_ms"].is_i64()) {
-                    (_, true) => "revoked",
-                    (Some(true), _) => "yes",
-                    _ => "no",
-                };
-                println!(
-                    "{:<21} {:<12} {:<9} {:<7} {:<21} {:<21} {}",
-                    k["id"].as_str().unwrap_or_default(),
-                    k["kind"].as_str().unwrap_or_default(),
-                    k["state"].as_str().unwrap_or_default(),
-                    bundle,
-                    when(&k["activated_unix_ms"]),
-                    when(&k["not_after_unix_ms"]),
-                    k["fingerprint"].as_str().unwrap_or_default(),
-                );
-            }
+            out.list(&keys, &keys, "no signing keys", KEY_COLS)?;
         }
         CaCmd::Rotate { now } => {
             let r = client
@@ -78,33 +71,42 @@ pub(crate) async fn ca(client: &Client, cmd: CaCmd) -> Result<()> {
                     .collect::<Vec<_>>()
                     .join(", ")
             };
+            let mut lines = Vec::new();
             if !ids("prepared").is_empty() {
-                println!(
+                lines.push(format!(
                     "prepared:  {} (in the bundle now, not signing yet)",
                     ids("prepared")
-                );
+                ));
             }
             if !ids("activated").is_empty() {
-                println!("activated: {} (signing new SVIDs now)", ids("activated"));
+                lines.push(format!(
+                    "activated: {} (signing new SVIDs now)",
+                    ids("activated")
+                ));
             }
             if !ids("retired").is_empty() {
-                println!(
+                lines.push(format!(
                     "retired:   {} (stay in the bundle until what they signed expires)",
                     ids("retired")
-                );
+                ));
             }
             if ids("activated").is_empty() {
-                println!(
-                    "run `warden ca rotate` again once relying parties have fetched the new bundle \
-                     (its refresh hint is 5 minutes) to activate the prepared keys"
+                lines.push(
+                    "run `warden ca rotate` again once relying parties have fetched the new \
+                     bundle (its refresh hint is 5 minutes) to activate the prepared keys"
+                        .to_owned(),
                 );
             }
+            out.done(&r, lines.join("\n"))?;
         }
         CaCmd::Revoke { id } => {
             client
                 .post_empty(&format!("/v1/ca/keys/{}/revoke", percent_encode(&id)))
                 .await?;
-            println!("revoked {id}: it has left the bundle");
+            out.done(
+                &serde_json::json!({ "id": id, "revoked": true }),
+                format!("revoked {id}: it has left the bundle"),
+            )?;
         }
     }
     Ok(())
@@ -138,7 +140,7 @@ pub(crate) enum FederationCmd {
         limits: LimitArgs,
     },
     /// Set what a federated domain's agents may do here (admin); options left out take
-    /// their defaults: JWT-SVIDs of at most 3600 s, no issuer pinned, no agent route
+    /// their defaults: JWT-SVIDs of at most 1h, no issuer pinned, no agent route
     Limits {
         /// The federated trust domain
         trust_domain: String,
@@ -170,9 +172,9 @@ pub(crate) enum FederationCmd {
 /// A federated domain's limits, as flags.
 #[derive(Debug, clap::Args)]
 pub(crate) struct LimitArgs {
-    /// Longest JWT-SVID lifetime (exp - iat) accepted from its agents, seconds
-    /// [default: 3600; at most 86400]
-    #[arg(long, value_name = "SECS")]
+    /// Longest JWT-SVID lifetime (exp - iat) accepted from its agents (90s, 10m, 8h, 2d or
+    /// seconds) [default: 1h; at most 1d]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     max_jwt_svid_ttl: Option<i64>,
     /// The issuer (`iss`) its JWT-SVIDs must carry, when the partner publishes one
     #[arg(long, value_name = "URL")]
@@ -206,48 +208,80 @@ impl LimitArgs {
     }
 }
 
-fn read_json(path: &PathBuf) -> Result<Value> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+/// A file's text; an error names the file and the flag it came from.
+fn read_text(path: &Path, flag: &str) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {} ({flag})", path.display()))
 }
 
-fn print_federation(f: &Value) {
-    let kids: Vec<&str> = f["jwt_kids"]
+/// A bundle document from `--bundle-file`.
+fn read_bundle(path: &Path) -> Result<Value> {
+    let text = read_text(path, "--bundle-file")?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} (--bundle-file) is not JSON", path.display()))
+}
+
+/// Where a federated domain's bundle comes from, for people.
+fn bundle_source(f: &Value) -> String {
+    f["bundle_url"].as_str().unwrap_or("(static)").to_owned()
+}
+
+/// The longest JWT-SVID lifetime a federated domain's limits accept, in seconds.
+fn max_ttl(f: &Value) -> String {
+    match &f["limits"]["max_jwt_svid_ttl_secs"] {
+        Value::Null => "-".into(),
+        v => format!("{v}s"),
+    }
+}
+
+/// The columns of `federation list`.
+const FEDERATION_COLS: &[Col] = &[
+    ("TRUST_DOMAIN", Cell::Str("trust_domain")),
+    ("BUNDLE", Cell::With(bundle_source)),
+    ("X509", Cell::Str("x509_authorities")),
+    ("JWT_KIDS", Cell::List("jwt_kids")),
+    ("REFRESHED", Cell::Time("refreshed_unix_ms")),
+    ("MAX_JWT_TTL", Cell::With(max_ttl)),
+    (
+        "ISSUER",
+        Cell::With(|f| output::scalar(&f["limits"]["issuer"])),
+    ),
+    ("ROUTES", Cell::With(routes)),
+    ("LAST_ERROR", Cell::Str("last_error")),
+];
+
+/// The fields of one federated trust domain.
+const FEDERATION_FIELDS: &[Col] = &[
+    ("TRUST_DOMAIN", Cell::Str("trust_domain")),
+    ("BUNDLE", Cell::With(bundle_source)),
+    ("X509_AUTHORITIES", Cell::Str("x509_authorities")),
+    ("JWT_KIDS", Cell::List("jwt_kids")),
+    ("SEQUENCE", Cell::Str("sequence")),
+    ("REFRESHED", Cell::Time("refreshed_unix_ms")),
+    ("MAX_JWT_TTL", Cell::With(max_ttl)),
+    (
+        "ISSUER",
+        Cell::With(|f| output::scalar(&f["limits"]["issuer"])),
+    ),
+    ("ROUTES", Cell::With(routes)),
+    ("LAST_ERROR", Cell::Str("last_error")),
+];
+
+/// The agent route groups a federated domain's limits open, comma-separated.
+fn routes(f: &Value) -> String {
+    let routes: Vec<String> = f["limits"]["routes"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(Value::as_str)
+        .map(output::scalar)
         .collect();
-    let limits = &f["limits"];
-    let routes: Vec<&str> = limits["routes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    println!(
-        "{:<28} {:<44} x509:{:<2} jwt:{:<20} refreshed {}  max-ttl:{}s issuer:{} routes:{}{}",
-        f["trust_domain"].as_str().unwrap_or_default(),
-        f["bundle_url"].as_str().unwrap_or("(static)"),
-        f["x509_authorities"],
-        kids.join(","),
-        when(&f["refreshed_unix_ms"]),
-        limits["max_jwt_svid_ttl_secs"],
-        limits["issuer"].as_str().unwrap_or("-"),
-        if routes.is_empty() {
-            "-".to_owned()
-        } else {
-            routes.join(",")
-        },
-        f["last_error"]
-            .as_str()
-            .map(|e| format!("  LAST REFRESH FAILED: {e}"))
-            .unwrap_or_default()
-    );
+    if routes.is_empty() {
+        "-".into()
+    } else {
+        routes.join(",")
+    }
 }
 
-pub(crate) async fn federation(client: &Client, cmd: FederationCmd) -> Result<()> {
+pub(crate) async fn federation(client: &Client, out: Out, cmd: FederationCmd) -> Result<()> {
     match cmd {
         FederationCmd::Add {
             trust_domain,
@@ -260,19 +294,16 @@ pub(crate) async fn federation(client: &Client, cmd: FederationCmd) -> Result<()
                 "limits": limits.to_json(),
             });
             if let Some(path) = &from.bundle_file {
-                body["bundle"] = read_json(path)?;
+                body["bundle"] = read_bundle(path)?;
             }
             if let Some(url) = &from.bundle_url {
                 body["bundle_url"] = Value::from(url.as_str());
             }
             if let Some(path) = &endpoint_ca {
-                body["endpoint_ca_pem"] = Value::from(
-                    std::fs::read_to_string(path)
-                        .with_context(|| format!("reading {}", path.display()))?,
-                );
+                body["endpoint_ca_pem"] = Value::from(read_text(path, "--endpoint-ca")?);
             }
             let f = client.post_json("/v1/federations", &body).await?;
-            print_federation(&f);
+            out.object(&f, FEDERATION_FIELDS)?;
         }
         FederationCmd::Limits {
             trust_domain,
@@ -284,18 +315,11 @@ pub(crate) async fn federation(client: &Client, cmd: FederationCmd) -> Result<()
                     &limits.to_json(),
                 )
                 .await?;
-            print_federation(&f);
+            out.object(&f, FEDERATION_FIELDS)?;
         }
         FederationCmd::List => {
-            for f in client
-                .get_json("/v1/federations")
-                .await?
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
-                print_federation(f);
-            }
+            let v = client.get_json("/v1/federations").await?;
+            out.list(&v, &v, "no federated trust domains", FEDERATION_COLS)?;
         }
         FederationCmd::Update {
             trust_domain,
@@ -304,10 +328,10 @@ pub(crate) async fn federation(client: &Client, cmd: FederationCmd) -> Result<()
             let f = client
                 .put_json(
                     &format!("/v1/federations/{}", percent_encode(&trust_domain)),
-                    &serde_json::json!({ "bundle": read_json(&bundle_file)? }),
+                    &serde_json::json!({ "bundle": read_bundle(&bundle_file)? }),
                 )
                 .await?;
-            print_federation(&f);
+            out.object(&f, FEDERATION_FIELDS)?;
         }
         FederationCmd::Refresh { trust_domain } => {
             let f = client
@@ -316,7 +340,7 @@ pub(crate) async fn federation(client: &Client, cmd: FederationCmd) -> Result<()
                     &serde_json::json!({}),
                 )
                 .await?;
-            print_federation(&f);
+            out.object(&f, FEDERATION_FIELDS)?;
         }
         FederationCmd::Remove { trust_domain } => {
             client
@@ -325,7 +349,10 @@ pub(crate) async fn federation(client: &Client, cmd: FederationCmd) -> Result<()
                     percent_encode(&trust_domain)
                 ))
                 .await?;
-            println!("no longer trusting {trust_domain}");
+            out.done(
+                &serde_json::json!({ "trust_domain": trust_domain, "removed": true }),
+                format!("no longer trusting {trust_domain}"),
+            )?;
         }
     }
     Ok(())

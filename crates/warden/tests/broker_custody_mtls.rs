@@ -255,6 +255,18 @@ async fn secrets_are_sealed_rotated_read_with_a_reason_and_never_recorded() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
+    // A version that does not exist is named as such (and nothing is recorded).
+    let resp = server
+        .http
+        .post(server.at("/v1/secrets/slack-bot/reveal"))
+        .bearer_auth(&admin)
+        .json(&json!({"reason": "audit", "version": 9}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["message"], "no version 9 of secret `slack-bot`");
 
     // An auditor lists but cannot read; nobody without a token can do either.
     let out = run(cli(&[

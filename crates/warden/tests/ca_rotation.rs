@@ -355,7 +355,18 @@ async fn rotation_overlaps_bundles_then_retires_and_revokes() {
     // `warden ca list` shows it all.
     let out = run(install.client(&server, &["ca", "list"])).await.ok();
     assert_eq!(out.stdout.lines().count(), 7, "{}", out.stdout);
+    assert!(out.stdout.starts_with("ID "), "{}", out.stdout);
     assert!(out.stdout.contains("revoked"), "{}", out.stdout);
+    assert!(!out.stdout.contains("_unix_ms"), "{}", out.stdout);
+    let out = run(install.client(&server, &["ca", "list", "--output", "json"]))
+        .await
+        .ok();
+    assert_eq!(
+        serde_json::from_str::<Value>(&out.stdout).unwrap(),
+        Value::from(keys(&server, &admin).await),
+        "{}",
+        out.stdout
+    );
 
     // The ledger has every step, by the admin.
     let entries = server.all_entries(&admin).await;

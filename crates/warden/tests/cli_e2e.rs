@@ -155,7 +155,7 @@ async fn serve_refuses_an_uninitialised_or_unsafe_data_dir() {
     let mut cmd = install.cmd();
     cmd.args(["serve", "--listen", "127.0.0.1:0"]);
     let out = run(cmd).await;
-    assert_eq!(out.code(), Some(1), "{out:#?}");
+    assert_eq!(out.code(), Some(2), "{out:#?}");
     assert!(out.stderr.contains("run `warden init`"), "{out:#?}");
     assert!(!out.stderr.contains("warden listening"), "{out:#?}");
     assert_eq!(
@@ -691,9 +691,9 @@ async fn ledger_proofs_over_http_verify_against_signed_checkpoints() {
     ] {
         for index in indexes {
             let p = inclusion(index, cp.size).await;
-            assert_eq!(p["leafIdx"].as_u64(), Some(index));
-            assert_eq!(p["treeSize"].as_u64(), Some(cp.size));
-            let leaf = hash_of(&p["leafHash"]);
+            assert_eq!(p["leaf_index"].as_u64(), Some(index));
+            assert_eq!(p["tree_size"].as_u64(), Some(cp.size));
+            let leaf = hash_of(&p["leaf_hash"]);
             let recomputed = merkle::leaf_hash(&unb64(
                 entries[usize::try_from(index).unwrap()]["leaf"]
                     .as_str()
@@ -756,7 +756,7 @@ async fn ledger_proofs_over_http_verify_against_signed_checkpoints() {
             before, cp2,
             "the latest checkpoint is the last one published"
         );
-        assert_eq!(p["treeSize"].as_u64(), Some(before.size));
+        assert_eq!(p["tree_size"].as_u64(), Some(before.size));
         assert_eq!(hash_of(&p["root"]), before.root);
         assert_eq!(c["size2"].as_u64(), Some(before.size));
         merkle::verify_consistency(
@@ -821,30 +821,34 @@ async fn ledger_proofs_over_http_verify_against_signed_checkpoints() {
     // The CLI checks the same proofs.
     let cmd = install.client(&server, &["audit", "proof", "--index", "2"]);
     let out = run(cmd).await.ok();
-    assert!(out.stderr.contains("verified: entry 2"), "{out:#?}");
+    assert!(out.stdout.contains("verified: entry 2"), "{out:#?}");
     let cmd = install.client(
         &server,
         &["audit", "proof", "--from", &cp1.size.to_string()],
     );
     let out = run(cmd).await.ok();
-    assert!(out.stderr.contains("verified: the log at size"), "{out:#?}");
+    assert!(out.stdout.contains("verified: the log at size"), "{out:#?}");
     let cmd = install.client(&server, &["audit", "checkpoint"]);
     let out = run(cmd).await.ok();
     assert_eq!(
         Checkpoint::parse(verifier.verify(&out.stdout).unwrap()).unwrap(),
         cp2
     );
+    let cmd = install.client(&server, &["audit", "checkpoint", "-o", "json"]);
+    let out = run(cmd).await.ok();
+    let json: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["tree_size"].as_u64(), Some(cp2.size));
+    assert_eq!(
+        Checkpoint::parse(verifier.verify(json["note"].as_str().unwrap()).unwrap()).unwrap(),
+        cp2
+    );
     // Client settings from the environment instead of flags.
     let mut cmd = warden();
     cmd.env("WARDEN_SERVER", &server.url)
         .env("WARDEN_TOKEN_FILE", &install.token_file)
-        .args(["audit", "tail", "-n", "5", "--json"]);
+        .args(["audit", "tail", "-n", "5", "--output", "json"]);
     let out = run(cmd).await.ok();
-    let lines: Vec<Value> = out
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<Value> = serde_json::from_str(&out.stdout).unwrap();
     assert!(lines.len() >= 5, "{out:#?}");
     for pair in lines.windows(2) {
         assert_eq!(
@@ -1118,7 +1122,7 @@ async fn roles_are_separated_and_revocation_takes_effect() {
     let bootstrap_id = me["token_id"].as_str().unwrap().to_owned();
 
     // An auditor token, created with the CLI.
-    let cmd = install.client(
+    let mut cmd = install.client(
         &server,
         &[
             "api-token",
@@ -1129,21 +1133,12 @@ async fn roles_are_separated_and_revocation_takes_effect() {
             "auditor",
         ],
     );
+    cmd.args(["--output", "json"]);
     let out = run(cmd).await.ok();
-    let auditor = out
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("token: "))
-        .unwrap_or_else(|| panic!("{out:#?}"))
-        .trim()
-        .to_owned();
-    let auditor_id = out
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("id: "))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let created: serde_json::Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:#?}"));
+    let auditor = created["token"].as_str().unwrap().to_owned();
+    let auditor_id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(
         server.get_json("/v1/whoami", &auditor).await["role"],
         "auditor"

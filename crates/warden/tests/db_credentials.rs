@@ -525,7 +525,14 @@ forbid (principal, action, resource) when {{ context.hold }};
     fn agent(&self, args: &[&str]) -> tokio::process::Command {
         let mut cmd = warden();
         cmd.arg("agent")
-            .args(["--server", &self.server.url, "--as", SUMMARIZER])
+            .args([
+                "--output",
+                "json",
+                "--server",
+                &self.server.url,
+                "--as",
+                SUMMARIZER,
+            ])
             .arg("--socket")
             .arg(self.install.data_dir.join("workload.sock"))
             .args(args);
@@ -1038,7 +1045,7 @@ async fn operator_revokes_by_agent_and_by_prefix() {
     ))
     .await
     .ok();
-    assert!(out.stdout.trim().is_empty(), "{out:#?}");
+    assert_eq!(out.stdout.trim(), "no leases", "{out:#?}");
     let upstream = env.events("lease.revoke_upstream").await;
     for cred in [&a, &b, &c, &d] {
         let dropped = drops(&upstream, s(&cred["lease_id"]));
@@ -1082,12 +1089,12 @@ async fn hold_drops_the_agents_roles_and_refuses_new_ones() {
         .request(&env.db.template, Some(&svid), json!({"ttl_s": 60}))
         .await;
     expect_error("held agent", resp, 403, "agent_on_hold").await;
-    // Nor does the Workload API give it a fresh one.
+    // Nor does the Workload API give it a fresh one, and it says why.
     let out = run(env.agent(&["db-credential", &env.db.template])).await;
     assert!(!out.status.success(), "{out:#?}");
     assert!(
         out.stderr
-            .contains(&format!("no identity `{SUMMARIZER}` issued to this caller")),
+            .contains(&format!("identity `{SUMMARIZER}` is on hold")),
         "{out:#?}"
     );
     assert_eq!(env.db.template_roles().await, 0);

@@ -857,6 +857,8 @@ async fn cli_creates_lists_shows_and_deletes_entries() {
         &[
             "entry",
             "create",
+            "--output",
+            "json",
             "--spiffe-id",
             &coder,
             "--selector",
@@ -900,6 +902,8 @@ async fn cli_creates_lists_shows_and_deletes_entries() {
         &[
             "entry",
             "create",
+            "-o",
+            "json",
             "--spiffe-id",
             &reviewer,
             "--selector",
@@ -922,6 +926,8 @@ async fn cli_creates_lists_shows_and_deletes_entries() {
         &[
             "entry",
             "create",
+            "-o",
+            "json",
             "--spiffe-id",
             &reviewer,
             "--selector",
@@ -960,9 +966,23 @@ async fn cli_creates_lists_shows_and_deletes_entries() {
         "{out:#?}"
     );
 
-    // show: the entry JSON.
+    // show: one line per field for people, the entry JSON for scripts.
     let first_id = first["id"].as_str().unwrap();
     let out = cli_ok(&install, &server, &["entry", "show", first_id]).await;
+    for line in [
+        format!("ID             {first_id}"),
+        format!("SPIFFE_ID      {coder}"),
+        "SELECTORS      unix:path:/usr/bin/python3,unix:uid:1000".to_owned(),
+        "X509_TTL_SECS  7200".to_owned(),
+    ] {
+        assert!(out.stdout.lines().any(|l| l == line), "{line}: {out:#?}");
+    }
+    let out = cli_ok(
+        &install,
+        &server,
+        &["entry", "show", first_id, "-o", "json"],
+    )
+    .await;
     let shown: Value = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("show is not JSON ({e}): {out:#?}"));
     assert_eq!(shown, first);
@@ -973,8 +993,9 @@ async fn cli_creates_lists_shows_and_deletes_entries() {
         out.stdout.contains(&format!("deleted {first_id}")),
         "{out:#?}"
     );
+    // Not found is a "no" (exit 1), not an error (exit 2).
     let out = run(install.client(&server, &["entry", "show", first_id])).await;
-    assert_ne!(out.code(), Some(0), "{out:#?}");
+    assert_eq!(out.code(), Some(1), "{out:#?}");
     assert!(out.stderr.contains("not_found (404)"), "{out:#?}");
     let out = run(install.client(&server, &["entry", "delete", first_id])).await;
     assert_ne!(out.code(), Some(0), "{out:#?}");
@@ -997,7 +1018,7 @@ async fn cli_creates_lists_shows_and_deletes_entries() {
         ],
     ))
     .await;
-    assert_ne!(out.code(), Some(0), "{out:#?}");
+    assert_eq!(out.code(), Some(2), "{out:#?}");
     assert!(out.stderr.contains("invalid_selector (400)"), "{out:#?}");
     let out = run(install.client(
         &server,
@@ -1021,6 +1042,8 @@ async fn cli_creates_lists_shows_and_deletes_entries() {
         &[
             "entry",
             "create",
+            "-o",
+            "json",
             "--spiffe-id",
             &reviewer,
             "--selector",

@@ -644,20 +644,20 @@ async fn install_hook_guards_only_bare_repositories_and_keeps_foreign_hooks() {
     // A working tree is not the repository pushes go to.
     let work = env.clone("work").await;
     let out = env.install_hook(&work, &[]).await;
-    assert_eq!(out.code(), Some(1), "{out:#?}");
+    assert_eq!(out.code(), Some(2), "{out:#?}");
     assert!(
         out.stderr
             .contains("is a working tree, not a bare repository"),
         "{out:#?}"
     );
     let out = env.install_hook(&work.join(".git"), &[]).await;
-    assert_eq!(out.code(), Some(1), "{out:#?}");
+    assert_eq!(out.code(), Some(2), "{out:#?}");
     assert!(out.stderr.contains("is not a bare repository"), "{out:#?}");
 
     // Someone else's hook stays unless --force.
     std::fs::write(&hook, "#!/bin/sh\nexit 0\n").unwrap();
     let out = env.install_hook(&env.bare, &[]).await;
-    assert_eq!(out.code(), Some(1), "{out:#?}");
+    assert_eq!(out.code(), Some(2), "{out:#?}");
     assert!(
         out.stderr.contains("was not installed by Warden"),
         "{out:#?}"
@@ -679,7 +679,7 @@ async fn install_hook_guards_only_bare_repositories_and_keeps_foreign_hooks() {
             .await;
     std::fs::write(&env.hook_token, &auditor).unwrap();
     let out = env.install_hook(&env.bare, &[]).await;
-    assert_eq!(out.code(), Some(1), "{out:#?}");
+    assert_eq!(out.code(), Some(2), "{out:#?}");
     assert!(
         out.stderr
             .contains("the token has role `auditor`; the hook needs role enforcer"),

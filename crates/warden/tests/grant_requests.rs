@@ -290,7 +290,8 @@ async fn a_read_request_is_granted_at_once_and_others_are_denied_by_policy() {
             "read the docs",
             "--ttl",
             "10m",
-            "--json",
+            "--output",
+            "json",
         ],
     ))
     .await
@@ -410,15 +411,30 @@ async fn a_write_request_waits_for_an_approver_and_the_long_poll_sees_the_approv
         .cli(&["approvals", "list", "--token", &env.approver])
         .await
         .ok();
-    assert!(out.stdout.starts_with(&id), "{out:#?}");
+    assert!(out.stdout.starts_with("REQUEST_ID "), "{out:#?}");
+    let rows: Vec<String> = out
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(rows.len(), 1, "{out:#?}");
     assert!(
-        out.stdout.contains(&format!(
-            "pending  {CODER} asks writer on repository:warden (task T-1): fix the bug"
+        rows[0].starts_with(&format!(
+            "{id} pending {CODER} writer repository:warden T-1 20"
         )),
         "{out:#?}"
     );
+    assert!(rows[0].ends_with("fix the bug -"), "{out:#?}");
     let out = env
-        .cli(&["approvals", "list", "--json", "--token", &env.approver])
+        .cli(&[
+            "approvals",
+            "list",
+            "--output",
+            "json",
+            "--token",
+            &env.approver,
+        ])
         .await
         .ok();
     let listed: Value = serde_json::from_str(&out.stdout).unwrap();
@@ -509,7 +525,8 @@ async fn a_write_request_waits_for_an_approver_and_the_long_poll_sees_the_approv
             &env.approver,
         ])
         .await;
-    assert_eq!(out.code(), Some(1), "{out:#?}");
+    // A conflict is an error, not a "no": exit 2.
+    assert_eq!(out.code(), Some(2), "{out:#?}");
     assert!(
         out.stderr.contains(&format!(
             "already_decided (409): grant request `{id}` is already approved"
@@ -553,7 +570,7 @@ async fn a_write_request_waits_for_an_approver_and_the_long_poll_sees_the_approv
         .cli(&["approvals", "list", "--token", &env.approver])
         .await
         .ok();
-    assert_eq!(out.stdout.trim(), "no pending grant requests");
+    assert_eq!(out.stdout.trim(), "no pending approvals");
     let out = env
         .cli(&[
             "approvals",
@@ -565,10 +582,8 @@ async fn a_write_request_waits_for_an_approver_and_the_long_poll_sees_the_approv
         ])
         .await
         .ok();
-    assert!(
-        out.stdout.contains("decided by token:oncall at "),
-        "{out:#?}"
-    );
+    assert!(out.stdout.contains("by token:oncall at 20"), "{out:#?}");
+    assert!(out.stdout.contains(": needed for BUG-1"), "{out:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -485,15 +485,8 @@ async fn a_denylisted_spiffe_id_is_denied_on_every_path() {
     env.task("T-1", CODER).await;
     assert_eq!(env.round(CODER).await.answers, Answers::all(true));
 
-    env.cli(&[
-        "deny",
-        "add",
-        "--spiffe-id",
-        CODER,
-        "--reason",
-        "key leaked",
-    ])
-    .await;
+    env.cli(&["deny", "add", "spiffe-id", CODER, "--reason", "key leaked"])
+        .await;
     let round = env.round(CODER).await;
     assert_eq!(round.answers, Answers::all(false), "{:#?}", round.bodies);
     let reason = format!("identity `{CODER}` is on the denylist");
@@ -502,7 +495,7 @@ async fn a_denylisted_spiffe_id_is_denied_on_every_path() {
     env.recorded_barred(&round, &reason, "identity_denied", CODER, "principal")
         .await;
 
-    env.cli(&["deny", "remove", "--spiffe-id", CODER]).await;
+    env.cli(&["deny", "remove", "spiffe-id", CODER]).await;
     let round = env.round(CODER).await;
     assert_eq!(round.answers, Answers::all(true), "{:#?}", round.bodies);
 }
@@ -566,7 +559,7 @@ async fn a_token_whose_chain_holds_a_denied_or_held_agent_is_denied() {
     env.cli(&[
         "deny",
         "add",
-        "--spiffe-id",
+        "spiffe-id",
         PLANNER,
         "--reason",
         "compromised",
@@ -590,7 +583,7 @@ async fn a_token_whose_chain_holds_a_denied_or_held_agent_is_denied() {
         "{e}"
     );
     assert!(!e.to_string().contains(&token));
-    env.cli(&["deny", "remove", "--spiffe-id", PLANNER]).await;
+    env.cli(&["deny", "remove", "spiffe-id", PLANNER]).await;
     let (_, d) = env.authorize(CODER, Some(&token)).await;
     assert_eq!(d["decision"], "allow", "{d}");
 

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 fn token_from(stdout: &str) -> String {
     stdout
         .lines()
-        .find_map(|l| l.strip_prefix("token:"))
+        .find_map(|l| l.strip_prefix("TOKEN "))
         .unwrap_or_else(|| panic!("no token in {stdout}"))
         .trim()
         .to_owned()

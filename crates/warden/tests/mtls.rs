@@ -174,7 +174,7 @@ async fn agents_authenticate_with_their_svid_and_denials_apply_at_once() {
     let out = run(cli(&[
         "deny",
         "add",
-        "--serial",
+        "serial",
         &serial,
         "--reason",
         "laptop stolen",
@@ -200,9 +200,7 @@ async fn agents_authenticate_with_their_svid_and_denials_apply_at_once() {
             .is_err(),
         "a denied serial completed a new handshake"
     );
-    run(cli(&["deny", "remove", "--serial", &serial]))
-        .await
-        .ok();
+    run(cli(&["deny", "remove", "serial", &serial])).await.ok();
     let fresh = client(&ca_pem, Some(&identity_pem(&svid_dir)));
     let resp = fresh
         .get(server.at("/v1/svid/whoami"))
@@ -215,7 +213,7 @@ async fn agents_authenticate_with_their_svid_and_denials_apply_at_once() {
     run(cli(&[
         "deny",
         "add",
-        "--spiffe-id",
+        "spiffe-id",
         "spiffe://example.org/agent/mtls",
         "--reason",
         "agent compromised",

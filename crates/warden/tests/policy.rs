@@ -172,6 +172,103 @@ async fn cedar_and_rego_packages_decide_through_every_api() {
     assert_eq!(allowed["determining_policies"], json!(["reviewers-read"]));
     assert_eq!(allowed["policy_version"], 2);
 
+    // `warden policy eval` asks as an enforcement point would: it prints the decision and
+    // exits 0 on allow, 1 on deny; `--output json` prints the API's answer.
+    let eval = |principal: &str, action: &str, extra: &[&str]| {
+        let mut args = vec![
+            "policy",
+            "eval",
+            "--package",
+            "coder",
+            "--principal",
+            principal,
+            "--action",
+            action,
+            "--resource",
+            "Repository::warden",
+        ];
+        args.extend_from_slice(extra);
+        run(install.client(&server, &args))
+    };
+    let out = eval(REVIEWER, "read", &[]).await;
+    assert_eq!(out.code(), Some(0), "{out:#?}");
+    let mut lines = out.stdout.lines();
+    assert_eq!(lines.next(), Some("allow"), "{out:#?}");
+    assert!(
+        out.stdout.contains("determined by: reviewers-read"),
+        "{out:#?}"
+    );
+    assert!(out.stdout.contains("decision dec_"), "{out:#?}");
+    let out = eval(CODER, "write", &[]).await;
+    assert_eq!(out.code(), Some(1), "{out:#?}");
+    assert!(out.stdout.starts_with("deny\n"), "{out:#?}");
+    assert!(out.stderr.is_empty(), "{out:#?}");
+    let out = eval(CODER, "write", &["--output", "json"]).await;
+    assert_eq!(out.code(), Some(1), "{out:#?}");
+    let d: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(d["decision"], "deny", "{d:#}");
+    assert_eq!(d["policy_version"], 2, "{d:#}");
+    // Bad input is exit 2, and the error names the flag to fix.
+    let out = run(install.client(
+        &server,
+        &[
+            "policy",
+            "eval",
+            "--principal",
+            CODER,
+            "--action",
+            "write",
+            "--resource",
+            "warden",
+        ],
+    ))
+    .await;
+    assert_eq!(out.code(), Some(2), "{out:#?}");
+    assert!(out.stderr.contains("--resource `warden`"), "{out:#?}");
+    let out = eval(CODER, "write", &["--context", "[1]"]).await;
+    assert_eq!(out.code(), Some(2), "{out:#?}");
+    assert!(out.stderr.contains("--context"), "{out:#?}");
+    // An unknown package is "not found": exit 1.
+    let out = run(install.client(
+        &server,
+        &[
+            "policy",
+            "eval",
+            "--package",
+            "nope",
+            "--principal",
+            CODER,
+            "--action",
+            "write",
+            "--resource",
+            "Repository::warden",
+        ],
+    ))
+    .await;
+    assert_eq!(out.code(), Some(1), "{out:#?}");
+    assert!(out.stderr.contains("unknown_package (404)"), "{out:#?}");
+
+    // `policy list` and `policy show`: tables, or the API's JSON.
+    let out = run(install.client(&server, &["policy", "list"])).await.ok();
+    assert!(out.stdout.starts_with("PACKAGE "), "{out:#?}");
+    assert!(out.stdout.contains("\ncoder  "), "{out:#?}");
+    let out = run(install.client(&server, &["policy", "list", "--output", "json"]))
+        .await
+        .ok();
+    let listed: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(listed[0]["package"], "coder", "{listed:#}");
+    assert_eq!(listed[0]["version"], 2, "{listed:#}");
+    let out = run(install.client(&server, &["policy", "show", "coder"]))
+        .await
+        .ok();
+    let rows: Vec<String> = out
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(rows, ["VERSION IN_FORCE", "1 no", "2 yes"], "{out:#?}");
+    assert!(!out.stdout.contains("_unix_ms"), "{out:#?}");
+
     // AuthZEN 1.0, single and batch.
     let eval = json!({"subject": {"type": "agent", "id": REVIEWER},
                       "action": {"name": "read"},
@@ -208,14 +305,7 @@ async fn cedar_and_rego_packages_decide_through_every_api() {
     // not say so), and the answer says why.
     run(install.client(
         &server,
-        &[
-            "deny",
-            "add",
-            "--spiffe-id",
-            REVIEWER,
-            "--reason",
-            "incident",
-        ],
+        &["deny", "add", "spiffe-id", REVIEWER, "--reason", "incident"],
     ))
     .await
     .ok();
@@ -382,22 +472,58 @@ async fn cedar_and_rego_packages_decide_through_every_api() {
     ))
     .await
     .ok();
-    let flips: Vec<&str> = out
+    assert!(out.stdout.starts_with("TIME "), "{out:#?}");
+    let flips: Vec<String> = out
         .stdout
         .lines()
-        .filter(|l| l.starts_with("FLIP "))
+        .filter(|l| l.contains(" dec_"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect();
     assert_eq!(flips.len(), expected.len(), "{out:#?}");
     for id in &expected {
         assert!(
-            flips.iter().any(|l| l.contains(id)
-                && l.contains("deny -> allow")
-                && l.ends_with("(all-read)")),
+            flips
+                .iter()
+                .any(|l| l.contains(id) && l.ends_with(" deny allow all-read")),
             "{id} not flipped: {out:#?}"
         );
     }
-    assert!(out.stdout.contains("would flip"), "{out:#?}");
+    assert!(
+        out.stdout
+            .contains(&format!(": {} would flip", expected.len())),
+        "{out:#?}"
+    );
     assert!(!out.stdout.contains(&barred_id), "{out:#?}");
+    // `--output json`: the API's answer.
+    let out = run(install.client(
+        &server,
+        &[
+            "policy",
+            "simulate",
+            "--package",
+            "coder",
+            "--candidate",
+            candidate.to_str().unwrap(),
+            "--candidate",
+            &format!("{EXAMPLES}/coder.cedarschema"),
+            "--output",
+            "json",
+        ],
+    ))
+    .await
+    .ok();
+    let sim: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(sim["flip_count"], expected.len(), "{sim:#}");
+    assert!(
+        sim["flips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["was"] == "deny"
+                && f["now"] == "allow"
+                && f["because"] == json!(["all-read"])),
+        "{sim:#}"
+    );
     // A candidate that does not compile is refused with its diagnostics; nothing is replayed.
     std::fs::write(&candidate, "permit (principal,").unwrap();
     let out = run(install.client(

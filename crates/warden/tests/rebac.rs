@@ -323,7 +323,7 @@ async fn models_are_pushed_validated_and_shown() {
         &["rebac", "model", "push", bad_file.to_str().unwrap()],
     )
     .await;
-    assert_eq!(out.code(), Some(1), "{out:#?}");
+    assert_eq!(out.code(), Some(2), "{out:#?}");
     assert!(
         out.stderr.contains("invalid_model (400)") && out.stderr.contains("line 9"),
         "{out:#?}"
@@ -372,8 +372,8 @@ async fn models_are_pushed_validated_and_shown() {
     .await;
     assert_eq!(v1["authorization_model_id"], id.as_str());
 
-    // `warden rebac model show [VERSION] [--json]` prints the DSL in force (or an earlier
-    // version's), or OpenFGA's JSON form.
+    // `warden rebac model show [VERSION]` prints the DSL in force (or an earlier version's);
+    // with `--output json` the API's answer, OpenFGA's JSON form in `model`.
     let out = cli(&install, &server, &["rebac", "model", "show"]).await;
     assert_eq!(out.code(), Some(0), "{out:#?}");
     assert!(
@@ -384,10 +384,17 @@ async fn models_are_pushed_validated_and_shown() {
     let out = cli(&install, &server, &["rebac", "model", "show", "1"]).await;
     assert_eq!(out.code(), Some(0), "{out:#?}");
     assert!(out.stdout.ends_with(&example("model.fga")), "{out:#?}");
-    let out = cli(&install, &server, &["rebac", "model", "show", "--json"]).await;
+    let out = cli(
+        &install,
+        &server,
+        &["rebac", "model", "show", "--output", "json"],
+    )
+    .await;
     assert_eq!(out.code(), Some(0), "{out:#?}");
     let shown: Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(shown, v2["model"]);
+    assert_eq!(shown["model"], v2["model"]);
+    assert_eq!(shown["version"], 2);
+    assert_eq!(shown["dsl"], v2_text.as_str());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -508,7 +515,41 @@ async fn tuples_written_with_the_cli_answer_checks() {
     )
     .await;
     assert_eq!(out.code(), Some(1), "{out:#?}");
-    assert!(out.stdout.starts_with("denied  ("), "{out:#?}");
+    assert!(out.stdout.starts_with("not allowed  ("), "{out:#?}");
+    assert!(out.stderr.is_empty(), "{out:#?}");
+    // `--output json`: the API's answer, with the same exit status.
+    let out = cli(
+        &install,
+        &server,
+        &[
+            "rebac", "check", REVIEWER, "writer", REPO, "--output", "json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code(), Some(1), "{out:#?}");
+    let answer: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(answer["allowed"], false, "{answer:#}");
+    assert!(
+        answer["decision_id"].as_str().unwrap().starts_with("dec_"),
+        "{answer:#}"
+    );
+    // A tuple that does not parse is bad input (exit 2), named by its flag.
+    let out = cli(
+        &install,
+        &server,
+        &[
+            "rebac",
+            "check",
+            REVIEWER,
+            "writer",
+            REPO,
+            "--context",
+            "nope",
+        ],
+    )
+    .await;
+    assert_eq!(out.code(), Some(2), "{out:#?}");
+    assert!(out.stderr.contains("--context `nope`"), "{out:#?}");
     let out = cli(
         &install,
         &server,
@@ -616,6 +657,42 @@ async fn tuples_written_with_the_cli_answer_checks() {
     assert!(!check(&server, &admin, CODER, "writer", REPO).await);
     assert!(!check(&server, &admin, CODER, "reader", REPO).await);
     assert!(check(&server, &admin, REVIEWER, "reader", REPO).await);
+
+    // An expiring write: `--expires-in` takes the one duration syntax, and `read` shows the
+    // expiry as RFC 3339.
+    let out = cli(
+        &install,
+        &server,
+        &["rebac", "write", helper_task, "--expires-in", "8h"],
+    )
+    .await
+    .ok();
+    assert_eq!(out.stdout.trim(), "written; revision 3", "{out:#?}");
+    let out = cli(&install, &server, &["rebac", "read", "--user", HELPER])
+        .await
+        .ok();
+    let row = out.stdout.lines().nth(1).unwrap_or_default().to_owned();
+    let (tuple, expires) = row.split_once("  ").unwrap();
+    assert_eq!(tuple, helper_task, "{out:#?}");
+    let expires = time::OffsetDateTime::parse(
+        expires.trim(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let left_s = expires.unix_timestamp() - now_ms() / 1000;
+    assert!(
+        (8 * 3600 - 60..=8 * 3600).contains(&left_s),
+        "{left_s}: {out:#?}"
+    );
+    let out = cli(
+        &install,
+        &server,
+        &["rebac", "write", helper_task, "--expires-in", "5x"],
+    )
+    .await;
+    assert_eq!(out.code(), Some(2), "{out:#?}");
+    assert!(out.stderr.contains("--expires-in"), "{out:#?}");
+    assert!(out.stderr.contains("not a duration"), "{out:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1272,29 +1349,72 @@ async fn list_expand_read_and_changes() {
     assert_eq!(tasks["changes"].as_array().unwrap().len(), 1, "{tasks:#}");
     assert_eq!(tasks["changes"][0]["tuple_key"]["object"], "task:patch-1");
 
-    // The CLI.
+    // The CLI: tables for people (a tuple as `rebac write` takes it), the API's shape with
+    // `--output json`.
+    let rows = |out: &Out| -> Vec<String> {
+        out.stdout
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
+    };
     let out = cli(&install, &server, &["rebac", "read"]).await.ok();
-    let mut lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(out.stdout.starts_with("TUPLE "), "{out:#?}");
+    let mut lines: Vec<String> = rows(&out)
+        .iter()
+        .map(|r| r.strip_suffix(" -").unwrap_or(r).to_owned())
+        .collect();
     lines.sort_unstable();
     assert_eq!(lines, [T_READER, T_TASK, T_ASSIGNEE], "{out:#?}");
+    let tuples = |out: &Out| -> Vec<String> {
+        let v: Value = serde_json::from_str(&out.stdout).unwrap();
+        let mut all: Vec<String> = v["tuples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}#{}@{}",
+                    t["object"].as_str().unwrap(),
+                    t["relation"].as_str().unwrap(),
+                    t["user"].as_str().unwrap()
+                )
+            })
+            .collect();
+        all.sort_unstable();
+        all
+    };
     let out = cli(
         &install,
         &server,
-        &["rebac", "read", "--object", "repository:"],
+        &[
+            "rebac",
+            "read",
+            "--object",
+            "repository:",
+            "--output",
+            "json",
+        ],
     )
     .await
     .ok();
-    let mut lines: Vec<&str> = out.stdout.lines().collect();
-    lines.sort_unstable();
-    assert_eq!(lines, [T_READER, T_TASK], "{out:#?}");
-    let out = cli(&install, &server, &["rebac", "read", "--user", CODER])
-        .await
-        .ok();
-    assert_eq!(
-        out.stdout.lines().collect::<Vec<_>>(),
-        [T_ASSIGNEE],
-        "{out:#?}"
-    );
+    assert_eq!(tuples(&out), [T_READER, T_TASK], "{out:#?}");
+    let out = cli(
+        &install,
+        &server,
+        &["rebac", "read", "--user", CODER, "--output", "json"],
+    )
+    .await
+    .ok();
+    assert_eq!(tuples(&out), [T_ASSIGNEE], "{out:#?}");
+    let out = cli(
+        &install,
+        &server,
+        &["rebac", "read", "--user", "agent:example.org/agent/nobody"],
+    )
+    .await
+    .ok();
+    assert_eq!(out.stdout, "no tuples\n", "{out:#?}");
     let out = cli(
         &install,
         &server,
@@ -1302,7 +1422,24 @@ async fn list_expand_read_and_changes() {
     )
     .await
     .ok();
-    assert_eq!(out.stdout, "repository:warden\n", "{out:#?}");
+    assert_eq!(out.stdout, "OBJECT\nrepository:warden\n", "{out:#?}");
+    let out = cli(
+        &install,
+        &server,
+        &[
+            "rebac",
+            "list-objects",
+            CODER,
+            "writer",
+            "repository",
+            "--output",
+            "json",
+        ],
+    )
+    .await
+    .ok();
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["objects"], json!(["repository:warden"]), "{v:#}");
     let out = cli(
         &install,
         &server,
@@ -1310,37 +1447,42 @@ async fn list_expand_read_and_changes() {
     )
     .await
     .ok();
-    let mut lines: Vec<&str> = out.stdout.lines().collect();
+    let mut lines = rows(&out);
     lines.sort_unstable();
     assert_eq!(lines, [CODER, REVIEWER], "{out:#?}");
     let out = cli(&install, &server, &["rebac", "changes"]).await.ok();
-    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(out.stdout.starts_with("TIME "), "{out:#?}");
+    let lines = rows(&out);
     assert_eq!(lines.len(), 5, "{out:#?}");
     assert!(
-        lines[0].ends_with(&format!(" r1 write  {T_ASSIGNEE} by token:bootstrap")),
+        lines[0].ends_with(&format!(" 1 write {T_ASSIGNEE} - token:bootstrap")),
         "{out:#?}"
     );
     assert!(
-        lines[1].contains(&format!(" r1 write  {T_TASK} ")),
+        lines[1].contains(&format!(" 1 write {T_TASK} ")),
         "{out:#?}"
     );
     assert!(
-        lines[2].contains(&format!(" r1 write  {T_READER} ")),
+        lines[2].contains(&format!(" 1 write {T_READER} ")),
         "{out:#?}"
     );
+    assert!(lines[3].contains(&format!(" 2 write {extra} ")), "{out:#?}");
     assert!(
-        lines[3].contains(&format!(" r2 write  {extra} ")),
+        lines[4].contains(&format!(" 3 delete {extra} ")),
         "{out:#?}"
     );
-    assert!(
-        lines[4].contains(&format!(" r3 delete {extra} ")),
-        "{out:#?}"
-    );
-    let out = cli(&install, &server, &["rebac", "changes", "--after", "2"])
-        .await
-        .ok();
-    assert_eq!(out.stdout.lines().count(), 1, "{out:#?}");
-    assert!(out.stdout.contains(" r3 delete "), "{out:#?}");
+    let out = cli(
+        &install,
+        &server,
+        &["rebac", "changes", "--after", "2", "--output", "json"],
+    )
+    .await
+    .ok();
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    let changes = v["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{v:#}");
+    assert_eq!(changes[0]["operation"], "TUPLE_OPERATION_DELETE", "{v:#}");
+    assert_eq!(changes[0]["revision"], 3, "{v:#}");
 }
 
 // ---- stores and roles -----------------------------------------------------------------------
@@ -1417,7 +1559,14 @@ async fn named_stores_are_isolated() {
     let out = cli(&install, &server, &["rebac", "--store", "tenant-b", "read"])
         .await
         .ok();
-    assert_eq!(out.stdout.trim(), only_b, "{out:#?}");
+    assert_eq!(
+        out.stdout,
+        format!(
+            "TUPLE{}EXPIRES\n{only_b}  -\n",
+            " ".repeat(only_b.len() - 3)
+        ),
+        "{out:#?}"
+    );
 
     // Both are listed with their revisions.
     let stores = ok_json(

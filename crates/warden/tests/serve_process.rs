@@ -1,5 +1,8 @@
-//! `warden serve` as a process: one server per data directory (an exclusive lock, the holder
-//! named), and a clean SIGTERM shutdown whatever became of its output pipes.
+//! `warden serve` and `warden init` as processes: one process per data directory (an
+//! exclusive lock taken before anything in it is read or written, the holder named), so two
+//! first starts never both initialise it and `init` is refused while a server runs; where
+//! `init` leaves the bootstrap admin token; and a clean SIGTERM shutdown whatever became of
+//! the server's output pipes.
 
 #![allow(
     clippy::unwrap_used,
@@ -11,11 +14,60 @@
 
 mod common;
 
-use std::{process::Stdio, time::Instant};
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::Path,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
-use common::{CLI_DEADLINE, Install, START_DEADLINE, STOP_DEADLINE};
+use common::{CLI_DEADLINE, Install, START_DEADLINE, STOP_DEADLINE, run, wait_until};
 use store::Store as _;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::Child,
+};
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// The message a process refused a data directory in use gets.
+fn in_use(data_dir: &Path, command: &str, pid: u32) -> String {
+    format!(
+        "data directory {} is in use by warden {command} (pid {pid}); stop it first or use \
+         another --data-dir",
+        data_dir.display()
+    )
+}
+
+/// `warden serve` started with its stderr collected (all of it, as it comes) in the returned
+/// buffer.
+fn spawn_serve(install: &Install) -> (Child, u32, Arc<Mutex<String>>) {
+    let mut cmd = install.cmd();
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn warden serve");
+    let pid = child.id().expect("pid of a running child");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let log = Arc::new(Mutex::new(String::new()));
+    let sink = Arc::clone(&log);
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    (child, pid, log)
+}
 
 /// Asserts that the Workload API at `DATA_DIR/workload.sock` answers: an unregistered caller
 /// is told that no identity was issued to it (a real answer from the server, not a transport
@@ -60,7 +112,7 @@ async fn second_serve_on_the_same_data_dir_is_refused() {
         .expect("the second warden serve did not exit: it is serving the same data directory")
         .expect("wait for the second warden serve");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.status.code().is_some_and(|c| c != 0), "{stderr}");
     let expected = format!(
         "data directory {} is in use by warden serve (pid {}); stop it first or use another \
          --data-dir",
@@ -80,6 +132,197 @@ async fn second_serve_on_the_same_data_dir_is_refused() {
     let again = install.serve().await;
     assert_workload_api_answers(&install).await;
     again.stop().await;
+}
+
+/// Two first starts at once on a data directory that does not exist: exactly one initialises
+/// it and serves; the other exits non-zero naming the first one's pid, having initialised
+/// nothing. The directory is one consistent install: one bootstrap token, in the store and in
+/// `admin.token`, one `install.init`, and a later start serves from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_first_starts_at_once_initialise_the_data_dir_once() {
+    let install = Install::empty();
+    let (mut a, pid_a, log_a) = spawn_serve(&install);
+    let (mut b, pid_b, log_b) = spawn_serve(&install);
+    // Without the lock both initialise (or one trips over the other's half-made directory):
+    // either way neither exits with the message below.
+    let first_exit = tokio::time::timeout(START_DEADLINE, async {
+        tokio::select! {
+            status = a.wait() => (true, status.expect("wait for warden serve")),
+            status = b.wait() => (false, status.expect("wait for warden serve")),
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "neither warden serve exited:\n--- a:\n{}\n--- b:\n{}",
+            log_a.lock().unwrap(),
+            log_b.lock().unwrap()
+        )
+    });
+    let (a_exited, status) = first_exit;
+    let (mut winner, winner_pid, winner_log, loser_log) = if a_exited {
+        (b, pid_b, log_b, log_a)
+    } else {
+        (a, pid_a, log_a, log_b)
+    };
+    // The loser's last lines arrive once its pipe is drained.
+    let expected = in_use(&install.data_dir, "serve", winner_pid);
+    wait_until(STOP_DEADLINE, || {
+        loser_log.lock().unwrap().contains(&expected)
+    })
+    .await;
+    let loser = loser_log.lock().unwrap().clone();
+    assert!(
+        status.code().is_some_and(|c| c != 0),
+        "the second serve exited with {status}:\n{loser}"
+    );
+    assert!(loser.contains(&expected), "{loser}");
+    assert!(!loser.contains("first start"), "{loser}");
+    assert!(!loser.contains("warden listening"), "{loser}");
+
+    let listening = wait_until(START_DEADLINE, || {
+        winner_log.lock().unwrap().contains("warden listening on ")
+    })
+    .await;
+    let log = winner_log.lock().unwrap().clone();
+    assert!(listening, "the first serve is not listening:\n{log}");
+    assert!(log.contains("first start: initialising"), "{log}");
+    let status = tokio::process::Command::new("kill")
+        .args(["-s", "TERM", &winner_pid.to_string()])
+        .status()
+        .await
+        .expect("run kill");
+    assert!(status.success(), "kill -s TERM {winner_pid} failed");
+    let status = tokio::time::timeout(STOP_DEADLINE, winner.wait())
+        .await
+        .expect("warden serve ignored SIGTERM")
+        .expect("wait for warden serve");
+    assert_eq!(status.code(), Some(0), "{}", winner_log.lock().unwrap());
+
+    // One install: one token, the one in admin.token, recorded once.
+    let token_file = install.data_dir.join("admin.token");
+    assert_eq!(mode(&token_file), 0o600);
+    assert_eq!(mode(&install.data_dir), 0o700);
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert_eq!(token.lines().count(), 1, "{token:?}");
+    let token = token.trim().to_owned();
+    {
+        let store = store::SqliteStore::open(&install.data_dir.join("warden.db"))
+            .await
+            .expect("open the store");
+        let tokens = store.token_list().await.expect("list tokens");
+        assert_eq!(tokens.len(), 1, "{tokens:?}");
+        let size = store.ledger_size().await.expect("ledger size");
+        let count = u32::try_from(size).expect("a small ledger");
+        let entries = store
+            .ledger_entries(0, count)
+            .await
+            .expect("ledger entries");
+        let inits = entries
+            .iter()
+            .filter(|e| e.action == "install.init")
+            .count();
+        assert_eq!(inits, 1, "install.init entries");
+    }
+    let server = install.serve().await;
+    assert!(!server.log().contains("first start"), "{}", server.log());
+    assert_eq!(server.get_json("/v1/whoami", &token).await["role"], "admin");
+    server.stop().await;
+}
+
+/// `warden init` on a data directory a server is using is refused, naming the server's pid,
+/// and writes nothing (no token file either).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_is_refused_while_a_server_runs() {
+    let install = Install::new().await;
+    let server = install.serve().await;
+    let expected = in_use(&install.data_dir, "serve", server.pid());
+    let other_token_file = install.path("second.token");
+    let mut cmd = install.cmd();
+    cmd.arg("init")
+        .arg("--admin-token-file")
+        .arg(&other_token_file);
+    let mut default = install.cmd();
+    default.arg("init");
+    for cmd in [cmd, default] {
+        let out = run(cmd).await;
+        assert!(out.code().is_some_and(|c| c != 0), "{out:#?}");
+        assert!(out.stderr.contains(&expected), "{out:#?}");
+        assert!(!out.stdout.contains("initialised"), "{out:#?}");
+    }
+    assert!(
+        !other_token_file.exists(),
+        "a refused init wrote a token file"
+    );
+    assert!(
+        !install.data_dir.join("admin.token").exists(),
+        "a refused init wrote a token file"
+    );
+    // The server carries on, and once it has stopped init may run (here: a no-op).
+    assert_workload_api_answers(&install).await;
+    server.stop().await;
+    let out = run({
+        let mut cmd = install.cmd();
+        cmd.arg("init");
+        cmd
+    })
+    .await
+    .ok();
+    assert!(out.stdout.contains("already initialised"), "{out:#?}");
+}
+
+/// `warden init` with no token option writes the bootstrap admin token where the first
+/// `warden serve` does — `DATA_DIR/admin.token`, 0600, in the 0700 directory — and says so;
+/// `--admin-token-file -` prints it instead. The lock file does not outlive init.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_writes_the_admin_token_into_the_data_dir() {
+    let mut install = Install::empty();
+    install.token_file = install.data_dir.join("admin.token");
+    let out = run({
+        let mut cmd = install.cmd();
+        cmd.arg("init");
+        cmd
+    })
+    .await
+    .ok();
+    assert!(
+        out.stdout.contains(&format!(
+            "admin token:    written to {} (mode 0600)",
+            install.token_file.display()
+        )),
+        "{out:#?}"
+    );
+    assert_eq!(mode(&install.data_dir), 0o700);
+    assert_eq!(mode(&install.token_file), 0o600);
+    let token = install.admin_token();
+    assert!(token.starts_with("wdn_"), "{token}");
+    assert!(!out.all().contains(&token), "the token is in the output");
+    assert!(
+        !install.data_dir.join("serve.lock").exists(),
+        "init left its lock file"
+    );
+    let server = install.serve().await;
+    assert!(!server.log().contains("first start"), "{}", server.log());
+    assert_eq!(server.get_json("/v1/whoami", &token).await["role"], "admin");
+    server.stop().await;
+
+    // `-`: on standard output, and no file.
+    let install = Install::empty();
+    let out = run({
+        let mut cmd = install.cmd();
+        cmd.args(["init", "--admin-token-file", "-"]);
+        cmd
+    })
+    .await
+    .ok();
+    let printed = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("admin token:    "))
+        .unwrap_or_else(|| panic!("no token printed: {out:#?}"));
+    assert!(printed.starts_with("wdn_"), "{out:#?}");
+    assert!(!install.data_dir.join("admin.token").exists());
+    assert!(!install.path("-").exists() && !Path::new("-").exists());
 }
 
 /// `warden serve 2>&1 | grep -m1 listening`: the reader goes away after the first line it

@@ -302,7 +302,7 @@ async fn joined_svid(
     let token = out
         .stdout
         .lines()
-        .find_map(|l| l.strip_prefix("token:"))
+        .find_map(|l| l.strip_prefix("TOKEN "))
         .unwrap_or_else(|| panic!("no token in {out:#?}"))
         .trim()
         .to_owned();

@@ -209,7 +209,10 @@ impl Env {
     }
 
     async fn show(&self, task: &str) -> Value {
-        let out = self.cli(&["task", "show", task, "--json"]).await.ok();
+        let out = self
+            .cli(&["task", "show", task, "--output", "json"])
+            .await
+            .ok();
         serde_json::from_str(&out.stdout).unwrap()
     }
 
@@ -335,7 +338,7 @@ async fn tasks_are_created_assigned_shown_listed_and_completed_with_the_cli() {
             .starts_with("created task BUG-1 (patch_bug), open until "),
         "{out:#?}"
     );
-    // Without --id a fresh id; --json for scripts.
+    // Without --id a fresh id; `--output json` for scripts.
     let out = env
         .cli(&[
             "task",
@@ -348,7 +351,8 @@ async fn tasks_are_created_assigned_shown_listed_and_completed_with_the_cli() {
             "issue:42",
             "--deadline",
             "10m",
-            "--json",
+            "--output",
+            "json",
         ])
         .await
         .ok();
@@ -396,7 +400,8 @@ async fn tasks_are_created_assigned_shown_listed_and_completed_with_the_cli() {
             REPO,
             "--ttl",
             "30m",
-            "--json",
+            "--output",
+            "json",
         ])
         .await
         .ok();
@@ -419,19 +424,50 @@ async fn tasks_are_created_assigned_shown_listed_and_completed_with_the_cli() {
     // show, human and JSON.
     let out = env.cli(&["task", "show", "BUG-1"]).await.ok();
     for want in [
-        "task BUG-1 (patch_bug): open",
-        "owner      alice@example.org",
-        "resources  repository:warden, repository:docs",
+        "ID          BUG-1\n",
+        "TYPE        patch_bug\n",
+        "STATE       open\n",
+        "OWNER       alice@example.org\n",
+        "RESOURCES   repository:warden,repository:docs\n",
         "\"ticket\":\"BUG-1\"",
-        "agents     2",
-        &format!("{CODER} as coder"),
-        &format!("{REVIEWER} as reviewer"),
-        "grants     3",
-        "writer on repository:docs",
-        "(assignment)",
+        "ENDED       -\n",
+        "AGENT ",
+        "GRANT_ID ",
     ] {
         assert!(out.stdout.contains(want), "{want:?} not in\n{}", out.stdout);
     }
+    let row = |start: &str| -> Vec<String> {
+        out.stdout
+            .lines()
+            .filter(|l| l.starts_with(start))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    let agents = row("spiffe://");
+    assert_eq!(agents.len(), 2, "{out:#?}");
+    assert!(
+        agents[0].starts_with(&format!("{CODER} coder ")),
+        "{agents:?}"
+    );
+    assert!(
+        agents[1].starts_with(&format!("{REVIEWER} reviewer ")),
+        "{agents:?}"
+    );
+    let grants = row("grant_");
+    assert_eq!(grants.len(), 3, "{out:#?}");
+    assert!(
+        grants.iter().all(|g| g.ends_with(" assignment")),
+        "{grants:?}"
+    );
+    assert!(
+        grants
+            .iter()
+            .any(|g| g.contains(&format!("active {CODER} writer repository:docs "))),
+        "{grants:?}"
+    );
+    // Times are RFC 3339, never raw milliseconds.
+    assert!(!out.stdout.contains("_unix_ms"), "{out:#?}");
+    assert!(out.stdout.contains("DEADLINE    20"), "{out:#?}");
     let t = env.show("BUG-1").await;
     assert_eq!(t["type"], "patch_bug");
     assert_eq!(t["owner"], "alice@example.org");
@@ -461,10 +497,10 @@ async fn tasks_are_created_assigned_shown_listed_and_completed_with_the_cli() {
             .map(|t| t["id"].as_str().unwrap().to_owned())
             .collect()
     };
-    let out = env.cli(&["task", "list", "--json"]).await.ok();
+    let out = env.cli(&["task", "list", "--output", "json"]).await.ok();
     assert_eq!(ids(&out), vec![other_id.clone(), "BUG-1".to_owned()]);
     let out = env
-        .cli(&["task", "list", "--agent", CODER, "--json"])
+        .cli(&["task", "list", "--agent", CODER, "--output", "json"])
         .await
         .ok();
     assert_eq!(ids(&out), vec!["BUG-1".to_owned()]);
@@ -495,12 +531,12 @@ async fn tasks_are_created_assigned_shown_listed_and_completed_with_the_cli() {
         "{t:#}"
     );
     let out = env
-        .cli(&["task", "list", "--state", "completed", "--json"])
+        .cli(&["task", "list", "--state", "completed", "--output", "json"])
         .await
         .ok();
     assert_eq!(ids(&out), vec!["BUG-1".to_owned()]);
     let out = env
-        .cli(&["task", "list", "--state", "open", "--json"])
+        .cli(&["task", "list", "--state", "open", "--output", "json"])
         .await
         .ok();
     assert_eq!(ids(&out), vec![other_id.clone()]);
@@ -513,6 +549,17 @@ async fn tasks_are_created_assigned_shown_listed_and_completed_with_the_cli() {
         out.stdout
             .starts_with(&format!("task {other_id} cancelled: 0 grant(s) ended")),
         "{out:#?}"
+    );
+    // An empty list says so (and is `[]` in JSON).
+    let out = env.cli(&["task", "list", "--state", "failed"]).await.ok();
+    assert_eq!(out.stdout, "no tasks\n", "{out:#?}");
+    let out = env
+        .cli(&["task", "list", "--state", "failed", "--output", "json"])
+        .await
+        .ok();
+    assert_eq!(
+        serde_json::from_str::<Value>(&out.stdout).unwrap(),
+        json!([])
     );
 
     // The ledger has every step.
@@ -611,7 +658,7 @@ async fn decisions_see_the_open_task_and_the_risk_score() {
     assert!(out.stdout.contains(CODER), "{out:#?}");
     assert!(out.stdout.contains("0.700"), "{out:#?}");
     assert!(out.stdout.contains("odd pushes"), "{out:#?}");
-    let out = env.cli(&["risk", "list", "--json"]).await.ok();
+    let out = env.cli(&["risk", "list", "--output", "json"]).await.ok();
     let scores: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(scores[0]["agent"], CODER);
     assert_eq!(scores[0]["score"], 0.7);
@@ -620,11 +667,11 @@ async fn decisions_see_the_open_task_and_the_risk_score() {
         .ok();
     let d = env.authorize_write(&enforcer, CODER).await;
     assert_eq!(d["decision"], "allow", "{d:#}");
-    // Out of range: refused before it is sent.
+    // Out of range: refused before it is sent (bad input: exit 2).
     let out = env
         .cli(&["risk", "set", CODER, "1.5", "--reason", "x"])
         .await;
-    assert_eq!(out.code(), Some(1), "{out:#?}");
+    assert_eq!(out.code(), Some(2), "{out:#?}");
     assert!(out.stderr.contains("between 0.0 and 1.0"), "{out:#?}");
     let risk = env.events("risk.set").await;
     assert_eq!(risk.len(), 2, "{risk:#?}");
@@ -924,7 +971,8 @@ async fn bad_input_is_refused_with_stable_codes() {
             "1m",
         ])
         .await;
-    assert_eq!(out.code(), Some(1), "{out:#?}");
+    // A conflict is an error, not a "no": exit 2.
+    assert_eq!(out.code(), Some(2), "{out:#?}");
     assert!(out.stderr.contains("task_exists (409)"), "{out:#?}");
 
     // Bad task fields.
@@ -1099,7 +1147,7 @@ async fn bad_input_is_refused_with_stable_codes() {
     let out = env
         .cli(&["task", "complete", "BUG-6", "--reason", "again"])
         .await;
-    assert_eq!(out.code(), Some(1), "{out:#?}");
+    assert_eq!(out.code(), Some(2), "{out:#?}");
     assert!(
         out.stderr
             .contains("task_not_open (409): task `BUG-6` is completed"),

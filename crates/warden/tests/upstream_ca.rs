@@ -517,7 +517,7 @@ async fn intermediate_under_upstream_ca_chains_to_the_upstream_root() {
     let token = out
         .stdout
         .lines()
-        .find_map(|l| l.strip_prefix("token:"))
+        .find_map(|l| l.strip_prefix("TOKEN "))
         .unwrap_or_else(|| panic!("no token in {out:#?}"))
         .trim()
         .to_owned();

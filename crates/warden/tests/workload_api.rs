@@ -136,7 +136,7 @@ async fn rust_spiffe_client_fetches_and_validates_svids() {
             .unwrap()
             .to_owned()
     };
-    common::run(deny(&["add", "--jti", &claims_jti, "--reason", "leaked"]))
+    common::run(deny(&["add", "jti", &claims_jti, "--reason", "leaked"]))
         .await
         .ok();
     assert!(
@@ -148,7 +148,7 @@ async fn rust_spiffe_client_fetches_and_validates_svids() {
     );
     common::run(deny(&[
         "add",
-        "--spiffe-id",
+        "spiffe-id",
         "spiffe://example.org/agent/coder",
         "--reason",
         "hold",
@@ -170,7 +170,7 @@ async fn rust_spiffe_client_fetches_and_validates_svids() {
     );
     common::run(deny(&[
         "remove",
-        "--spiffe-id",
+        "spiffe-id",
         "spiffe://example.org/agent/coder",
     ]))
     .await

@@ -600,7 +600,7 @@ pub(crate) async fn export_and_verify(
 ) -> (PathBuf, Value) {
     let file = install.path(name);
     let mut cmd = install.client(server, &["audit", "export", "--publish"]);
-    cmd.arg("-o").arg(&file);
+    cmd.arg(&file);
     run(cmd).await.ok();
     let (_, vkey) = server.checkpoint().await;
     let out = verify_export(&file, &vkey).await;
