@@ -1219,12 +1219,11 @@ fn socket_path(address: &str) -> PathBuf {
 /// A Workload API refusal as an error: a permission refusal (no identity for this caller, a
 /// held or denied one) is a "no" (exit 1), anything else an error (exit 2).
 pub(crate) fn workload_error(s: &workload::api::Status) -> anyhow::Error {
-    let text = format!("{}: {}", s.code(), s.message());
-    // 7: gRPC's PERMISSION_DENIED.
+    // 7: gRPC's PERMISSION_DENIED; its message says why (not attested, on hold, denied).
     if s.code() as i32 == 7 {
-        output::Refused(text).into()
+        output::Refused(format!("the Workload API refused: {}", s.message())).into()
     } else {
-        anyhow::anyhow!(text)
+        anyhow::anyhow!("the Workload API failed: {}: {}", s.code(), s.message())
     }
 }
 

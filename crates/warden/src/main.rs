@@ -105,7 +105,12 @@ enum Command {
     Svid {
         /// Workload API socket, a path or unix:///path [default: SPIFFE_ENDPOINT_SOCKET, else
         /// DATA_DIR/workload.sock]
-        #[arg(long, global = true, value_name = "PATH")]
+        #[arg(
+            long,
+            global = true,
+            value_name = "PATH",
+            help_heading = "Workload API"
+        )]
         socket: Option<String>,
         #[command(subcommand)]
         cmd: client::SvidCmd,
@@ -205,10 +210,15 @@ enum Command {
         server: client::ServerArgs,
         /// Workload API socket, a path or unix:///path [default: SPIFFE_ENDPOINT_SOCKET, else
         /// DATA_DIR/workload.sock]
-        #[arg(long, global = true, value_name = "PATH")]
+        #[arg(
+            long,
+            global = true,
+            value_name = "PATH",
+            help_heading = "Agent identity"
+        )]
         socket: Option<String>,
         /// Act as this one of the process's identities (default: the first)
-        #[arg(long = "as", global = true)]
+        #[arg(long = "as", global = true, help_heading = "Agent identity")]
         spiffe_id: Option<String>,
         #[command(subcommand)]
         cmd: agent_cli::AgentCmd,
