@@ -235,14 +235,18 @@ pub(crate) async fn agent(
             out.object(&v, crate::broker_cli::LEASE_FIELDS)?;
         }
         AgentCmd::Revoke { lease_id } => {
-            let v = client
+            // The API answers 204: JSON output names what was done.
+            client
                 .post_as_agent(
                     "/v1/agent/leases/revoke",
                     &me,
                     &json!({"lease_id": lease_id}),
                 )
                 .await?;
-            out.done(&v, format!("revoked {lease_id}"))?;
+            out.done(
+                &json!({"lease_id": lease_id, "revoked": true}),
+                format!("revoked {lease_id}"),
+            )?;
         }
         AgentCmd::Record {
             lease,

@@ -417,8 +417,29 @@ pub(crate) async fn audit(client: &Client, out: Out, cmd: AuditCmd) -> Result<()
     match cmd {
         AuditCmd::Tail { lines, follow } => {
             let page = client.get_json("/v1/audit/entries?limit=1").await?;
+            // The last N as of now: not the entries this command's own calls add.
             let size = page["tree_size"].as_u64().unwrap_or(0);
             let mut next = size.saturating_sub(lines);
+            if !follow {
+                let mut entries = Vec::new();
+                while next < size {
+                    let page = client
+                        .get_json(&format!(
+                            "/v1/audit/entries?from={next}&limit={}",
+                            (size - next).min(1000)
+                        ))
+                        .await?;
+                    let got = page["entries"].as_array().cloned().unwrap_or_default();
+                    let Some(last) = got.last().and_then(|e| e["index"].as_u64()) else {
+                        break;
+                    };
+                    next = last + 1;
+                    entries.extend(got);
+                }
+                entries.truncate(usize::try_from(lines).unwrap_or(usize::MAX));
+                let all = Value::Array(entries);
+                return out.list(&all, &all, "no audit entries", ENTRY_COLS);
+            }
             let mut printed_header = false;
             loop {
                 let page = client
@@ -429,12 +450,9 @@ pub(crate) async fn audit(client: &Client, out: Out, cmd: AuditCmd) -> Result<()
                     next = last["index"].as_u64().map_or(next, |i| i + 1);
                 }
                 if out.is_json() {
-                    if follow {
-                        for e in &entries {
-                            output::line(&e.to_string())?;
-                        }
-                    } else {
-                        output::json(&Value::Array(entries.clone()))?;
+                    // One JSON object per line while following.
+                    for e in &entries {
+                        output::line(&e.to_string())?;
                     }
                 } else if !entries.is_empty() {
                     let rows: Vec<&Value> = entries.iter().collect();
@@ -444,13 +462,7 @@ pub(crate) async fn audit(client: &Client, out: Out, cmd: AuditCmd) -> Result<()
                         output::table(ENTRY_COLS, &rows)?;
                         printed_header = true;
                     }
-                } else if !follow {
-                    output::line("no audit entries")?;
-                }
-                if !follow {
-                    return Ok(());
-                }
-                if entries.is_empty() {
+                } else {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }

@@ -82,10 +82,10 @@ pub(crate) struct HookArgs {
     package: Option<String>,
 }
 
-pub(crate) async fn git(cmd: GitCmd) -> Result<ExitCode> {
+pub(crate) async fn git(out: crate::output::Out, cmd: GitCmd) -> Result<ExitCode> {
     match cmd {
         GitCmd::InstallHook { repo, hook, force } => {
-            install_hook(&repo, &hook, force).await?;
+            install_hook(out, &repo, &hook, force).await?;
             Ok(ExitCode::SUCCESS)
         }
         GitCmd::PreReceive { hook } => Ok(pre_receive(&hook).await),
@@ -243,7 +243,12 @@ fn check_repository(name: &str) -> Result<()> {
     Ok(())
 }
 
-async fn install_hook(repo: &Path, hook: &HookArgs, force: bool) -> Result<()> {
+async fn install_hook(
+    out: crate::output::Out,
+    repo: &Path,
+    hook: &HookArgs,
+    force: bool,
+) -> Result<()> {
     check_repository(&hook.repository)?;
     let repo = std::fs::canonicalize(repo)
         .with_context(|| format!("no repository at {}", repo.display()))?;
@@ -334,21 +339,27 @@ async fn install_hook(repo: &Path, hook: &HookArgs, force: bool) -> Result<()> {
             repo.display()
         );
     }
-    println!(
-        "installed {}: every push to `{}` is authorized by Warden at {}{}",
-        path.display(),
-        hook.repository,
-        hook.server,
-        hook.package
-            .as_deref()
-            .map(|p| format!(" (package {p})"))
-            .unwrap_or_default()
-    );
-    println!(
-        "pushers send a JWT-SVID for this repository alone: git push -o {TOKEN_OPTION}\"$(warden svid jwt --audience git:{})\" …",
-        hook.repository
-    );
-    Ok(())
+    out.done(
+        &serde_json::json!({
+            "hook": path.display().to_string(),
+            "repository": hook.repository,
+            "server": hook.server,
+            "package": hook.package,
+            "audience": format!("git:{}", hook.repository),
+        }),
+        format!(
+            "installed {}: every push to `{}` is authorized by Warden at {}{}\n\
+             pushers send a JWT-SVID for this repository alone: git push -o {TOKEN_OPTION}\"$(warden svid jwt --audience git:{})\" …",
+            path.display(),
+            hook.repository,
+            hook.server,
+            hook.package
+                .as_deref()
+                .map(|p| format!(" (package {p})"))
+                .unwrap_or_default(),
+            hook.repository
+        ),
+    )
 }
 
 // ---- pre-receive --------------------------------------------------------------------------

@@ -373,7 +373,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Risk { client, cmd } => {
             task_cli::risk(&client::Client::new(&client)?, out, cmd).await?;
         }
-        Command::Git(cmd) => return git_cli::git(cmd).await,
+        Command::Git(cmd) => return git_cli::git(out, cmd).await,
         Command::Bench(cmd) => bench::run(cmd).await?,
     }
     Ok(ExitCode::SUCCESS)

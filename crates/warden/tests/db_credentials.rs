@@ -739,7 +739,8 @@ async fn issue_use_and_give_back() {
     ]))
     .await
     .ok();
-    assert!(out.stdout.contains("recorded as ledger entry"), "{out:#?}");
+    let recorded: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(recorded["seq"].as_u64().is_some(), "{out:#?}");
 
     // A session open at revocation is terminated, not left running.
     let mut session = psql_cmd(dsn, &["SELECT pg_sleep(120)"]);
@@ -757,7 +758,8 @@ async fn issue_use_and_give_back() {
 
     // Given back: the role is gone when the call returns, and the credential is dead.
     let out = run(env.agent(&["revoke", lease_id])).await.ok();
-    assert!(out.stdout.contains("revoked"), "{out:#?}");
+    let revoked: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(revoked["revoked"], true, "{out:#?}");
     assert!(!env.db.role_exists(user).await, "role survived revocation");
     let ended = tokio::time::timeout(SWEEP_DEADLINE, session.wait_with_output())
         .await

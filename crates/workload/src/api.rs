@@ -263,7 +263,9 @@ fn barred_refusal(barred: &[(SpiffeId, Barred)]) -> Status {
             distinct.len() - BARRED_NAMED
         ));
     }
-    Status::permission_denied(message)
+    // "no identity issued" first: SPIFFE clients (rust-spiffe, go-spiffe) recognise SPIRE's
+    // wording and back off as for a caller with no entry, which is what this caller is now.
+    Status::permission_denied(format!("no identity issued: {message}"))
 }
 
 /// What a caller's selectors match: the identities it is issued, and those it would be but
