@@ -48,6 +48,11 @@ impl ApiError {
         }
     }
 
+    /// The stable code (`tuple_not_found`, …).
+    pub(crate) fn code(&self) -> &'static str {
+        self.code
+    }
+
     /// Adds structured detail to the body.
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
         self.details = Some(details);

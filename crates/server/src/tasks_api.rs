@@ -1060,15 +1060,38 @@ pub(crate) async fn cleanup(state: &AppState, task: &TaskRow) -> Result<(), ApiE
 /// Deletes the relationship tuples of ended `grants` — except a standing one (an operator's),
 /// and one another grant still active needs: that one is re-written to expire when the last
 /// such grant does.
+///
+/// Idempotent also when two run at once (the sweeper and the call that ended the task, or two
+/// replicas): a write that finds the tuple already gone, or already re-written, lost a race to
+/// one doing the same work; the snapshot catches up and the work is computed again.
 pub(crate) async fn drop_grant_tuples(
     state: &AppState,
     actor: &str,
     grants: &[GrantRow],
 ) -> Result<(), ApiError> {
-    let now = now_ms();
     let Ok(rel) = crate::rebac_api::open_store(state, DEFAULT_STORE, None).await else {
         return Ok(());
     };
+    let mut attempt = 0;
+    loop {
+        match drop_grant_tuples_once(state, actor, grants, &rel).await {
+            Err(e) if matches!(e.code(), "tuple_not_found" | "tuple_exists") && attempt < 5 => {
+                attempt += 1;
+                rel.catch_up(state.store.as_ref()).await?;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One attempt of [`drop_grant_tuples`] against the snapshot `rel` holds now.
+async fn drop_grant_tuples_once(
+    state: &AppState,
+    actor: &str,
+    grants: &[GrantRow],
+    rel: &crate::relations::RelStore,
+) -> Result<(), ApiError> {
+    let now = now_ms();
     let mut deletes: Vec<rebac::TupleKey> = Vec::new();
     let mut rewrites: Vec<rebac::Tuple> = Vec::new();
     for g in grants.iter().filter(|g| !g.source.ends_with(";standing")) {
@@ -1114,10 +1137,10 @@ pub(crate) async fn drop_grant_tuples(
     // Deleted, then the re-written ones written back with their new expiry (one write may not
     // hold both a delete and a write of the same tuple).
     for chunk in deletes.chunks(rebac::MAX_TUPLES_PER_WRITE) {
-        crate::rebac_api::write_tuples(state, actor, DEFAULT_STORE, &rel, None, &[], chunk).await?;
+        crate::rebac_api::write_tuples(state, actor, DEFAULT_STORE, rel, None, &[], chunk).await?;
     }
     for chunk in rewrites.chunks(rebac::MAX_TUPLES_PER_WRITE) {
-        crate::rebac_api::write_tuples(state, actor, DEFAULT_STORE, &rel, None, chunk, &[]).await?;
+        crate::rebac_api::write_tuples(state, actor, DEFAULT_STORE, rel, None, chunk, &[]).await?;
     }
     Ok(())
 }
