@@ -131,6 +131,8 @@ say "tables: customers (12 rows), orders (16 rows), payment_methods (4 rows, sen
 
 step "The operator starts Warden (fresh data directory, embedded SQLite)"
 "$WARDEN" --data-dir "$data" init --admin-token-file "$token_file" >/dev/null
+# The log exists before the server starts: the loop below reads it at once.
+: >"$work/server.log"
 "$WARDEN" --data-dir "$data" serve --listen 127.0.0.1:0 >"$work/server.out" 2>"$work/server.log" &
 server_pid=$!
 for _ in $(seq 1 600); do

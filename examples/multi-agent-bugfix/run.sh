@@ -145,6 +145,8 @@ run_tests() { (cd "$1" && python3 -m unittest -q 2>&1); }
 
 step "The operator starts Warden (fresh data directory, embedded SQLite)"
 "$WARDEN" --data-dir "$data" init --admin-token-file "$token_file" >/dev/null
+# The log exists before the server starts: the loop below reads it at once.
+: >"$work/server.log"
 "$WARDEN" --data-dir "$data" serve --listen 127.0.0.1:0 >"$work/server.out" 2>"$work/server.log" &
 server_pid=$!
 for _ in $(seq 1 600); do
