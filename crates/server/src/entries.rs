@@ -21,6 +21,11 @@ use crate::{
     now_ms,
 };
 
+/// Most entries in one batch.
+const MAX_BATCH: usize = 10_000;
+/// Most created ids a batch's ledger entry lists; above it records only their count and digest.
+const MAX_LISTED_IDS: usize = 100;
+
 /// Most selectors on one entry.
 const MAX_SELECTORS: usize = 16;
 /// X.509-SVID lifetime bounds, seconds: down to a minute, up to 30 days (the upper bound is
@@ -47,6 +52,26 @@ pub(crate) struct CreateEntry {
     owner: Option<String>,
     /// Description, ≤ 1,024 characters.
     description: Option<String>,
+}
+
+/// Request to create many entries at once.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateEntries {
+    /// 1–10,000 entries, each as `POST /v1/entries` takes it.
+    entries: Vec<CreateEntry>,
+}
+
+/// What a batch did.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CreatedEntries {
+    /// Ids of the entries created, in request order.
+    created: Vec<String>,
+    /// Ids of the entries that were already registered exactly as asked, in request order.
+    existing: Vec<String>,
+    /// SHA-256 (lowercase hex) of the created ids, sorted and joined with `\n`; the batch's
+    /// ledger entry records the same digest.
+    digest: String,
 }
 
 /// A registration entry.
@@ -199,6 +224,86 @@ pub(crate) async fn create(
     }
     refresh_agent_facts(&state).await;
     Ok((StatusCode::CREATED, ApiJson(entry)))
+}
+
+/// Creates many registration entries in one transaction (role `admin`). Each entry is checked
+/// as `POST /v1/entries` checks it; one bad entry refuses the batch. An entry already
+/// registered exactly as asked is reported as existing, not created again; one registered
+/// with the same SPIFFE ID and selectors but other settings refuses the batch (409). The batch
+/// is one ledger entry, `entry.create_batch`.
+#[utoipa::path(post, path = "/v1/entries/batch", operation_id = "create_entries_batch",
+    tag = "entries", security(("bearer" = [])), request_body = CreateEntries,
+    responses((status = 200, body = CreatedEntries), (status = 400, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub(crate) async fn create_batch(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(req): ApiJson<CreateEntries>,
+) -> Result<ApiJson<CreatedEntries>, ApiError> {
+    caller.require(Role::Admin)?;
+    if req.entries.len() > MAX_BATCH {
+        return Err(bad(
+            "batch_too_large",
+            format!(
+                "a batch holds at most {MAX_BATCH} entries, not {}",
+                req.entries.len()
+            ),
+        ));
+    }
+    if req.entries.is_empty() {
+        return Err(bad("invalid_request", "a batch needs at least one entry"));
+    }
+    let rows = req
+        .entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| validate(&state, e).map_err(|err| err.context(format_args!("entry {i}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let outcomes = state.store.entry_insert_many(&rows).await?;
+    let mut created = Vec::new();
+    let mut existing = Vec::new();
+    for outcome in outcomes {
+        match outcome {
+            store::EntryInsert::Created(id) => created.push(id),
+            store::EntryInsert::Existing(id) => existing.push(id),
+        }
+    }
+    let digest = ids_digest(&created);
+    let mut event = NewEvent::new(
+        caller.actor(),
+        "entry.create_batch",
+        Outcome::Success,
+        OcsfClass::UserAccessManagement,
+    )
+    .field("created", created.len())
+    .field("existing", existing.len())
+    .field("digest", digest.clone());
+    if created.len() <= MAX_LISTED_IDS {
+        event = event.field("entry_ids", created.clone());
+    }
+    if let Err(e) = state.record(event).await {
+        // Not recorded, so they must not exist.
+        for id in &created {
+            let _ = state.store.entry_delete(id).await;
+        }
+        return Err(e);
+    }
+    if !created.is_empty() {
+        refresh_agent_facts(&state).await;
+    }
+    Ok(ApiJson(CreatedEntries {
+        created,
+        existing,
+        digest,
+    }))
+}
+
+/// SHA-256 (lowercase hex) of `ids` sorted and joined with `\n`.
+fn ids_digest(ids: &[String]) -> String {
+    use sha2::Digest;
+    let mut sorted: Vec<&str> = ids.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    hex::encode(sha2::Sha256::digest(sorted.join("\n").as_bytes()))
 }
 
 /// Lists registration entries (role `auditor` or `admin`).

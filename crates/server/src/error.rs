@@ -48,6 +48,12 @@ impl ApiError {
         }
     }
 
+    /// The same error with `context` and `: ` before its message (e.g. which item of a batch).
+    pub(crate) fn context(mut self, context: impl std::fmt::Display) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+
     /// The stable code (`tuple_not_found`, …).
     pub(crate) fn code(&self) -> &'static str {
         self.code

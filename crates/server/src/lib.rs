@@ -367,6 +367,7 @@ fn route_table() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>)
         .routes(routes!(tokens::revoke))
         .routes(routes!(tokens::whoami))
         .routes(routes!(entries::create, entries::list))
+        .routes(routes!(entries::create_batch))
         .routes(routes!(entries::show, entries::delete))
         .routes(routes!(join::create))
         .routes(routes!(deny::add, deny::list))
@@ -828,6 +829,7 @@ mod tests {
             ("/v1/whoami", "get"),
             ("/v1/entries", "get"),
             ("/v1/entries", "post"),
+            ("/v1/entries/batch", "post"),
             ("/v1/entries/{id}", "get"),
             ("/v1/entries/{id}", "delete"),
             ("/bundle", "get"),

@@ -31,6 +31,7 @@ pub(crate) const ROUTE_ROLES: &[(Method, &str, &[Role])] = &[
     (Method::DELETE, "/v1/tokens/{id}", &[Admin]),
     (Method::GET, "/v1/whoami", &[]),
     (Method::POST, "/v1/entries", &[Admin]),
+    (Method::POST, "/v1/entries/batch", &[Admin]),
     (Method::GET, "/v1/entries", &[Auditor]),
     (Method::GET, "/v1/entries/{id}", &[Auditor]),
     (Method::DELETE, "/v1/entries/{id}", &[Admin]),

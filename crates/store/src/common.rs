@@ -2,8 +2,8 @@
 //! validation and sqlx error mapping.
 
 use crate::{
-    ApiTokenRow, CheckpointRow, EntryRow, FederationRow, JoinConsume, JoinTokenRow, LedgerRow,
-    PolicyVersionRow, Result, SigningKeyRow, StoreError,
+    ApiTokenRow, CheckpointRow, EntryInsert, EntryRow, FederationRow, JoinConsume, JoinTokenRow,
+    LedgerRow, PolicyVersionRow, Result, SigningKeyRow, StoreError,
 };
 
 /// Largest number of ledger rows per multi-row `INSERT`. Six parameters per row keeps a
@@ -263,6 +263,42 @@ pub(crate) fn entry_insert_err(err: sqlx::Error) -> StoreError {
                 .to_owned(),
         ),
         _ => db_err(err),
+    }
+}
+
+/// The outcome of one row of a batch insert, given the stored entry with the same SPIFFE ID
+/// and selectors (if any): `Ok(Some(Existing))` when it is equal in every other field but id
+/// and creation time, `Ok(None)` when the row must be inserted, a conflict naming the row's
+/// `index` otherwise.
+pub(crate) fn entry_batch_outcome(
+    index: usize,
+    row: &EntryRow,
+    stored: Option<EntryRow>,
+) -> Result<Option<EntryInsert>, StoreError> {
+    let Some(stored) = stored else {
+        return Ok(None);
+    };
+    let same = stored.x509_ttl_secs == row.x509_ttl_secs
+        && stored.jwt_ttl_secs == row.jwt_ttl_secs
+        && stored.agent_kind == row.agent_kind
+        && stored.owner == row.owner
+        && stored.description == row.description;
+    if same {
+        Ok(Some(EntryInsert::Existing(stored.id)))
+    } else {
+        Err(StoreError::Conflict(format!(
+            "entry {index}: entry `{}` already registers `{}` with these selectors, with other \
+             lifetimes, kind, owner or description",
+            stored.id, row.spiffe_id
+        )))
+    }
+}
+
+/// [`entry_insert_err`] for row `index` of a batch.
+pub(crate) fn entry_batch_insert_err(index: usize, err: sqlx::Error) -> StoreError {
+    match entry_insert_err(err) {
+        StoreError::Conflict(m) => StoreError::Conflict(format!("entry {index}: {m}")),
+        other => other,
     }
 }
 

@@ -306,6 +306,16 @@ pub struct SigningKeyRow {
     pub revoked_unix_ms: Option<i64>,
 }
 
+/// What [`Store::entry_insert_many`] did with one row, in the order the rows were given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryInsert {
+    /// The row was stored under its own id.
+    Created(String),
+    /// An equal entry (same SPIFFE ID, selectors, lifetimes, kind, owner and description)
+    /// was already stored, under this id; the row was not stored again.
+    Existing(String),
+}
+
 /// What [`Store::signing_key_activate`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyActivate {
@@ -504,6 +514,14 @@ pub trait Store: RebacStore + BrokerStore + TaskStore + Send + Sync + 'static {
     /// Stores a registration entry. Fails with [`StoreError::Conflict`] if the id is taken or
     /// an entry with the same SPIFFE ID and selectors exists.
     async fn entry_insert(&self, row: &EntryRow) -> Result<()>;
+
+    /// Stores many registration entries in one transaction: all of them, or none. A row equal
+    /// to an entry already stored (or to an earlier row of the batch) in every field but id
+    /// and creation time is not stored again and comes back as [`EntryInsert::Existing`].
+    /// Fails with [`StoreError::Conflict`], writing nothing, if a row has the SPIFFE ID and
+    /// selectors of an entry that differs in another field, or its id is taken; the message
+    /// names the row's index.
+    async fn entry_insert_many(&self, rows: &[EntryRow]) -> Result<Vec<EntryInsert>>;
 
     /// One entry by id.
     async fn entry_get(&self, id: &str) -> Result<Option<EntryRow>>;

@@ -11,9 +11,9 @@ use sqlx::{
 };
 
 use crate::{
-    ApiTokenRow, Backend, CheckpointRow, DenyRow, EntryRow, FederationRow, JoinConsume,
-    JoinTokenRow, KeyActivate, LedgerRow, PolicyVersionRow, Result, SigningKeyRow, Store,
-    StoreError, TokenRevoke,
+    ApiTokenRow, Backend, CheckpointRow, DenyRow, EntryInsert, EntryRow, FederationRow,
+    JoinConsume, JoinTokenRow, KeyActivate, LedgerRow, PolicyVersionRow, Result, SigningKeyRow,
+    Store, StoreError, TokenRevoke,
     common::{
         self, INSERT_CHUNK_ROWS, RawCheckpointRow, RawEntryRow, RawLedgerRow, RawTokenRow, db_err,
         to_i64,
@@ -461,6 +461,50 @@ impl Store for PostgresStore {
         .await
         .map_err(common::entry_insert_err)?;
         Ok(())
+    }
+
+    async fn entry_insert_many(&self, rows: &[EntryRow]) -> Result<Vec<EntryInsert>> {
+        // One transaction: a row is checked against what is stored and against the batch's
+        // earlier rows (already inserted in it), and a conflict anywhere rolls all of it back.
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (index, row) in rows.iter().enumerate() {
+            let stored: Option<RawEntryRow> = sqlx::query_as(&format!(
+                "SELECT {} FROM registration_entries WHERE spiffe_id = $1 AND selectors = $2",
+                common::ENTRY_COLUMNS
+            ))
+            .bind(&row.spiffe_id)
+            .bind(&row.selectors)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            if let Some(existing) =
+                common::entry_batch_outcome(index, row, stored.map(common::entry_row))?
+            {
+                out.push(existing);
+                continue;
+            }
+            sqlx::query(&format!(
+                "INSERT INTO registration_entries ({}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                common::ENTRY_COLUMNS
+            ))
+            .bind(&row.id)
+            .bind(&row.spiffe_id)
+            .bind(&row.selectors)
+            .bind(row.x509_ttl_secs)
+            .bind(row.jwt_ttl_secs)
+            .bind(&row.agent_kind)
+            .bind(&row.owner)
+            .bind(&row.description)
+            .bind(row.created_unix_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| common::entry_batch_insert_err(index, e))?;
+            out.push(EntryInsert::Created(row.id.clone()));
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(out)
     }
 
     async fn entry_get(&self, id: &str) -> Result<Option<EntryRow>> {

@@ -13,9 +13,9 @@
 use std::{path::PathBuf, sync::Arc};
 
 use store::{
-    ApiTokenRow, Backend, CheckpointRow, DbConnectionRow, DbRoleRow, DenyRow, EntryRow,
-    FederationRow, GrantRequestRow, GrantRow, HoldRow, JoinConsume, JoinTokenRow, KeyActivate,
-    LeaseFilter, LeaseRow, LeaseSelector, LedgerRow, PolicyVersionRow, PostgresStore,
+    ApiTokenRow, Backend, CheckpointRow, DbConnectionRow, DbRoleRow, DenyRow, EntryInsert,
+    EntryRow, FederationRow, GrantRequestRow, GrantRow, HoldRow, JoinConsume, JoinTokenRow,
+    KeyActivate, LeaseFilter, LeaseRow, LeaseSelector, LedgerRow, PolicyVersionRow, PostgresStore,
     RebacModelRow, RebacTupleRow, RebacWrite, RiskRow, SecretRow, SigningKeyRow, SqliteStore,
     Store, StoreError, StoreUrl, TaskAgentRow, TaskRow, TokenRevoke,
 };
@@ -172,6 +172,7 @@ suite! {
         token_revoke_keeps_the_last_of_a_role,
         concurrent_revocations_keep_one_admin,
         entries_round_trip_and_uniqueness,
+        entry_insert_many_is_idempotent_and_all_or_nothing,
         signing_keys_round_trip,
         signing_key_rotation,
         federations_round_trip,
@@ -626,6 +627,113 @@ async fn entries_round_trip_and_uniqueness(store: Arc<dyn Store>) {
     assert!(!store.entry_delete("ent_1").await.unwrap());
     assert_eq!(store.entry_get("ent_1").await.unwrap(), None);
     assert_eq!(store.entry_list().await.unwrap(), vec![b, other]);
+}
+
+async fn entry_insert_many_is_idempotent_and_all_or_nothing(store: Arc<dyn Store>) {
+    let a = entry(1, "unix:uid:1000");
+    store.entry_insert(&a).await.unwrap();
+    // A batch: one new row, one equal to `a` (another id and time), one new row repeated.
+    let b = entry(2, "unix:uid:1001");
+    let a_again = EntryRow {
+        id: "ent_10".into(),
+        created_unix_ms: 9_999,
+        ..a.clone()
+    };
+    let c = entry(3, "unix:gid:7");
+    let c_again = EntryRow {
+        id: "ent_11".into(),
+        ..c.clone()
+    };
+    let done = store
+        .entry_insert_many(&[b.clone(), a_again.clone(), c.clone(), c_again.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        done,
+        vec![
+            EntryInsert::Created("ent_2".into()),
+            EntryInsert::Existing("ent_1".into()),
+            EntryInsert::Created("ent_3".into()),
+            EntryInsert::Existing("ent_3".into()),
+        ]
+    );
+    assert_eq!(
+        store.entry_list().await.unwrap(),
+        vec![a.clone(), b.clone(), c.clone()]
+    );
+
+    // The same batch again creates nothing.
+    let again = store
+        .entry_insert_many(&[b.clone(), a_again, c, c_again])
+        .await
+        .unwrap();
+    assert!(again.iter().all(|r| matches!(r, EntryInsert::Existing(_))));
+    assert_eq!(store.entry_list().await.unwrap().len(), 3);
+
+    // A row with `a`'s SPIFFE ID and selectors but another owner refuses the whole batch,
+    // naming its index; the new row before it is not written either.
+    let d = entry(4, "unix:uid:1004");
+    let a_changed = EntryRow {
+        id: "ent_12".into(),
+        owner: Some("team-b".into()),
+        ..a.clone()
+    };
+    let err = store
+        .entry_insert_many(&[d.clone(), a_changed])
+        .await
+        .unwrap_err();
+    match &err {
+        StoreError::Conflict(m) => {
+            assert!(m.starts_with("entry 1:"), "{m}");
+            assert!(m.contains("ent_1"), "{m}");
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(store.entry_get("ent_4").await.unwrap(), None);
+    // Two rows of one batch that disagree conflict too.
+    let d_changed = EntryRow {
+        id: "ent_13".into(),
+        jwt_ttl_secs: Some(600),
+        ..d.clone()
+    };
+    let err = store
+        .entry_insert_many(&[d.clone(), d_changed])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.starts_with("entry 1:")),
+        "{err:?}"
+    );
+    assert_eq!(store.entry_get("ent_4").await.unwrap(), None);
+    // A taken id is a conflict naming the row.
+    let taken = EntryRow {
+        id: "ent_2".into(),
+        ..d.clone()
+    };
+    let err = store.entry_insert_many(&[taken]).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.starts_with("entry 0:")),
+        "{err:?}"
+    );
+    assert_eq!(
+        store.entry_list().await.unwrap(),
+        vec![a, b, entry(3, "unix:gid:7")]
+    );
+
+    // An empty batch is nothing; a large one lands whole.
+    assert!(store.entry_insert_many(&[]).await.unwrap().is_empty());
+    let many: Vec<EntryRow> = (0..2_000u32)
+        .map(|n| EntryRow {
+            id: format!("ent_bulk_{n}"),
+            spiffe_id: format!("spiffe://example.org/bulk/{n}"),
+            selectors: format!("unix:uid:{n}"),
+            ..entry(5, "")
+        })
+        .collect();
+    let done = store.entry_insert_many(&many).await.unwrap();
+    assert_eq!(done.len(), 2_000);
+    assert!(done.iter().all(|r| matches!(r, EntryInsert::Created(_))));
+    assert_eq!(store.entry_list().await.unwrap().len(), 2_003);
 }
 
 async fn signing_keys_round_trip(store: Arc<dyn Store>) {

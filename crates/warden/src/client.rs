@@ -863,6 +863,287 @@ pub(crate) enum EntryCmd {
         /// Entry id (ent_…)
         id: String,
     },
+    /// Register many workloads from a file, in batches of one transaction each (admin).
+    /// Entries already registered exactly so are left alone, so re-running a file is safe
+    Import {
+        /// JSON Lines (.jsonl, .json: one `POST /v1/entries` object per line) or CSV (.csv:
+        /// header `spiffe_id,selectors,x509_ttl,jwt_ttl,kind,owner,description`, selectors
+        /// separated by `;`); `-` reads standard input
+        file: PathBuf,
+        /// File format, when the extension does not say (required for `-`)
+        #[arg(long, value_enum)]
+        format: Option<ImportFormat>,
+        /// Entries per batch (1–10000; a batch must also fit in the server's request body
+        /// limit, 1 MiB by default)
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+        batch_size: u16,
+    },
+}
+
+/// The formats `warden entry import` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ImportFormat {
+    /// One JSON object per line, as `POST /v1/entries` takes it
+    Jsonl,
+    /// A header row, then one entry per row
+    Csv,
+}
+
+/// One entry of an import file, as `POST /v1/entries` takes it.
+#[derive(Debug, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportEntry {
+    spiffe_id: String,
+    selectors: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    x509_ttl_secs: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jwt_ttl_secs: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    agent_kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+}
+
+/// The header row an import CSV starts with.
+const IMPORT_CSV_HEADER: [&str; 7] = [
+    "spiffe_id",
+    "selectors",
+    "x509_ttl",
+    "jwt_ttl",
+    "kind",
+    "owner",
+    "description",
+];
+
+/// Splits one CSV record (RFC 4180 quoting: `"a,b"`, `""` for a quote; no line breaks inside
+/// a field).
+fn csv_fields(line: &str) -> Result<Vec<String>, String> {
+    let mut fields = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        let mut field = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => field.push(c),
+                    None => return Err("a quoted field is not closed".to_owned()),
+                }
+            }
+            match chars.next() {
+                None => {
+                    fields.push(field);
+                    return Ok(fields);
+                }
+                Some(',') => fields.push(field),
+                Some(c) => return Err(format!("`{c}` after a closing quote")),
+            }
+        } else {
+            loop {
+                match chars.next() {
+                    None => {
+                        fields.push(field);
+                        return Ok(fields);
+                    }
+                    Some(',') => break,
+                    Some('"') => return Err("a quote inside an unquoted field".to_owned()),
+                    Some(c) => field.push(c),
+                }
+            }
+            fields.push(field);
+        }
+    }
+}
+
+/// One CSV row (after the header) as an entry.
+fn csv_entry(line: &str) -> Result<ImportEntry, String> {
+    let fields = csv_fields(line)?;
+    if fields.len() != IMPORT_CSV_HEADER.len() {
+        return Err(format!(
+            "{} fields, expected {} ({})",
+            fields.len(),
+            IMPORT_CSV_HEADER.len(),
+            IMPORT_CSV_HEADER.join(",")
+        ));
+    }
+    let text = |i: usize| Some(fields[i].trim().to_owned()).filter(|v| !v.is_empty());
+    let ttl = |i: usize| text(i).map(|v| parse_duration(&v)).transpose();
+    Ok(ImportEntry {
+        spiffe_id: fields[0].trim().to_owned(),
+        selectors: fields[1]
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        x509_ttl_secs: ttl(2).map_err(|e| format!("x509_ttl: {e}"))?,
+        jwt_ttl_secs: ttl(3).map_err(|e| format!("jwt_ttl: {e}"))?,
+        agent_kind: text(4),
+        owner: text(5),
+        description: text(6),
+    })
+}
+
+/// Checks what can be checked without the server, so a bad line is found before anything is
+/// sent: the SPIFFE ID and every selector parse.
+fn check_entry(entry: &ImportEntry) -> Result<(), String> {
+    identity::SpiffeId::parse(&entry.spiffe_id)
+        .map_err(|e| format!("spiffe_id `{}`: {e}", entry.spiffe_id))?;
+    if entry.selectors.is_empty() {
+        return Err("no selectors".to_owned());
+    }
+    for s in &entry.selectors {
+        identity::Selector::parse(s).map_err(|e| format!("selector `{s}`: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Reads and parses a whole import file: each entry with its line number. The first bad line
+/// is an error naming the file and the line.
+fn read_import(
+    file: &std::path::Path,
+    format: Option<ImportFormat>,
+) -> Result<Vec<(usize, ImportEntry)>> {
+    let name = file.display().to_string();
+    let format = match format {
+        Some(f) => f,
+        None => match file.extension().and_then(|e| e.to_str()) {
+            Some("jsonl" | "json") => ImportFormat::Jsonl,
+            Some("csv") => ImportFormat::Csv,
+            _ => bail!(
+                "cannot tell the format of `{name}` from its name: pass --format jsonl or --format csv"
+            ),
+        },
+    };
+    let text = if name == "-" {
+        std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read `{name}`"))?
+    };
+    let mut entries = Vec::new();
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
+    if format == ImportFormat::Csv {
+        let header = lines.find(|(_, l)| !l.trim().is_empty());
+        let ok = header.is_some_and(|(_, l)| {
+            csv_fields(l).is_ok_and(|f| f.iter().map(|h| h.trim()).eq(IMPORT_CSV_HEADER))
+        });
+        if !ok {
+            bail!(
+                "{name} line {}: the first row must be the header `{}`",
+                header.map_or(1, |(n, _)| n),
+                IMPORT_CSV_HEADER.join(",")
+            );
+        }
+    }
+    for (n, line) in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry = match format {
+            ImportFormat::Jsonl => {
+                serde_json::from_str::<ImportEntry>(line).map_err(|e| e.to_string())
+            }
+            ImportFormat::Csv => csv_entry(line),
+        }
+        .and_then(|e| check_entry(&e).map(|()| e))
+        .map_err(|e| anyhow::anyhow!("{name} line {n}: {e}"))?;
+        entries.push((n, entry));
+    }
+    Ok(entries)
+}
+
+/// The answer of `POST /v1/entries/batch`.
+#[derive(Debug, Deserialize)]
+struct BatchAnswer {
+    created: Vec<String>,
+    existing: Vec<String>,
+}
+
+/// `warden entry import`: parses the whole file first (nothing is sent if a line is bad), then
+/// sends it in batches, each one transaction and one ledger entry.
+async fn import_entries(
+    client: &Client,
+    out: Out,
+    file: &std::path::Path,
+    format: Option<ImportFormat>,
+    batch_size: usize,
+) -> Result<()> {
+    let name = file.display().to_string();
+    let entries = read_import(file, format)?;
+    let bar = progress(entries.len() as u64, "importing");
+    let (mut created, mut existing, mut batches) = (0usize, 0usize, 0usize);
+    for chunk in entries.chunks(batch_size) {
+        let body = serde_json::json!({
+            "entries": chunk.iter().map(|(_, e)| e).collect::<Vec<_>>(),
+        });
+        let answer = match client.post_json("/v1/entries/batch", &body).await {
+            Ok(v) => v,
+            Err(e) => {
+                bar.abandon();
+                let done = if batches == 0 {
+                    "nothing was registered".to_owned()
+                } else {
+                    format!(
+                        "the {batches} batches before it were registered ({created} created, \
+                         {existing} already registered); re-running the file is safe"
+                    )
+                };
+                // The server names the refused entry by its index in the batch: say its line.
+                if let Some(f) = e.downcast_ref::<ApiFailure>() {
+                    let line = f
+                        .message
+                        .strip_prefix("entry ")
+                        .and_then(|rest| rest.split_once(": "))
+                        .and_then(|(i, m)| Some((chunk.get(i.parse::<usize>().ok()?)?.0, m)));
+                    let message = match line {
+                        Some((n, m)) => format!("{name} line {n}: {m}; {done}"),
+                        None if f.status == 413 => format!(
+                            "{name}: a batch of {} entries is over the server's request body \
+                             limit: pass a smaller --batch-size; {done}",
+                            chunk.len()
+                        ),
+                        None => format!("{name}: {}; {done}", f.message),
+                    };
+                    return Err(ApiFailure {
+                        status: f.status,
+                        code: f.code.clone(),
+                        message,
+                    }
+                    .into());
+                }
+                return Err(e.context(format!("{name}: {done}")));
+            }
+        };
+        let answer: BatchAnswer = serde_json::from_value(answer)
+            .context("the server's answer to a batch has an unexpected shape")?;
+        created += answer.created.len();
+        existing += answer.existing.len();
+        batches += 1;
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    let total = created + existing;
+    let sentence = if total > 0 && created == 0 {
+        format!(
+            "imported {total} entries (0 created, {existing} already registered) in {batches} batches: nothing new to register"
+        )
+    } else {
+        format!(
+            "imported {total} entries ({created} created, {existing} already registered) in {batches} batches"
+        )
+    };
+    out.done(
+        &serde_json::json!({"created": created, "existing": existing, "batches": batches}),
+        sentence,
+    )
 }
 
 /// The fields of a registration entry.
@@ -925,6 +1206,13 @@ pub(crate) async fn entries(client: &Client, out: Out, cmd: EntryCmd) -> Result<
                 .await?;
             out.object(&v, ENTRY_FIELDS)?;
         }
+        EntryCmd::Import {
+            file,
+            format,
+            batch_size,
+        } => {
+            import_entries(client, out, &file, format, usize::from(batch_size)).await?;
+        }
         EntryCmd::Delete { id } => {
             client
                 .delete(&format!("/v1/entries/{}", path_segment(&id, "entry id")?))
@@ -953,6 +1241,28 @@ fn path_segment<'a>(id: &'a str, what: &str) -> Result<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_records() {
+        assert_eq!(csv_fields("a,b,,c").unwrap(), ["a", "b", "", "c"]);
+        assert_eq!(
+            csv_fields(r#""x, y","say ""hi""",z"#).unwrap(),
+            ["x, y", r#"say "hi""#, "z"]
+        );
+        assert_eq!(csv_fields("").unwrap(), [""]);
+        for bad in [r#""open"#, r#"a"b"#, r#""x"y"#] {
+            assert!(csv_fields(bad).is_err(), "{bad}");
+        }
+        let e =
+            csv_entry("spiffe://x.org/a,unix:uid:1;unix:gid:2,1h,5m,coder,me,\"a, b\"").unwrap();
+        assert_eq!(e.selectors, ["unix:uid:1", "unix:gid:2"]);
+        assert_eq!((e.x509_ttl_secs, e.jwt_ttl_secs), (Some(3600), Some(300)));
+        assert_eq!(e.description.as_deref(), Some("a, b"));
+        let e = csv_entry("spiffe://x.org/a,unix:uid:1,,,,,").unwrap();
+        assert_eq!((e.x509_ttl_secs, e.agent_kind), (None, None));
+        assert!(csv_entry("spiffe://x.org/a,unix:uid:1").is_err());
+        assert!(csv_entry("spiffe://x.org/a,unix:uid:1,soon,,,,").is_err());
+    }
 
     #[test]
     fn durations() {
