@@ -549,22 +549,9 @@ impl Store for SqliteStore {
     }
 
     async fn entry_insert(&self, row: &EntryRow) -> Result<()> {
-        sqlx::query(&format!(
-            "INSERT INTO registration_entries ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            common::ENTRY_COLUMNS
-        ))
-        .bind(&row.id)
-        .bind(&row.spiffe_id)
-        .bind(&row.selectors)
-        .bind(row.x509_ttl_secs)
-        .bind(row.jwt_ttl_secs)
-        .bind(&row.agent_kind)
-        .bind(&row.owner)
-        .bind(&row.description)
-        .bind(row.created_unix_ms)
-        .execute(&self.pool)
-        .await
-        .map_err(common::entry_insert_err)?;
+        insert_entry(&self.pool, row)
+            .await
+            .map_err(common::entry_insert_err)?;
         Ok(())
     }
 
@@ -593,23 +580,9 @@ impl Store for SqliteStore {
                 out.push(existing);
                 continue;
             }
-            sqlx::query(&format!(
-                "INSERT INTO registration_entries ({}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                common::ENTRY_COLUMNS
-            ))
-            .bind(&row.id)
-            .bind(&row.spiffe_id)
-            .bind(&row.selectors)
-            .bind(row.x509_ttl_secs)
-            .bind(row.jwt_ttl_secs)
-            .bind(&row.agent_kind)
-            .bind(&row.owner)
-            .bind(&row.description)
-            .bind(row.created_unix_ms)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| common::entry_batch_insert_err(index, e))?;
+            insert_entry(&mut *tx, row)
+                .await
+                .map_err(|e| common::entry_batch_insert_err(index, e))?;
             out.push(EntryInsert::Created(row.id.clone()));
         }
         tx.commit().await.map_err(db_err)?;
@@ -1036,6 +1009,29 @@ impl Store for SqliteStore {
         .rows_affected();
         Ok(inserted == 1)
     }
+}
+
+/// Inserts one registration entry through `executor` (the pool, or a batch's transaction).
+async fn insert_entry<'e, E>(executor: E, row: &EntryRow) -> std::result::Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    sqlx::query(&format!(
+        "INSERT INTO registration_entries ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        common::ENTRY_COLUMNS
+    ))
+    .bind(&row.id)
+    .bind(&row.spiffe_id)
+    .bind(&row.selectors)
+    .bind(row.x509_ttl_secs)
+    .bind(row.jwt_ttl_secs)
+    .bind(&row.agent_kind)
+    .bind(&row.owner)
+    .bind(&row.description)
+    .bind(row.created_unix_ms)
+    .execute(executor)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]
