@@ -406,8 +406,17 @@ const PROOF_FIELDS: &[output::Col] = &[
 /// The latest checkpoint, its signed note, and the server's key, with the signature checked
 /// against that key.
 async fn trusted_checkpoint(client: &Client) -> Result<(Checkpoint, String, String)> {
-    let vkey = client.get_text("/v1/audit/key").await?;
     let note = client.get_text("/v1/audit/checkpoint").await?;
+    verified_checkpoint(client, note).await
+}
+
+/// `note` (a signed checkpoint), its checkpoint and the server's key, with the signature
+/// checked against that key.
+async fn verified_checkpoint(
+    client: &Client,
+    note: String,
+) -> Result<(Checkpoint, String, String)> {
+    let vkey = client.get_text("/v1/audit/key").await?;
     let verifier = NoteVerifier::from_vkey(&vkey)?;
     let cp = Checkpoint::parse(verifier.verify(&note)?)?;
     Ok((cp, note, vkey.trim().to_owned()))
@@ -536,16 +545,20 @@ pub(crate) async fn audit(client: &Client, out: Out, cmd: AuditCmd) -> Result<()
             Ok(())
         }
         AuditCmd::Checkpoint { publish } => {
-            // The signed note is the checkpoint; JSON adds its size and root, checked here.
-            let (cp, note) = if publish {
+            // The signed note is the checkpoint; JSON adds its size and root, read from the
+            // note itself once its signature is checked (the one just published, with
+            // --publish, not whichever is latest by the time it is read back).
+            let (cp, note, _) = if publish {
                 let answer = client
                     .post_json("/v1/audit/checkpoint", &Value::Null)
                     .await?;
-                let (cp, _, _) = trusted_checkpoint(client).await?;
-                (cp, answer["note"].as_str().unwrap_or_default().to_owned())
+                let note = answer["note"]
+                    .as_str()
+                    .context("the server's answer has no signed note")?
+                    .to_owned();
+                verified_checkpoint(client, note).await?
             } else {
-                let (cp, note, _) = trusted_checkpoint(client).await?;
-                (cp, note)
+                trusted_checkpoint(client).await?
             };
             if out.is_json() {
                 output::json(&serde_json::json!({
