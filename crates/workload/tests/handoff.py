@@ -15,11 +15,16 @@ SETTINGS = bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 
 
 def pump(src, dst):
+    # A reset (the server dropping the connection) ends the stream like a close does: the
+    # other side must see it, not wait for bytes that will never come.
     while True:
-        data = src.recv(65536)
-        if not data:
+        try:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+        except OSError:
             break
-        dst.sendall(data)
     try:
         dst.shutdown(socket.SHUT_WR)
     except OSError:
