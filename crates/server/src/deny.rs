@@ -1,6 +1,6 @@
 //! The denylist over HTTP (admin writes, auditor reads). Every change is recorded first, then
-//! applied to the store and to this process's in-memory list at once; other replicas pick it
-//! up within a second.
+//! applied to the store and to this process's in-memory list at once; other replicas apply it
+//! from the store's change feed within a second.
 
 use std::sync::Arc;
 
@@ -164,4 +164,102 @@ pub(crate) async fn remove(
         return Err(e);
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Keeps a process's denylist current from the store's change feed: read in full the first
+/// time (or after falling behind the feed), then only the entries added and removed since the
+/// revision held — one indexed query when none were. Shared by the HTTP server and the TLS
+/// verifier, which hold the same list.
+#[derive(Debug, Default)]
+pub struct DenylistFeed {
+    revision: tokio::sync::Mutex<Option<i64>>,
+}
+
+impl DenylistFeed {
+    /// Whether nothing has been read yet.
+    async fn is_new(&self) -> bool {
+        self.revision.lock().await.is_none()
+    }
+
+    /// Brings `denylist` up to `store`; returns how many changes were applied (a full read
+    /// counts its entries).
+    pub async fn follow(
+        &self,
+        store: &dyn store::Store,
+        denylist: &identity::deny::Denylist,
+    ) -> Result<usize, store::StoreError> {
+        let mut revision = self.revision.lock().await;
+        let mut applied = 0;
+        loop {
+            let Some(held) = *revision else {
+                let head = store.change_head().await?;
+                let rows = store.deny_list().await?;
+                applied += rows.len();
+                denylist.replace(rows.iter().filter_map(|row| parsed(&row.kind, &row.value)));
+                *revision = Some(head);
+                continue;
+            };
+            let page = store
+                .changes_since(store::ChangeKind::Deny, held, 1000)
+                .await?;
+            if page.floor > held {
+                tracing::warn!(
+                    revision = held,
+                    floor = page.floor,
+                    "the denylist fell behind the change feed; reading it in full"
+                );
+                *revision = None;
+                continue;
+            }
+            for row in &page.rows {
+                let Some((kind, value)) = store::split_pair(&row.key) else {
+                    continue;
+                };
+                let Some((kind, value)) = parsed(kind, value) else {
+                    continue;
+                };
+                match row.op {
+                    store::ChangeOp::Put => denylist.insert(kind, value),
+                    store::ChangeOp::Delete => denylist.remove(kind, &value),
+                }
+            }
+            applied += page.rows.len();
+            if let Some(last) = page.rows.last() {
+                *revision = Some(last.rev);
+            }
+            if page.rows.len() < 1000 {
+                return Ok(applied);
+            }
+        }
+    }
+}
+
+impl AppState {
+    /// Brings the denylist up to the store (every second, on every replica); see
+    /// [`DenylistFeed`].
+    pub async fn refresh_denylist(&self) -> Result<(), store::StoreError> {
+        let first = self.deny_feed.is_new().await;
+        let applied = self
+            .deny_feed
+            .follow(self.store.as_ref(), &self.denylist)
+            .await?;
+        if first {
+            self.metrics.cache_reloaded(store::ChangeKind::Deny);
+        } else {
+            self.metrics
+                .changes_applied(store::ChangeKind::Deny, applied);
+        }
+        Ok(())
+    }
+}
+
+/// A stored denylist entry, or `None` (logged) when it cannot be read.
+fn parsed(kind: &str, value: &str) -> Option<(DenyKind, String)> {
+    match DenyKind::parse(kind, value) {
+        Ok(entry) => Some(entry),
+        Err(why) => {
+            tracing::warn!(%kind, %why, "unreadable denylist entry");
+            None
+        }
+    }
 }

@@ -372,11 +372,12 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Brings this replica's agent metadata for decisions (`context.agent`) up to date at once
-/// after an entry changed, instead of at the next one-second refresh (which other replicas
-/// wait for). The change is already stored and recorded, so a failure here only delays it.
+/// Brings this replica's registration entries (what the Workload API matches callers against
+/// and what decisions put in `context.agent`) up to date at once after an entry changed, instead of at the next
+/// one-second refresh (which other replicas wait for). The change is already stored and
+/// recorded, so a failure here only delays it.
 async fn refresh_agent_facts(state: &AppState) {
-    if let Err(e) = state.pdp.refresh_agents(state.store.as_ref()).await {
-        tracing::warn!(error = %e, "agent metadata not refreshed after an entry change; the next refresh brings it");
+    if let Err(e) = state.registry.sync().await {
+        tracing::warn!(error = %e, "registration entries not brought up to date after a change; the next refresh brings them");
     }
 }

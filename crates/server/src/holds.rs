@@ -24,7 +24,7 @@ use identity::SpiffeId;
 use ledger::{NewEvent, OcsfClass, Outcome};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use store::{HoldRow, LeaseSelector};
+use store::{ChangeKind, ChangeOp, HoldRow, LeaseSelector};
 use utoipa::ToSchema;
 
 use crate::{
@@ -40,17 +40,27 @@ use crate::{
 const HOLDS_MAX_AGE_MS: i64 = 5_000;
 
 /// Held tasks and vendors (held agents live in the denylist, where every verification path
-/// already looks).
+/// already looks; the agents held by name are kept here too, to rebuild that set from).
 #[derive(Debug, Default)]
 pub(crate) struct Held {
     tasks: RwLock<Arc<HashSet<String>>>,
     vendors: RwLock<Arc<HashSet<String>>>,
-    /// When the holds were last read from the store in full (Unix ms; 0: never).
+    agents: RwLock<Arc<HashSet<String>>>,
+    /// When the holds were last brought up to the store (Unix ms; 0: never).
     read_ms: AtomicI64,
-    /// Serializes a refresh (read the store, replace the sets) with a hold (write the store,
-    /// add to the sets), so a refresh that read the store just before a hold cannot put back
-    /// the set without it.
-    lock: tokio::sync::Mutex<()>,
+    /// Where this replica stands in the change feed. Also serializes a refresh (read the
+    /// store, apply to the sets) with a hold (write the store, add to the sets), so a refresh
+    /// that read the store just before a hold cannot drop it.
+    lock: tokio::sync::Mutex<HoldsRead>,
+}
+
+/// Where the holds stand in the change feed.
+#[derive(Debug, Default)]
+struct HoldsRead {
+    /// The holds revision applied; `None`: not loaded yet (or fell behind the feed).
+    revision: Option<i64>,
+    /// The registry revision the held vendors' agents were last listed at.
+    registry_revision: Option<i64>,
 }
 
 fn read_set(set: &RwLock<Arc<HashSet<String>>>) -> Arc<HashSet<String>> {
@@ -64,9 +74,14 @@ fn add_to(set: &RwLock<Arc<HashSet<String>>>, value: &str) {
     let mut guard = set
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut next = (**guard).clone();
-    next.insert(value.to_owned());
-    *guard = Arc::new(next);
+    Arc::make_mut(&mut guard).insert(value.to_owned());
+}
+
+fn remove_from(set: &RwLock<Arc<HashSet<String>>>, value: &str) {
+    let mut guard = set
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Arc::make_mut(&mut guard).remove(value);
 }
 
 impl Held {
@@ -80,15 +95,30 @@ impl Held {
         read_set(&self.vendors)
     }
 
-    fn set(&self, tasks: HashSet<String>, vendors: HashSet<String>) {
-        *self
-            .tasks
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(tasks);
-        *self
-            .vendors
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(vendors);
+    /// Replaces every set (a full read of the holds).
+    fn set(&self, agents: HashSet<String>, tasks: HashSet<String>, vendors: HashSet<String>) {
+        for (set, value) in [
+            (&self.agents, agents),
+            (&self.tasks, tasks),
+            (&self.vendors, vendors),
+        ] {
+            *set.write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(value);
+        }
+        self.fresh();
+    }
+
+    /// The set that holds of `kind` live in.
+    fn set_of(&self, kind: &str) -> &RwLock<Arc<HashSet<String>>> {
+        match kind {
+            "agent" => &self.agents,
+            "task" => &self.tasks,
+            _ => &self.vendors,
+        }
+    }
+
+    /// The holds are as the store has them now.
+    fn fresh(&self) {
         self.read_ms.store(now_ms(), Ordering::Release);
     }
 
@@ -246,7 +276,8 @@ impl AppState {
         // entry registered under it since the last refresh.
         let vendors = self.held.vendors();
         if !vendors.is_empty() {
-            if let Some(vendor) = self.pdp.owner(id.as_str()).filter(|v| vendors.contains(v)) {
+            let owner = self.registry.facts(id.as_str()).map(|f| f.owner);
+            if let Some(vendor) = owner.filter(|v| vendors.contains(v)) {
                 return Some(Cut::VendorHold(vendor));
             }
         }
@@ -371,53 +402,88 @@ fn target(kind: Kind, value: &str) -> Result<String, ApiError> {
 }
 
 /// The agents a vendor hold covers: every identity whose registration entry names the vendor
-/// as its owner.
+/// as its owner (entries registered on other replicas included).
 async fn vendor_agents(state: &AppState, vendor: &str) -> Result<Vec<String>, ApiError> {
-    let mut ids: Vec<String> = state
-        .store
-        .entry_list()
-        .await?
-        .into_iter()
-        .filter(|e| e.owner.as_deref() == Some(vendor))
-        .map(|e| e.spiffe_id)
-        .collect();
-    ids.sort();
-    ids.dedup();
-    Ok(ids)
+    state.registry.sync().await?;
+    Ok(state.registry.agents_of(vendor))
 }
 
+/// Rows read from the change feed per query.
+const FEED_PAGE: u32 = 1000;
+
 impl AppState {
-    /// Re-reads the holds (every second, on every replica): held agents and every agent of a
-    /// held vendor into the denylist, held tasks and vendors into their sets. Decisions trust
-    /// what was read for [`HOLDS_MAX_AGE_MS`] only.
+    /// Brings the holds up to the store (every second, on every replica, and after a release
+    /// here): applies the holds placed and released since the revision held — one indexed
+    /// query when none were — or reads them all the first time. Held agents and every agent
+    /// of a held vendor go into the denylist, held tasks and vendors into their sets.
+    /// Decisions trust what was read for [`HOLDS_MAX_AGE_MS`] only. Call after the registry
+    /// is synced, so a vendor's newly registered agents are covered.
     pub async fn refresh_holds(&self) -> Result<(), store::StoreError> {
-        let _serial = self.held.lock.lock().await;
-        let rows = self.store.hold_list().await?;
-        let mut agents = HashSet::new();
-        let mut tasks = HashSet::new();
-        let mut vendors = HashSet::new();
-        for row in rows {
-            match row.kind.as_str() {
-                "agent" => {
-                    agents.insert(row.value);
+        let mut read = self.held.lock.lock().await;
+        let mut changed = false;
+        loop {
+            let Some(revision) = read.revision else {
+                let head = self.store.change_head().await?;
+                let (mut agents, mut tasks, mut vendors) =
+                    (HashSet::new(), HashSet::new(), HashSet::new());
+                for row in self.store.hold_list().await? {
+                    match row.kind.as_str() {
+                        "agent" => agents.insert(row.value),
+                        "task" => tasks.insert(row.value),
+                        _ => vendors.insert(row.value),
+                    };
                 }
-                "task" => {
-                    tasks.insert(row.value);
-                }
-                _ => {
-                    vendors.insert(row.value);
+                self.held.set(agents, tasks, vendors);
+                self.metrics.cache_reloaded(ChangeKind::Hold);
+                read.revision = Some(head);
+                changed = true;
+                continue;
+            };
+            let page = self
+                .store
+                .changes_since(ChangeKind::Hold, revision, FEED_PAGE)
+                .await?;
+            if page.floor > revision {
+                tracing::warn!(
+                    revision,
+                    floor = page.floor,
+                    "holds fell behind the change feed; reading them in full"
+                );
+                read.revision = None;
+                continue;
+            }
+            for row in &page.rows {
+                let Some((kind, value)) = store::split_pair(&row.key) else {
+                    continue;
+                };
+                let set = self.held.set_of(kind);
+                match row.op {
+                    ChangeOp::Put => add_to(set, value),
+                    ChangeOp::Delete => remove_from(set, value),
                 }
             }
-        }
-        if !vendors.is_empty() {
-            for entry in self.store.entry_list().await? {
-                if entry.owner.as_ref().is_some_and(|o| vendors.contains(o)) {
-                    agents.insert(entry.spiffe_id);
-                }
+            self.metrics
+                .changes_applied(ChangeKind::Hold, page.rows.len());
+            changed |= !page.rows.is_empty();
+            if let Some(last) = page.rows.last() {
+                read.revision = Some(last.rev);
+            }
+            if page.rows.len() < FEED_PAGE as usize {
+                break;
             }
         }
-        self.denylist.replace_held(agents);
-        self.held.set(tasks, vendors);
+        // The held agents: by name, and every agent of a held vendor as registered now.
+        let vendors = self.held.vendors();
+        let registry_revision = (!vendors.is_empty()).then(|| self.registry.stats().revision);
+        if changed || registry_revision != read.registry_revision {
+            let mut agents: HashSet<String> = (*read_set(&self.held.agents)).clone();
+            for vendor in vendors.iter() {
+                agents.extend(self.registry.agents_of(vendor));
+            }
+            self.denylist.replace_held(agents);
+            read.registry_revision = registry_revision;
+        }
+        self.held.fresh();
         Ok(())
     }
 }
@@ -497,7 +563,10 @@ pub(crate) async fn hold(
     // In force here before anything else: no new issuance, no verification passes.
     match kind {
         Kind::Task => add_to(&state.held.tasks, &value),
-        Kind::Agent => state.denylist.hold(agents.iter().cloned()),
+        Kind::Agent => {
+            add_to(&state.held.agents, &value);
+            state.denylist.hold(agents.iter().cloned());
+        }
         Kind::Vendor => {
             add_to(&state.held.vendors, &value);
             state.denylist.hold(agents.iter().cloned());
@@ -642,7 +711,11 @@ mod tests {
         let err = held.known().unwrap_err();
         assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(err.body().code, "store_unavailable");
-        held.set(HashSet::from(["T-1".to_owned()]), HashSet::new());
+        held.set(
+            HashSet::new(),
+            HashSet::from(["T-1".to_owned()]),
+            HashSet::new(),
+        );
         assert!(held.known().is_ok());
         assert!(held.task("T-1") && !held.task("T-2"));
         held.read_ms

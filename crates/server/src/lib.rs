@@ -56,6 +56,7 @@ mod tokens;
 mod trust_api;
 
 pub use auth::{Caller, NewToken, Role, generate_token, hash_token};
+pub use deny::DenylistFeed;
 pub use error::{ApiError, ErrorBody};
 pub use limits::{Limits, Rate};
 pub use listen::{ConnLimits, serve};
@@ -95,6 +96,13 @@ pub struct AppState {
     auth_failures: auth::AuthFailureBudget,
     tokens: auth::TokenCache,
     pdp: pdp::Pdp,
+    /// The policy packages' revision in the change feed (`None`: not loaded yet).
+    policy_revision: tokio::sync::Mutex<Option<i64>>,
+    /// Where the denylist stands in the change feed.
+    deny_feed: deny::DenylistFeed,
+    /// The registration entries, indexed and kept current from the change feed; shared with
+    /// the Workload API.
+    registry: Arc<workload::registry::Registry>,
     relations: relations::Relations,
     broker: oauth::BrokerSettings,
     leases: leases::Feed,
@@ -117,6 +125,7 @@ impl AppState {
         authority: Arc<authority::Authority>,
         denylist: Arc<identity::deny::Denylist>,
     ) -> Self {
+        let registry = Arc::new(workload::registry::Registry::new(Arc::clone(&store)));
         let state = Self {
             trust_domain: authority.trust_domain().clone(),
             denylist,
@@ -129,6 +138,9 @@ impl AppState {
             auth_failures: auth::AuthFailureBudget::default(),
             tokens: auth::TokenCache::default(),
             pdp: pdp::Pdp::default(),
+            policy_revision: tokio::sync::Mutex::new(None),
+            deny_feed: deny::DenylistFeed::default(),
+            registry,
             relations: relations::Relations::default(),
             broker: oauth::BrokerSettings::default(),
             leases: leases::Feed::default(),
@@ -143,7 +155,15 @@ impl AppState {
     }
 }
 
+/// How long the change feed keeps its rows: an hour.
+pub const CHANGE_RETENTION_MS: i64 = 3_600_000;
+
 impl AppState {
+    /// The registration entries this server keeps current, for the Workload API to share.
+    pub fn registry(&self) -> Arc<workload::registry::Registry> {
+        Arc::clone(&self.registry)
+    }
+
     /// Sets the OIDC issuer URL (what JWT-SVIDs carry in `iss`).
     pub fn with_issuer(mut self, issuer: impl Into<String>) -> Self {
         self.issuer = issuer.into();
@@ -181,17 +201,67 @@ impl AppState {
             .await
     }
 
+    /// Re-reads the policy packages when the change feed says one was pushed (or the first
+    /// time): packages are few, and only a new version is compiled.
+    async fn refresh_packages(&self) -> Result<(), store::StoreError> {
+        let mut revision = self.policy_revision.lock().await;
+        let head = match *revision {
+            None => {
+                self.metrics.cache_reloaded(store::ChangeKind::Policy);
+                self.store.change_head().await?
+            }
+            Some(held) => {
+                let page = self
+                    .store
+                    .changes_since(store::ChangeKind::Policy, held, u32::MAX)
+                    .await?;
+                if page.floor > held {
+                    // Fell behind the feed: read them all.
+                    self.metrics.cache_reloaded(store::ChangeKind::Policy);
+                    self.store.change_head().await?
+                } else if let Some(last) = page.rows.last() {
+                    self.metrics
+                        .changes_applied(store::ChangeKind::Policy, page.rows.len());
+                    last.rev
+                } else {
+                    return Ok(());
+                }
+            }
+        };
+        self.pdp.refresh(self.store.as_ref()).await?;
+        *revision = Some(head);
+        Ok(())
+    }
+
+    /// Deletes change-feed rows older than [`CHANGE_RETENTION_MS`] (a replica that has not
+    /// followed the feed for that long reads its caches in full). Called once a minute.
+    pub async fn prune_changes(&self) -> Result<u64, store::StoreError> {
+        let mut total = 0;
+        loop {
+            let n = self
+                .store
+                .changes_prune(now_ms() - CHANGE_RETENTION_MS, 10_000)
+                .await?;
+            total += n;
+            if n < 10_000 {
+                return Ok(total);
+            }
+        }
+    }
+
     /// This install's trust domain.
     pub fn trust_domain(&self) -> &identity::TrustDomain {
         &self.trust_domain
     }
 
-    /// Re-reads what decisions depend on from the store: the policy packages in force, the
-    /// agents' registration metadata, and the relationship stores (models and tuple changes).
-    /// Called at start and every second (replicas follow).
+    /// Brings what decisions depend on up to the store: the policy packages in force, the
+    /// registration entries, holds, open tasks and risk scores (each applying the changes
+    /// since the revision it holds: one indexed query per kind when nothing changed), and the
+    /// relationship stores (models and tuple changes). Called at start and every second
+    /// (replicas follow).
     pub async fn refresh_policies(&self) -> Result<(), store::StoreError> {
-        self.pdp.refresh(self.store.as_ref()).await?;
-        self.pdp.refresh_agents(self.store.as_ref()).await?;
+        self.refresh_packages().await?;
+        self.registry.sync().await?;
         self.refresh_holds().await?;
         self.refresh_tasks().await?;
         self.relations.refresh(self.store.as_ref()).await

@@ -47,6 +47,12 @@ pub(crate) struct Metrics {
     list_truncated: Family<QueryLabels, Counter>,
     /// Ended rows deleted after the retention period, by kind.
     retention_purged: Family<KindLabels, Counter>,
+    /// Changes read from the store's change feed and applied to what this process caches.
+    cache_changes_applied: Family<KindLabels, Gauge>,
+    /// Full reads of a kind of cached state (at start, or after falling behind the feed).
+    cache_full_reloads: Family<KindLabels, Gauge>,
+    /// Registration entries held in memory.
+    registry_entries: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -156,7 +162,28 @@ impl Metrics {
             "Ended leases, tasks, grants and grant requests deleted after the retention period",
             retention_purged.clone(),
         );
+        let cache_changes_applied = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "cache_changes_applied",
+            "Changes read from the store's change feed and applied to this process's caches, by kind",
+            cache_changes_applied.clone(),
+        );
+        let cache_full_reloads = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "cache_full_reloads",
+            "Full reads of a kind of cached state (at start, or after falling behind the change feed)",
+            cache_full_reloads.clone(),
+        );
+        let registry_entries = Gauge::default();
+        registry.register(
+            "registry_entries",
+            "Registration entries held in memory",
+            registry_entries.clone(),
+        );
         Self {
+            cache_changes_applied,
+            cache_full_reloads,
+            registry_entries,
             auth_failures_suppressed,
             rate_limited,
             rate_limit_per_sec,
@@ -204,6 +231,26 @@ impl Metrics {
     pub(crate) fn list_truncated(&self, query: &'static str) {
         self.list_truncated
             .get_or_create(&QueryLabels { query })
+            .inc();
+    }
+
+    /// Counts `n` changes of `kind` applied from the change feed.
+    pub(crate) fn changes_applied(&self, kind: store::ChangeKind, n: usize) {
+        if n > 0 {
+            self.cache_changes_applied
+                .get_or_create(&KindLabels {
+                    kind: kind.as_str(),
+                })
+                .inc_by(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Counts a full read of `kind`.
+    pub(crate) fn cache_reloaded(&self, kind: store::ChangeKind) {
+        self.cache_full_reloads
+            .get_or_create(&KindLabels {
+                kind: kind.as_str(),
+            })
             .inc();
     }
 
@@ -305,6 +352,18 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     m.ledger_batches.set(to_i64(stats.batches));
     m.ledger_failures.set(to_i64(stats.failures));
     m.checkpoint_size.set(to_i64(stats.checkpoint_size));
+    let registry = state.registry.stats();
+    let entry = KindLabels {
+        kind: store::ChangeKind::Entry.as_str(),
+    };
+    m.registry_entries
+        .set(i64::try_from(registry.entries).unwrap_or(i64::MAX));
+    m.cache_changes_applied
+        .get_or_create(&entry)
+        .set(to_i64(registry.changes_applied));
+    m.cache_full_reloads
+        .get_or_create(&entry)
+        .set(to_i64(registry.full_reloads));
     let mut body = String::new();
     if let Err(e) = encode(&mut body, &m.registry) {
         return crate::error::ApiError::internal(e).into_response();

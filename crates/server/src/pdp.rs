@@ -3,11 +3,10 @@
 //! context Warden fills in itself, and the ledger record of every decision.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     sync::{Arc, RwLock},
 };
 
-use identity::SpiffeId;
 use ledger::{NewEvent, OcsfClass, Outcome};
 use policy::{CompiledPackage, Language, PackageSource, PolicyError};
 use store::{PolicyVersionRow, Store};
@@ -23,19 +22,10 @@ pub(crate) struct Loaded {
     pub(crate) compiled: CompiledPackage,
 }
 
-/// What Warden knows about an agent from its registration entries.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct AgentFacts {
-    kind: String,
-    owner: String,
-    attributes: policy::Attributes,
-}
-
-/// The packages in force and the agent facts decisions use.
+/// The packages in force.
 #[derive(Debug)]
 pub(crate) struct Pdp {
     packages: RwLock<Arc<BTreeMap<String, Arc<Loaded>>>>,
-    agents: RwLock<Arc<HashMap<String, AgentFacts>>>,
     pub(crate) limits: policy::Limits,
     /// Rego evaluations run on the async worker that asked (a hop to another thread would
     /// cost more than a typical evaluation), but at most this many at once: one fewer than the
@@ -69,7 +59,6 @@ impl Default for Pdp {
     fn default() -> Self {
         Self {
             packages: RwLock::default(),
-            agents: RwLock::default(),
             limits: policy::Limits {
                 max_context_bytes: MAX_CONTEXT_BYTES,
                 ..policy::Limits::default()
@@ -198,39 +187,6 @@ impl Pdp {
         Ok(true)
     }
 
-    /// Re-reads registration entries: the agent metadata decisions put in context.
-    pub(crate) async fn refresh_agents(&self, store: &dyn Store) -> Result<(), store::StoreError> {
-        let mut agents = HashMap::new();
-        for entry in store.entry_list().await? {
-            // The first entry of an identity speaks for it (entries of one identity differ
-            // only in selectors).
-            // Manifest attributes have no source yet (agents' manifests come later): empty, so
-            // a schema's closed `attributes: {}` record accepts every agent.
-            agents
-                .entry(entry.spiffe_id.clone())
-                .or_insert_with(|| AgentFacts {
-                    kind: entry.agent_kind.clone().unwrap_or_default(),
-                    owner: entry.owner.clone().unwrap_or_default(),
-                    attributes: policy::Attributes::new(),
-                });
-        }
-        *self
-            .agents
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(agents);
-        Ok(())
-    }
-
-    /// The owner (vendor) an agent's registration names, if any.
-    pub(crate) fn owner(&self, principal: &str) -> Option<String> {
-        self.agents
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(principal)
-            .map(|f| f.owner.clone())
-            .filter(|o| !o.is_empty())
-    }
-
     /// Decides `request` with `loaded`'s package: a Cedar package at once; a Rego package once
     /// a Rego slot is free, within its evaluation budget (an exceeded budget is a deny with the
     /// reason).
@@ -260,25 +216,22 @@ impl Pdp {
         loaded.compiled.eval_rule(path, input, &self.limits)
     }
 
-    /// The context Warden fills in for `principal`, with the caller's `request` attributes.
+    /// The context Warden fills in for an agent whose registration says `facts`, with the
+    /// caller's `request` attributes.
     pub(crate) fn context(
         &self,
-        principal: &SpiffeId,
+        facts: Option<workload::registry::AgentFacts>,
         hold: bool,
         request: policy::Attributes,
     ) -> policy::Context {
-        let facts = self
-            .agents
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(principal.as_str())
-            .cloned()
-            .unwrap_or_default();
+        let facts = facts.unwrap_or_default();
         policy::Context {
+            // Manifest attributes have no source yet: empty, so a schema's closed
+            // `attributes: {}` record accepts every agent.
             agent: policy::Agent {
                 kind: facts.kind,
                 owner: facts.owner,
-                attributes: facts.attributes,
+                attributes: policy::Attributes::new(),
             },
             // The caller fills in the agent's task and risk score.
             task: None,
@@ -467,7 +420,7 @@ mod tests {
     #[test]
     fn recorded_requests_hold_no_floats_and_replay_exactly() {
         let request = policy::Request {
-            principal: SpiffeId::parse("spiffe://example.org/agent/coder").unwrap(),
+            principal: identity::SpiffeId::parse("spiffe://example.org/agent/coder").unwrap(),
             action: "write".into(),
             resource: policy::Resource {
                 kind: "Repository".into(),

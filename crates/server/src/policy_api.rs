@@ -572,7 +572,8 @@ fn decision_context_with(
 ) -> DecisionContext {
     let hold = state.denylist.denies_id(principal)
         || task.as_ref().is_some_and(|t| state.held.task(&t.row.id));
-    let mut context = state.pdp.context(principal, hold, attributes);
+    let facts = state.registry.facts(principal.as_str());
+    let mut context = state.pdp.context(facts, hold, attributes);
     context.delegation = delegation;
     context.task = loaded
         .compiled

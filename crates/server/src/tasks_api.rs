@@ -56,15 +56,60 @@ impl OpenTask {
     }
 }
 
-/// Each agent's open tasks.
-type AgentTasks = HashMap<String, Vec<Arc<OpenTask>>>;
+/// The open tasks of every agent, as decisions read them.
+#[derive(Debug, Default)]
+struct TaskIndex {
+    /// Each agent's open tasks with when it was assigned, in assignment order (then task id).
+    by_agent: HashMap<String, Vec<(i64, Arc<OpenTask>)>>,
+    /// Each open task's agents.
+    agents_of: HashMap<String, Vec<String>>,
+}
+
+impl TaskIndex {
+    fn remove(&mut self, task: &str) {
+        for agent in self.agents_of.remove(task).unwrap_or_default() {
+            if let Some(tasks) = self.by_agent.get_mut(&agent) {
+                tasks.retain(|(_, t)| t.row.id != task);
+                if tasks.is_empty() {
+                    self.by_agent.remove(&agent);
+                }
+            }
+        }
+    }
+
+    /// Puts `task` as it is now: with its agents if it is open, gone otherwise.
+    fn put(&mut self, task: TaskRow, agents: Vec<TaskAgentRow>) {
+        self.remove(&task.id);
+        if task.state != "open" {
+            return;
+        }
+        let open = Arc::new(OpenTask::new(task));
+        let mut names = Vec::with_capacity(agents.len());
+        for a in agents {
+            let tasks = self.by_agent.entry(a.agent.clone()).or_default();
+            tasks.push((a.assigned_ms, Arc::clone(&open)));
+            tasks.sort_by(|(x, s), (y, t)| (x, &s.row.id).cmp(&(y, &t.row.id)));
+            names.push(a.agent);
+        }
+        self.agents_of.insert(open.row.id.clone(), names);
+    }
+}
+
+/// Where the task and risk caches stand in the change feed (`None`: not loaded yet).
+#[derive(Debug, Default)]
+struct TasksRead {
+    tasks: Option<i64>,
+    risk: Option<i64>,
+}
 
 /// The open tasks of every agent and the operator-set risk scores, as decisions read them;
-/// re-read every second and after every change here.
+/// kept current from the store's change feed every second and after every change here.
 #[derive(Debug, Default)]
 pub(crate) struct TaskCache {
-    by_agent: RwLock<Arc<AgentTasks>>,
-    risk: RwLock<Arc<HashMap<String, policy::RiskScore>>>,
+    open: RwLock<TaskIndex>,
+    risk: RwLock<HashMap<String, policy::RiskScore>>,
+    /// Serializes refreshes, which apply changes in order.
+    read: tokio::sync::Mutex<TasksRead>,
     /// Woken when a grant request is decided here (long polls wait on it).
     pub(crate) decided: tokio::sync::Notify,
 }
@@ -74,37 +119,135 @@ fn object_of(kind: &str, id: &str) -> String {
     format!("{}:{id}", kind.to_lowercase())
 }
 
+/// A stored risk score as decisions read it (an unreadable one counts as the maximum).
+fn risk_of(row: &store::RiskRow) -> policy::RiskScore {
+    u16::try_from(row.score_milli * 10)
+        .ok()
+        .and_then(|v| policy::RiskScore::from_ten_thousandths(v).ok())
+        .unwrap_or(policy::RiskScore::MAX)
+}
+
+/// Rows read from the change feed per query.
+const FEED_PAGE: u32 = 1000;
+
 impl AppState {
-    /// Re-reads open tasks with their agents, and risk scores.
+    /// Brings open tasks (with their agents) and risk scores up to the store: applies what
+    /// changed since the revisions held — one indexed query per kind when nothing did — or
+    /// reads them all the first time (or after falling behind the change feed).
     pub async fn refresh_tasks(&self) -> Result<(), store::StoreError> {
-        let mut by_agent: AgentTasks = HashMap::new();
-        let mut parsed: HashMap<String, Arc<OpenTask>> = HashMap::new();
-        for (task, agent) in self.store.open_task_agents().await? {
-            let open = Arc::clone(
-                parsed
-                    .entry(task.id.clone())
-                    .or_insert_with(|| Arc::new(OpenTask::new(task))),
-            );
-            by_agent.entry(agent.agent).or_default().push(open);
+        let mut read = self.tasks.read.lock().await;
+        loop {
+            let Some(revision) = read.tasks else {
+                let head = self.store.change_head().await?;
+                let mut agents: HashMap<String, (TaskRow, Vec<TaskAgentRow>)> = HashMap::new();
+                for (task, agent) in self.store.open_task_agents().await? {
+                    agents
+                        .entry(task.id.clone())
+                        .or_insert_with(|| (task, Vec::new()))
+                        .1
+                        .push(agent);
+                }
+                let mut index = TaskIndex::default();
+                for (_, (task, agents)) in agents {
+                    index.put(task, agents);
+                }
+                *self
+                    .tasks
+                    .open
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = index;
+                self.metrics.cache_reloaded(store::ChangeKind::Task);
+                read.tasks = Some(head);
+                continue;
+            };
+            let page = self
+                .store
+                .changes_since(store::ChangeKind::Task, revision, FEED_PAGE)
+                .await?;
+            if page.floor > revision {
+                tracing::warn!(
+                    revision,
+                    floor = page.floor,
+                    "tasks fell behind the change feed; reading them in full"
+                );
+                read.tasks = None;
+                continue;
+            }
+            let mut ids: Vec<&str> = page.rows.iter().map(|r| r.key.as_str()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            for id in &ids {
+                let now = match self.store.task_get(id).await? {
+                    Some(task) => Some((task, self.store.task_agents(id).await?)),
+                    None => None,
+                };
+                let mut open = self
+                    .tasks
+                    .open
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                match now {
+                    Some((task, agents)) => open.put(task, agents),
+                    None => open.remove(id),
+                }
+            }
+            self.metrics
+                .changes_applied(store::ChangeKind::Task, ids.len());
+            if let Some(last) = page.rows.last() {
+                read.tasks = Some(last.rev);
+            }
+            if page.rows.len() < FEED_PAGE as usize {
+                break;
+            }
         }
-        let mut risk = HashMap::new();
-        for row in self.store.risk_list().await? {
-            let score = u16::try_from(row.score_milli * 10)
-                .ok()
-                .and_then(|v| policy::RiskScore::from_ten_thousandths(v).ok())
-                .unwrap_or(policy::RiskScore::MAX);
-            risk.insert(row.agent, score);
+        loop {
+            let Some(revision) = read.risk else {
+                let head = self.store.change_head().await?;
+                let risk = self
+                    .store
+                    .risk_list()
+                    .await?
+                    .into_iter()
+                    .map(|row| (row.agent.clone(), risk_of(&row)))
+                    .collect();
+                *self
+                    .tasks
+                    .risk
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = risk;
+                self.metrics.cache_reloaded(store::ChangeKind::Risk);
+                read.risk = Some(head);
+                continue;
+            };
+            let page = self
+                .store
+                .changes_since(store::ChangeKind::Risk, revision, FEED_PAGE)
+                .await?;
+            if page.floor > revision {
+                read.risk = None;
+                continue;
+            }
+            for row in &page.rows {
+                let score = self.store.risk_get(&row.key).await?;
+                let mut risk = self
+                    .tasks
+                    .risk
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                match score {
+                    Some(score) => risk.insert(row.key.clone(), risk_of(&score)),
+                    None => risk.remove(&row.key),
+                };
+            }
+            self.metrics
+                .changes_applied(store::ChangeKind::Risk, page.rows.len());
+            if let Some(last) = page.rows.last() {
+                read.risk = Some(last.rev);
+            }
+            if page.rows.len() < FEED_PAGE as usize {
+                break;
+            }
         }
-        *self
-            .tasks
-            .by_agent
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(by_agent);
-        *self
-            .tasks
-            .risk
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(risk);
         Ok(())
     }
 
@@ -136,24 +279,28 @@ impl AppState {
         id: &str,
         named: Option<&str>,
     ) -> Result<Option<Arc<OpenTask>>, TaskMismatch> {
-        let all = Arc::clone(
-            &self
-                .tasks
-                .by_agent
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
         let now = now_ms();
-        let open: Vec<&Arc<OpenTask>> = all
+        let open: Vec<Arc<OpenTask>> = self
+            .tasks
+            .open
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .by_agent
             .get(agent)
-            .map(|tasks| tasks.iter().filter(|t| t.row.deadline_ms > now).collect())
+            .map(|tasks| {
+                tasks
+                    .iter()
+                    .filter(|(_, t)| t.row.deadline_ms > now)
+                    .map(|(_, t)| Arc::clone(t))
+                    .collect()
+            })
             .unwrap_or_default();
         let object = object_of(kind, id);
         let covering = open
             .iter()
             .rev()
             .find(|t| t.resources.contains(&object))
-            .map(|t| Arc::clone(t));
+            .map(Arc::clone);
         let Some(named) = named else {
             return Ok(covering);
         };
@@ -1152,13 +1299,7 @@ impl AppState {
     pub async fn sweep_tasks(&self) -> Result<(), ApiError> {
         let now = now_ms();
         // Recorded first, then ended (only if still open: another replica may be first).
-        let due: Vec<TaskRow> = self
-            .store
-            .task_list(Some("open"), None, 1000)
-            .await?
-            .into_iter()
-            .filter(|t| t.deadline_ms <= now)
-            .collect();
+        let due: Vec<TaskRow> = self.store.task_due(now, 1000).await?;
         for t in due {
             self.record(
                 NewEvent::new(
@@ -1183,13 +1324,7 @@ impl AppState {
         for t in uncleaned {
             cleanup(self, &t).await?;
         }
-        let timed_out: Vec<store::GrantRequestRow> = self
-            .store
-            .request_list(Some("pending"), 1000)
-            .await?
-            .into_iter()
-            .filter(|r| r.expires_ms <= now)
-            .collect();
+        let timed_out: Vec<store::GrantRequestRow> = self.store.request_due(now, 1000).await?;
         for r in timed_out {
             self.record(
                 NewEvent::new(

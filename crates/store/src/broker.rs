@@ -460,6 +460,7 @@ macro_rules! broker_methods {
         }
 
         async fn hold_insert(&self, row: &crate::HoldRow) -> crate::Result<bool> {
+            let (_gate, mut tx) = self.begin_write().await?;
             let n = sqlx::query(
                 "INSERT INTO holds (kind, value, reason, created_unix_ms, created_by) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
@@ -469,21 +470,34 @@ macro_rules! broker_methods {
             .bind(&row.reason)
             .bind(row.created_unix_ms)
             .bind(&row.created_by)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_err)?
             .rows_affected();
+            if n > 0 {
+                let key = crate::changes::Change::pair(&row.kind, &row.value);
+                let change = crate::changes::Change::put(crate::ChangeKind::Hold, key);
+                Self::note(&mut tx, &[change]).await?;
+            }
+            tx.commit().await.map_err(db_err)?;
             Ok(n > 0)
         }
 
         async fn hold_delete(&self, kind: &str, value: &str) -> crate::Result<bool> {
+            let (_gate, mut tx) = self.begin_write().await?;
             let n = sqlx::query("DELETE FROM holds WHERE kind = $1 AND value = $2")
                 .bind(kind)
                 .bind(value)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(db_err)?
                 .rows_affected();
+            if n > 0 {
+                let key = crate::changes::Change::pair(kind, value);
+                let change = crate::changes::Change::delete(crate::ChangeKind::Hold, key);
+                Self::note(&mut tx, &[change]).await?;
+            }
+            tx.commit().await.map_err(db_err)?;
             Ok(n > 0)
         }
 

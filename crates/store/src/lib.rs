@@ -12,6 +12,7 @@ use std::{fmt, path::PathBuf, str::FromStr, sync::Arc};
 use async_trait::async_trait;
 
 mod broker;
+mod changes;
 mod common;
 mod postgres;
 mod rebac;
@@ -22,6 +23,7 @@ mod tasks;
 pub use broker::{
     DbConnectionRow, DbRoleRow, HoldRow, LeaseFilter, LeaseRow, LeaseSelector, SecretRow,
 };
+pub use changes::{ChangeKind, ChangeOp, ChangePage, ChangeRow, split_pair};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use tasks::{GrantRequestRow, GrantRow, RiskRow, TaskAgentRow, TaskPurge, TaskRow};
@@ -431,7 +433,9 @@ pub enum TokenRevoke {
 /// The storage interface. Every method is one transaction: it either happens whole or not at
 /// all. Implementations must be safe to share between tasks.
 #[async_trait]
-pub trait Store: RebacStore + BrokerStore + TaskStore + Send + Sync + 'static {
+pub trait Store:
+    RebacStore + BrokerStore + TaskStore + ChangeStore + Send + Sync + 'static
+{
     /// Which backend this is.
     fn backend(&self) -> Backend;
 
@@ -863,6 +867,26 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn risk_set(&self, row: &RiskRow) -> Result<()>;
     /// Every risk score.
     async fn risk_list(&self) -> Result<Vec<RiskRow>>;
+    /// One agent's risk score.
+    async fn risk_get(&self, agent: &str) -> Result<Option<RiskRow>>;
+    /// Open tasks whose deadline is at or before `now_ms`, earliest first.
+    async fn task_due(&self, now_ms: i64, limit: u32) -> Result<Vec<TaskRow>>;
+    /// Pending grant requests that expire at or before `now_ms`, earliest first.
+    async fn request_due(&self, now_ms: i64, limit: u32) -> Result<Vec<GrantRequestRow>>;
+}
+
+/// The change feed (see the `changes` module); part of [`Store`].
+#[async_trait]
+pub trait ChangeStore: Send + Sync + 'static {
+    /// Up to `limit` rows of `kind` past revision `after`, oldest first, with the feed's
+    /// floor (a reader below it reloads `kind` in full).
+    async fn changes_since(&self, kind: ChangeKind, after: i64, limit: u32) -> Result<ChangePage>;
+    /// The latest revision of any kind (0 when none): where a reader that has just loaded
+    /// everything starts following.
+    async fn change_head(&self) -> Result<i64>;
+    /// Deletes up to `limit` of the oldest rows written before `before_ms` and raises the
+    /// floor to the highest deleted; returns how many went.
+    async fn changes_prune(&self, before_ms: i64, limit: u32) -> Result<u64>;
 }
 
 /// Opens (creating if needed) the store at `url` and applies pending migrations.

@@ -11,9 +11,10 @@ use sqlx::{
 };
 
 use crate::{
-    ApiTokenRow, Backend, CheckpointRow, DenyRow, EntryInsert, EntryRow, FederationRow,
+    ApiTokenRow, Backend, ChangeKind, CheckpointRow, DenyRow, EntryInsert, EntryRow, FederationRow,
     JoinConsume, JoinTokenRow, KeyActivate, LedgerRow, PolicyVersionRow, Result, SigningKeyRow,
     Store, StoreError, TokenRevoke,
+    changes::Change,
     common::{
         self, INSERT_CHUNK_ROWS, RawCheckpointRow, RawEntryRow, RawLedgerRow, RawTokenRow, db_err,
         to_i64,
@@ -37,6 +38,10 @@ const TOKENS_LOCK_KEY: i64 = 0x5741_5244_454E_0002;
 const KEYS_LOCK_KEY: i64 = 0x5741_5244_454E_0003;
 /// Advisory lock serializing policy version numbering.
 const POLICY_LOCK_KEY: i64 = 0x5741_5244_454E_0004;
+
+/// Advisory lock taken by every transaction that writes to the change feed, so that
+/// revisions commit in order.
+const CHANGES_LOCK_KEY: i64 = 0x5741_5244_454E_0005;
 
 /// Longest schema name PostgreSQL accepts (NAMEDATALEN - 1).
 const MAX_SCHEMA_LEN: usize = 63;
@@ -209,6 +214,40 @@ crate::broker::broker_methods!(PostgresStore, sqlx::Postgres, |self| None::<
     &tokio::sync::Mutex<()>,
 >);
 crate::tasks::task_methods!(PostgresStore);
+crate::changes::change_methods!(PostgresStore);
+
+/// A write transaction (PostgreSQL needs no gate: see [`SqliteStore`](crate::SqliteStore)).
+type WriteTx<'a> = (
+    Option<tokio::sync::MutexGuard<'a, ()>>,
+    sqlx::Transaction<'a, Postgres>,
+);
+
+impl PostgresStore {
+    /// A write transaction for a change the feed records.
+    pub(crate) async fn begin_write(&self) -> Result<WriteTx<'_>> {
+        Ok((None, self.pool.begin().await.map_err(db_err)?))
+    }
+
+    /// Records `changes` in the feed, in the caller's transaction. Takes the feed's advisory
+    /// lock, held until the transaction ends, so that revisions become visible in order;
+    /// callers record their changes last, just before they commit.
+    pub(crate) async fn note(
+        conn: &mut PgConnection,
+        changes: &[crate::changes::Change],
+    ) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(CHANGES_LOCK_KEY)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        let now = crate::changes::now_ms();
+        crate::changes::insert_changes!(QueryBuilder<'_, Postgres>, conn, changes, now);
+        Ok(())
+    }
+}
 crate::rebac::rebac_methods!(PostgresStore, |self| self.pool.begin());
 
 #[async_trait]
@@ -444,16 +483,19 @@ impl Store for PostgresStore {
     }
 
     async fn entry_insert(&self, row: &EntryRow) -> Result<()> {
-        insert_entry(&self.pool, row)
+        let (_gate, mut tx) = self.begin_write().await?;
+        insert_entry(&mut *tx, row)
             .await
             .map_err(common::entry_insert_err)?;
+        Self::note(&mut tx, &[Change::put(ChangeKind::Entry, &row.id)]).await?;
+        tx.commit().await.map_err(db_err)?;
         Ok(())
     }
 
     async fn entry_insert_many(&self, rows: &[EntryRow]) -> Result<Vec<EntryInsert>> {
         // One transaction: a row is checked against what is stored and against the batch's
         // earlier rows (already inserted in it), and a conflict anywhere rolls all of it back.
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let (_gate, mut tx) = self.begin_write().await?;
         let mut out = Vec::with_capacity(rows.len());
         for (index, row) in rows.iter().enumerate() {
             let stored: Option<RawEntryRow> = sqlx::query_as(&format!(
@@ -476,6 +518,14 @@ impl Store for PostgresStore {
                 .map_err(|e| common::entry_batch_insert_err(index, e))?;
             out.push(EntryInsert::Created(row.id.clone()));
         }
+        let changes: Vec<Change> = out
+            .iter()
+            .filter_map(|o| match o {
+                EntryInsert::Created(id) => Some(Change::put(ChangeKind::Entry, id)),
+                _ => None,
+            })
+            .collect();
+        Self::note(&mut tx, &changes).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(out)
     }
@@ -504,12 +554,18 @@ impl Store for PostgresStore {
     }
 
     async fn entry_delete(&self, id: &str) -> Result<bool> {
+        let (_gate, mut tx) = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM registration_entries WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        let deleted = done.rows_affected() > 0;
+        if deleted {
+            Self::note(&mut tx, &[Change::delete(ChangeKind::Entry, id)]).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(deleted)
     }
 
     async fn signing_key_insert(&self, row: &SigningKeyRow) -> Result<bool> {
@@ -666,6 +722,7 @@ impl Store for PostgresStore {
     }
 
     async fn deny_insert(&self, row: &DenyRow) -> Result<bool> {
+        let (_gate, mut tx) = self.begin_write().await?;
         let done = sqlx::query(
             "INSERT INTO denylist (kind, value, reason, created_unix_ms) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (kind, value) DO NOTHING",
@@ -674,20 +731,33 @@ impl Store for PostgresStore {
         .bind(&row.value)
         .bind(&row.reason)
         .bind(row.created_unix_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        let added = done.rows_affected() > 0;
+        if added {
+            let key = Change::pair(&row.kind, &row.value);
+            Self::note(&mut tx, &[Change::put(ChangeKind::Deny, key)]).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(added)
     }
 
     async fn deny_delete(&self, kind: &str, value: &str) -> Result<bool> {
+        let (_gate, mut tx) = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM denylist WHERE kind = $1 AND value = $2")
             .bind(kind)
             .bind(value)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        let removed = done.rows_affected() > 0;
+        if removed {
+            let key = Change::pair(kind, value);
+            Self::note(&mut tx, &[Change::delete(ChangeKind::Deny, key)]).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(removed)
     }
 
     async fn deny_list(&self) -> Result<Vec<DenyRow>> {
@@ -728,7 +798,7 @@ impl Store for PostgresStore {
         row: &PolicyVersionRow,
         expected_latest: Option<i64>,
     ) -> Result<i64> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let (_gate, mut tx) = self.begin_write().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(POLICY_LOCK_KEY)
             .execute(&mut *tx)
@@ -767,6 +837,7 @@ impl Store for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
+        Self::note(&mut tx, &[Change::put(ChangeKind::Policy, &row.package)]).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(version)
     }

@@ -19,9 +19,10 @@ use sqlx::{
 };
 
 use crate::{
-    ApiTokenRow, Backend, CheckpointRow, DenyRow, EntryInsert, EntryRow, FederationRow,
+    ApiTokenRow, Backend, ChangeKind, CheckpointRow, DenyRow, EntryInsert, EntryRow, FederationRow,
     JoinConsume, JoinTokenRow, KeyActivate, LedgerRow, PolicyVersionRow, Result, SigningKeyRow,
     Store, StoreError, TokenRevoke,
+    changes::Change,
     common::{
         self, INSERT_CHUNK_ROWS, RawCheckpointRow, RawEntryRow, RawLedgerRow, RawTokenRow, db_err,
         to_i64,
@@ -288,6 +289,37 @@ async fn one_statement_append(
 
 crate::broker::broker_methods!(SqliteStore, sqlx::Sqlite, |self| Some(&self.write_gate));
 crate::tasks::task_methods!(SqliteStore);
+crate::changes::change_methods!(SqliteStore);
+
+/// A write transaction and, while it lives, the write gate.
+type WriteTx<'a> = (
+    Option<tokio::sync::MutexGuard<'a, ()>>,
+    sqlx::Transaction<'a, Sqlite>,
+);
+
+impl SqliteStore {
+    /// A write transaction for a change the feed records: taken under the write gate, and
+    /// `IMMEDIATE` so that it holds SQLite's write lock from its start.
+    pub(crate) async fn begin_write(&self) -> Result<WriteTx<'_>> {
+        let gate = self.write_gate.lock().await;
+        let tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        Ok((Some(gate), tx))
+    }
+
+    /// Records `changes` in the feed, in the caller's transaction.
+    pub(crate) async fn note(
+        conn: &mut sqlx::SqliteConnection,
+        changes: &[crate::changes::Change],
+    ) -> Result<()> {
+        let now = crate::changes::now_ms();
+        crate::changes::insert_changes!(QueryBuilder<'_, Sqlite>, conn, changes, now);
+        Ok(())
+    }
+}
 crate::rebac::rebac_methods!(SqliteStore, |self| self.pool.begin_with("BEGIN IMMEDIATE"));
 
 #[async_trait]
@@ -549,20 +581,19 @@ impl Store for SqliteStore {
     }
 
     async fn entry_insert(&self, row: &EntryRow) -> Result<()> {
-        insert_entry(&self.pool, row)
+        let (_gate, mut tx) = self.begin_write().await?;
+        insert_entry(&mut *tx, row)
             .await
             .map_err(common::entry_insert_err)?;
+        Self::note(&mut tx, &[Change::put(ChangeKind::Entry, &row.id)]).await?;
+        tx.commit().await.map_err(db_err)?;
         Ok(())
     }
 
     async fn entry_insert_many(&self, rows: &[EntryRow]) -> Result<Vec<EntryInsert>> {
         // One transaction: a row is checked against what is stored and against the batch's
         // earlier rows (already inserted in it), and a conflict anywhere rolls all of it back.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
+        let (_gate, mut tx) = self.begin_write().await?;
         let mut out = Vec::with_capacity(rows.len());
         for (index, row) in rows.iter().enumerate() {
             let stored: Option<RawEntryRow> = sqlx::query_as(&format!(
@@ -585,6 +616,14 @@ impl Store for SqliteStore {
                 .map_err(|e| common::entry_batch_insert_err(index, e))?;
             out.push(EntryInsert::Created(row.id.clone()));
         }
+        let changes: Vec<Change> = out
+            .iter()
+            .filter_map(|o| match o {
+                EntryInsert::Created(id) => Some(Change::put(ChangeKind::Entry, id)),
+                _ => None,
+            })
+            .collect();
+        Self::note(&mut tx, &changes).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(out)
     }
@@ -613,12 +652,18 @@ impl Store for SqliteStore {
     }
 
     async fn entry_delete(&self, id: &str) -> Result<bool> {
+        let (_gate, mut tx) = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM registration_entries WHERE id = ?1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        let deleted = done.rows_affected() > 0;
+        if deleted {
+            Self::note(&mut tx, &[Change::delete(ChangeKind::Entry, id)]).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(deleted)
     }
 
     async fn signing_key_insert(&self, row: &SigningKeyRow) -> Result<bool> {
@@ -778,6 +823,7 @@ impl Store for SqliteStore {
     }
 
     async fn deny_insert(&self, row: &DenyRow) -> Result<bool> {
+        let (_gate, mut tx) = self.begin_write().await?;
         let done = sqlx::query(
             "INSERT INTO denylist (kind, value, reason, created_unix_ms) \
              VALUES (?1, ?2, ?3, ?4) ON CONFLICT (kind, value) DO NOTHING",
@@ -786,20 +832,33 @@ impl Store for SqliteStore {
         .bind(&row.value)
         .bind(&row.reason)
         .bind(row.created_unix_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        let added = done.rows_affected() > 0;
+        if added {
+            let key = Change::pair(&row.kind, &row.value);
+            Self::note(&mut tx, &[Change::put(ChangeKind::Deny, key)]).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(added)
     }
 
     async fn deny_delete(&self, kind: &str, value: &str) -> Result<bool> {
+        let (_gate, mut tx) = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM denylist WHERE kind = ?1 AND value = ?2")
             .bind(kind)
             .bind(value)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        let removed = done.rows_affected() > 0;
+        if removed {
+            let key = Change::pair(kind, value);
+            Self::note(&mut tx, &[Change::delete(ChangeKind::Deny, key)]).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(removed)
     }
 
     async fn deny_list(&self) -> Result<Vec<DenyRow>> {
@@ -840,11 +899,7 @@ impl Store for SqliteStore {
         row: &PolicyVersionRow,
         expected_latest: Option<i64>,
     ) -> Result<i64> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
+        let (_gate, mut tx) = self.begin_write().await?;
         let latest: Option<i64> =
             sqlx::query_scalar("SELECT MAX(version) FROM policy_versions WHERE package = ?1")
                 .bind(&row.package)
@@ -878,6 +933,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
+        Self::note(&mut tx, &[Change::put(ChangeKind::Policy, &row.package)]).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(version)
     }

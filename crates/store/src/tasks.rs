@@ -286,6 +286,7 @@ macro_rules! task_methods {
     #[async_trait::async_trait]
     impl crate::TaskStore for $store {
         async fn task_insert(&self, t: &crate::TaskRow) -> crate::Result<bool> {
+            let (_gate, mut tx) = self.begin_write().await?;
             let n = sqlx::query(&format!(
                 "INSERT INTO tasks ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
                  ON CONFLICT DO NOTHING",
@@ -303,10 +304,15 @@ macro_rules! task_methods {
             .bind(t.ended_ms)
             .bind(&t.end_reason)
             .bind(i64::from(t.cleaned))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_err)?
             .rows_affected();
+            if n > 0 {
+                let change = crate::changes::Change::put(crate::ChangeKind::Task, &t.id);
+                Self::note(&mut tx, &[change]).await?;
+            }
+            tx.commit().await.map_err(db_err)?;
             Ok(n > 0)
         }
 
@@ -350,6 +356,7 @@ macro_rules! task_methods {
             reason: &str,
             now_ms: i64,
         ) -> crate::Result<Option<crate::TaskRow>> {
+            let (_gate, mut tx) = self.begin_write().await?;
             let raw: Option<crate::tasks::RawTask> = sqlx::query_as(&format!(
                 "UPDATE tasks SET state = $2, end_reason = $3, ended_ms = $4 \
                  WHERE id = $1 AND state = 'open' RETURNING {}",
@@ -359,9 +366,14 @@ macro_rules! task_methods {
             .bind(state)
             .bind(reason)
             .bind(now_ms)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db_err)?;
+            if raw.is_some() {
+                let change = crate::changes::Change::put(crate::ChangeKind::Task, id);
+                Self::note(&mut tx, &[change]).await?;
+            }
+            tx.commit().await.map_err(db_err)?;
             Ok(raw.map(crate::tasks::task))
         }
 
@@ -447,6 +459,7 @@ macro_rules! task_methods {
         }
 
         async fn task_agent_put(&self, a: &crate::TaskAgentRow) -> crate::Result<bool> {
+            let (_gate, mut tx) = self.begin_write().await?;
             let n = sqlx::query(
                 "INSERT INTO task_agents (task, agent, role, assigned_ms, assigned_by) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
@@ -456,10 +469,15 @@ macro_rules! task_methods {
             .bind(&a.role)
             .bind(a.assigned_ms)
             .bind(&a.assigned_by)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_err)?
             .rows_affected();
+            if n > 0 {
+                let change = crate::changes::Change::put(crate::ChangeKind::Task, &a.task);
+                Self::note(&mut tx, &[change]).await?;
+            }
+            tx.commit().await.map_err(db_err)?;
             Ok(n > 0)
         }
 
@@ -685,6 +703,7 @@ macro_rules! task_methods {
         }
 
         async fn risk_set(&self, r: &crate::RiskRow) -> crate::Result<()> {
+            let (_gate, mut tx) = self.begin_write().await?;
             sqlx::query(
                 "INSERT INTO agent_risk (agent, score_milli, reason, set_ms, set_by) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (agent) DO UPDATE SET \
@@ -696,10 +715,62 @@ macro_rules! task_methods {
             .bind(&r.reason)
             .bind(r.set_ms)
             .bind(&r.set_by)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_err)?;
+            let change = crate::changes::Change::put(crate::ChangeKind::Risk, &r.agent);
+            Self::note(&mut tx, &[change]).await?;
+            tx.commit().await.map_err(db_err)?;
             Ok(())
+        }
+
+        async fn risk_get(&self, agent: &str) -> crate::Result<Option<crate::RiskRow>> {
+            let raw: Option<(String, i64, String, i64, String)> = sqlx::query_as(
+                "SELECT agent, score_milli, reason, set_ms, set_by FROM agent_risk WHERE agent = $1",
+            )
+            .bind(agent)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+            Ok(raw.map(|(agent, score_milli, reason, set_ms, set_by)| crate::RiskRow {
+                agent,
+                score_milli,
+                reason,
+                set_ms,
+                set_by,
+            }))
+        }
+
+        async fn task_due(&self, now_ms: i64, limit: u32) -> crate::Result<Vec<crate::TaskRow>> {
+            let raws: Vec<crate::tasks::RawTask> = sqlx::query_as(&format!(
+                "SELECT {} FROM tasks WHERE state = 'open' AND deadline_ms <= $1 \
+                 ORDER BY deadline_ms, id LIMIT $2",
+                crate::tasks::TASK_COLUMNS
+            ))
+            .bind(now_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+            Ok(raws.into_iter().map(crate::tasks::task).collect())
+        }
+
+        async fn request_due(
+            &self,
+            now_ms: i64,
+            limit: u32,
+        ) -> crate::Result<Vec<crate::GrantRequestRow>> {
+            let raws: Vec<crate::tasks::RawRequest> = sqlx::query_as(&format!(
+                "SELECT {} FROM grant_requests WHERE state = 'pending' AND expires_ms <= $1 \
+                 ORDER BY expires_ms, id LIMIT $2",
+                crate::tasks::REQUEST_COLUMNS
+            ))
+            .bind(now_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+            Ok(raws.into_iter().map(crate::tasks::request).collect())
         }
 
         async fn risk_list(&self) -> crate::Result<Vec<crate::RiskRow>> {

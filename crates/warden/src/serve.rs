@@ -395,7 +395,8 @@ async fn run(settings: Settings, _data_dir_lock: DataDirLock) -> Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let checkpointer = ledger.spawn_checkpointer(settings.checkpoint_interval, stop_rx.clone());
-    // The denylist: loaded now, re-read every second so other replicas' changes arrive.
+    // The denylist: loaded now (the TLS verifier needs it), then followed every second from
+    // the store's change feed so other replicas' changes arrive.
     let denylist = Arc::new(identity::deny::Denylist::new());
     load_denylist(&store, &denylist).await?;
     // HTTPS, optionally mutual: agents may present their X.509-SVID instead of a token.
@@ -408,22 +409,6 @@ async fn run(settings: Settings, _data_dir_lock: DataDirLock) -> Result<()> {
             ))
         })?)),
         None => None,
-    };
-    let refresher = {
-        let (store, denylist, mut stop) =
-            (Arc::clone(&store), Arc::clone(&denylist), stop_rx.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-                if let Err(e) = load_denylist(&store, &denylist).await {
-                    tracing::error!(error = %e, "cannot refresh the denylist; keeping the last one");
-                }
-            }
-        })
     };
     // Keys and federated bundles: re-read every second (rotation by another replica or an
     // operator), rotated on schedule, federated bundles refreshed when due.
@@ -444,6 +429,17 @@ async fn run(settings: Settings, _data_dir_lock: DataDirLock) -> Result<()> {
         let scheme = if tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{local}")
     });
+    let state = Arc::new(
+        server::AppState::new(
+            Arc::clone(&store),
+            ledger.clone(),
+            Arc::clone(&authority),
+            Arc::clone(&denylist),
+        )
+        .with_issuer(issuer.clone())
+        .with_broker(settings.broker.clone())
+        .with_limits(settings.limits.clone()),
+    );
     let workload = workload::api::WorkloadApi::new(
         trust_domain.clone(),
         Arc::clone(&store),
@@ -452,7 +448,8 @@ async fn run(settings: Settings, _data_dir_lock: DataDirLock) -> Result<()> {
         Arc::clone(&denylist),
         stop_rx.clone(),
     )
-    .with_issuer(issuer.clone())
+    .with_registry(state.registry())
+    .with_issuer(issuer)
     .with_call_limit(workload::api::CallLimit {
         per_sec: settings.limits.workload_calls_per_uid.per_sec,
         burst: settings.limits.workload_calls_per_uid.burst,
@@ -463,14 +460,9 @@ async fn run(settings: Settings, _data_dir_lock: DataDirLock) -> Result<()> {
         "workload api on unix://{}",
         settings.workload_socket.display()
     ));
-    let state = Arc::new(
-        server::AppState::new(Arc::clone(&store), ledger.clone(), authority, denylist)
-            .with_issuer(issuer)
-            .with_broker(settings.broker.clone())
-            .with_limits(settings.limits.clone()),
-    );
-    // Policy packages, agent metadata and relationship stores: loaded now, re-read every second
-    // (expired relationship tuples purged every minute).
+    // Policy packages, registration entries, holds, tasks, risk scores and relationship
+    // stores: loaded now, then brought up to the store's change feed every second (the feed's
+    // old rows and expired relationship tuples purged every minute).
     state
         .refresh_policies()
         .await
@@ -479,6 +471,21 @@ async fn run(settings: Settings, _data_dir_lock: DataDirLock) -> Result<()> {
         .sweep_leases()
         .await
         .context("loading lease revocations")?;
+    let refresher = {
+        let (state, mut stop) = (Arc::clone(&state), stop_rx.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                if let Err(e) = state.refresh_denylist().await {
+                    tracing::error!(error = %e, "cannot refresh the denylist; keeping the last one");
+                }
+            }
+        })
+    };
     let policy_task = {
         let (state, mut stop) = (Arc::clone(&state), stop_rx.clone());
         tokio::spawn(async move {
@@ -494,6 +501,9 @@ async fn run(settings: Settings, _data_dir_lock: DataDirLock) -> Result<()> {
                 }
                 ticks += 1;
                 if ticks % 60 == 0 {
+                    if let Err(e) = state.prune_changes().await {
+                        tracing::error!(error = %e, "cannot prune the change feed");
+                    }
                     match state.purge_expired_relations().await {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(tuples = n, "expired relationship tuples purged"),

@@ -15,15 +15,16 @@
 use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
 
 use identity::{
-    Selector, SpiffeId, TrustDomain,
+    SpiffeId, TrustDomain,
     deny::{DenyKind, Denylist},
     jwt::JwtSvidClaims,
-    matches,
     trust::{Keyring, Trust},
 };
 use ledger::{Ledger, NewEvent, OcsfClass, Outcome};
 use rand::RngCore;
 use store::{EntryRow, Store};
+
+use crate::registry::Registry;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response};
@@ -69,7 +70,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 /// What the Workload API needs from the rest of Warden.
 pub struct WorkloadApi {
     trust_domain: TrustDomain,
-    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
     ledger: Ledger,
     keyring: Arc<Keyring>,
     attestor: Arc<Attestor>,
@@ -127,7 +128,7 @@ impl WorkloadApi {
             issuer: None,
             validator: identity::jwt::Validator::new(),
             trust_domain,
-            store,
+            registry: Arc::new(Registry::new(store)),
             ledger,
             keyring,
             attestor: Arc::new(Attestor::new()),
@@ -174,6 +175,13 @@ impl WorkloadApi {
     /// `/.well-known/openid-configuration` publishes the key).
     pub fn with_issuer(mut self, issuer: impl Into<String>) -> Self {
         self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// Matches callers against `registry` (shared with the server, which keeps it current
+    /// after its own writes) instead of one of its own over the same store.
+    pub fn with_registry(mut self, registry: Arc<Registry>) -> Self {
+        self.registry = registry;
         self
     }
 }
@@ -334,20 +342,16 @@ async fn entitlement(api: &Inner, caller: &Caller) -> Result<Entitlement, Status
     .map_err(|_| Status::internal("attestation failed"))?
     .map_err(|e| Status::permission_denied(format!("caller could not be attested: {e}")))?;
     let selectors = att.selectors();
-    let entries = api
-        .store
-        .entry_list()
+    // Entries changed since the last call (here or on another server) are applied first:
+    // one indexed query when nothing changed.
+    api.registry
+        .sync()
         .await
         .map_err(|_| Status::unavailable("the store is unavailable"))?;
+    let entries = api.registry.matching(&selectors);
     let mut granted = Vec::new();
     let mut barred = Vec::new();
     for entry in entries {
-        let required: Result<Vec<Selector>, _> =
-            entry.selectors.split('\n').map(Selector::parse).collect();
-        let Ok(required) = required else { continue };
-        if !matches(&required, &selectors) {
-            continue;
-        }
         if let Ok(id) = SpiffeId::parse(&entry.spiffe_id) {
             // A denied identity is not issued, whatever its entry says.
             match Barred::of(&api.denylist, &id) {
@@ -363,7 +367,7 @@ async fn entitlement(api: &Inner, caller: &Caller) -> Result<Entitlement, Status
 #[derive(Clone)]
 struct Inner {
     denylist: Arc<Denylist>,
-    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
     ledger: Ledger,
     keyring: Arc<Keyring>,
     attestor: Arc<Attestor>,
@@ -373,7 +377,7 @@ impl WorkloadApi {
     fn inner(&self) -> Inner {
         Inner {
             denylist: Arc::clone(&self.denylist),
-            store: Arc::clone(&self.store),
+            registry: Arc::clone(&self.registry),
             ledger: self.ledger.clone(),
             keyring: Arc::clone(&self.keyring),
             attestor: Arc::clone(&self.attestor),

@@ -8,5 +8,6 @@
 pub mod api;
 pub mod attest;
 pub mod front;
+pub mod registry;
 
 pub use attest::{AttestError, Attestation, Attestor, ExeSample};
