@@ -2072,19 +2072,13 @@ async fn tasks_grants_requests_risk(store: Arc<dyn Store>) {
         vec![g.clone()]
     );
 
-    // Deadline: the sweeper lists open tasks, ends those past their deadline (T2, not T1);
-    // ending is once only.
-    let due: Vec<TaskRow> = store
-        .task_list(Some("open"), None, 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|t| t.deadline_ms <= 6_000)
-        .collect();
-    assert_eq!(
-        due.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
-        ["T2"]
-    );
+    // Deadline: the sweeper asks for the open tasks past their deadline (T2, not T1), earliest
+    // first, at most `limit`; ending is once only.
+    let ids = |tasks: Vec<TaskRow>| tasks.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.task_due(6_000, 10).await.unwrap()), ["T2"]);
+    assert_eq!(ids(store.task_due(20_000, 10).await.unwrap()), ["T2", "T1"]);
+    assert_eq!(ids(store.task_due(20_000, 1).await.unwrap()), ["T2"]);
+    assert!(store.task_due(4_999, 10).await.unwrap().is_empty());
     let expired = store
         .task_end("T2", "expired", "deadline passed", 6_000)
         .await
@@ -2161,17 +2155,12 @@ async fn tasks_grants_requests_risk(store: Arc<dyn Store>) {
         2
     );
     // Timeout: pending requests past their time are decided `expired` (r2, not r1).
-    let due: Vec<GrantRequestRow> = store
-        .request_list(Some("pending"), 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.expires_ms <= 1_000)
-        .collect();
+    let due = store.request_due(1_000, 10).await.unwrap();
     assert_eq!(
         due.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
         ["r2"]
     );
+    assert_eq!(store.request_due(9_000, 10).await.unwrap().len(), 2);
     assert!(
         store
             .request_decide("r2", "expired", "timeout", "no approver", 1_000, None)
@@ -2219,6 +2208,9 @@ async fn tasks_grants_requests_risk(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(store.risk_list().await.unwrap()[0].score_milli, 200);
+    let one = store.risk_get(&a.agent).await.unwrap().unwrap();
+    assert_eq!((one.score_milli, one.reason.as_str()), (200, "odd pushes"));
+    assert!(store.risk_get("spiffe://t/other").await.unwrap().is_none());
     assert!(
         store
             .risk_set(&RiskRow {
@@ -2227,6 +2219,10 @@ async fn tasks_grants_requests_risk(store: Arc<dyn Store>) {
             })
             .await
             .is_err()
+    );
+    assert_eq!(
+        store.risk_get(&a.agent).await.unwrap().unwrap().score_milli,
+        200
     );
 }
 
