@@ -294,13 +294,113 @@ pub(crate) fn entry_batch_outcome(
     }
 }
 
-/// [`entry_insert_err`] for row `index` of a batch.
-pub(crate) fn entry_batch_insert_err(index: usize, err: sqlx::Error) -> StoreError {
-    match entry_insert_err(err) {
-        StoreError::Conflict(m) => StoreError::Conflict(format!("entry {index}: {m}")),
-        other => other,
+/// The outcome of each row of a batch insert, given the stored entries that share a SPIFFE ID
+/// with the batch and the batch's ids already taken: `Created` for a row to insert,
+/// `Existing` for one registered already exactly so (by an earlier row of the batch too), a
+/// conflict naming the first row that differs from what is registered or whose id is taken.
+pub(crate) fn plan_entry_batch(
+    rows: &[EntryRow],
+    stored: Vec<EntryRow>,
+    mut taken: std::collections::HashSet<String>,
+) -> Result<Vec<EntryInsert>, StoreError> {
+    let mut known: std::collections::HashMap<(String, String), EntryRow> = stored
+        .into_iter()
+        .map(|e| ((e.spiffe_id.clone(), e.selectors.clone()), e))
+        .collect();
+    let mut out = Vec::with_capacity(rows.len());
+    for (index, row) in rows.iter().enumerate() {
+        let key = (row.spiffe_id.clone(), row.selectors.clone());
+        match entry_batch_outcome(index, row, known.get(&key).cloned())? {
+            Some(existing) => out.push(existing),
+            None if !taken.insert(row.id.clone()) => {
+                return Err(StoreError::Conflict(format!(
+                    "entry {index}: an entry with this id, or with this SPIFFE ID and these \
+                     selectors, already exists"
+                )));
+            }
+            None => {
+                out.push(EntryInsert::Created(row.id.clone()));
+                known.insert(key, row.clone());
+            }
+        }
     }
+    Ok(out)
 }
+
+/// Inserts a batch's planned rows (see [`plan_entry_batch`]) on `$conn` with query builder
+/// `$qb`, and reads the stored entries sharing their SPIFFE IDs first; evaluates to the plan.
+macro_rules! insert_entry_batch {
+    ($qb:ty, $conn:expr, $rows:expr) => {{
+        let rows: &[EntryRow] = $rows;
+        let mut ids: Vec<&str> = rows.iter().map(|r| r.spiffe_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut stored = Vec::new();
+        for chunk in ids.chunks(500) {
+            let mut qb = <$qb>::new(format!(
+                "SELECT {} FROM registration_entries WHERE spiffe_id IN (",
+                common::ENTRY_COLUMNS
+            ));
+            let mut list = qb.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            qb.push(")");
+            let raws: Vec<RawEntryRow> = qb
+                .build_query_as()
+                .fetch_all(&mut *$conn)
+                .await
+                .map_err(db_err)?;
+            stored.extend(raws.into_iter().map(common::entry_row));
+        }
+        let mut taken = std::collections::HashSet::new();
+        let own: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        for chunk in own.chunks(500) {
+            let mut qb = <$qb>::new("SELECT id FROM registration_entries WHERE id IN (");
+            let mut list = qb.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            qb.push(")");
+            let found: Vec<(String,)> = qb
+                .build_query_as()
+                .fetch_all(&mut *$conn)
+                .await
+                .map_err(db_err)?;
+            taken.extend(found.into_iter().map(|(id,)| id));
+        }
+        let plan = common::plan_entry_batch(rows, stored, taken)?;
+        let new: Vec<&EntryRow> = rows
+            .iter()
+            .zip(&plan)
+            .filter(|(_, p)| matches!(p, EntryInsert::Created(_)))
+            .map(|(r, _)| r)
+            .collect();
+        for chunk in new.chunks(100) {
+            let mut qb = <$qb>::new(format!(
+                "INSERT INTO registration_entries ({}) ",
+                common::ENTRY_COLUMNS
+            ));
+            qb.push_values(chunk, |mut b, row| {
+                b.push_bind(row.id.as_str())
+                    .push_bind(row.spiffe_id.as_str())
+                    .push_bind(row.selectors.as_str())
+                    .push_bind(row.x509_ttl_secs)
+                    .push_bind(row.jwt_ttl_secs)
+                    .push_bind(row.agent_kind.as_deref())
+                    .push_bind(row.owner.as_deref())
+                    .push_bind(row.description.as_deref())
+                    .push_bind(row.created_unix_ms);
+            });
+            qb.build()
+                .execute(&mut *$conn)
+                .await
+                .map_err(common::entry_insert_err)?;
+        }
+        plan
+    }};
+}
+pub(crate) use insert_entry_batch;
 
 /// Raw signing key row, in [`SIGNING_KEY_COLUMNS`] order.
 pub(crate) type RawSigningKeyRow = (

@@ -516,7 +516,9 @@ pub trait Store:
     ) -> Result<TokenRevoke>;
 
     /// Stores a registration entry. Fails with [`StoreError::Conflict`] if the id is taken or
-    /// an entry with the same SPIFFE ID and selectors exists.
+    /// an entry with the same SPIFFE ID and selectors exists. On SQLite the commit is made
+    /// durable by the next ledger append (the caller records the registration next and
+    /// answers only once that is durable); the same holds for [`Store::entry_insert_many`].
     async fn entry_insert(&self, row: &EntryRow) -> Result<()>;
 
     /// Stores many registration entries in one transaction: all of them, or none. A row equal
@@ -532,6 +534,8 @@ pub trait Store:
 
     /// All entries, oldest first.
     async fn entry_list(&self) -> Result<Vec<EntryRow>>;
+    /// The entries among `ids` that exist, in no particular order.
+    async fn entry_get_many(&self, ids: &[String]) -> Result<Vec<EntryRow>>;
 
     /// Deletes an entry. Returns whether it existed.
     async fn entry_delete(&self, id: &str) -> Result<bool>;

@@ -493,31 +493,10 @@ impl Store for PostgresStore {
     }
 
     async fn entry_insert_many(&self, rows: &[EntryRow]) -> Result<Vec<EntryInsert>> {
-        // One transaction: a row is checked against what is stored and against the batch's
-        // earlier rows (already inserted in it), and a conflict anywhere rolls all of it back.
+        // One transaction: each row is checked against what is stored and against the batch's
+        // earlier rows, and a conflict anywhere rolls all of it back.
         let (_gate, mut tx) = self.begin_write().await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for (index, row) in rows.iter().enumerate() {
-            let stored: Option<RawEntryRow> = sqlx::query_as(&format!(
-                "SELECT {} FROM registration_entries WHERE spiffe_id = $1 AND selectors = $2",
-                common::ENTRY_COLUMNS
-            ))
-            .bind(&row.spiffe_id)
-            .bind(&row.selectors)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?;
-            if let Some(existing) =
-                common::entry_batch_outcome(index, row, stored.map(common::entry_row))?
-            {
-                out.push(existing);
-                continue;
-            }
-            insert_entry(&mut *tx, row)
-                .await
-                .map_err(|e| common::entry_batch_insert_err(index, e))?;
-            out.push(EntryInsert::Created(row.id.clone()));
-        }
+        let out = common::insert_entry_batch!(QueryBuilder<'_, Postgres>, tx, rows);
         let changes: Vec<Change> = out
             .iter()
             .filter_map(|o| match o {
@@ -540,6 +519,28 @@ impl Store for PostgresStore {
         .await
         .map_err(db_err)?;
         Ok(raw.map(common::entry_row))
+    }
+
+    async fn entry_get_many(&self, ids: &[String]) -> Result<Vec<EntryRow>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let mut qb = QueryBuilder::<Postgres>::new(format!(
+                "SELECT {} FROM registration_entries WHERE id IN (",
+                common::ENTRY_COLUMNS
+            ));
+            let mut list = qb.separated(", ");
+            for id in chunk {
+                list.push_bind(id.as_str());
+            }
+            qb.push(")");
+            let raws: Vec<RawEntryRow> = qb
+                .build_query_as()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+            out.extend(raws.into_iter().map(common::entry_row));
+        }
+        Ok(out)
     }
 
     async fn entry_list(&self) -> Result<Vec<EntryRow>> {

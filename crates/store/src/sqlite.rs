@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use sqlx::{
     QueryBuilder, Sqlite, SqlitePool,
     migrate::Migrator,
+    pool::PoolConnection,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
@@ -310,6 +311,33 @@ impl SqliteStore {
         Ok((Some(gate), tx))
     }
 
+    /// A connection, under the write gate, that commits with `synchronous = NORMAL`: its
+    /// commit reaches the write-ahead log but is not synced by itself. It is durable once the
+    /// WAL is next synced — by the ledger's next append, which the registration handlers make
+    /// right after and wait for before they answer, so a registration is durable before it
+    /// is acknowledged, and concurrent registrations share the ledger's syncs instead of
+    /// paying one each. Hand it back to [`SqliteStore::resync`].
+    async fn unsynced(&self) -> Result<(tokio::sync::MutexGuard<'_, ()>, PoolConnection<Sqlite>)> {
+        let gate = self.write_gate.lock().await;
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        Ok((gate, conn))
+    }
+
+    /// Sets a connection from [`SqliteStore::unsynced`] back to `FULL`; closes it instead when
+    /// that fails or when its work failed half-way.
+    async fn resync(mut conn: PoolConnection<Sqlite>, ok: bool) {
+        let restored = sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await;
+        if !ok || restored.is_err() {
+            conn.close_on_drop();
+        }
+    }
+
     /// Records `changes` in the feed, in the caller's transaction.
     pub(crate) async fn note(
         conn: &mut sqlx::SqliteConnection,
@@ -581,51 +609,45 @@ impl Store for SqliteStore {
     }
 
     async fn entry_insert(&self, row: &EntryRow) -> Result<()> {
-        let (_gate, mut tx) = self.begin_write().await?;
-        insert_entry(&mut *tx, row)
-            .await
-            .map_err(common::entry_insert_err)?;
-        Self::note(&mut tx, &[Change::put(ChangeKind::Entry, &row.id)]).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(())
+        let (_gate, mut conn) = self.unsynced().await?;
+        let result = async {
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
+                .await
+                .map_err(db_err)?;
+            insert_entry(&mut *tx, row)
+                .await
+                .map_err(common::entry_insert_err)?;
+            Self::note(&mut tx, &[Change::put(ChangeKind::Entry, &row.id)]).await?;
+            tx.commit().await.map_err(db_err)
+        }
+        .await;
+        Self::resync(conn, result.is_ok()).await;
+        result
     }
 
     async fn entry_insert_many(&self, rows: &[EntryRow]) -> Result<Vec<EntryInsert>> {
-        // One transaction: a row is checked against what is stored and against the batch's
-        // earlier rows (already inserted in it), and a conflict anywhere rolls all of it back.
-        let (_gate, mut tx) = self.begin_write().await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for (index, row) in rows.iter().enumerate() {
-            let stored: Option<RawEntryRow> = sqlx::query_as(&format!(
-                "SELECT {} FROM registration_entries WHERE spiffe_id = ?1 AND selectors = ?2",
-                common::ENTRY_COLUMNS
-            ))
-            .bind(&row.spiffe_id)
-            .bind(&row.selectors)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?;
-            if let Some(existing) =
-                common::entry_batch_outcome(index, row, stored.map(common::entry_row))?
-            {
-                out.push(existing);
-                continue;
-            }
-            insert_entry(&mut *tx, row)
+        // One transaction: each row is checked against what is stored and against the batch's
+        // earlier rows, and a conflict anywhere rolls all of it back.
+        let (_gate, mut conn) = self.unsynced().await?;
+        let result = async {
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
                 .await
-                .map_err(|e| common::entry_batch_insert_err(index, e))?;
-            out.push(EntryInsert::Created(row.id.clone()));
+                .map_err(db_err)?;
+            let out = common::insert_entry_batch!(QueryBuilder<'_, Sqlite>, tx, rows);
+            let changes: Vec<Change> = out
+                .iter()
+                .filter_map(|o| match o {
+                    EntryInsert::Created(id) => Some(Change::put(ChangeKind::Entry, id)),
+                    EntryInsert::Existing(_) => None,
+                })
+                .collect();
+            Self::note(&mut tx, &changes).await?;
+            tx.commit().await.map_err(db_err)?;
+            Ok(out)
         }
-        let changes: Vec<Change> = out
-            .iter()
-            .filter_map(|o| match o {
-                EntryInsert::Created(id) => Some(Change::put(ChangeKind::Entry, id)),
-                _ => None,
-            })
-            .collect();
-        Self::note(&mut tx, &changes).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(out)
+        .await;
+        Self::resync(conn, result.is_ok()).await;
+        result
     }
 
     async fn entry_get(&self, id: &str) -> Result<Option<EntryRow>> {
@@ -638,6 +660,28 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err)?;
         Ok(raw.map(common::entry_row))
+    }
+
+    async fn entry_get_many(&self, ids: &[String]) -> Result<Vec<EntryRow>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let mut qb = QueryBuilder::<Sqlite>::new(format!(
+                "SELECT {} FROM registration_entries WHERE id IN (",
+                common::ENTRY_COLUMNS
+            ));
+            let mut list = qb.separated(", ");
+            for id in chunk {
+                list.push_bind(id.as_str());
+            }
+            qb.push(")");
+            let raws: Vec<RawEntryRow> = qb
+                .build_query_as()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+            out.extend(raws.into_iter().map(common::entry_row));
+        }
+        Ok(out)
     }
 
     async fn entry_list(&self) -> Result<Vec<EntryRow>> {
@@ -1115,6 +1159,43 @@ mod tests {
         let store = SqliteStore::open(&shared).await.unwrap();
         assert!(store.ledger_leaf_hashes(0, 10).await.unwrap().is_empty());
         assert_eq!(mode(&shared), 0o640);
+    }
+
+    /// Registrations commit without their own sync, on a connection that goes back to the
+    /// pool with `synchronous = FULL` again, whether the write succeeded or failed.
+    #[tokio::test]
+    async fn registrations_leave_every_connection_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("r.db")).await.unwrap();
+        let row = |id: &str, uid: u32| EntryRow {
+            id: id.into(),
+            spiffe_id: format!("spiffe://t/{id}"),
+            selectors: format!("unix:uid:{uid}"),
+            x509_ttl_secs: None,
+            jwt_ttl_secs: None,
+            agent_kind: None,
+            owner: None,
+            description: None,
+            created_unix_ms: 1,
+        };
+        store.entry_insert(&row("a", 1)).await.unwrap();
+        assert!(store.entry_insert(&row("a", 2)).await.is_err(), "id taken");
+        store
+            .entry_insert_many(&[row("b", 3), row("c", 4)])
+            .await
+            .unwrap();
+        assert!(store.entry_insert_many(&[row("a", 5)]).await.is_err());
+        assert_eq!(store.entry_list().await.unwrap().len(), 3);
+        let mut held = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            let mut conn = store.pool.acquire().await.unwrap();
+            let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(synchronous, 2, "synchronous = FULL");
+            held.push(conn);
+        }
     }
 
     #[tokio::test]

@@ -264,20 +264,25 @@ impl Registry {
             for row in &page.rows {
                 latest.insert(row.key.as_str(), row.op);
             }
-            let mut rows = Vec::with_capacity(latest.len());
-            for (id, op) in &latest {
-                let row = match op {
-                    ChangeOp::Put => self.store.entry_get(id).await?,
-                    ChangeOp::Delete => None,
-                };
-                rows.push(((*id).to_owned(), row));
-            }
+            let put: Vec<String> = latest
+                .iter()
+                .filter(|(_, op)| **op == ChangeOp::Put)
+                .map(|(id, _)| (*id).to_owned())
+                .collect();
+            let mut rows: HashMap<String, EntryRow> = self
+                .store
+                .entry_get_many(&put)
+                .await?
+                .into_iter()
+                .map(|row| (row.id.clone(), row))
+                .collect();
             {
                 let mut index = self.write();
-                for (id, row) in rows {
-                    match row {
+                for id in latest.keys() {
+                    // Deleted, or put and deleted again since: gone either way.
+                    match rows.remove(*id) {
                         Some(row) => index.insert(row),
-                        None => index.remove(&id),
+                        None => index.remove(id),
                     }
                 }
             }
