@@ -89,10 +89,16 @@ pub(crate) enum BenchCmd {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// The control plane at 100,000 agents: real `warden serve` processes registering agents
+    /// one by one and in bulk, with open tasks and relationship tuples; idle CPU, memory,
+    /// decision and SVID-fetch latency against a 10-agent install, and start-up time, each
+    /// with its target
+    Agents(crate::bench_agents::AgentsArgs),
 }
 
-pub(crate) async fn run(cmd: BenchCmd) -> Result<()> {
+pub(crate) async fn run(cmd: BenchCmd, out: crate::output::Out) -> Result<()> {
     match cmd {
+        BenchCmd::Agents(args) => crate::bench_agents::run(args, out).await,
         BenchCmd::LedgerAppend {
             writers,
             entries,

@@ -15,6 +15,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod agent_cli;
 mod bench;
+mod bench_agents;
 mod bench_broker;
 mod broker_cli;
 mod client;
@@ -374,7 +375,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             task_cli::risk(&client::Client::new(&client)?, out, cmd).await?;
         }
         Command::Git(cmd) => return git_cli::git(out, cmd).await,
-        Command::Bench(cmd) => bench::run(cmd).await?,
+        Command::Bench(cmd) => bench::run(cmd, out).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
