@@ -201,6 +201,35 @@ impl AppState {
             .await
     }
 
+    /// Loads what decisions depend on at start — as [`AppState::refresh_policies`], one
+    /// part after another — and logs how long each part took (`start-up:` lines), so an
+    /// operator sees where a slow start goes.
+    pub async fn load(&self) -> Result<(), store::StoreError> {
+        let timed = std::time::Instant::now();
+        self.refresh_packages().await?;
+        let ms = |t: std::time::Instant| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
+        tracing::info!(ms = ms(timed), "start-up: policy packages loaded");
+        let timed = std::time::Instant::now();
+        self.registry.sync().await?;
+        let entries = self.registry.stats().entries;
+        tracing::info!(
+            entries,
+            ms = ms(timed),
+            "start-up: registration entries loaded"
+        );
+        let timed = std::time::Instant::now();
+        self.refresh_holds().await?;
+        self.refresh_tasks().await?;
+        tracing::info!(
+            ms = ms(timed),
+            "start-up: holds, open tasks and risk scores loaded"
+        );
+        let timed = std::time::Instant::now();
+        self.relations.refresh(self.store.as_ref()).await?;
+        tracing::info!(ms = ms(timed), "start-up: relationship stores loaded");
+        Ok(())
+    }
+
     /// Re-reads the policy packages when the change feed says one was pushed (or the first
     /// time): packages are few, and only a new version is compiled.
     async fn refresh_packages(&self) -> Result<(), store::StoreError> {
@@ -260,11 +289,15 @@ impl AppState {
     /// relationship stores (models and tuple changes). Called at start and every second
     /// (replicas follow).
     pub async fn refresh_policies(&self) -> Result<(), store::StoreError> {
-        self.refresh_packages().await?;
-        self.registry.sync().await?;
-        self.refresh_holds().await?;
-        self.refresh_tasks().await?;
-        self.relations.refresh(self.store.as_ref()).await
+        // The relationship graphs (the longest to load at start) alongside the rest.
+        let rest = async {
+            self.refresh_packages().await?;
+            self.registry.sync().await?;
+            self.refresh_holds().await?;
+            self.refresh_tasks().await
+        };
+        let (rest, relations) = tokio::join!(rest, self.relations.refresh(self.store.as_ref()));
+        rest.and(relations)
     }
 }
 

@@ -118,9 +118,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT)
-            // 16 MiB of page cache per connection (SQLite's default is 2 MiB): the ledger,
-            // leases and tuples are read back hot.
-            .pragma("cache_size", "-16384")
+            // 4 MiB of page cache per pooled connection (SQLite's default is 2 MiB): leases,
+            // tokens and tasks are read back hot; large reads (entries, tuples at start) are
+            // sequential and gain nothing from more.
+            .pragma("cache_size", "-4096")
             // No connection copies the WAL back at its own commit: the checkpoint task does
             // (`sqlite_wal`).
             .pragma("wal_autocheckpoint", "0");
@@ -148,6 +149,8 @@ impl SqliteStore {
         let appender = sqlx::Connection::connect_with(
             &options
                 .clone()
+                // 16 MiB of page cache: the ledger's right edge is written back hot.
+                .pragma("cache_size", "-16384")
                 .pragma("temp_store", "memory")
                 .synchronous(SqliteSynchronous::Normal),
         )

@@ -329,6 +329,8 @@ async fn load_denylist(
 /// Serves with `settings`, holding the data directory's lock until it returns.
 async fn run(settings: Settings, _data_dir_lock: DataDirLock) -> Result<()> {
     init_tracing(&settings)?;
+    let started = std::time::Instant::now();
+    let ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let (signer, hmac) = keys::load(&settings.data_dir)?;
     let store = store::open(&settings.database_url)
         .await
@@ -356,6 +358,11 @@ async fn run(settings: Settings, _data_dir_lock: DataDirLock) -> Result<()> {
     )
     .await
     .context("opening the audit ledger")?;
+    tracing::info!(
+        entries = ledger.size(),
+        since_start_ms = ms(),
+        "start-up: ledger opened"
+    );
 
     // Identity keys: created by `init` (or here, for a data directory made before they
     // existed), sealed under the key-encryption key.
@@ -463,14 +470,19 @@ async fn run(settings: Settings, _data_dir_lock: DataDirLock) -> Result<()> {
     // Policy packages, registration entries, holds, tasks, risk scores and relationship
     // stores: loaded now, then brought up to the store's change feed every second (the feed's
     // old rows and expired relationship tuples purged every minute).
+    tracing::info!(
+        since_start_ms = ms(),
+        "start-up: keys and workload api ready"
+    );
     state
-        .refresh_policies()
+        .load()
         .await
         .context("loading the policy packages and relationship stores")?;
     state
         .sweep_leases()
         .await
         .context("loading lease revocations")?;
+    tracing::info!(since_start_ms = ms(), "start-up: done");
     let refresher = {
         let (state, mut stop) = (Arc::clone(&state), stop_rx.clone());
         tokio::spawn(async move {

@@ -9,7 +9,7 @@
 //! once, and only entries that share a selector with the caller are examined.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     sync::{
         Arc, RwLock,
         atomic::{AtomicU64, Ordering},
@@ -36,8 +36,8 @@ struct Index {
     entries: HashMap<String, Arc<Filed>>,
     /// Entry ids by the selector they are filed under.
     buckets: HashMap<Selector, HashSet<String>>,
-    /// `(created, entry id)` of each SPIFFE ID's entries, oldest first.
-    by_spiffe_id: HashMap<String, BTreeSet<(i64, String)>>,
+    /// `(created, entry id)` of each SPIFFE ID's entries, oldest first (most have one).
+    by_spiffe_id: HashMap<String, Vec<(i64, String)>>,
     /// For each owner, how many entries name each of its SPIFFE IDs.
     by_owner: HashMap<String, HashMap<String, usize>>,
 }
@@ -63,10 +63,11 @@ impl Index {
                 .or_default()
                 .insert(row.id.clone());
         }
-        self.by_spiffe_id
-            .entry(row.spiffe_id.clone())
-            .or_default()
-            .insert((row.created_unix_ms, row.id.clone()));
+        let of_id = self.by_spiffe_id.entry(row.spiffe_id.clone()).or_default();
+        let at = (row.created_unix_ms, row.id.clone());
+        if let Err(i) = of_id.binary_search(&at) {
+            of_id.insert(i, at);
+        }
         if let Some(owner) = &row.owner {
             *self
                 .by_owner
@@ -99,7 +100,7 @@ impl Index {
         }
         let row = &filed.row;
         if let Some(set) = self.by_spiffe_id.get_mut(&row.spiffe_id) {
-            set.remove(&(row.created_unix_ms, row.id.clone()));
+            set.retain(|(_, id)| *id != row.id);
             if set.is_empty() {
                 self.by_spiffe_id.remove(&row.spiffe_id);
             }
