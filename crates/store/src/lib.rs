@@ -516,11 +516,9 @@ pub trait Store:
     ) -> Result<TokenRevoke>;
 
     /// Stores a registration entry. Fails with [`StoreError::Conflict`] if the id is taken or
-    /// an entry with the same SPIFFE ID and selectors exists. The commit does not wait for
-    /// its own sync (SQLite: `synchronous = NORMAL`; PostgreSQL: `synchronous_commit = off`):
-    /// it is made durable by the next ledger append, later in the same write-ahead log (the
-    /// caller records the registration next and answers only once that is durable). The same
-    /// holds for [`Store::entry_insert_many`].
+    /// an entry with the same SPIFFE ID and selectors exists. On SQLite the commit is made
+    /// durable by the next ledger append (the caller records the registration next and
+    /// answers only once that is durable); the same holds for [`Store::entry_insert_many`].
     async fn entry_insert(&self, row: &EntryRow) -> Result<()>;
 
     /// Stores many registration entries in one transaction: all of them, or none. A row equal

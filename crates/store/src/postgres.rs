@@ -228,20 +228,6 @@ impl PostgresStore {
         Ok((None, self.pool.begin().await.map_err(db_err)?))
     }
 
-    /// A write transaction whose commit does not wait for the WAL flush
-    /// (`synchronous_commit = off`, for this transaction only). It is durable once the WAL is
-    /// next flushed past it — at the ledger's next append, a synchronous commit later in the
-    /// same WAL, which the registration handlers make right after and wait for before they
-    /// answer; so concurrent registrations share the ledger's flushes.
-    pub(crate) async fn begin_unsynced(&self) -> Result<WriteTx<'_>> {
-        let (gate, mut tx) = self.begin_write().await?;
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        Ok((gate, tx))
-    }
-
     /// Records `changes` in the feed, in the caller's transaction. Takes the feed's advisory
     /// lock, held until the transaction ends, so that revisions become visible in order;
     /// callers record their changes last, just before they commit.
@@ -497,7 +483,7 @@ impl Store for PostgresStore {
     }
 
     async fn entry_insert(&self, row: &EntryRow) -> Result<()> {
-        let (_gate, mut tx) = self.begin_unsynced().await?;
+        let (_gate, mut tx) = self.begin_write().await?;
         insert_entry(&mut *tx, row)
             .await
             .map_err(common::entry_insert_err)?;
@@ -509,7 +495,7 @@ impl Store for PostgresStore {
     async fn entry_insert_many(&self, rows: &[EntryRow]) -> Result<Vec<EntryInsert>> {
         // One transaction: each row is checked against what is stored and against the batch's
         // earlier rows, and a conflict anywhere rolls all of it back.
-        let (_gate, mut tx) = self.begin_unsynced().await?;
+        let (_gate, mut tx) = self.begin_write().await?;
         let out = common::insert_entry_batch!(QueryBuilder<'_, Postgres>, tx, rows);
         let changes: Vec<Change> = out
             .iter()
