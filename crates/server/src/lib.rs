@@ -289,7 +289,7 @@ impl AppState {
     /// relationship stores (models and tuple changes). Called at start and every second
     /// (replicas follow).
     pub async fn refresh_policies(&self) -> Result<(), store::StoreError> {
-        // The relationship graphs (the longest to load at start) alongside the rest.
+        // The relationship stores follow their own change feeds, alongside the rest.
         let rest = async {
             self.refresh_packages().await?;
             self.registry.sync().await?;
