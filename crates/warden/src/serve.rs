@@ -308,24 +308,6 @@ fn bind_workload_socket(path: &std::path::Path) -> Result<tokio::net::UnixListen
         .with_context(|| format!("binding the workload api socket {}", path.display()))
 }
 
-/// Reads the denylist from the store into `denylist` (entries that no longer parse are
-/// skipped with a warning rather than dropping the whole list).
-async fn load_denylist(
-    store: &Arc<dyn store::Store>,
-    denylist: &identity::deny::Denylist,
-) -> Result<()> {
-    let rows = store.deny_list().await?;
-    let mut entries = Vec::with_capacity(rows.len());
-    for row in rows {
-        match identity::deny::DenyKind::parse(&row.kind, &row.value) {
-            Ok(entry) => entries.push(entry),
-            Err(why) => tracing::warn!(kind = %row.kind, %why, "unreadable denylist entry"),
-        }
-    }
-    denylist.replace(entries);
-    Ok(())
-}
-
 /// Serves with `settings`, holding the data directory's lock until it returns.
 async fn run(settings: Settings, _data_dir_lock: DataDirLock) -> Result<()> {
     init_tracing(&settings)?;
@@ -402,10 +384,10 @@ async fn run(settings: Settings, _data_dir_lock: DataDirLock) -> Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let checkpointer = ledger.spawn_checkpointer(settings.checkpoint_interval, stop_rx.clone());
-    // The denylist: loaded now (the TLS verifier needs it), then followed every second from
-    // the store's change feed so other replicas' changes arrive.
+    // The denylist, shared by the TLS verifier, the Workload API and the HTTP API: read in
+    // full once the server state exists (before anything is served), then followed every
+    // second from the store's change feed so other replicas' changes arrive.
     let denylist = Arc::new(identity::deny::Denylist::new());
-    load_denylist(&store, &denylist).await?;
     // HTTPS, optionally mutual: agents may present their X.509-SVID instead of a token.
     let tls = match &settings.tls {
         Some((cert, key)) => Some(Arc::new(keys::load_tls(cert, key, |provider| {
@@ -447,6 +429,10 @@ async fn run(settings: Settings, _data_dir_lock: DataDirLock) -> Result<()> {
         .with_broker(settings.broker.clone())
         .with_limits(settings.limits.clone()),
     );
+    state
+        .refresh_denylist()
+        .await
+        .context("loading the denylist")?;
     let workload = workload::api::WorkloadApi::new(
         trust_domain.clone(),
         Arc::clone(&store),
