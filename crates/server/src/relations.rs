@@ -5,9 +5,9 @@
 //! change feed), then every replica — this one at once, others within a second — applies the
 //! change feed after its graph's revision. A query that names a revision (`at_least_revision`)
 //! newer than the graph first catches up from the feed. At start every store is loaded: its
-//! revision is read, its tuples paged in, then the changes after that revision replayed
-//! (replaying writes and deletes in order makes the result exact even if pages saw some of
-//! them).
+//! revision is read, its tuples streamed in, then the changes after that revision replayed
+//! (replaying writes and deletes in order makes the result exact even if the stream saw some
+//! of them).
 
 use std::{
     collections::BTreeMap,
@@ -20,8 +20,11 @@ use store::{RebacChangeRow, RebacStoreRow, RebacTupleRow, Store, StoreError};
 /// The store a request means when it names none.
 pub(crate) const DEFAULT_STORE: &str = "default";
 
-/// Tuples read per page when loading a store.
-const LOAD_PAGE: u32 = 50_000;
+/// Tuples handed over per chunk when loading a store.
+const LOAD_CHUNK: usize = 10_000;
+
+/// Chunks read ahead of the graph being built from them.
+const LOAD_CHUNKS_AHEAD: usize = 4;
 
 /// Expired tuples purged per call (once a minute).
 const PURGE_BATCH: u32 = 10_000;
@@ -273,28 +276,31 @@ async fn load(
     revision: i64,
 ) -> Result<RelStore, StoreError> {
     let started = std::time::Instant::now();
-    let mut graph = Graph::new();
-    let mut count = 0usize;
-    let mut page = store.rebac_tuples_page(name, None, LOAD_PAGE).await?;
-    // The next page is fetched (on the database's own thread) while this one is inserted.
-    while let Some(last) = page.last().cloned() {
-        let insert = async {
-            for row in &page {
+    // The database streams the tuples (one snapshot) while a blocking thread builds the
+    // graph from the chunks already read: decoding rows and inserting them use both cores.
+    let (sink, mut chunks) = tokio::sync::mpsc::channel::<Vec<RebacTupleRow>>(LOAD_CHUNKS_AHEAD);
+    let owned = name.to_owned();
+    let builder = tokio::task::spawn_blocking(move || {
+        let mut graph = Graph::new();
+        let mut count = 0usize;
+        while let Some(rows) = chunks.blocking_recv() {
+            for row in &rows {
                 match tuple_of(row).and_then(|t| graph.insert(t)) {
                     Ok(_) => count += 1,
                     Err(e) => {
-                        tracing::error!(store = name, error = %e, "stored tuple is not valid; skipped");
+                        tracing::error!(store = owned, error = %e, "stored tuple is not valid; skipped");
                     }
                 }
             }
-        };
-        let (next, ()) = tokio::join!(
-            store.rebac_tuples_page(name, Some(&last), LOAD_PAGE),
-            insert
-        );
-        page = next?;
-    }
-    // The revision read before the pages: the changes after it are replayed next.
+        }
+        (graph, count)
+    });
+    let scanned = store.rebac_tuples_scan(name, LOAD_CHUNK, sink).await;
+    let (mut graph, count) = builder
+        .await
+        .map_err(|e| StoreError::Database(format!("relationship graph load: {e}")))?;
+    scanned?;
+    // The revision read before the tuples: the changes after it are replayed next.
     graph
         .apply(u64::try_from(revision).unwrap_or(0), [], [])
         .map_err(|e| StoreError::Database(format!("relationship graph: {e}")))?;

@@ -656,14 +656,16 @@ pub trait RebacStore: Send + Sync + 'static {
         actor: &str,
     ) -> Result<RebacWrite>;
 
-    /// Up to `limit` tuples of `store` in key order strictly after `after` (object,
-    /// relation, subject), expired ones included; for loading the in-memory index in pages.
-    async fn rebac_tuples_page(
+    /// Every tuple of `store`, expired ones included, in no particular order, sent to `sink`
+    /// in chunks of up to `chunk` rows as the database streams them, from one read snapshot
+    /// (one statement); for loading the in-memory index. Returns how many rows were sent;
+    /// stops early, without error, when the receiver is dropped.
+    async fn rebac_tuples_scan(
         &self,
         store: &str,
-        after: Option<&RebacTupleRow>,
-        limit: u32,
-    ) -> Result<Vec<RebacTupleRow>>;
+        chunk: usize,
+        sink: tokio::sync::mpsc::Sender<Vec<RebacTupleRow>>,
+    ) -> Result<u64>;
 
     /// Up to `limit` changes of `store` with a revision above `after_revision`, in order.
     async fn rebac_changes(

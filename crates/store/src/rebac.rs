@@ -255,37 +255,40 @@ macro_rules! rebac_methods {
             Ok(crate::RebacWrite::Written { revision })
         }
 
-        async fn rebac_tuples_page(
+        async fn rebac_tuples_scan(
             &$this,
             store: &str,
-            after: Option<&crate::RebacTupleRow>,
-            limit: u32,
-        ) -> crate::Result<Vec<crate::RebacTupleRow>> {
-            let raws: Vec<crate::rebac::RawTuple> = match after {
-                None => sqlx::query_as(
-                    "SELECT object, relation, subject, expires_at_ms FROM rebac_tuples \
-                     WHERE store = $1 ORDER BY object, relation, subject LIMIT $2",
-                )
-                .bind(store)
-                .bind(i64::from(limit))
-                .fetch_all(&$this.pool)
-                .await
-                .map_err(db_err)?,
-                Some(a) => sqlx::query_as(
-                    "SELECT object, relation, subject, expires_at_ms FROM rebac_tuples \
-                     WHERE store = $1 AND (object, relation, subject) > ($2, $3, $4) \
-                     ORDER BY object, relation, subject LIMIT $5",
-                )
-                .bind(store)
-                .bind(&a.object)
-                .bind(&a.relation)
-                .bind(&a.subject)
-                .bind(i64::from(limit))
-                .fetch_all(&$this.pool)
-                .await
-                .map_err(db_err)?,
-            };
-            Ok(raws.into_iter().map(crate::rebac::tuple).collect())
+            chunk: usize,
+            sink: tokio::sync::mpsc::Sender<Vec<crate::RebacTupleRow>>,
+        ) -> crate::Result<u64> {
+            use futures_util::TryStreamExt as _;
+            // One statement, so one read snapshot on either backend; no ORDER BY, so the
+            // database streams the table instead of sorting it.
+            let mut rows = sqlx::query_as::<_, crate::rebac::RawTuple>(
+                "SELECT object, relation, subject, expires_at_ms FROM rebac_tuples \
+                 WHERE store = $1",
+            )
+            .bind(store)
+            .fetch(&$this.pool);
+            let chunk = chunk.max(1);
+            let mut batch = Vec::with_capacity(chunk);
+            let mut count = 0u64;
+            while let Some(raw) = rows.try_next().await.map_err(db_err)? {
+                batch.push(crate::rebac::tuple(raw));
+                if batch.len() == chunk {
+                    count += chunk as u64;
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(chunk));
+                    if sink.send(full).await.is_err() {
+                        // The reader is gone: nobody wants the rest.
+                        return Ok(count);
+                    }
+                }
+            }
+            count += batch.len() as u64;
+            if !batch.is_empty() {
+                let _ = sink.send(batch).await;
+            }
+            Ok(count)
         }
 
         async fn rebac_changes(

@@ -179,7 +179,7 @@ suite! {
         policy_versions_append_only,
         rebac_models_versioned,
         rebac_write_is_atomic_and_fed,
-        rebac_expiry_and_pages,
+        rebac_expiry_and_scan,
         rebac_concurrent_writers_get_distinct_revisions,
         join_tokens_are_one_time,
         denylist_round_trip,
@@ -1241,6 +1241,60 @@ async fn sqlite_open_creates_the_file_and_sets_durable_pragmas() {
 }
 
 #[tokio::test]
+async fn sqlite_tuples_written_before_the_key_order_migration_survive_it() {
+    use sqlx::Connection as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    // The schema as it was before migration 14, with tuples in it.
+    let mut before = sqlx::migrate::Migrator::new(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/migrations/sqlite"
+    )))
+    .await
+    .unwrap();
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version < 14)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&mut conn).await.unwrap();
+    for (object, expires) in [("doc:1", None), ("doc:2", Some(5_000_i64))] {
+        sqlx::query(
+            "INSERT INTO rebac_tuples (store, object, relation, subject, expires_at_ms) \
+             VALUES ('s', ?, 'viewer', 'user:anne', ?)",
+        )
+        .bind(object)
+        .bind(expires)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    conn.close().await.unwrap();
+
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let (tuples, _) = scan_tuples(store.as_ref(), "s", 10).await;
+    assert_eq!(
+        tuples,
+        [
+            rt("doc:1", "viewer", "user:anne", None),
+            rt("doc:2", "viewer", "user:anne", Some(5_000))
+        ]
+    );
+    // The expiring one is found through the new index.
+    assert_eq!(
+        store.rebac_purge_expired(5_000, 10).await.unwrap(),
+        [(
+            "s".to_owned(),
+            rt("doc:2", "viewer", "user:anne", Some(5_000))
+        )]
+    );
+}
+
+#[tokio::test]
 async fn postgres_bad_schema_name_is_rejected() {
     // Validation happens before any connection attempt, so no server is needed.
     for bad in ["", "Bad", "a-b", "x\"; DROP TABLE t; --", &"s".repeat(64)] {
@@ -1466,16 +1520,10 @@ async fn rebac_write_is_atomic_and_fed(store: Arc<dyn Store>) {
             .unwrap(),
         RebacWrite::Written { revision: 2 }
     );
-    let all = store.rebac_tuples_page("s", None, 100).await.unwrap();
+    let (all, _) = scan_tuples(store.as_ref(), "s", 100).await;
     assert_eq!(all, [b.clone(), c.clone()]);
     // Stores are isolated.
-    assert!(
-        store
-            .rebac_tuples_page("other", None, 100)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(scan_tuples(store.as_ref(), "other", 100).await.0.is_empty());
     assert_eq!(
         store
             .rebac_write("other", std::slice::from_ref(&a), &[], 14, "bob")
@@ -1515,7 +1563,7 @@ async fn rebac_write_is_atomic_and_fed(store: Arc<dyn Store>) {
     );
 }
 
-async fn rebac_expiry_and_pages(store: Arc<dyn Store>) {
+async fn rebac_expiry_and_scan(store: Arc<dyn Store>) {
     store
         .rebac_model_append(&rebac_model("s", "m"))
         .await
@@ -1550,7 +1598,7 @@ async fn rebac_expiry_and_pages(store: Arc<dyn Store>) {
         RebacWrite::Written { revision: 2 }
     );
     assert_eq!(
-        store.rebac_tuples_page("s", None, 10).await.unwrap(),
+        scan_tuples(store.as_ref(), "s", 10).await.0,
         std::slice::from_ref(&renewed)
     );
     assert!(
@@ -1564,14 +1612,8 @@ async fn rebac_expiry_and_pages(store: Arc<dyn Store>) {
         store.rebac_purge_expired(5_000, 10).await.unwrap(),
         [("s".to_owned(), renewed.clone())]
     );
-    assert!(
-        store
-            .rebac_tuples_page("s", None, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    // Paging walks every tuple once, in key order.
+    assert!(scan_tuples(store.as_ref(), "s", 10).await.0.is_empty());
+    // The scan hands over every tuple once, in full chunks and a last partial one.
     let many: Vec<RebacTupleRow> = (0..25)
         .map(|i| {
             rt(
@@ -1586,20 +1628,38 @@ async fn rebac_expiry_and_pages(store: Arc<dyn Store>) {
         .rebac_write("s", &many, &[], 6_000, "t")
         .await
         .unwrap();
-    let mut seen = Vec::new();
-    let mut after: Option<RebacTupleRow> = None;
-    loop {
-        let page = store
-            .rebac_tuples_page("s", after.as_ref(), 7)
-            .await
-            .unwrap();
-        if page.is_empty() {
-            break;
-        }
-        after = page.last().cloned();
-        seen.extend(page);
-    }
+    let (seen, chunks) = scan_tuples(store.as_ref(), "s", 7).await;
     assert_eq!(seen, many);
+    assert_eq!(chunks, [7, 7, 7, 4]);
+    // A reader that goes away stops the scan, which is not an error.
+    let (sink, gone) = tokio::sync::mpsc::channel(1);
+    drop(gone);
+    assert_eq!(store.rebac_tuples_scan("s", 7, sink).await.unwrap(), 7);
+}
+
+/// Every tuple of relationship store `name` through `rebac_tuples_scan` in chunks of `chunk`,
+/// in key order, and the sizes of the chunks as they came.
+async fn scan_tuples(
+    store: &dyn Store,
+    name: &str,
+    chunk: usize,
+) -> (Vec<RebacTupleRow>, Vec<usize>) {
+    let (sink, mut chunks) = tokio::sync::mpsc::channel(1);
+    let (sent, rows) = tokio::join!(store.rebac_tuples_scan(name, chunk, sink), async {
+        let mut rows = Vec::new();
+        let mut sizes = Vec::new();
+        while let Some(c) = chunks.recv().await {
+            sizes.push(c.len());
+            rows.extend(c);
+        }
+        (rows, sizes)
+    });
+    let (mut rows, sizes) = rows;
+    assert_eq!(sent.unwrap(), rows.len() as u64);
+    rows.sort_by(|a, b| {
+        (&a.object, &a.relation, &a.subject).cmp(&(&b.object, &b.relation, &b.subject))
+    });
+    (rows, sizes)
 }
 
 async fn rebac_concurrent_writers_get_distinct_revisions(store: Arc<dyn Store>) {
