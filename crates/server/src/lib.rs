@@ -201,33 +201,53 @@ impl AppState {
             .await
     }
 
-    /// Loads what decisions depend on at start — as [`AppState::refresh_policies`], one
-    /// part after another — and logs how long each part took (`start-up:` lines), so an
-    /// operator sees where a slow start goes.
+    /// Loads what decisions depend on at start (what [`AppState::refresh_policies`] does) and
+    /// logs how long each part took (`start-up:` lines), so an operator sees where a slow
+    /// start goes.
     pub async fn load(&self) -> Result<(), store::StoreError> {
-        let timed = std::time::Instant::now();
-        self.refresh_packages().await?;
-        let ms = |t: std::time::Instant| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
-        tracing::info!(ms = ms(timed), "start-up: policy packages loaded");
-        let timed = std::time::Instant::now();
-        self.registry.sync().await?;
-        let entries = self.registry.stats().entries;
-        tracing::info!(
-            entries,
-            ms = ms(timed),
-            "start-up: registration entries loaded"
-        );
-        let timed = std::time::Instant::now();
-        self.refresh_holds().await?;
-        self.refresh_tasks().await?;
-        tracing::info!(
-            ms = ms(timed),
-            "start-up: holds, open tasks and risk scores loaded"
-        );
-        let timed = std::time::Instant::now();
-        self.relations.refresh(self.store.as_ref()).await?;
-        tracing::info!(ms = ms(timed), "start-up: relationship stores loaded");
-        Ok(())
+        self.catch_up(true).await
+    }
+
+    /// Brings what decisions depend on up to the store: the policy packages in force, the
+    /// registration entries, holds, open tasks and risk scores (each applying the changes
+    /// since the revision it holds: one indexed query per kind when nothing changed), and,
+    /// alongside them, the relationship stores (models and tuple changes). Called at start
+    /// and every second (replicas follow).
+    pub async fn refresh_policies(&self) -> Result<(), store::StoreError> {
+        self.catch_up(false).await
+    }
+
+    async fn catch_up(&self, start_up: bool) -> Result<(), store::StoreError> {
+        let done = |part: &str, timed: std::time::Instant| {
+            if start_up {
+                let ms = u64::try_from(timed.elapsed().as_millis()).unwrap_or(u64::MAX);
+                tracing::info!(ms, "start-up: {part} loaded");
+            }
+        };
+        let rest = async {
+            let timed = std::time::Instant::now();
+            self.refresh_packages().await?;
+            done("policy packages", timed);
+            let timed = std::time::Instant::now();
+            self.registry.sync().await?;
+            done(
+                &format!("{} registration entries", self.registry.stats().entries),
+                timed,
+            );
+            let timed = std::time::Instant::now();
+            self.refresh_holds().await?;
+            self.refresh_tasks().await?;
+            done("holds, open tasks and risk scores", timed);
+            Ok(())
+        };
+        let relations = async {
+            let timed = std::time::Instant::now();
+            self.relations.refresh(self.store.as_ref()).await?;
+            done("relationship stores", timed);
+            Ok(())
+        };
+        let (rest, relations) = tokio::join!(rest, relations);
+        rest.and(relations)
     }
 
     /// Re-reads the policy packages when the change feed says one was pushed (or the first
@@ -281,23 +301,6 @@ impl AppState {
     /// This install's trust domain.
     pub fn trust_domain(&self) -> &identity::TrustDomain {
         &self.trust_domain
-    }
-
-    /// Brings what decisions depend on up to the store: the policy packages in force, the
-    /// registration entries, holds, open tasks and risk scores (each applying the changes
-    /// since the revision it holds: one indexed query per kind when nothing changed), and the
-    /// relationship stores (models and tuple changes). Called at start and every second
-    /// (replicas follow).
-    pub async fn refresh_policies(&self) -> Result<(), store::StoreError> {
-        // The relationship stores follow their own change feeds, alongside the rest.
-        let rest = async {
-            self.refresh_packages().await?;
-            self.registry.sync().await?;
-            self.refresh_holds().await?;
-            self.refresh_tasks().await
-        };
-        let (rest, relations) = tokio::join!(rest, self.relations.refresh(self.store.as_ref()));
-        rest.and(relations)
     }
 }
 
