@@ -149,23 +149,6 @@ pub(crate) fn op_of(op: &str) -> ChangeOp {
     }
 }
 
-/// Inserts `$changes` (`&[Change]`) on `$conn` with query builder type `$qb`, stamped `$now`.
-macro_rules! insert_changes {
-    ($qb:ty, $conn:expr, $changes:expr, $now:expr) => {
-        for chunk in $changes.chunks(1000) {
-            let mut qb = <$qb>::new("INSERT INTO changes (kind, key, op, at_ms) ");
-            qb.push_values(chunk, |mut b, c: &crate::changes::Change| {
-                b.push_bind(c.kind.as_str())
-                    .push_bind(c.key.as_str())
-                    .push_bind(c.op.as_str())
-                    .push_bind($now);
-            });
-            qb.build().execute(&mut *$conn).await.map_err(db_err)?;
-        }
-    };
-}
-pub(crate) use insert_changes;
-
 /// Implements `ChangeStore` for a backend whose pool is `self.pool` (one SQL text for both).
 macro_rules! change_methods {
     ($store:ty) => {

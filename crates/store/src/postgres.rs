@@ -238,13 +238,26 @@ impl PostgresStore {
         if changes.is_empty() {
             return Ok(());
         }
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(CHANGES_LOCK_KEY)
-            .execute(&mut *conn)
-            .await
-            .map_err(db_err)?;
         let now = crate::changes::now_ms();
-        crate::changes::insert_changes!(QueryBuilder<'_, Postgres>, conn, changes, now);
+        // The lock is taken by the statement that inserts the first rows (one round trip
+        // less under the lock, which every writer of cached state waits for).
+        for chunk in changes.chunks(1000) {
+            let mut qb =
+                QueryBuilder::<Postgres>::new("WITH feed_lock AS (SELECT pg_advisory_xact_lock(");
+            qb.push_bind(CHANGES_LOCK_KEY);
+            qb.push(
+                ")) INSERT INTO changes (kind, key, op, at_ms) \
+                 SELECT v.kind, v.key, v.op, v.at_ms FROM feed_lock, (",
+            );
+            qb.push_values(chunk, |mut b, c: &crate::changes::Change| {
+                b.push_bind(c.kind.as_str())
+                    .push_bind(c.key.as_str())
+                    .push_bind(c.op.as_str())
+                    .push_bind(now);
+            });
+            qb.push(") AS v (kind, key, op, at_ms)");
+            qb.build().execute(&mut *conn).await.map_err(db_err)?;
+        }
         Ok(())
     }
 }
