@@ -160,45 +160,47 @@ macro_rules! change_methods {
                 after: i64,
                 limit: u32,
             ) -> crate::Result<crate::ChangePage> {
-                let rows: Vec<(i64, String, String)> = sqlx::query_as(
-                    "SELECT rev, key, op FROM changes WHERE kind = $1 AND rev > $2 \
-                     ORDER BY rev LIMIT $3",
-                )
-                .bind(kind.as_str())
-                .bind(after)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db_err)?;
-                let floor: i64 = sqlx::query_scalar("SELECT rev FROM change_floor WHERE id = 1")
-                    .fetch_optional(&self.pool)
+                // One statement, so the floor and the rows come from one snapshot, and a
+                // follower with nothing to apply pays one round trip. The outer join yields
+                // one row (the floor, no change) when there is nothing past `after`.
+                let found: Vec<(Option<i64>, Option<i64>, Option<String>, Option<String>)> =
+                    sqlx::query_as(
+                        "SELECT (SELECT rev FROM change_floor WHERE id = 1), c.rev, c.key, c.op \
+                         FROM (SELECT 1 AS one) AS anchor LEFT JOIN \
+                         (SELECT rev, key, op FROM changes WHERE kind = $1 AND rev > $2 \
+                          ORDER BY rev LIMIT $3) AS c ON 1 = 1 \
+                         ORDER BY c.rev",
+                    )
+                    .bind(kind.as_str())
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
                     .await
-                    .map_err(db_err)?
-                    .unwrap_or(0);
+                    .map_err(db_err)?;
+                let floor = found.first().and_then(|row| row.0).unwrap_or(0);
                 Ok(crate::ChangePage {
                     floor,
-                    rows: rows
+                    rows: found
                         .into_iter()
-                        .map(|(rev, key, op)| crate::ChangeRow {
-                            rev,
-                            key,
-                            op: crate::changes::op_of(&op),
+                        .filter_map(|(_, rev, key, op)| {
+                            Some(crate::ChangeRow {
+                                rev: rev?,
+                                key: key?,
+                                op: crate::changes::op_of(&op?),
+                            })
                         })
                         .collect(),
                 })
             }
 
             async fn change_head(&self) -> crate::Result<i64> {
-                let head: Option<i64> = sqlx::query_scalar("SELECT MAX(rev) FROM changes")
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                let floor: i64 = sqlx::query_scalar("SELECT rev FROM change_floor WHERE id = 1")
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db_err)?
-                    .unwrap_or(0);
-                Ok(head.unwrap_or(0).max(floor))
+                let (head, floor): (Option<i64>, Option<i64>) = sqlx::query_as(
+                    "SELECT MAX(rev), (SELECT rev FROM change_floor WHERE id = 1) FROM changes",
+                )
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err)?;
+                Ok(head.unwrap_or(0).max(floor.unwrap_or(0)))
             }
 
             async fn changes_prune(&self, before_ms: i64, limit: u32) -> crate::Result<u64> {
