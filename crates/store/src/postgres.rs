@@ -249,12 +249,7 @@ impl PostgresStore {
                 ")) INSERT INTO changes (kind, key, op, at_ms) \
                  SELECT v.kind, v.key, v.op, v.at_ms FROM feed_lock, (",
             );
-            qb.push_values(chunk, |mut b, c: &crate::changes::Change| {
-                b.push_bind(c.kind.as_str())
-                    .push_bind(c.key.as_str())
-                    .push_bind(c.op.as_str())
-                    .push_bind(now);
-            });
+            crate::changes::push_change_values(&mut qb, chunk, now);
             qb.push(") AS v (kind, key, op, at_ms)");
             qb.build().execute(&mut *conn).await.map_err(db_err)?;
         }

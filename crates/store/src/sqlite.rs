@@ -349,12 +349,7 @@ impl SqliteStore {
         let now = crate::changes::now_ms();
         for chunk in changes.chunks(1000) {
             let mut qb = QueryBuilder::<Sqlite>::new("INSERT INTO changes (kind, key, op, at_ms) ");
-            qb.push_values(chunk, |mut b, c: &crate::changes::Change| {
-                b.push_bind(c.kind.as_str())
-                    .push_bind(c.key.as_str())
-                    .push_bind(c.op.as_str())
-                    .push_bind(now);
-            });
+            crate::changes::push_change_values(&mut qb, chunk, now);
             qb.build().execute(&mut *conn).await.map_err(db_err)?;
         }
         Ok(())

@@ -184,6 +184,17 @@ struct Phase {
     per_s: f64,
 }
 
+impl Phase {
+    /// `count` items done in `elapsed`.
+    fn of(count: usize, elapsed: Duration) -> Self {
+        Self {
+            count,
+            seconds: elapsed.as_secs_f64(),
+            per_s: per_s(count, elapsed),
+        }
+    }
+}
+
 /// The idle server.
 #[derive(Debug, Serialize)]
 struct Idle {
@@ -673,11 +684,7 @@ async fn open_tasks_for(api: &Api, agents: usize, count: usize, clients: usize) 
         }
     })
     .await?;
-    Ok(Phase {
-        count,
-        seconds: timed.elapsed.as_secs_f64(),
-        per_s: per_s(count, timed.elapsed),
-    })
+    Ok(Phase::of(count, timed.elapsed))
 }
 
 /// Filler tuple `k`: first each agent in a team, then repositories read by nine agents and a
@@ -719,11 +726,7 @@ async fn write_tuples(api: &Api, agents: usize, count: usize, clients: usize) ->
         }
     })
     .await?;
-    Ok(Phase {
-        count,
-        seconds: timed.elapsed.as_secs_f64(),
-        per_s: per_s(count, timed.elapsed),
-    })
+    Ok(Phase::of(count, timed.elapsed))
 }
 
 // ---- measurements -------------------------------------------------------------------------
