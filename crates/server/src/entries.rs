@@ -206,7 +206,8 @@ pub(crate) async fn create(
 ) -> Result<(StatusCode, ApiJson<Entry>), ApiError> {
     caller.require(Role::Admin)?;
     let row = validate(&state, req)?;
-    state.store.entry_insert(&row).await?;
+    let rev = state.store.entry_insert(&row).await?;
+    let written = row.clone();
     let entry = Entry::from(row);
     let event = NewEvent::new(
         caller.actor(),
@@ -222,7 +223,11 @@ pub(crate) async fn create(
         let _ = state.store.entry_delete(&entry.id).await;
         return Err(e);
     }
-    refresh_agent_facts(&state).await;
+    // Applied here at once (usually without reading the store); the change is stored and
+    // recorded, so a failure only delays it to the next refresh.
+    if let Err(e) = state.registry.apply_inserted(rev, written).await {
+        tracing::warn!(error = %e, "a new registration entry not applied at once; the next refresh brings it");
+    }
     Ok((StatusCode::CREATED, ApiJson(entry)))
 }
 
@@ -289,7 +294,12 @@ pub(crate) async fn create_batch(
         return Err(e);
     }
     if !created.is_empty() {
-        refresh_agent_facts(&state).await;
+        let ids: std::collections::HashSet<&str> = created.iter().map(String::as_str).collect();
+        let written = rows
+            .into_iter()
+            .filter(|row| ids.contains(row.id.as_str()))
+            .collect();
+        refresh_agent_facts(&state, written).await;
     }
     Ok(ApiJson(CreatedEntries {
         created,
@@ -368,16 +378,18 @@ pub(crate) async fn delete(
         let _ = state.store.entry_insert(&row).await;
         return Err(e);
     }
-    refresh_agent_facts(&state).await;
+    refresh_agent_facts(&state, Vec::new()).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Brings this replica's registration entries (what the Workload API matches callers against
-/// and what decisions put in `context.agent`) up to date at once after an entry changed, instead of at the next
-/// one-second refresh (which other replicas wait for). The change is already stored and
-/// recorded, so a failure here only delays it.
-async fn refresh_agent_facts(state: &AppState) {
-    if let Err(e) = state.registry.sync().await {
+/// and what decisions put in `context.agent`) up to date at once after an entry changed,
+/// instead of at the next one-second refresh (which other replicas wait for); concurrent
+/// changes share one read of the store, and `written` (the entries this change inserted) are
+/// not read back. The change is already stored and recorded, so a failure here only delays
+/// it.
+async fn refresh_agent_facts(state: &AppState, written: Vec<store::EntryRow>) {
+    if let Err(e) = state.registry.sync_after_write(written).await {
         tracing::warn!(error = %e, "registration entries not brought up to date after a change; the next refresh brings them");
     }
 }

@@ -6,8 +6,8 @@ use crate::{
     LedgerRow, PolicyVersionRow, Result, SigningKeyRow, StoreError,
 };
 
-/// Largest number of ledger rows per multi-row `INSERT`. Six parameters per row keeps a
-/// statement far below SQLite's bound-parameter limit (32,766) and PostgreSQL's (65,535).
+/// Largest number of rows per multi-row `INSERT` (ledger rows, registration entries). At most
+/// nine parameters per row keeps a statement far below SQLite's bound-parameter limit (32,766) and PostgreSQL's (65,535).
 pub(crate) const INSERT_CHUNK_ROWS: usize = 500;
 
 /// Raw ledger row as read from either backend:
@@ -327,6 +327,31 @@ pub(crate) fn plan_entry_batch(
     Ok(out)
 }
 
+/// Keys looked up per `IN (…)` list.
+pub(crate) const LOOKUP_CHUNK: usize = 1000;
+
+/// Rows of type `$row` from `$sql` followed by ` IN (…)` over `$keys` (strings),
+/// [`LOOKUP_CHUNK`] keys per statement, on `$conn` (re-evaluated for each statement), with
+/// query builder `$qb`.
+macro_rules! fetch_in {
+    ($qb:ty, $conn:expr, $row:ty, $sql:expr, $keys:expr) => {{
+        let mut out: Vec<$row> = Vec::new();
+        for chunk in $keys.chunks(common::LOOKUP_CHUNK) {
+            let mut qb = <$qb>::new($sql);
+            qb.push(" IN (");
+            let mut list = qb.separated(", ");
+            for key in chunk {
+                list.push_bind(AsRef::<str>::as_ref(key));
+            }
+            qb.push(")");
+            let rows: Vec<$row> = qb.build_query_as().fetch_all($conn).await.map_err(db_err)?;
+            out.extend(rows);
+        }
+        out
+    }};
+}
+pub(crate) use fetch_in;
+
 /// Inserts a batch's planned rows (see [`plan_entry_batch`]) on `$conn` with query builder
 /// `$qb`, and reads the stored entries sharing their SPIFFE IDs first; evaluates to the plan.
 macro_rules! insert_entry_batch {
@@ -335,40 +360,30 @@ macro_rules! insert_entry_batch {
         let mut ids: Vec<&str> = rows.iter().map(|r| r.spiffe_id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
-        let mut stored = Vec::new();
-        for chunk in ids.chunks(500) {
-            let mut qb = <$qb>::new(format!(
-                "SELECT {} FROM registration_entries WHERE spiffe_id IN (",
+        let stored: Vec<EntryRow> = common::fetch_in!(
+            $qb,
+            &mut *$conn,
+            RawEntryRow,
+            format!(
+                "SELECT {} FROM registration_entries WHERE spiffe_id",
                 common::ENTRY_COLUMNS
-            ));
-            let mut list = qb.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
-            qb.push(")");
-            let raws: Vec<RawEntryRow> = qb
-                .build_query_as()
-                .fetch_all(&mut *$conn)
-                .await
-                .map_err(db_err)?;
-            stored.extend(raws.into_iter().map(common::entry_row));
-        }
-        let mut taken = std::collections::HashSet::new();
+            ),
+            ids
+        )
+        .into_iter()
+        .map(common::entry_row)
+        .collect();
         let own: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-        for chunk in own.chunks(500) {
-            let mut qb = <$qb>::new("SELECT id FROM registration_entries WHERE id IN (");
-            let mut list = qb.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
-            qb.push(")");
-            let found: Vec<(String,)> = qb
-                .build_query_as()
-                .fetch_all(&mut *$conn)
-                .await
-                .map_err(db_err)?;
-            taken.extend(found.into_iter().map(|(id,)| id));
-        }
+        let taken: std::collections::HashSet<String> = common::fetch_in!(
+            $qb,
+            &mut *$conn,
+            (String,),
+            "SELECT id FROM registration_entries WHERE id",
+            own
+        )
+        .into_iter()
+        .map(|(id,)| id)
+        .collect();
         let plan = common::plan_entry_batch(rows, stored, taken)?;
         let new: Vec<&EntryRow> = rows
             .iter()
@@ -376,7 +391,7 @@ macro_rules! insert_entry_batch {
             .filter(|(_, p)| matches!(p, EntryInsert::Created(_)))
             .map(|(r, _)| r)
             .collect();
-        for chunk in new.chunks(100) {
+        for chunk in new.chunks(common::INSERT_CHUNK_ROWS) {
             let mut qb = <$qb>::new(format!(
                 "INSERT INTO registration_entries ({}) ",
                 common::ENTRY_COLUMNS

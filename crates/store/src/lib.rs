@@ -515,11 +515,12 @@ pub trait Store:
         keep_last_of_role: &str,
     ) -> Result<TokenRevoke>;
 
-    /// Stores a registration entry. Fails with [`StoreError::Conflict`] if the id is taken or
-    /// an entry with the same SPIFFE ID and selectors exists. On SQLite the commit is made
-    /// durable by the next ledger append (the caller records the registration next and
-    /// answers only once that is durable); the same holds for [`Store::entry_insert_many`].
-    async fn entry_insert(&self, row: &EntryRow) -> Result<()>;
+    /// Stores a registration entry and returns the change-feed revision that records it.
+    /// Fails with [`StoreError::Conflict`] if the id is taken or an entry with the same SPIFFE
+    /// ID and selectors exists. On SQLite the commit is made durable by the next ledger append
+    /// (the caller records the registration next and answers only once that is durable); the
+    /// same holds for [`Store::entry_insert_many`].
+    async fn entry_insert(&self, row: &EntryRow) -> Result<i64>;
 
     /// Stores many registration entries in one transaction: all of them, or none. A row equal
     /// to an entry already stored (or to an earlier row of the batch) in every field but id

@@ -14,7 +14,7 @@ use crate::{
     ApiTokenRow, Backend, ChangeKind, CheckpointRow, DenyRow, EntryInsert, EntryRow, FederationRow,
     JoinConsume, JoinTokenRow, KeyActivate, LedgerRow, PolicyVersionRow, Result, SigningKeyRow,
     Store, StoreError, TokenRevoke,
-    changes::Change,
+    changes::{Change, ChangeOp},
     common::{
         self, INSERT_CHUNK_ROWS, RawCheckpointRow, RawEntryRow, RawLedgerRow, RawTokenRow, db_err,
         to_i64,
@@ -490,14 +490,35 @@ impl Store for PostgresStore {
         Ok(TokenRevoke::Revoked)
     }
 
-    async fn entry_insert(&self, row: &EntryRow) -> Result<()> {
-        let (_gate, mut tx) = self.begin_write().await?;
-        insert_entry(&mut *tx, row)
-            .await
-            .map_err(common::entry_insert_err)?;
-        Self::note(&mut tx, &[Change::put(ChangeKind::Entry, &row.id)]).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(())
+    async fn entry_insert(&self, row: &EntryRow) -> Result<i64> {
+        // One statement, so one round trip: the entry and its feed row commit together, and
+        // the feed's lock (taken before the feed row's revision is drawn) is held only for
+        // the statement's own commit.
+        sqlx::query_as(&format!(
+            "WITH feed_lock AS (SELECT pg_advisory_xact_lock($10)), \
+                  entry AS (INSERT INTO registration_entries ({}) \
+                            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id) \
+             INSERT INTO changes (kind, key, op, at_ms) \
+             SELECT $11, entry.id, $12, $13 FROM feed_lock, entry RETURNING rev",
+            common::ENTRY_COLUMNS
+        ))
+        .bind(&row.id)
+        .bind(&row.spiffe_id)
+        .bind(&row.selectors)
+        .bind(row.x509_ttl_secs)
+        .bind(row.jwt_ttl_secs)
+        .bind(&row.agent_kind)
+        .bind(&row.owner)
+        .bind(&row.description)
+        .bind(row.created_unix_ms)
+        .bind(CHANGES_LOCK_KEY)
+        .bind(ChangeKind::Entry.as_str())
+        .bind(ChangeOp::Put.as_str())
+        .bind(crate::changes::now_ms())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(common::entry_insert_err)
+        .map(|rev: (i64,)| rev.0)
     }
 
     async fn entry_insert_many(&self, rows: &[EntryRow]) -> Result<Vec<EntryInsert>> {
@@ -530,25 +551,17 @@ impl Store for PostgresStore {
     }
 
     async fn entry_get_many(&self, ids: &[String]) -> Result<Vec<EntryRow>> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(500) {
-            let mut qb = QueryBuilder::<Postgres>::new(format!(
-                "SELECT {} FROM registration_entries WHERE id IN (",
+        let raws = common::fetch_in!(
+            QueryBuilder<'_, Postgres>,
+            &self.pool,
+            RawEntryRow,
+            format!(
+                "SELECT {} FROM registration_entries WHERE id",
                 common::ENTRY_COLUMNS
-            ));
-            let mut list = qb.separated(", ");
-            for id in chunk {
-                list.push_bind(id.as_str());
-            }
-            qb.push(")");
-            let raws: Vec<RawEntryRow> = qb
-                .build_query_as()
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db_err)?;
-            out.extend(raws.into_iter().map(common::entry_row));
-        }
-        Ok(out)
+            ),
+            ids
+        );
+        Ok(raws.into_iter().map(common::entry_row).collect())
     }
 
     async fn entry_list(&self) -> Result<Vec<EntryRow>> {
@@ -978,29 +991,6 @@ impl Store for PostgresStore {
         .rows_affected();
         Ok(inserted == 1)
     }
-}
-
-/// Inserts one registration entry through `executor` (the pool, or a batch's transaction).
-async fn insert_entry<'e, E>(executor: E, row: &EntryRow) -> std::result::Result<(), sqlx::Error>
-where
-    E: sqlx::Executor<'e, Database = Postgres>,
-{
-    sqlx::query(&format!(
-        "INSERT INTO registration_entries ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        common::ENTRY_COLUMNS
-    ))
-    .bind(&row.id)
-    .bind(&row.spiffe_id)
-    .bind(&row.selectors)
-    .bind(row.x509_ttl_secs)
-    .bind(row.jwt_ttl_secs)
-    .bind(&row.agent_kind)
-    .bind(&row.owner)
-    .bind(&row.description)
-    .bind(row.created_unix_ms)
-    .execute(executor)
-    .await?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@ use async_trait::async_trait;
 use sqlx::{
     QueryBuilder, Sqlite, SqlitePool,
     migrate::Migrator,
-    pool::PoolConnection,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
@@ -314,45 +313,40 @@ impl SqliteStore {
         Ok((Some(gate), tx))
     }
 
-    /// A connection, under the write gate, that commits with `synchronous = NORMAL`: its
-    /// commit reaches the write-ahead log but is not synced by itself. It is durable once the
-    /// WAL is next synced — by the ledger's next append, which the registration handlers make
-    /// right after and wait for before they answer, so a registration is durable before it
-    /// is acknowledged, and concurrent registrations share the ledger's syncs instead of
-    /// paying one each. Hand it back to [`SqliteStore::resync`].
-    async fn unsynced(&self) -> Result<(tokio::sync::MutexGuard<'_, ()>, PoolConnection<Sqlite>)> {
+    /// The ledger's appender connection, under the write gate: it commits with `synchronous =
+    /// NORMAL`, so a commit reaches the write-ahead log but is not synced by itself. It is
+    /// durable once the WAL is next synced — by the ledger's next append, which the
+    /// registration handlers make right after and wait for before they answer, so a
+    /// registration is durable before it is acknowledged, and concurrent registrations share
+    /// the ledger's syncs instead of paying one each.
+    async fn unsynced(
+        &self,
+    ) -> Result<(
+        tokio::sync::MutexGuard<'_, ()>,
+        tokio::sync::MappedMutexGuard<'_, sqlx::SqliteConnection>,
+    )> {
         let gate = self.write_gate.lock().await;
-        let mut conn = self.pool.acquire().await.map_err(db_err)?;
-        sqlx::query("PRAGMA synchronous = NORMAL")
-            .execute(&mut *conn)
-            .await
-            .map_err(db_err)?;
-        Ok((gate, conn))
+        let appender = tokio::sync::MutexGuard::try_map(self.appender.lock().await, Option::as_mut)
+            .map_err(|_| StoreError::Database("the sqlite store is closed".to_owned()))?;
+        Ok((gate, appender))
     }
 
-    /// Sets a connection from [`SqliteStore::unsynced`] back to `FULL`; closes it instead when
-    /// that fails or when its work failed half-way.
-    async fn resync(mut conn: PoolConnection<Sqlite>, ok: bool) {
-        let restored = sqlx::query("PRAGMA synchronous = FULL")
-            .execute(&mut *conn)
-            .await;
-        if !ok || restored.is_err() {
-            conn.close_on_drop();
-        }
-    }
-
-    /// Records `changes` in the feed, in the caller's transaction.
+    /// Records `changes` in the feed, in the caller's transaction; returns the revision of the
+    /// last one (`None` when there are none).
     pub(crate) async fn note(
         conn: &mut sqlx::SqliteConnection,
         changes: &[crate::changes::Change],
-    ) -> Result<()> {
+    ) -> Result<Option<i64>> {
         let now = crate::changes::now_ms();
+        let mut last = None;
         for chunk in changes.chunks(1000) {
             let mut qb = QueryBuilder::<Sqlite>::new("INSERT INTO changes (kind, key, op, at_ms) ");
             crate::changes::push_change_values(&mut qb, chunk, now);
-            qb.build().execute(&mut *conn).await.map_err(db_err)?;
+            let done = qb.build().execute(&mut *conn).await.map_err(db_err)?;
+            // `rev` is the rowid; a multi-row insert's last row is inserted last.
+            last = Some(done.last_insert_rowid());
         }
-        Ok(())
+        Ok(last)
     }
 }
 crate::rebac::rebac_methods!(SqliteStore, |self| self.pool.begin_with("BEGIN IMMEDIATE"));
@@ -615,46 +609,41 @@ impl Store for SqliteStore {
         Ok(TokenRevoke::Revoked)
     }
 
-    async fn entry_insert(&self, row: &EntryRow) -> Result<()> {
+    async fn entry_insert(&self, row: &EntryRow) -> Result<i64> {
         let (_gate, mut conn) = self.unsynced().await?;
-        let result = async {
-            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
-                .await
-                .map_err(db_err)?;
-            insert_entry(&mut *tx, row)
-                .await
-                .map_err(common::entry_insert_err)?;
-            Self::note(&mut tx, &[Change::put(ChangeKind::Entry, &row.id)]).await?;
-            tx.commit().await.map_err(db_err)
-        }
-        .await;
-        Self::resync(conn, result.is_ok()).await;
-        result
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        insert_entry(&mut *tx, row)
+            .await
+            .map_err(common::entry_insert_err)?;
+        let rev = Self::note(&mut tx, &[Change::put(ChangeKind::Entry, &row.id)])
+            .await?
+            .ok_or_else(|| {
+                StoreError::Database("the entry's change-feed row was not written".into())
+            })?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(rev)
     }
 
     async fn entry_insert_many(&self, rows: &[EntryRow]) -> Result<Vec<EntryInsert>> {
         // One transaction: each row is checked against what is stored and against the batch's
         // earlier rows, and a conflict anywhere rolls all of it back.
         let (_gate, mut conn) = self.unsynced().await?;
-        let result = async {
-            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
-                .await
-                .map_err(db_err)?;
-            let out = common::insert_entry_batch!(QueryBuilder<'_, Sqlite>, tx, rows);
-            let changes: Vec<Change> = out
-                .iter()
-                .filter_map(|o| match o {
-                    EntryInsert::Created(id) => Some(Change::put(ChangeKind::Entry, id)),
-                    EntryInsert::Existing(_) => None,
-                })
-                .collect();
-            Self::note(&mut tx, &changes).await?;
-            tx.commit().await.map_err(db_err)?;
-            Ok(out)
-        }
-        .await;
-        Self::resync(conn, result.is_ok()).await;
-        result
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let out = common::insert_entry_batch!(QueryBuilder<'_, Sqlite>, tx, rows);
+        let changes: Vec<Change> = out
+            .iter()
+            .filter_map(|o| match o {
+                EntryInsert::Created(id) => Some(Change::put(ChangeKind::Entry, id)),
+                EntryInsert::Existing(_) => None,
+            })
+            .collect();
+        Self::note(&mut tx, &changes).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(out)
     }
 
     async fn entry_get(&self, id: &str) -> Result<Option<EntryRow>> {
@@ -670,25 +659,17 @@ impl Store for SqliteStore {
     }
 
     async fn entry_get_many(&self, ids: &[String]) -> Result<Vec<EntryRow>> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(500) {
-            let mut qb = QueryBuilder::<Sqlite>::new(format!(
-                "SELECT {} FROM registration_entries WHERE id IN (",
+        let raws = common::fetch_in!(
+            QueryBuilder<'_, Sqlite>,
+            &self.pool,
+            RawEntryRow,
+            format!(
+                "SELECT {} FROM registration_entries WHERE id",
                 common::ENTRY_COLUMNS
-            ));
-            let mut list = qb.separated(", ");
-            for id in chunk {
-                list.push_bind(id.as_str());
-            }
-            qb.push(")");
-            let raws: Vec<RawEntryRow> = qb
-                .build_query_as()
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db_err)?;
-            out.extend(raws.into_iter().map(common::entry_row));
-        }
-        Ok(out)
+            ),
+            ids
+        );
+        Ok(raws.into_iter().map(common::entry_row).collect())
     }
 
     async fn entry_list(&self) -> Result<Vec<EntryRow>> {

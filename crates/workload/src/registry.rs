@@ -197,6 +197,10 @@ pub struct Registry {
     revision_seen: std::sync::atomic::AtomicI64,
     applied: AtomicU64,
     reloads: AtomicU64,
+    /// Syncs begun: each takes the next number, under the lock, before it reads the store.
+    syncs_begun: AtomicU64,
+    /// The number of the last sync that finished (written under the lock).
+    synced: AtomicU64,
 }
 
 impl std::fmt::Debug for Registry {
@@ -217,6 +221,8 @@ impl Registry {
             revision_seen: std::sync::atomic::AtomicI64::new(0),
             applied: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
+            syncs_begun: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
         }
     }
 
@@ -238,10 +244,76 @@ impl Registry {
     /// entry). When nothing changed, this is one indexed query.
     pub async fn sync(&self) -> Result<usize, StoreError> {
         let mut held = self.revision.lock().await;
+        self.sync_held(&mut held, HashMap::new()).await
+    }
+
+    /// Like [`Registry::sync`], for a caller whose own write has committed and must be
+    /// applied before it answers: if a sync that began after the call finished meanwhile,
+    /// it read that write, and nothing more is done. Concurrent writers then share one read
+    /// of the store instead of queueing one each. `written` are the entries the caller
+    /// inserted: the feed still decides whether and when each applies, but their content
+    /// is not read back (an entry never changes under its id).
+    pub async fn sync_after_write(&self, written: Vec<EntryRow>) -> Result<usize, StoreError> {
+        let ticket = self.syncs_begun.load(Ordering::SeqCst);
+        let mut held = self.revision.lock().await;
+        if self.synced.load(Ordering::SeqCst) > ticket {
+            return Ok(0);
+        }
+        let known = written
+            .into_iter()
+            .map(|row| (row.id.clone(), row))
+            .collect();
+        self.sync_held(&mut held, known).await
+    }
+
+    /// Applies an entry this server has just inserted, which the change feed records at
+    /// `rev`, before the caller answers. When `rev` directly follows the last entry change
+    /// applied, nothing can come between them and the entry is applied without reading the
+    /// store; when it has been applied already, nothing is done; otherwise this is
+    /// [`Registry::sync_after_write`].
+    pub async fn apply_inserted(&self, rev: i64, row: EntryRow) -> Result<usize, StoreError> {
+        let ticket = self.syncs_begun.load(Ordering::SeqCst);
+        let mut held = self.revision.lock().await;
+        match *held {
+            Some(revision) if revision >= rev => return Ok(0),
+            Some(revision) if revision.checked_add(1) == Some(rev) => {
+                self.write().insert(row);
+                *held = Some(rev);
+                self.revision_seen.store(rev, Ordering::Relaxed);
+                self.applied.fetch_add(1, Ordering::Relaxed);
+                return Ok(1);
+            }
+            _ => {}
+        }
+        if self.synced.load(Ordering::SeqCst) > ticket {
+            return Ok(0);
+        }
+        self.sync_held(&mut held, HashMap::from([(row.id.clone(), row)]))
+            .await
+    }
+
+    async fn sync_held(
+        &self,
+        held: &mut Option<i64>,
+        known: HashMap<String, EntryRow>,
+    ) -> Result<usize, StoreError> {
+        let begun = self.syncs_begun.fetch_add(1, Ordering::SeqCst) + 1;
+        let applied = self.catch_up(held, known).await?;
+        self.synced.store(begun, Ordering::SeqCst);
+        Ok(applied)
+    }
+
+    /// Applies the feed from `held` on; the content of an entry put is taken from `known`
+    /// when it is there, else read from the store.
+    async fn catch_up(
+        &self,
+        held: &mut Option<i64>,
+        mut known: HashMap<String, EntryRow>,
+    ) -> Result<usize, StoreError> {
         let mut applied = 0;
         loop {
             let Some(revision) = *held else {
-                applied += self.reload(&mut held).await?;
+                applied += self.reload(held).await?;
                 continue;
             };
             let page = self
@@ -254,7 +326,7 @@ impl Registry {
                     floor = page.floor,
                     "registration entries fell behind the change feed; reloading them in full"
                 );
-                applied += self.reload(&mut held).await?;
+                applied += self.reload(held).await?;
                 continue;
             }
             let Some(last) = page.rows.last().map(|r| r.rev) else {
@@ -265,18 +337,27 @@ impl Registry {
             for row in &page.rows {
                 latest.insert(row.key.as_str(), row.op);
             }
-            let put: Vec<String> = latest
-                .iter()
-                .filter(|(_, op)| **op == ChangeOp::Put)
-                .map(|(id, _)| (*id).to_owned())
-                .collect();
-            let mut rows: HashMap<String, EntryRow> = self
-                .store
-                .entry_get_many(&put)
-                .await?
-                .into_iter()
-                .map(|row| (row.id.clone(), row))
-                .collect();
+            let mut rows: HashMap<String, EntryRow> = HashMap::new();
+            let mut unknown: Vec<String> = Vec::new();
+            for (id, op) in &latest {
+                if *op == ChangeOp::Put {
+                    match known.remove(*id) {
+                        Some(row) => {
+                            rows.insert(row.id.clone(), row);
+                        }
+                        None => unknown.push((*id).to_owned()),
+                    }
+                }
+            }
+            if !unknown.is_empty() {
+                rows.extend(
+                    self.store
+                        .entry_get_many(&unknown)
+                        .await?
+                        .into_iter()
+                        .map(|row| (row.id.clone(), row)),
+                );
+            }
             {
                 let mut index = self.write();
                 for id in latest.keys() {
@@ -451,5 +532,50 @@ mod tests {
         index.remove("e3");
         assert!(index.agents_of("acme").is_empty());
         assert!(index.buckets.is_empty() && index.by_owner.is_empty());
+    }
+
+    /// An entry this server inserted applies at once when it is the next entry change, else
+    /// through the feed, which also brings what came between; a later change (here, a
+    /// deletion) is never undone by applying an earlier insert.
+    #[tokio::test]
+    async fn own_inserts_apply_in_feed_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let url: store::StoreUrl = format!("sqlite://{}/w.db", dir.path().display())
+            .parse()
+            .unwrap();
+        let store = store::open(&url).await.unwrap();
+        let registry = Registry::new(Arc::clone(&store));
+        registry.sync().await.unwrap();
+        let caller = sel("unix:uid:7");
+        let ids = |r: &Registry| -> Vec<String> {
+            r.matching(&caller).into_iter().map(|e| e.id).collect()
+        };
+
+        // Next in the feed: applied without a sync.
+        let e1 = row("e1", "spiffe://t/a", "unix:uid:7", 1);
+        let rev1 = store.entry_insert(&e1).await.unwrap();
+        assert_eq!(registry.apply_inserted(rev1, e1).await.unwrap(), 1);
+        assert_eq!(ids(&registry), ["e1"]);
+        let begun = registry.syncs_begun.load(Ordering::SeqCst);
+
+        // Another write came first: the feed brings both, in order.
+        let e2 = row("e2", "spiffe://t/b", "unix:uid:7", 2);
+        let e3 = row("e3", "spiffe://t/c", "unix:uid:7", 3);
+        store.entry_insert(&e2).await.unwrap();
+        let rev3 = store.entry_insert(&e3).await.unwrap();
+        assert_eq!(registry.apply_inserted(rev3, e3.clone()).await.unwrap(), 2);
+        assert_eq!(ids(&registry), ["e1", "e2", "e3"]);
+        assert_eq!(registry.syncs_begun.load(Ordering::SeqCst), begun + 1);
+        // Applied already: nothing to do.
+        assert_eq!(registry.apply_inserted(rev3, e3).await.unwrap(), 0);
+
+        // Deleted before its insert is applied: the deletion, later in the feed, wins.
+        let e4 = row("e4", "spiffe://t/d", "unix:uid:7", 4);
+        let rev4 = store.entry_insert(&e4).await.unwrap();
+        assert!(store.entry_delete("e4").await.unwrap());
+        registry.apply_inserted(rev4, e4).await.unwrap();
+        registry.sync().await.unwrap();
+        assert_eq!(ids(&registry), ["e1", "e2", "e3"]);
+        assert_eq!(registry.stats().full_reloads, 1);
     }
 }
