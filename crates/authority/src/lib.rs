@@ -30,7 +30,7 @@ use ledger::{Ledger, NewEvent, OcsfClass, Outcome};
 use rand::RngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use store::{FederationRow, KeyActivate, SigningKeyRow, Store, StoreError};
+use store::{ChangeKind, FederationRow, KeyActivate, SigningKeyRow, Store, StoreError};
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
@@ -215,7 +215,21 @@ struct Cache {
     jwts: HashMap<String, Arc<JwtSigner>>,
     access: HashMap<String, Arc<AccessTokenSigner>>,
     fingerprint: Option<[u8; 32]>,
+    /// The change-feed revision the keyring was built at (`None`: not yet).
+    revision: Option<i64>,
+    /// When a retired key's overlap next ends, which changes the keyring with no write.
+    next_due_ms: Option<i64>,
     last_attempt: HashMap<String, Instant>,
+}
+
+/// What [`Keys::build`] made.
+struct Built {
+    trust: Trust,
+    /// Of what it was built from.
+    fingerprint: [u8; 32],
+    /// When a key published now stops being published (the next time the same rows build a
+    /// different keyring).
+    next_due_ms: Option<i64>,
 }
 
 /// The stored keys and federations, and what has been unsealed from them.
@@ -343,14 +357,20 @@ impl Authority {
                 }
             }
         }
-        let (trust, fingerprint) = keys.build().await?;
-        keys.lock_cache().fingerprint = Some(fingerprint);
+        let revision = store.change_head().await?;
+        let built = keys.build().await?;
+        {
+            let mut cache = keys.lock_cache();
+            cache.fingerprint = Some(built.fingerprint);
+            cache.revision = Some(revision);
+            cache.next_due_ms = built.next_due_ms;
+        }
         Ok(Self {
             keys,
             td,
             store,
             ledger,
-            keyring: Arc::new(Keyring::new(trust)),
+            keyring: Arc::new(Keyring::new(built.trust)),
             busy: tokio::sync::Mutex::new(()),
         })
     }
@@ -491,7 +511,7 @@ impl Keys {
 
     /// Reads keys and federations and builds the trust they describe, with a fingerprint of
     /// what it was built from.
-    async fn build(&self) -> Result<(Trust, [u8; 32])> {
+    async fn build(&self) -> Result<Built> {
         let now = now_ms();
         let cas = self.store.signing_keys(X509).await?;
         let jwts = self.store.signing_keys(JWT).await?;
@@ -576,22 +596,51 @@ impl Keys {
         let trust = Trust::new(ca, jwt, own, federated)
             .with_access_tokens(access, access_keys)
             .with_federation_limits(limits);
-        Ok((trust, fp.finalize().into()))
+        let next_due_ms = cas
+            .iter()
+            .chain(&jwts)
+            .chain(&accesses)
+            .filter(|row| in_bundle(row, now))
+            .filter_map(bundle_until)
+            .min();
+        Ok(Built {
+            trust,
+            fingerprint: fp.finalize().into(),
+            next_due_ms,
+        })
     }
 }
 
 impl Authority {
-    /// Re-reads keys and federations; replaces the keyring if they changed. Returns whether it
-    /// did.
+    /// Brings the keyring up to the store: when the change feed names a key or federation
+    /// changed since the keyring was built (or no longer reaches back that far), or a retired
+    /// key's overlap has ended, re-reads keys and federations and replaces the keyring if what
+    /// it is built from differs. Otherwise this is one indexed query. Returns whether the
+    /// keyring was replaced.
     pub async fn refresh(&self) -> Result<bool> {
-        let (trust, fingerprint) = self.keys.build().await?;
+        let (held, due) = {
+            let cache = self.keys.lock_cache();
+            let due = cache.next_due_ms.is_some_and(|at| now_ms() >= at);
+            (cache.revision, due)
+        };
+        if let (Some(held), false) = (held, due) {
+            let page = self.store.changes_since(ChangeKind::Key, held, 1).await?;
+            if page.floor <= held && page.rows.is_empty() {
+                return Ok(false);
+            }
+        }
+        // The head is read before the keys: a change committed after it is seen next time.
+        let head = self.store.change_head().await?;
+        let built = self.keys.build().await?;
         let mut cache = self.keys.lock_cache();
-        if cache.fingerprint == Some(fingerprint) {
+        cache.revision = Some(head);
+        cache.next_due_ms = built.next_due_ms;
+        if cache.fingerprint == Some(built.fingerprint) {
             return Ok(false);
         }
-        cache.fingerprint = Some(fingerprint);
+        cache.fingerprint = Some(built.fingerprint);
         drop(cache);
-        self.keyring.replace(trust);
+        self.keyring.replace(built.trust);
         Ok(true)
     }
 

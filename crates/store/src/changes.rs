@@ -1,5 +1,6 @@
 //! The change feed: every write to state that servers cache (registration entries, holds, the
-//! denylist, tasks and their agents, risk scores, policy packages) adds a row naming what
+//! denylist, tasks and their agents, risk scores, policy packages, signing keys and federated
+//! bundles) adds a row naming what
 //! changed, in the same transaction. A server holding revision `r` of a kind applies the rows
 //! past `r` — one indexed query when nothing changed — instead of re-reading everything.
 //!
@@ -27,17 +28,22 @@ pub enum ChangeKind {
     Risk,
     /// A policy package (a version pushed); the key is its name.
     Policy,
+    /// A signing key (added, activated, retired, revoked; the key is its id) or a federated
+    /// trust domain (added, its bundle or limits replaced, removed; the key is
+    /// `federation:<trust domain>`): what the keyring is built from.
+    Key,
 }
 
 impl ChangeKind {
     /// Every kind, in a stable order.
-    pub const ALL: [ChangeKind; 6] = [
+    pub const ALL: [ChangeKind; 7] = [
         ChangeKind::Entry,
         ChangeKind::Hold,
         ChangeKind::Deny,
         ChangeKind::Task,
         ChangeKind::Risk,
         ChangeKind::Policy,
+        ChangeKind::Key,
     ];
 
     /// Its name in the feed (and in metrics).
@@ -49,6 +55,7 @@ impl ChangeKind {
             ChangeKind::Task => "task",
             ChangeKind::Risk => "risk",
             ChangeKind::Policy => "policy",
+            ChangeKind::Key => "key",
         }
     }
 }
@@ -126,6 +133,16 @@ impl Change {
     /// The key of a hold or denylist entry.
     pub(crate) fn pair(kind: &str, value: &str) -> String {
         format!("{kind}:{value}")
+    }
+}
+
+/// The feed row of a federated trust domain added or changed (`removed`: taken away).
+pub(crate) fn federation_change(trust_domain: &str, removed: bool) -> Change {
+    let key = format!("federation:{trust_domain}");
+    if removed {
+        Change::delete(ChangeKind::Key, key)
+    } else {
+        Change::put(ChangeKind::Key, key)
     }
 }
 

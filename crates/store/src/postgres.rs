@@ -14,7 +14,7 @@ use crate::{
     ApiTokenRow, Backend, ChangeKind, CheckpointRow, DenyRow, EntryInsert, EntryRow, FederationRow,
     JoinConsume, JoinTokenRow, KeyActivate, LedgerRow, PolicyVersionRow, Result, SigningKeyRow,
     Store, StoreError, TokenRevoke,
-    changes::{Change, ChangeOp},
+    changes::{Change, ChangeOp, federation_change},
     common::{
         self, INSERT_CHUNK_ROWS, RawCheckpointRow, RawEntryRow, RawLedgerRow, RawTokenRow, db_err,
         to_i64,
@@ -599,6 +599,7 @@ impl Store for PostgresStore {
         }
         // The partial unique indexes keep one active and one prepared key per kind; a racing
         // second insert of either is skipped, not an error.
+        let (_gate, mut tx) = self.begin_write().await?;
         let done = sqlx::query(&format!(
             "INSERT INTO signing_keys ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              ON CONFLICT DO NOTHING",
@@ -614,12 +615,15 @@ impl Store for PostgresStore {
         .bind(row.activated_unix_ms)
         .bind(row.retired_unix_ms)
         .bind(row.revoked_unix_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_err)?;
         if done.rows_affected() > 0 {
+            Self::note(&mut tx, &[Change::put(ChangeKind::Key, &row.id)]).await?;
+            tx.commit().await.map_err(db_err)?;
             return Ok(true);
         }
+        drop(tx);
         // Nothing inserted: either the state slot is taken or the id is (report the latter).
         let taken: Option<String> = sqlx::query_scalar("SELECT id FROM signing_keys WHERE id = $1")
             .bind(&row.id)
@@ -641,7 +645,7 @@ impl Store for PostgresStore {
         id: &str,
         at_unix_ms: i64,
     ) -> Result<KeyActivate> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let (_gate, mut tx) = self.begin_write().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(KEYS_LOCK_KEY)
             .execute(&mut *tx)
@@ -682,6 +686,9 @@ impl Store for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
+        let mut changed = vec![Change::put(ChangeKind::Key, id)];
+        changed.extend(retired.iter().map(|r| Change::put(ChangeKind::Key, r)));
+        Self::note(&mut tx, &changed).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(KeyActivate::Activated { retired })
     }
@@ -802,6 +809,7 @@ impl Store for PostgresStore {
     }
 
     async fn signing_key_revoke(&self, id: &str, at_unix_ms: i64) -> Result<bool> {
+        let (_gate, mut tx) = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE signing_keys SET state = 'retired', \
              retired_unix_ms = COALESCE(retired_unix_ms, $1), revoked_unix_ms = $1 \
@@ -809,10 +817,15 @@ impl Store for PostgresStore {
         )
         .bind(at_unix_ms)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        let revoked = done.rows_affected() > 0;
+        if revoked {
+            Self::note(&mut tx, &[Change::put(ChangeKind::Key, id)]).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(revoked)
     }
 
     async fn policy_append(
@@ -890,6 +903,7 @@ impl Store for PostgresStore {
     }
 
     async fn federation_insert(&self, row: &FederationRow) -> Result<()> {
+        let (_gate, mut tx) = self.begin_write().await?;
         let done = sqlx::query(&format!(
             "INSERT INTO federations ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT DO NOTHING",
@@ -903,7 +917,7 @@ impl Store for PostgresStore {
         .bind(row.refreshed_unix_ms)
         .bind(&row.last_error)
         .bind(&row.limits_json)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_err)?;
         if done.rows_affected() == 0 {
@@ -912,6 +926,8 @@ impl Store for PostgresStore {
                 row.trust_domain
             )));
         }
+        Self::note(&mut tx, &[federation_change(&row.trust_domain, false)]).await?;
+        tx.commit().await.map_err(db_err)?;
         Ok(())
     }
 
@@ -922,6 +938,7 @@ impl Store for PostgresStore {
         at_unix_ms: i64,
         last_error: Option<&str>,
     ) -> Result<bool> {
+        let (_gate, mut tx) = self.begin_write().await?;
         let done = match bundle_json {
             Some(json) => sqlx::query(
                 "UPDATE federations SET bundle_json = $1, refreshed_unix_ms = $2, \
@@ -935,20 +952,31 @@ impl Store for PostgresStore {
                 .bind(last_error)
                 .bind(trust_domain),
         }
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        let found = done.rows_affected() > 0;
+        if found && bundle_json.is_some() {
+            Self::note(&mut tx, &[federation_change(trust_domain, false)]).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(found)
     }
 
     async fn federation_set_limits(&self, trust_domain: &str, limits_json: &str) -> Result<bool> {
+        let (_gate, mut tx) = self.begin_write().await?;
         let done = sqlx::query("UPDATE federations SET limits_json = $1 WHERE trust_domain = $2")
             .bind(limits_json)
             .bind(trust_domain)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        let found = done.rows_affected() > 0;
+        if found {
+            Self::note(&mut tx, &[federation_change(trust_domain, false)]).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(found)
     }
 
     async fn federation_list(&self) -> Result<Vec<FederationRow>> {
@@ -963,12 +991,18 @@ impl Store for PostgresStore {
     }
 
     async fn federation_delete(&self, trust_domain: &str) -> Result<bool> {
+        let (_gate, mut tx) = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM federations WHERE trust_domain = $1")
             .bind(trust_domain)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        let found = done.rows_affected() > 0;
+        if found {
+            Self::note(&mut tx, &[federation_change(trust_domain, true)]).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(found)
     }
 
     async fn meta_get(&self, key: &str) -> Result<Option<String>> {

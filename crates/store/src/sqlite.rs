@@ -22,7 +22,7 @@ use crate::{
     ApiTokenRow, Backend, ChangeKind, CheckpointRow, DenyRow, EntryInsert, EntryRow, FederationRow,
     JoinConsume, JoinTokenRow, KeyActivate, LedgerRow, PolicyVersionRow, Result, SigningKeyRow,
     Store, StoreError, TokenRevoke,
-    changes::Change,
+    changes::{Change, federation_change},
     common::{
         self, INSERT_CHUNK_ROWS, RawCheckpointRow, RawEntryRow, RawLedgerRow, RawTokenRow, db_err,
         to_i64,
@@ -707,6 +707,7 @@ impl Store for SqliteStore {
         }
         // The partial unique indexes keep one active and one prepared key per kind; a racing
         // second insert of either is skipped, not an error.
+        let (_gate, mut tx) = self.begin_write().await?;
         let done = sqlx::query(&format!(
             "INSERT INTO signing_keys ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
              ON CONFLICT DO NOTHING",
@@ -722,12 +723,15 @@ impl Store for SqliteStore {
         .bind(row.activated_unix_ms)
         .bind(row.retired_unix_ms)
         .bind(row.revoked_unix_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_err)?;
         if done.rows_affected() > 0 {
+            Self::note(&mut tx, &[Change::put(ChangeKind::Key, &row.id)]).await?;
+            tx.commit().await.map_err(db_err)?;
             return Ok(true);
         }
+        drop(tx);
         // Nothing inserted: either the state slot is taken or the id is (report the latter).
         let taken: Option<String> = sqlx::query_scalar("SELECT id FROM signing_keys WHERE id = ?1")
             .bind(&row.id)
@@ -749,11 +753,7 @@ impl Store for SqliteStore {
         id: &str,
         at_unix_ms: i64,
     ) -> Result<KeyActivate> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
+        let (_gate, mut tx) = self.begin_write().await?;
         let prepared: Option<String> = sqlx::query_scalar(
             "SELECT id FROM signing_keys WHERE id = ?1 AND kind = ?2 AND state = 'prepared'",
         )
@@ -789,6 +789,9 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
+        let mut changed = vec![Change::put(ChangeKind::Key, id)];
+        changed.extend(retired.iter().map(|r| Change::put(ChangeKind::Key, r)));
+        Self::note(&mut tx, &changed).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(KeyActivate::Activated { retired })
     }
@@ -913,6 +916,7 @@ impl Store for SqliteStore {
     }
 
     async fn signing_key_revoke(&self, id: &str, at_unix_ms: i64) -> Result<bool> {
+        let (_gate, mut tx) = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE signing_keys SET state = 'retired', \
              retired_unix_ms = COALESCE(retired_unix_ms, ?1), revoked_unix_ms = ?1 \
@@ -920,10 +924,15 @@ impl Store for SqliteStore {
         )
         .bind(at_unix_ms)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        let revoked = done.rows_affected() > 0;
+        if revoked {
+            Self::note(&mut tx, &[Change::put(ChangeKind::Key, id)]).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(revoked)
     }
 
     async fn policy_append(
@@ -996,6 +1005,7 @@ impl Store for SqliteStore {
     }
 
     async fn federation_insert(&self, row: &FederationRow) -> Result<()> {
+        let (_gate, mut tx) = self.begin_write().await?;
         let done = sqlx::query(&format!(
             "INSERT INTO federations ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
              ON CONFLICT DO NOTHING",
@@ -1009,7 +1019,7 @@ impl Store for SqliteStore {
         .bind(row.refreshed_unix_ms)
         .bind(&row.last_error)
         .bind(&row.limits_json)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_err)?;
         if done.rows_affected() == 0 {
@@ -1018,6 +1028,8 @@ impl Store for SqliteStore {
                 row.trust_domain
             )));
         }
+        Self::note(&mut tx, &[federation_change(&row.trust_domain, false)]).await?;
+        tx.commit().await.map_err(db_err)?;
         Ok(())
     }
 
@@ -1028,6 +1040,7 @@ impl Store for SqliteStore {
         at_unix_ms: i64,
         last_error: Option<&str>,
     ) -> Result<bool> {
+        let (_gate, mut tx) = self.begin_write().await?;
         let done = match bundle_json {
             Some(json) => sqlx::query(
                 "UPDATE federations SET bundle_json = ?1, refreshed_unix_ms = ?2, \
@@ -1041,20 +1054,31 @@ impl Store for SqliteStore {
                 .bind(last_error)
                 .bind(trust_domain),
         }
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        let found = done.rows_affected() > 0;
+        if found && bundle_json.is_some() {
+            Self::note(&mut tx, &[federation_change(trust_domain, false)]).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(found)
     }
 
     async fn federation_set_limits(&self, trust_domain: &str, limits_json: &str) -> Result<bool> {
+        let (_gate, mut tx) = self.begin_write().await?;
         let done = sqlx::query("UPDATE federations SET limits_json = ?1 WHERE trust_domain = ?2")
             .bind(limits_json)
             .bind(trust_domain)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        let found = done.rows_affected() > 0;
+        if found {
+            Self::note(&mut tx, &[federation_change(trust_domain, false)]).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(found)
     }
 
     async fn federation_list(&self) -> Result<Vec<FederationRow>> {
@@ -1069,12 +1093,18 @@ impl Store for SqliteStore {
     }
 
     async fn federation_delete(&self, trust_domain: &str) -> Result<bool> {
+        let (_gate, mut tx) = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM federations WHERE trust_domain = ?1")
             .bind(trust_domain)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        let found = done.rows_affected() > 0;
+        if found {
+            Self::note(&mut tx, &[federation_change(trust_domain, true)]).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(found)
     }
 
     async fn meta_get(&self, key: &str) -> Result<Option<String>> {

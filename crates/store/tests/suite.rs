@@ -2416,6 +2416,61 @@ async fn change_feed_names_every_cached_write(store: Arc<dyn Store>) {
         note: None,
     };
     store.policy_append(&policy, None).await.unwrap();
+    // Keys and federations: what the keyring is built from. Writes that change nothing (a
+    // taken slot, a refresh that only records an error) are not in the feed.
+    assert!(
+        store
+            .signing_key_insert(&key("k1", "active", 1))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .signing_key_insert(&key("k9", "active", 1))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .signing_key_insert(&key("k2", "prepared", 2))
+            .await
+            .unwrap()
+    );
+    store
+        .signing_key_activate("x509-ca", "k2", 3)
+        .await
+        .unwrap();
+    assert!(store.signing_key_revoke("k1", 4).await.unwrap());
+    let federation = FederationRow {
+        trust_domain: "partner.example".into(),
+        bundle_url: None,
+        endpoint_ca_pem: None,
+        bundle_json: r#"{"keys":[]}"#.into(),
+        created_unix_ms: 1,
+        refreshed_unix_ms: 1,
+        last_error: None,
+        limits_json: None,
+    };
+    store.federation_insert(&federation).await.unwrap();
+    assert!(
+        store
+            .federation_refreshed("partner.example", None, 5, Some("unreachable"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .federation_refreshed("partner.example", Some(r#"{"keys":[]}"#), 6, None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .federation_set_limits("partner.example", "{}")
+            .await
+            .unwrap()
+    );
+    assert!(store.federation_delete("partner.example").await.unwrap());
     let table: &[(ChangeKind, &[(&str, ChangeOp)])] = &[
         (
             ChangeKind::Entry,
@@ -2429,6 +2484,20 @@ async fn change_feed_names_every_cached_write(store: Arc<dyn Store>) {
         (ChangeKind::Task, &[("T1", Put), ("T1", Put), ("T1", Put)]),
         (ChangeKind::Risk, &[("spiffe://t/coder", Put)]),
         (ChangeKind::Policy, &[("main", Put)]),
+        (
+            ChangeKind::Key,
+            &[
+                ("k1", Put),
+                ("k2", Put),
+                ("k2", Put),
+                ("k1", Put),
+                ("k1", Put),
+                ("federation:partner.example", Put),
+                ("federation:partner.example", Put),
+                ("federation:partner.example", Put),
+                ("federation:partner.example", Delete),
+            ],
+        ),
     ];
     let mut last = start;
     for (kind, want) in table {

@@ -399,8 +399,9 @@ async fn run(settings: Settings, _data_dir_lock: DataDirLock) -> Result<()> {
         })?)),
         None => None,
     };
-    // Keys and federated bundles: re-read every second (rotation by another replica or an
-    // operator), rotated on schedule, federated bundles refreshed when due.
+    // Keys and federated bundles: followed through the change feed every second (rotation by
+    // another replica or an operator), rotated on schedule, federated bundles refreshed when
+    // due.
     let authority_task = {
         let (authority, mut stop) = (Arc::clone(&authority), stop_rx.clone());
         tokio::spawn(async move {

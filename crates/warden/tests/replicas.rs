@@ -3,7 +3,7 @@
 //! change itself, not a full reload. Seen through the other server's own behaviour (its
 //! Workload API issues to an entry registered on the first, and stops issuing once the agent
 //! is held or denied there) and through its `/metrics` (changes applied per kind, full
-//! reloads unchanged since start). On SQLite (one database file shared by both) and, when
+//! reloads unchanged since start), and for keys through its bundle. On SQLite (one database file shared by both) and, when
 //! `WARDEN_TEST_DATABASE_URL` is set, PostgreSQL.
 
 #![allow(
@@ -166,6 +166,25 @@ async fn two_servers(url: String) {
     .await;
     assert!(resp.status().is_success());
     applied_beyond(&b, "risk", risk_before).await;
+
+    // A key rotation on A (a key prepared): B publishes it in its bundle, having seen the
+    // key change in the feed (with nothing in the feed, B does not re-read its keys).
+    let jwt_keys = |bundle: String| -> usize {
+        let doc: serde_json::Value = serde_json::from_str(&bundle).unwrap();
+        doc["keys"].as_array().unwrap().len()
+    };
+    let published = jwt_keys(b.get_text("/bundle").await);
+    let resp = post(&a, &admin, "/v1/ca/rotate", &json!({})).await;
+    assert!(resp.status().is_success());
+    let mut seen = false;
+    for _ in 0..50 {
+        if jwt_keys(b.get_text("/bundle").await) > published {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "a key prepared on A not in B's bundle within 5 s");
 
     // None of it made B read anything in full again.
     for (kind, at_start) in kinds.iter().zip(&reloads) {
