@@ -166,25 +166,6 @@ pub(crate) fn op_of(op: &str) -> ChangeOp {
     }
 }
 
-/// Appends `chunk` as the rows of a `VALUES` list (kind, key, op, at_ms), stamped `now`: the
-/// feed rows both backends insert.
-pub(crate) fn push_change_values<'a, DB>(
-    qb: &mut sqlx::QueryBuilder<'a, DB>,
-    chunk: &'a [Change],
-    now: i64,
-) where
-    DB: sqlx::Database,
-    &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-{
-    qb.push_values(chunk, |mut b, c| {
-        b.push_bind(c.kind.as_str())
-            .push_bind(c.key.as_str())
-            .push_bind(c.op.as_str())
-            .push_bind(now);
-    });
-}
-
 /// Implements `ChangeStore` for a backend whose pool is `self.pool` (one SQL text for both).
 macro_rules! change_methods {
     ($store:ty) => {

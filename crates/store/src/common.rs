@@ -327,6 +327,15 @@ pub(crate) fn plan_entry_batch(
     Ok(out)
 }
 
+/// The rows of a batch its plan creates.
+pub(crate) fn planned_new<'a>(rows: &'a [EntryRow], plan: &[EntryInsert]) -> Vec<&'a EntryRow> {
+    rows.iter()
+        .zip(plan)
+        .filter(|(_, p)| matches!(p, EntryInsert::Created(_)))
+        .map(|(r, _)| r)
+        .collect()
+}
+
 /// Keys looked up per `IN (…)` list.
 pub(crate) const LOOKUP_CHUNK: usize = 1000;
 
@@ -352,9 +361,10 @@ macro_rules! fetch_in {
 }
 pub(crate) use fetch_in;
 
-/// Inserts a batch's planned rows (see [`plan_entry_batch`]) on `$conn` with query builder
-/// `$qb`, and reads the stored entries sharing their SPIFFE IDs first; evaluates to the plan.
-macro_rules! insert_entry_batch {
+/// Plans a batch (see [`plan_entry_batch`]) on `$conn` with query builder `$qb`: reads the
+/// stored entries sharing the rows' SPIFFE IDs, and which of their ids are taken; evaluates
+/// to the plan. The caller inserts the rows planned as created.
+macro_rules! plan_entry_batch_on {
     ($qb:ty, $conn:expr, $rows:expr) => {{
         let rows: &[EntryRow] = $rows;
         let mut ids: Vec<&str> = rows.iter().map(|r| r.spiffe_id.as_str()).collect();
@@ -384,38 +394,10 @@ macro_rules! insert_entry_batch {
         .into_iter()
         .map(|(id,)| id)
         .collect();
-        let plan = common::plan_entry_batch(rows, stored, taken)?;
-        let new: Vec<&EntryRow> = rows
-            .iter()
-            .zip(&plan)
-            .filter(|(_, p)| matches!(p, EntryInsert::Created(_)))
-            .map(|(r, _)| r)
-            .collect();
-        for chunk in new.chunks(common::INSERT_CHUNK_ROWS) {
-            let mut qb = <$qb>::new(format!(
-                "INSERT INTO registration_entries ({}) ",
-                common::ENTRY_COLUMNS
-            ));
-            qb.push_values(chunk, |mut b, row| {
-                b.push_bind(row.id.as_str())
-                    .push_bind(row.spiffe_id.as_str())
-                    .push_bind(row.selectors.as_str())
-                    .push_bind(row.x509_ttl_secs)
-                    .push_bind(row.jwt_ttl_secs)
-                    .push_bind(row.agent_kind.as_deref())
-                    .push_bind(row.owner.as_deref())
-                    .push_bind(row.description.as_deref())
-                    .push_bind(row.created_unix_ms);
-            });
-            qb.build()
-                .execute(&mut *$conn)
-                .await
-                .map_err(common::entry_insert_err)?;
-        }
-        plan
+        common::plan_entry_batch(rows, stored, taken)?
     }};
 }
-pub(crate) use insert_entry_batch;
+pub(crate) use plan_entry_batch_on;
 
 /// Raw signing key row, in [`SIGNING_KEY_COLUMNS`] order.
 pub(crate) type RawSigningKeyRow = (

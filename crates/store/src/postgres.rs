@@ -238,21 +238,26 @@ impl PostgresStore {
         if changes.is_empty() {
             return Ok(());
         }
-        let now = crate::changes::now_ms();
-        // The lock is taken by the statement that inserts the first rows (one round trip
-        // less under the lock, which every writer of cached state waits for).
-        for chunk in changes.chunks(1000) {
-            let mut qb =
-                QueryBuilder::<Postgres>::new("WITH feed_lock AS (SELECT pg_advisory_xact_lock(");
-            qb.push_bind(CHANGES_LOCK_KEY);
-            qb.push(
-                ")) INSERT INTO changes (kind, key, op, at_ms) \
-                 SELECT v.kind, v.key, v.op, v.at_ms FROM feed_lock, (",
-            );
-            crate::changes::push_change_values(&mut qb, chunk, now);
-            qb.push(") AS v (kind, key, op, at_ms)");
-            qb.build().execute(&mut *conn).await.map_err(db_err)?;
-        }
+        // One statement (a column per array), which takes the lock first: one round trip
+        // under the lock, which every writer of cached state waits for.
+        let column = |f: fn(&crate::changes::Change) -> &str| -> Vec<&str> {
+            changes.iter().map(f).collect()
+        };
+        sqlx::query(
+            "WITH feed_lock AS (SELECT pg_advisory_xact_lock($1)) \
+             INSERT INTO changes (kind, key, op, at_ms) \
+             SELECT v.kind, v.key, v.op, $5 FROM feed_lock, \
+             UNNEST($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS v (kind, key, op, n) \
+             ORDER BY v.n",
+        )
+        .bind(CHANGES_LOCK_KEY)
+        .bind(column(|c| c.kind.as_str()))
+        .bind(column(|c| c.key.as_str()))
+        .bind(column(|c| c.op.as_str()))
+        .bind(crate::changes::now_ms())
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
         Ok(())
     }
 }
@@ -525,7 +530,35 @@ impl Store for PostgresStore {
         // One transaction: each row is checked against what is stored and against the batch's
         // earlier rows, and a conflict anywhere rolls all of it back.
         let (_gate, mut tx) = self.begin_write().await?;
-        let out = common::insert_entry_batch!(QueryBuilder<'_, Postgres>, tx, rows);
+        let out = common::plan_entry_batch_on!(QueryBuilder<'_, Postgres>, tx, rows);
+        let new = common::planned_new(rows, &out);
+        if !new.is_empty() {
+            // One statement for the whole batch: a column per array.
+            let column = |f: fn(&EntryRow) -> Option<String>| -> Vec<Option<String>> {
+                new.iter().map(|r| f(r)).collect()
+            };
+            let number = |f: fn(&EntryRow) -> Option<i64>| -> Vec<Option<i64>> {
+                new.iter().map(|r| f(r)).collect()
+            };
+            sqlx::query(&format!(
+                "INSERT INTO registration_entries ({}) SELECT * FROM UNNEST(\
+                 $1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::text[], \
+                 $7::text[], $8::text[], $9::int8[])",
+                common::ENTRY_COLUMNS
+            ))
+            .bind(column(|r| Some(r.id.clone())))
+            .bind(column(|r| Some(r.spiffe_id.clone())))
+            .bind(column(|r| Some(r.selectors.clone())))
+            .bind(number(|r| r.x509_ttl_secs))
+            .bind(number(|r| r.jwt_ttl_secs))
+            .bind(column(|r| r.agent_kind.clone()))
+            .bind(column(|r| r.owner.clone()))
+            .bind(column(|r| r.description.clone()))
+            .bind(number(|r| Some(r.created_unix_ms)))
+            .execute(&mut *tx)
+            .await
+            .map_err(common::entry_insert_err)?;
+        }
         let changes: Vec<Change> = out
             .iter()
             .filter_map(|o| match o {

@@ -66,10 +66,11 @@ pub struct SqliteStore {
     /// writer at a time, and a second one waits in its busy handler, which sleeps in
     /// milliseconds; queueing here instead hands the write lock over at once.
     write_gate: Arc<tokio::sync::Mutex<()>>,
-    /// The connection ledger appends write on, taken under `write_gate`. One connection,
-    /// always the same: SQLite empties a connection's page cache when another connection has
-    /// written since it last read, so appends spread over the pool's connections re-read
-    /// the B-tree pages they touch from the file at every commit; this one keeps them.
+    /// The connection ledger appends (and registration entries) write on, taken under
+    /// `write_gate`. One connection, always the same: SQLite empties a connection's page cache
+    /// when another connection has written since it last read, so appends spread over the
+    /// pool's connections re-read the B-tree pages they touch from the file at every commit;
+    /// this one keeps them.
     /// `None` once the store is closed. It commits with `synchronous = NORMAL`: its commits
     /// are durable once [`Store::ledger_sync`] has synced `wal_file`.
     appender: Arc<tokio::sync::Mutex<Option<sqlx::SqliteConnection>>>,
@@ -148,8 +149,10 @@ impl SqliteStore {
         let appender = sqlx::Connection::connect_with(
             &options
                 .clone()
-                // 16 MiB of page cache: the ledger's right edge is written back hot.
-                .pragma("cache_size", "-16384")
+                // 8 MiB of page cache: the ledger's right edge is written back hot, and the
+                // registration entries written here share the rest (a fleet's entries would
+                // fill any size, so it stays bounded).
+                .pragma("cache_size", "-8192")
                 .pragma("temp_store", "memory")
                 .synchronous(SqliteSynchronous::Normal),
         )
@@ -341,7 +344,12 @@ impl SqliteStore {
         let mut last = None;
         for chunk in changes.chunks(1000) {
             let mut qb = QueryBuilder::<Sqlite>::new("INSERT INTO changes (kind, key, op, at_ms) ");
-            crate::changes::push_change_values(&mut qb, chunk, now);
+            qb.push_values(chunk, |mut b, c| {
+                b.push_bind(c.kind.as_str())
+                    .push_bind(c.key.as_str())
+                    .push_bind(c.op.as_str())
+                    .push_bind(now);
+            });
             let done = qb.build().execute(&mut *conn).await.map_err(db_err)?;
             // `rev` is the rowid; a multi-row insert's last row is inserted last.
             last = Some(done.last_insert_rowid());
@@ -633,7 +641,28 @@ impl Store for SqliteStore {
         let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
             .await
             .map_err(db_err)?;
-        let out = common::insert_entry_batch!(QueryBuilder<'_, Sqlite>, tx, rows);
+        let out = common::plan_entry_batch_on!(QueryBuilder<'_, Sqlite>, tx, rows);
+        for chunk in common::planned_new(rows, &out).chunks(INSERT_CHUNK_ROWS) {
+            let mut qb = QueryBuilder::<Sqlite>::new(format!(
+                "INSERT INTO registration_entries ({}) ",
+                common::ENTRY_COLUMNS
+            ));
+            qb.push_values(chunk, |mut b, row| {
+                b.push_bind(row.id.as_str())
+                    .push_bind(row.spiffe_id.as_str())
+                    .push_bind(row.selectors.as_str())
+                    .push_bind(row.x509_ttl_secs)
+                    .push_bind(row.jwt_ttl_secs)
+                    .push_bind(row.agent_kind.as_deref())
+                    .push_bind(row.owner.as_deref())
+                    .push_bind(row.description.as_deref())
+                    .push_bind(row.created_unix_ms);
+            });
+            qb.build()
+                .execute(&mut *tx)
+                .await
+                .map_err(common::entry_insert_err)?;
+        }
         let changes: Vec<Change> = out
             .iter()
             .filter_map(|o| match o {
