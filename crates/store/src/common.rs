@@ -230,6 +230,24 @@ pub(crate) type RawEntryRow = (
 pub(crate) const ENTRY_COLUMNS: &str = "id, spiffe_id, selectors, x509_ttl_secs, jwt_ttl_secs, \
      agent_kind, owner, description, created_unix_ms";
 
+/// Binds `$row`'s fields to `$query` in [`ENTRY_COLUMNS`] order (its next nine parameters).
+macro_rules! bind_entry {
+    ($query:expr, $row:expr) => {{
+        let row: &EntryRow = $row;
+        $query
+            .bind(&row.id)
+            .bind(&row.spiffe_id)
+            .bind(&row.selectors)
+            .bind(row.x509_ttl_secs)
+            .bind(row.jwt_ttl_secs)
+            .bind(&row.agent_kind)
+            .bind(&row.owner)
+            .bind(&row.description)
+            .bind(row.created_unix_ms)
+    }};
+}
+pub(crate) use bind_entry;
+
 pub(crate) fn entry_row(raw: RawEntryRow) -> EntryRow {
     let (
         id,

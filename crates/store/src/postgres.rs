@@ -499,31 +499,24 @@ impl Store for PostgresStore {
         // One statement, so one round trip: the entry and its feed row commit together, and
         // the feed's lock (taken before the feed row's revision is drawn) is held only for
         // the statement's own commit.
-        sqlx::query_as(&format!(
+        let sql = format!(
             "WITH feed_lock AS (SELECT pg_advisory_xact_lock($10)), \
                   entry AS (INSERT INTO registration_entries ({}) \
                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id) \
              INSERT INTO changes (kind, key, op, at_ms) \
              SELECT $11, entry.id, $12, $13 FROM feed_lock, entry RETURNING rev",
             common::ENTRY_COLUMNS
-        ))
-        .bind(&row.id)
-        .bind(&row.spiffe_id)
-        .bind(&row.selectors)
-        .bind(row.x509_ttl_secs)
-        .bind(row.jwt_ttl_secs)
-        .bind(&row.agent_kind)
-        .bind(&row.owner)
-        .bind(&row.description)
-        .bind(row.created_unix_ms)
-        .bind(CHANGES_LOCK_KEY)
-        .bind(ChangeKind::Entry.as_str())
-        .bind(ChangeOp::Put.as_str())
-        .bind(crate::changes::now_ms())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(common::entry_insert_err)
-        .map(|rev: (i64,)| rev.0)
+        );
+        let query = sqlx::query_as(&sql);
+        common::bind_entry!(query, row)
+            .bind(CHANGES_LOCK_KEY)
+            .bind(ChangeKind::Entry.as_str())
+            .bind(ChangeOp::Put.as_str())
+            .bind(crate::changes::now_ms())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(common::entry_insert_err)
+            .map(|rev: (i64,)| rev.0)
     }
 
     async fn entry_insert_many(&self, rows: &[EntryRow]) -> Result<Vec<EntryInsert>> {

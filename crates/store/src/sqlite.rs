@@ -1163,21 +1163,12 @@ async fn insert_entry<'e, E>(executor: E, row: &EntryRow) -> std::result::Result
 where
     E: sqlx::Executor<'e, Database = Sqlite>,
 {
-    sqlx::query(&format!(
+    let sql = format!(
         "INSERT INTO registration_entries ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         common::ENTRY_COLUMNS
-    ))
-    .bind(&row.id)
-    .bind(&row.spiffe_id)
-    .bind(&row.selectors)
-    .bind(row.x509_ttl_secs)
-    .bind(row.jwt_ttl_secs)
-    .bind(&row.agent_kind)
-    .bind(&row.owner)
-    .bind(&row.description)
-    .bind(row.created_unix_ms)
-    .execute(executor)
-    .await?;
+    );
+    let query = sqlx::query(&sql);
+    common::bind_entry!(query, row).execute(executor).await?;
     Ok(())
 }
 

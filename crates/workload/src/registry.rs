@@ -256,14 +256,11 @@ impl Registry {
     pub async fn sync_after_write(&self, written: Vec<EntryRow>) -> Result<usize, StoreError> {
         let ticket = self.syncs_begun.load(Ordering::SeqCst);
         let mut held = self.revision.lock().await;
-        if self.synced.load(Ordering::SeqCst) > ticket {
-            return Ok(0);
-        }
         let known = written
             .into_iter()
             .map(|row| (row.id.clone(), row))
             .collect();
-        self.sync_held(&mut held, known).await
+        self.sync_unless_done_since(ticket, &mut held, known).await
     }
 
     /// Applies an entry this server has just inserted, which the change feed records at
@@ -285,11 +282,22 @@ impl Registry {
             }
             _ => {}
         }
+        let known = HashMap::from([(row.id.clone(), row)]);
+        self.sync_unless_done_since(ticket, &mut held, known).await
+    }
+
+    /// Syncs, unless a sync that began after `ticket` (the count of syncs begun, read once
+    /// the caller's write had committed) has finished: that one read the write already.
+    async fn sync_unless_done_since(
+        &self,
+        ticket: u64,
+        held: &mut Option<i64>,
+        known: HashMap<String, EntryRow>,
+    ) -> Result<usize, StoreError> {
         if self.synced.load(Ordering::SeqCst) > ticket {
             return Ok(0);
         }
-        self.sync_held(&mut held, HashMap::from([(row.id.clone(), row)]))
-            .await
+        self.sync_held(held, known).await
     }
 
     async fn sync_held(
